@@ -1,0 +1,127 @@
+"""Every error Gatekeeper raises, under one root.
+
+Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the edge with
+``raise X(...) from exc``: code inside Gatekeeper never sees them.
+
+    GatekeeperError
+    ├── ConfigurationError      bad settings, rate strings, URLs, policies, YAML files
+    ├── StorageError            the shared store (Redis, memory) failed or timed out
+    │   └── StorageTimeout      ... it did not answer within its deadline
+    ├── RateLimitExceeded       a limit denied a request (carries the Decision)
+    ├── UpstreamError           forwarding to a backend failed
+    │   ├── UpstreamTimeout     ... the backend did not answer in time       (-> 504)
+    │   ├── UpstreamConnectError ... the backend refused or reset the connection (-> 502)
+    │   └── NoHealthyUpstream   ... every backend of the pool is ejected or broken (-> 503)
+    ├── QueueFull               the admission queue is full or the wait timed out (-> 503)
+    ├── TokenError              a JWT or ticket is malformed, forged or expired
+    ├── AuthenticationError     no or wrong credentials                      (-> 401)
+    ├── PermissionDenied        authenticated, but not allowed               (-> 403)
+    ├── NotFound                the named thing does not exist               (-> 404)
+    ├── Conflict                the thing already exists                     (-> 409)
+    └── PersistenceError        the SQL database failed or is not migrated
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gatekeeper.limits.decision import Decision
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "Conflict",
+    "GatekeeperError",
+    "NoHealthyUpstream",
+    "NotFound",
+    "PermissionDenied",
+    "PersistenceError",
+    "QueueFull",
+    "RateLimitExceeded",
+    "StorageError",
+    "StorageTimeout",
+    "TokenError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class GatekeeperError(Exception):
+    """The root of every error Gatekeeper raises."""
+
+
+class ConfigurationError(GatekeeperError, ValueError):
+    """A setting, rate string, URL, policy or configuration file is invalid.
+
+    The message names the offending field and value, e.g.
+    ``rate '5/fortnight': unknown period 'fortnight' (use second, minute, hour, day)``.
+    """
+
+
+class StorageError(GatekeeperError):
+    """The shared store failed. ``__cause__`` holds the backend's own exception."""
+
+
+class StorageTimeout(StorageError):
+    """The shared store did not answer within the configured deadline."""
+
+
+class RateLimitExceeded(GatekeeperError):
+    """A request was denied by a limit. ``decision`` explains which and until when."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"rate limit exceeded: {decision.policy}")
+        self.decision = decision
+
+
+class UpstreamError(GatekeeperError):
+    """Forwarding a request to a backend failed."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The backend did not answer within the route's timeout."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """The backend refused, reset or dropped the connection."""
+
+
+class NoHealthyUpstream(UpstreamError):
+    """No endpoint of the pool is healthy and closed-circuit."""
+
+
+class QueueFull(GatekeeperError):
+    """The admission queue is full, or a request waited past its timeout."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TokenError(GatekeeperError):
+    """A token is malformed, forged, expired, revoked or meant for someone else."""
+
+
+class AuthenticationError(GatekeeperError):
+    """Credentials are missing or wrong."""
+
+
+class PermissionDenied(GatekeeperError):
+    """The caller is known but may not do this."""
+
+
+class NotFound(GatekeeperError):
+    """The named resource does not exist."""
+
+
+class Conflict(GatekeeperError):
+    """The resource already exists or the change conflicts with its state."""
+
+
+class PersistenceError(GatekeeperError):
+    """The SQL database failed, or its schema is not at the expected revision."""
+
+    def __init__(self, message: str, *args: Any) -> None:
+        super().__init__(message, *args)
