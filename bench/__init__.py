@@ -1,0 +1,1 @@
+"""Reproducible benchmarks. Each module measures its baseline in the same run."""
