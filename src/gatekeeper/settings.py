@@ -1,0 +1,44 @@
+"""Process settings from the environment (``GATEKEEPER_*``), loaded once at the edge.
+
+Secrets and URLs come from here; the declarative YAML file (routes, pools, policies) is loaded by
+``gatekeeper.gateway.config``. Everything inward receives these values, never the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Environment settings. Empty ``redis_url`` means the embedded ``memory://`` store."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", extra="ignore")
+
+    redis_url: str = ""
+    database_url: str = "sqlite+aiosqlite:///gatekeeper.db"
+    config_file: str | None = None
+    admin_token: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    # The seed's BUSINESS_IDS: tenants of the waiting room, "a:b" or "a,b".
+    business_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    # Where multiprocess Prometheus metrics are written when several workers run.
+    metrics_dir: str | None = None
+
+    @field_validator("business_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(",", ":").split(":") if part.strip()]
+        return value
+
+    @property
+    def storage_url(self) -> str:
+        """The limit store's URL: Redis when configured, else the in-process memory store."""
+        return self.redis_url or "memory://"
