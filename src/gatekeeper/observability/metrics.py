@@ -1,0 +1,410 @@
+"""Every Prometheus metric Gatekeeper exports, defined in one place.
+
+Names are stable (they are an API: dashboards and alerts depend on them), carry the
+``gatekeeper_`` prefix and their unit, and every label is bounded: a route is the route's *name*
+from the configuration, never the raw path; an upstream is a pool name; an endpoint is a
+configured ``host:port``; a tenant is a configured business id; a status is an HTTP code.
+
+Hot paths call the small typed methods of :class:`Metrics` (``metrics.request(...)``,
+``metrics.decision(...)``, ...). Each method caches its pre-bound label children in a plain dict,
+so a call costs one dict lookup plus the increments, without prometheus-client's label lock.
+
+Metrics are created on the registry passed in; nothing is registered at import time. When several
+worker processes serve one port, call :func:`enable_multiprocess` in the parent *before* any
+worker creates its :class:`Metrics` (it is prometheus-client's process-wide switch, driven by
+``PROMETHEUS_MULTIPROC_DIR``); :meth:`Metrics.render` then aggregates the files of every worker.
+
+=================================================== ========= ==============================
+name                                                type      labels
+=================================================== ========= ==============================
+gatekeeper_http_requests_total                      counter   route, status, upstream
+gatekeeper_http_request_duration_seconds            histogram route
+gatekeeper_http_requests_in_flight                  gauge     (none)
+gatekeeper_upstream_request_duration_seconds        histogram upstream
+gatekeeper_upstream_attempts_total                  counter   upstream, endpoint, outcome
+gatekeeper_upstream_retries_total                   counter   upstream
+gatekeeper_upstream_endpoint_healthy                gauge     upstream, endpoint
+gatekeeper_upstream_ejections_total                 counter   upstream, endpoint
+gatekeeper_upstream_breaker_state                   gauge     upstream, endpoint
+gatekeeper_upstream_breaker_transitions_total       counter   upstream, endpoint, state
+gatekeeper_ratelimit_decisions_total                counter   policy, outcome
+gatekeeper_ratelimit_degraded_decisions_total       counter   mode
+gatekeeper_ratelimit_store_duration_seconds         histogram store
+gatekeeper_admission_queue_depth                    gauge     upstream
+gatekeeper_admission_queue_wait_seconds             histogram upstream
+gatekeeper_admission_rejections_total               counter   upstream, reason
+gatekeeper_cache_lookups_total                      counter   route, result
+gatekeeper_waitingroom_queue_length                 gauge     tenant
+gatekeeper_waitingroom_admissions_total             counter   tenant
+gatekeeper_waitingroom_abandoned_total              counter   tenant
+gatekeeper_waitingroom_tokens_issued_total          counter   tenant
+gatekeeper_waitingroom_tokens_verified_total        counter   tenant, outcome
+=================================================== ========= ==============================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from gatekeeper.errors import ConfigurationError
+
+__all__ = [
+    "BREAKER_STATES",
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS",
+    "Metrics",
+    "enable_multiprocess",
+    "multiprocess_dir",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# From 1 ms (a cache hit on loopback) to 10 s (a slow upstream's timeout).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Waiting in the admission queue is bounded by its timeout (seconds, not milliseconds).
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Store round trips: a batched EVALSHA on loopback takes ~0.1-2 ms.
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# The breaker gauge's value per state, so that "open" is the maximum an alert can watch.
+BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+
+DecisionOutcome = Literal["allowed", "limited", "shadow_limited"]
+CacheResult = Literal["hit", "miss", "stale", "bypass", "revalidated"]
+
+_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def enable_multiprocess(path: str | os.PathLike[str]) -> Path:
+    """Switch this process (and the workers it forks or spawns) to multiprocess metrics.
+
+    prometheus-client decides per process, from ``PROMETHEUS_MULTIPROC_DIR``, whether values live
+    in memory or in per-process files; this sets the variable (inherited by children) and swaps
+    the value class for metrics created from now on. Call it at the edge, once, before creating
+    any :class:`Metrics`. Stale files of a previous run are removed so that counters restart at 0.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"metrics_dir {str(directory)!r}: {exc}") from exc
+    os.environ[_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return directory
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory this process writes to, or ``None`` in single-process mode."""
+    return os.environ.get(_ENV) or None
+
+
+def _label(value: str) -> str:
+    # An empty label value is legal but unreadable in a panel; name the absence instead.
+    return value or "none"
+
+
+class Metrics:
+    """Gatekeeper's metrics on one registry, with cheap typed recording methods.
+
+    ``registry`` defaults to a fresh :class:`~prometheus_client.CollectorRegistry` (never the
+    global default one, so that two apps in one test process do not collide).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir()
+        r = self.registry
+        self.http_requests = Counter(
+            "gatekeeper_http_requests_total",
+            "Requests answered, by route name, HTTP status and upstream pool ('none' if not "
+            "forwarded).",
+            ["route", "status", "upstream"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "gatekeeper_http_request_duration_seconds",
+            "Time from the request's arrival to the last byte of its response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gatekeeper_http_requests_in_flight",
+            "Requests being handled right now (summed over worker processes).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.upstream_duration = Histogram(
+            "gatekeeper_upstream_request_duration_seconds",
+            "Time one upstream attempt took, from sending the request to its last byte.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "gatekeeper_upstream_attempts_total",
+            "Attempts sent to an endpoint, by outcome (ok, http_5xx, timeout, connect_error).",
+            ["upstream", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "gatekeeper_upstream_retries_total",
+            "Attempts that were retries of an idempotent request.",
+            ["upstream"],
+            registry=r,
+        )
+        self.endpoint_healthy = Gauge(
+            "gatekeeper_upstream_endpoint_healthy",
+            "1 if the health checker considers the endpoint healthy, else 0.",
+            ["upstream", "endpoint"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.ejections = Counter(
+            "gatekeeper_upstream_ejections_total",
+            "Times an endpoint was taken out of rotation (failed checks or outlier detection).",
+            ["upstream", "endpoint"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "gatekeeper_upstream_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["upstream", "endpoint"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_transitions = Counter(
+            "gatekeeper_upstream_breaker_transitions_total",
+            "Circuit breaker transitions, by the state entered.",
+            ["upstream", "endpoint", "state"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "gatekeeper_ratelimit_decisions_total",
+            "Rate-limit verdicts per policy: allowed, limited, or shadow_limited (a shadow "
+            "policy that would have denied).",
+            ["policy", "outcome"],
+            registry=r,
+        )
+        self.degraded = Counter(
+            "gatekeeper_ratelimit_degraded_decisions_total",
+            "Decisions made without the shared store, by mode (fail_open, fail_closed, local).",
+            ["mode"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "gatekeeper_ratelimit_store_duration_seconds",
+            "Duration of one call to the limit store (one call may carry many decisions).",
+            ["store"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gatekeeper_admission_queue_depth",
+            "Requests waiting in the admission queue of an upstream (summed over workers).",
+            ["upstream"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "gatekeeper_admission_queue_wait_seconds",
+            "Time a request waited in the admission queue before being admitted or rejected.",
+            ["upstream"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.queue_rejections = Counter(
+            "gatekeeper_admission_rejections_total",
+            "Requests the admission queue turned away, by reason (full, timeout).",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "gatekeeper_cache_lookups_total",
+            "HTTP cache lookups by route and result (hit, miss, stale, bypass, revalidated).",
+            ["route", "result"],
+            registry=r,
+        )
+        self.wr_queue_length = Gauge(
+            "gatekeeper_waitingroom_queue_length",
+            "Visitors waiting in a tenant's waiting room (the shared queue's length).",
+            ["tenant"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.wr_admissions = Counter(
+            "gatekeeper_waitingroom_admissions_total",
+            "Visitors admitted from a tenant's waiting room.",
+            ["tenant"],
+            registry=r,
+        )
+        self.wr_abandoned = Counter(
+            "gatekeeper_waitingroom_abandoned_total",
+            "Visitors who left the queue, or whose admission expired unused.",
+            ["tenant"],
+            registry=r,
+        )
+        self.wr_tokens_issued = Counter(
+            "gatekeeper_waitingroom_tokens_issued_total",
+            "Waiting-room tokens signed.",
+            ["tenant"],
+            registry=r,
+        )
+        self.wr_tokens_verified = Counter(
+            "gatekeeper_waitingroom_tokens_verified_total",
+            "Waiting-room token verifications, by outcome (valid, invalid, expired).",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        # Pre-bound children, keyed by label values: hot paths skip the labels() lock.
+        self._req: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # -- the request path --------------------------------------------------------------------
+
+    def request(self, route: str, status: int, upstream: str | None, seconds: float) -> None:
+        """Count one answered request and observe its total latency."""
+        key = (route, status, upstream or "")
+        pair = self._req.get(key)
+        if pair is None:
+            name = _label(route)
+            pair = self._req[key] = (
+                self.http_requests.labels(name, str(status), _label(upstream or "")),
+                self._child(self.http_duration, name),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def request_started(self) -> None:
+        """A request entered the gateway (pair with :meth:`request_finished`)."""
+        self.in_flight.inc()
+
+    def request_finished(self) -> None:
+        """A request left the gateway, whatever its outcome."""
+        self.in_flight.dec()
+
+    def upstream_attempt(
+        self, upstream: str, endpoint: str, outcome: str, seconds: float, *, retry: bool = False
+    ) -> None:
+        """One attempt against an endpoint: ``outcome`` is ok, http_5xx, timeout or
+        connect_error."""
+        self._child(self.upstream_attempts, upstream, endpoint, outcome).inc()
+        self._child(self.upstream_duration, upstream).observe(seconds)
+        if retry:
+            self._child(self.upstream_retries, upstream).inc()
+
+    # -- the limiter ------------------------------------------------------------------------
+
+    def decision(self, policy: str, outcome: DecisionOutcome, count: int = 1) -> None:
+        """Count ``count`` verdicts of one policy (batched engines may pass several at once)."""
+        self._child(self.decisions, _label(policy), outcome).inc(count)
+
+    def degraded_decision(self, mode: str, count: int = 1) -> None:
+        """Count decisions made without the store (``fail_open``, ``fail_closed``, ``local``)."""
+        self._child(self.degraded, mode).inc(count)
+
+    def store_call(self, store: str, seconds: float) -> None:
+        """Observe one round trip to the limit store (``redis``, ``memory``)."""
+        self._child(self.store_duration, store).observe(seconds)
+
+    # -- resilience ---------------------------------------------------------------------------
+
+    def endpoint_health(self, upstream: str, endpoint: str, healthy: bool) -> None:
+        """Publish an endpoint's health as the checker sees it."""
+        self._child(self.endpoint_healthy, upstream, endpoint).set(1 if healthy else 0)
+
+    def ejection(self, upstream: str, endpoint: str) -> None:
+        """Count an endpoint taken out of rotation."""
+        self._child(self.ejections, upstream, endpoint).inc()
+
+    def breaker(self, upstream: str, endpoint: str, state: str) -> None:
+        """Record a breaker entering ``state`` (closed, half_open, open)."""
+        try:
+            value = BREAKER_STATES[state]
+        except KeyError:
+            raise ConfigurationError(
+                f"breaker state {state!r}: expected one of {sorted(BREAKER_STATES)}"
+            ) from None
+        self._child(self.breaker_state, upstream, endpoint).set(value)
+        self._child(self.breaker_transitions, upstream, endpoint, state).inc()
+
+    # -- admission queue and cache ------------------------------------------------------------
+
+    def queue_depth_set(self, upstream: str, depth: int) -> None:
+        """Publish how many requests wait in an upstream's admission queue."""
+        self._child(self.queue_depth, upstream).set(depth)
+
+    def queue_waited(self, upstream: str, seconds: float, rejected: str | None = None) -> None:
+        """Observe one wait in the admission queue; ``rejected`` is ``full`` or ``timeout``."""
+        self._child(self.queue_wait, upstream).observe(seconds)
+        if rejected is not None:
+            self._child(self.queue_rejections, upstream, rejected).inc()
+
+    def cache(self, route: str, result: CacheResult) -> None:
+        """Count one cache lookup."""
+        self._child(self.cache_lookups, _label(route), result).inc()
+
+    # -- waiting room -------------------------------------------------------------------------
+
+    def waitingroom_length(self, tenant: str, length: int) -> None:
+        """Publish a tenant's queue length."""
+        self._child(self.wr_queue_length, tenant).set(length)
+
+    def waitingroom_admitted(self, tenant: str, count: int = 1) -> None:
+        """Count visitors admitted."""
+        if count:
+            self._child(self.wr_admissions, tenant).inc(count)
+
+    def waitingroom_abandoned(self, tenant: str, count: int = 1) -> None:
+        """Count visitors who left or whose admission expired unused."""
+        if count:
+            self._child(self.wr_abandoned, tenant).inc(count)
+
+    def token_issued(self, tenant: str) -> None:
+        """Count one signed waiting-room token."""
+        self._child(self.wr_tokens_issued, tenant).inc()
+
+    def token_verified(self, tenant: str, outcome: str) -> None:
+        """Count one verification: ``valid``, ``invalid`` or ``expired``."""
+        self._child(self.wr_tokens_verified, tenant, outcome).inc()
+
+    # -- exposition -----------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition (``Content-Type``: :data:`CONTENT_TYPE`).
+
+        In multiprocess mode this aggregates the files of every worker, so any worker answers
+        for the whole process group.
+        """
+        if self._multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """Forget this process's live gauges (call when a worker exits)."""
+        if self._multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self._multiprocess_dir)  # type: ignore[no-untyped-call]
