@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from gatekeeper.persistence import Database
+from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.testing import FakeClock
 from tests.servers import RedisServer, free_port
 
@@ -50,6 +52,19 @@ async def redis_prefix() -> AsyncIterator[str]:
             await client.unlink(*set(keys))
     finally:
         await client.aclose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite+aiosqlite://", id="sqlite"),
+        pytest.param(POSTGRES_URL, id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def sql_database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    """A database migrated to head, private to this test: a temporary SQLite file, or a fresh
+    schema on the test PostgreSQL (dropped afterwards). Tests using it run on both engines."""
+    async with scratch_database(request.param) as db:
+        yield db
 
 
 @pytest.fixture

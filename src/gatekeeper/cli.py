@@ -19,6 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run everything on this machine with embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
+    migrate = sub.add_parser("migrate", help="upgrade (or --downgrade) the SQL schema")
+    migrate.add_argument("--url", help="database URL (default: GATEKEEPER_DATABASE_URL)")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument("--downgrade", action="store_true", help="go down to --revision")
+    migrate.add_argument("--check", action="store_true", help="only check the schema is at head")
     return parser
 
 
@@ -28,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gatekeeper.demo import run_demo
 
         return run_demo(host=args.host, port=args.port)
+    if args.command == "migrate":
+        from gatekeeper.persistence.migrate import run as run_migrate
+
+        return run_migrate(args)
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 
