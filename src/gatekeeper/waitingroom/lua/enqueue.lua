@@ -1,0 +1,35 @@
+-- ARGV: base, now, epoch, live_ttl, then (user, bucket) pairs.
+-- Returns per user: ticket, state (0 queued, 1 ready), position (-1 if none), duplicate (0/1).
+local now, e, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local head = num(redis.call('GET', base .. 'head'))
+local out = {}
+for i = 5, #ARGV, 2 do
+  local user, bucket = ARGV[i], ARGV[i + 1]
+  local ukey = base .. 'u:' .. bucket
+  local t = num(redis.call('HGET', ukey, user))
+  local dup, state, pos = 0, 0, -1
+  if t > 0 then
+    local owner, b = record(t)
+    if owner ~= user then
+      t = 0
+    elseif t <= head then
+      if ready_until(t, now) then dup, state = 1, 1 else forget(t, owner, b); t = 0 end
+    else
+      dup = 1
+    end
+  end
+  if t == 0 then
+    t = redis.call('INCR', base .. 'seq')
+    redis.call('HSET', ukey, user, t)
+    redis.call('HSET', tkey(t), t, bucket .. ':' .. user)
+  end
+  if state == 0 then
+    touch(t, e, ttl)
+    pos = position(t, head)
+  end
+  out[#out + 1] = t
+  out[#out + 1] = state
+  out[#out + 1] = pos
+  out[#out + 1] = dup
+end
+return out

@@ -1,0 +1,225 @@
+"""The waiting room's state in Redis: shared by every replica, changed only by Lua scripts.
+
+Keys of tenant ``t`` (``<prefix>:wr:{t}:`` + suffix; the braces make one Cluster slot):
+
+====================  =========================================================================
+``seq``, ``head``     last ticket issued; every ticket <= head has been admitted or skipped
+``t:<n>``             hash ticket -> "<bucket>:<user>" for tickets 128n..128n+127 (listpack)
+``u:<b>``             hash user -> ticket, bucket b = crc32(user) mod 32768 (listpack)
+``gone``              sorted set of abandoned tickets above head (score = ticket)
+``ready``             sorted set ticket -> ready-until (epoch seconds); admitted sessions
+``live:<e>:<n>``      bitmap: tickets 65536n.. seen in liveness epoch e (1 bit per ticket)
+``next``, ``hist``    when the next tick is due; the last 20 ticks as "time:admitted"
+``sweep``             the abandonment sweep's cursor "epoch:ticket"
+====================  =========================================================================
+
+Small hashes stay in Redis' compact listpack encoding, which is what keeps a queued user at
+~60 bytes (``bench/waitingroom.py`` measures it at 1M queued). Concurrent enqueues and status
+polls of one tenant are coalesced into one script call per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from gatekeeper.errors import StorageError, StorageTimeout
+from gatekeeper.waitingroom.coalesce import Coalescer
+from gatekeeper.waitingroom.store import (
+    AdmitResult,
+    EnqueueResult,
+    QueueStats,
+    TicketState,
+    TicketStatus,
+    user_bucket,
+)
+
+__all__ = ["RedisStore", "tenant_base"]
+
+SWEEP_BUDGET = 2000
+
+
+def tenant_base(prefix: str, tenant: str) -> str:
+    """The key prefix of one tenant, hash-tagged so that all its keys share a Cluster slot."""
+    safe = tenant.replace("{", "(").replace("}", ")")
+    return f"{prefix}:wr:{{{safe}}}:"
+
+
+def _load(name: str) -> str:
+    lua = resources.files("gatekeeper.waitingroom") / "lua"
+    lib = (lua / "_lib.lua").read_text() if name not in ("lease", "release") else ""
+    return lib + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class _Script:
+    """One Lua script, called by SHA and reloaded if the server forgot it."""
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha: str | None = None
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            if self.sha is None:
+                self.sha = str(await self.redis.script_load(self.source))
+            try:
+                return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self.sha = str(await self.redis.script_load(self.source))
+                return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except RedisTimeout as exc:
+            raise StorageTimeout(f"waiting room store timed out: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"waiting room store failed: {exc}") from exc
+
+
+class RedisStore:
+    """:class:`~gatekeeper.waitingroom.store.WaitingRoomStore` on Redis (one or Cluster)."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "gk", owns_client: bool = False) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._owns = owns_client
+        self._scripts = {
+            name: _Script(redis, _load(name))
+            for name in ("enqueue", "status", "finish", "admit", "lease", "release")
+        }
+        self._enqueues: Coalescer[tuple[str, float, int], EnqueueResult] = Coalescer(
+            self._enqueue_batch
+        )
+        self._statuses: Coalescer[tuple[int, str, float], TicketStatus] = Coalescer(
+            self._status_batch
+        )
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "gk") -> RedisStore:
+        """A store with its own connection pool (the worker process and benchmarks)."""
+        return cls(Redis.from_url(url), prefix=prefix, owns_client=True)
+
+    def _base(self, tenant: str) -> str:
+        return tenant_base(self.prefix, tenant)
+
+    # -- enqueue and status: coalesced per tenant; a batch uses the latest clock reading ------
+
+    async def enqueue(self, tenant: str, user: str, now: float, grace: int) -> EnqueueResult:
+        return await self._enqueues.submit((tenant, grace), (user, now, grace))
+
+    async def _enqueue_batch(
+        self, group: Hashable, items: Sequence[tuple[str, float, int]]
+    ) -> list[EnqueueResult]:
+        tenant, grace = cast(tuple[str, int], group)
+        now = max(item[1] for item in items)
+        base = self._base(tenant)
+        args: list[Any] = [base, repr(now), int(now // grace), 3 * grace]
+        for user, _, _ in items:
+            args += [user, user_bucket(user)]
+        flat = await self._scripts["enqueue"]([base + "seq"], args)
+        results = []
+        for i in range(0, len(flat), 4):
+            ticket, state, pos, dup = (int(v) for v in flat[i : i + 4])
+            results.append(
+                EnqueueResult(ticket, TicketState(state), pos if pos >= 0 else None, bool(dup))
+            )
+        return results
+
+    async def status(
+        self, tenant: str, ticket: int, user: str, now: float, grace: int
+    ) -> TicketStatus:
+        return await self._statuses.submit((tenant, grace), (ticket, user, now))
+
+    async def verify(self, tenant: str, ticket: int, user: str, now: float) -> bool:
+        status = await self._statuses.submit((tenant, 0), (ticket, user, now))
+        return status.state is TicketState.READY
+
+    async def _status_batch(
+        self, group: Hashable, items: Sequence[tuple[int, str, float]]
+    ) -> list[TicketStatus]:
+        # grace 0 marks a verification: it reads without touching liveness.
+        tenant, grace = cast(tuple[str, int], group)
+        now = max(item[2] for item in items)
+        base = self._base(tenant)
+        epoch = int(now // grace) if grace else 0
+        args: list[Any] = [base, repr(now), epoch, 3 * grace, int(grace > 0)]
+        for ticket, user, _ in items:
+            args += [ticket, user]
+        flat = await self._scripts["status"]([base + "seq"], args)
+        results = []
+        for i in range(0, len(flat), 2):
+            state, value = TicketState(int(flat[i])), int(flat[i + 1])
+            if state is TicketState.QUEUED:
+                results.append(TicketStatus(state, position=value))
+            elif state is TicketState.READY:
+                results.append(TicketStatus(state, ready_until=value / 1000))
+            else:
+                results.append(TicketStatus(state))
+        return results
+
+    async def finish(self, tenant: str, ticket: int, user: str, now: float) -> bool:
+        base = self._base(tenant)
+        done = await self._scripts["finish"]([base + "seq"], [base, repr(now), ticket, user])
+        return bool(done)
+
+    async def admit(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        frequency: int,
+        ready_ttl: int,
+        now: float,
+        grace: int,
+        max_catch_up: int = 3,
+    ) -> AdmitResult:
+        base = self._base(tenant)
+        args = [base, repr(now), int(now // grace), limit, frequency, ready_ttl]
+        args += [max_catch_up, SWEEP_BUDGET]
+        ticks, admitted, skipped, expired, abandoned, head, nxt = (
+            int(v) for v in await self._scripts["admit"]([base + "seq"], args)
+        )
+        return AdmitResult(ticks, admitted, skipped, expired, abandoned, head, nxt / 1000)
+
+    async def stats(self, tenant: str, now: float) -> QueueStats:
+        base = self._base(tenant)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(base + "seq")
+                pipe.get(base + "head")
+                pipe.zcard(base + "gone")
+                pipe.zcount(base + "ready", f"({now!r}", "+inf")
+                pipe.get(base + "next")
+                pipe.lrange(base + "hist", 0, -1)
+                seq, head, gone, ready, nxt, hist = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"waiting room store failed: {exc}") from exc
+        history = []
+        for entry in hist:
+            when, _, count = entry.decode().partition(":")
+            history.append((float(when), int(count)))
+        head_n = int(head or 0)
+        return QueueStats(
+            queued=max(0, int(seq or 0) - head_n - int(gone)),
+            ready=int(ready),
+            head=head_n,
+            last_ticket=int(seq or 0),
+            next_tick=float(nxt) if nxt is not None else None,
+            history=tuple(history),
+        )
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        key = f"{self.prefix}:wr:lease:{name}"
+        held = await self._scripts["lease"]([key], [owner, max(1, math.ceil(ttl * 1000))])
+        return bool(held)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._scripts["release"]([f"{self.prefix}:wr:lease:{name}"], [owner])
+
+    async def aclose(self) -> None:
+        if self._owns:
+            await self.redis.aclose()

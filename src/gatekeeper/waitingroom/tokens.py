@@ -1,0 +1,218 @@
+"""Queue tokens: compact JWTs bound to tenant, user and ticket.
+
+Two signers: HS256 with a shared secret (every replica holds it) and EdDSA (Ed25519) with a
+private key, whose public half is published as a JWKS so that backends verify offline.
+
+Verification is strict and cheap: the header segment must equal, byte for byte, the one this
+signer produces (so ``alg: none``, an HS256/EdDSA confusion or a foreign ``kid`` fail before any
+cryptography), then the signature, then the claims. The hot path is hand-rolled over ``hmac``
+because status polls verify a token each and PyJWT's generality costs several times more.
+
+Claims: ``iss`` ("gatekeeper"), ``aud`` (``wr:<tenant>``), ``sub`` (user id), ``tkt`` (ticket
+number), ``jti`` (random), ``iat`` and ``exp`` (seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gatekeeper.errors import ConfigurationError, TokenError
+
+__all__ = [
+    "EdDSASigner",
+    "HS256Signer",
+    "QueueClaims",
+    "Signer",
+    "TokenCodec",
+    "TokenExpired",
+]
+
+ISSUER = "gatekeeper"
+
+
+class TokenExpired(TokenError):
+    """The token is authentic but past its ``exp``; ``claims`` holds what it said."""
+
+    def __init__(self, claims: QueueClaims) -> None:
+        super().__init__("token expired")
+        self.claims = claims
+
+
+@dataclass(frozen=True, slots=True)
+class QueueClaims:
+    """What a queue token asserts."""
+
+    tenant: str
+    user: str
+    ticket: int
+    jti: str
+    iat: int
+    exp: int
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _unb64(data: bytes) -> bytes:
+    return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+
+
+class Signer(Protocol):
+    """Signs and checks the ``header.payload`` part of a token."""
+
+    header: bytes
+
+    def sign(self, signing_input: bytes) -> bytes: ...
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool: ...
+
+    def jwks(self) -> dict[str, Any]: ...
+
+
+class HS256Signer:
+    """HMAC-SHA256 with a shared secret of at least 32 bytes."""
+
+    def __init__(self, secret: bytes | str) -> None:
+        key = secret.encode() if isinstance(secret, str) else secret
+        if len(key) < 32:
+            raise ConfigurationError("jwt secret must be at least 32 bytes for HS256")
+        self._key = key
+        self.header = _b64(b'{"alg":"HS256","typ":"JWT"}')
+
+    @classmethod
+    def random(cls) -> HS256Signer:
+        """A signer with a fresh secret: fine for one process (demo), useless across replicas."""
+        return cls(secrets.token_bytes(32))
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return hmac.new(self._key, signing_input, hashlib.sha256).digest()
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        return hmac.compare_digest(self.sign(signing_input), signature)
+
+    def jwks(self) -> dict[str, Any]:
+        """A shared secret is never published."""
+        return {"keys": []}
+
+
+class EdDSASigner:
+    """Ed25519 signatures; the public key is published as a JWKS (RFC 8037)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, kid: str = "wr-1") -> None:
+        self._private = private_key
+        self._public: Ed25519PublicKey = private_key.public_key()
+        self.kid = kid
+        self.header = _b64(
+            json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": kid}, separators=(",", ":")).encode()
+        )
+
+    @classmethod
+    def generate(cls, kid: str = "wr-1") -> EdDSASigner:
+        return cls(Ed25519PrivateKey.generate(), kid)
+
+    @classmethod
+    def from_pem_file(cls, path: str, kid: str = "wr-1") -> EdDSASigner:
+        """Load an Ed25519 private key (PKCS#8 PEM, unencrypted)."""
+        try:
+            with open(path, "rb") as handle:
+                key = serialization.load_pem_private_key(handle.read(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"cannot load Ed25519 key from {path!r}: {exc}") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigurationError(f"key in {path!r} is not an Ed25519 private key")
+        return cls(key, kid)
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return self._private.sign(signing_input)
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            self._public.verify(signature, signing_input)
+        except InvalidSignature:
+            return False
+        return True
+
+    def jwks(self) -> dict[str, Any]:
+        raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw).decode(), "kid": self.kid}
+        return {"keys": [{**jwk, "alg": "EdDSA", "use": "sig"}]}
+
+
+class TokenCodec:
+    """Issues and verifies queue tokens with one :class:`Signer`."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self._prefix = signer.header + b"."
+
+    def issue(self, tenant: str, user: str, ticket: int, *, now: float, ttl: int) -> str:
+        """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``."""
+        iat = int(now)
+        payload = {
+            "iss": ISSUER,
+            "aud": f"wr:{tenant}",
+            "sub": user,
+            "tkt": ticket,
+            "jti": os.urandom(9).hex(),
+            "iat": iat,
+            "exp": iat + ttl,
+        }
+        signing_input = self._prefix + _b64(json.dumps(payload, separators=(",", ":")).encode())
+        return (signing_input + b"." + _b64(self.signer.sign(signing_input))).decode()
+
+    def decode(
+        self, token: str, tenant: str, *, now: float, allow_expired: bool = False
+    ) -> QueueClaims:
+        """The claims of an authentic token for ``tenant``.
+
+        Raises :class:`TokenError` if it is malformed, forged, for another tenant or another
+        issuer, and :class:`TokenExpired` (carrying the claims) if it is authentic but expired,
+        unless ``allow_expired``.
+        """
+        if not token or len(token) > 4096:
+            raise TokenError("token missing or too long")
+        raw = token.encode("ascii", "replace")
+        parts = raw.split(b".")
+        if len(parts) != 3:
+            raise TokenError("token is not a JWS compact serialization")
+        header, body, signature = parts
+        if header != self.signer.header:
+            raise TokenError("token header does not match this issuer's algorithm and key")
+        try:
+            sig = _unb64(signature)
+            payload = json.loads(_unb64(body))
+        except (binascii.Error, ValueError) as exc:
+            raise TokenError("token is not valid base64url JSON") from exc
+        if not self.signer.verify(header + b"." + body, sig):
+            raise TokenError("token signature is invalid")
+        if not isinstance(payload, dict):
+            raise TokenError("token payload is not an object")
+        try:
+            claims = QueueClaims(
+                tenant=str(payload["aud"]).removeprefix("wr:"),
+                user=str(payload["sub"]),
+                ticket=int(payload["tkt"]),
+                jti=str(payload["jti"]),
+                iat=int(payload["iat"]),
+                exp=int(payload["exp"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TokenError(f"token lacks a valid claim: {exc}") from exc
+        if payload.get("iss") != ISSUER or payload.get("aud") != f"wr:{tenant}":
+            raise TokenError("token was issued for another tenant")
+        if claims.exp <= now and not allow_expired:
+            raise TokenExpired(claims)
+        return claims
