@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,6 +65,7 @@ __all__ = [
     "BREAKER_STATES",
     "CONTENT_TYPE",
     "LATENCY_BUCKETS",
+    "LiveSink",
     "Metrics",
     "enable_multiprocess",
     "multiprocess_dir",
@@ -113,6 +114,14 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(_ENV) or None
 
 
+class LiveSink(Protocol):
+    """Receives a copy of some recordings for the live dashboard (``events.LiveStats``)."""
+
+    def count(self, field: str, n: int = 1) -> None: ...
+
+    def gauge(self, field: str, value: float) -> None: ...
+
+
 def _label(value: str) -> str:
     # An empty label value is legal but unreadable in a panel; name the absence instead.
     return value or "none"
@@ -122,8 +131,12 @@ class Metrics:
     """Gatekeeper's metrics on one registry, with cheap typed recording methods.
 
     ``registry`` defaults to a fresh :class:`~prometheus_client.CollectorRegistry` (never the
-    global default one, so that two apps in one test process do not collide).
+    global default one, so that two apps in one test process do not collide). When ``live`` is
+    set, limiter, cache, queue and waiting-room recordings are also counted per second for the
+    dashboards (the request itself reaches them through the access log).
     """
+
+    live: LiveSink | None = None
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -320,10 +333,14 @@ class Metrics:
     def decision(self, policy: str, outcome: DecisionOutcome, count: int = 1) -> None:
         """Count ``count`` verdicts of one policy (batched engines may pass several at once)."""
         self._child(self.decisions, _label(policy), outcome).inc(count)
+        if self.live is not None:
+            self.live.count(f"pol:{policy}:{outcome}", count)
 
     def degraded_decision(self, mode: str, count: int = 1) -> None:
         """Count decisions made without the store (``fail_open``, ``fail_closed``, ``local``)."""
         self._child(self.degraded, mode).inc(count)
+        if self.live is not None:
+            self.live.count(f"deg:{mode}", count)
 
     def store_call(self, store: str, seconds: float) -> None:
         """Observe one round trip to the limit store (``redis``, ``memory``)."""
@@ -355,6 +372,8 @@ class Metrics:
     def queue_depth_set(self, upstream: str, depth: int) -> None:
         """Publish how many requests wait in an upstream's admission queue."""
         self._child(self.queue_depth, upstream).set(depth)
+        if self.live is not None:
+            self.live.gauge(f"queue:{upstream}", depth)
 
     def queue_waited(self, upstream: str, seconds: float, rejected: str | None = None) -> None:
         """Observe one wait in the admission queue; ``rejected`` is ``full`` or ``timeout``."""
@@ -365,26 +384,36 @@ class Metrics:
     def cache(self, route: str, result: CacheResult) -> None:
         """Count one cache lookup."""
         self._child(self.cache_lookups, _label(route), result).inc()
+        if self.live is not None:
+            self.live.count(f"cache:{result}")
 
     # -- waiting room -------------------------------------------------------------------------
 
     def waitingroom_length(self, tenant: str, length: int) -> None:
         """Publish a tenant's queue length."""
         self._child(self.wr_queue_length, tenant).set(length)
+        if self.live is not None:
+            self.live.gauge(f"wr_len:{tenant}", length)
 
     def waitingroom_admitted(self, tenant: str, count: int = 1) -> None:
         """Count visitors admitted."""
         if count:
             self._child(self.wr_admissions, tenant).inc(count)
+            if self.live is not None:
+                self.live.count(f"wr_adm:{tenant}", count)
 
     def waitingroom_abandoned(self, tenant: str, count: int = 1) -> None:
         """Count visitors who left or whose admission expired unused."""
         if count:
             self._child(self.wr_abandoned, tenant).inc(count)
+            if self.live is not None:
+                self.live.count(f"wr_abn:{tenant}", count)
 
     def token_issued(self, tenant: str) -> None:
         """Count one signed waiting-room token."""
         self._child(self.wr_tokens_issued, tenant).inc()
+        if self.live is not None:
+            self.live.count(f"wr_tok:{tenant}")
 
     def token_verified(self, tenant: str, outcome: str) -> None:
         """Count one verification: ``valid``, ``invalid`` or ``expired``."""

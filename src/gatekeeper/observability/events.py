@@ -1,0 +1,310 @@
+"""Live per-second statistics for the dashboards, aggregated across replicas.
+
+Each process records into a small in-memory bucket per wall-clock second (cheap: dict
+increments on the request path). Every half second :meth:`LiveStats.flush` adds the pending
+increments to the shared :class:`~gatekeeper.observability.live_store.LiveStore`: with Redis,
+one pipeline of ``HINCRBY`` on a per-second hash shared by all replicas (additive, so the sum is
+exact whatever the flush timing); embedded, a dict in the process. :meth:`LiveStats.snapshot`
+reads the last minute back and derives rates, latency percentiles, top limited keys and the
+waiting rooms' ETA, so that with four gateway processes the dashboard shows the cluster.
+
+Field names in a bucket (all integer counts):
+
+``req`` requests; ``lim`` rate limited; ``s2``..``s5`` status classes; ``t:<code>`` termination
+codes; ``up:<pool>`` requests per upstream; ``lat:<i>`` latency histogram (bucket ``i`` spans up
+to ``100 us * 1.25**i``); ``lat_us`` summed latency; ``cache:<result>``; ``pol:<policy>:<outcome>``;
+``deg:<mode>``; ``wr_adm:<tenant>``, ``wr_abn:<tenant>``, ``wr_tok:<tenant>``. Gauges (queue
+depths, waiting-room lengths) are kept per replica and summed or maxed on read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.observability.live_store import Bucket, LiveStore, MemoryLiveStore
+
+if TYPE_CHECKING:
+    from gatekeeper.observability.logging import AccessEntry
+    from gatekeeper.types import Clock
+
+__all__ = ["LATENCY_BASE_US", "LATENCY_GROWTH", "LiveStats", "latency_bucket", "percentile"]
+
+LATENCY_BASE_US = 100.0
+LATENCY_GROWTH = 1.25
+_LAST_BUCKET = 60  # 100 us * 1.25**60 is about 11 minutes: everything fits
+_LOG_GROWTH = math.log(LATENCY_GROWTH)
+# How many limited keys/IPs per second one replica sends: an attack with a million keys must not
+# turn the dashboard into a million-member sorted set; the top of the list is what matters.
+_TOP_PER_FLUSH = 20
+_LINES_PER_FLUSH = 20
+_RATE_WINDOW = 5  # seconds averaged for the "per second" figures
+# Gauge fields summed across replicas (per-replica quantities); the others take the maximum
+# (a shared quantity that every replica reports, such as a waiting room's length in Redis).
+_SUMMED_GAUGES = ("queue:",)
+
+
+def latency_bucket(seconds: float) -> int:
+    """The histogram bucket of a latency (mergeable across replicas by summing counts)."""
+    micros = seconds * 1_000_000
+    if micros <= LATENCY_BASE_US:
+        return 0
+    return min(_LAST_BUCKET, math.ceil(math.log(micros / LATENCY_BASE_US) / _LOG_GROWTH))
+
+
+def _bucket_upper_ms(index: int) -> float:
+    return LATENCY_BASE_US * LATENCY_GROWTH**index / 1000
+
+
+def percentile(histogram: dict[int, int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) in milliseconds, as the upper bound of its bucket (<= 25% high)."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            return round(_bucket_upper_ms(index), 3)
+    return round(_bucket_upper_ms(max(histogram)), 3)  # pragma: no cover - rank <= total
+
+
+def _new_bucket() -> Bucket:
+    return Bucket(Counter(), Counter(), Counter())
+
+
+class LiveStats:
+    """Per-second counters of this replica, flushed to a shared store and read back merged.
+
+    ``record`` is an :class:`~gatekeeper.observability.logging.AccessLog` sink; ``count`` and
+    ``gauge`` are what :class:`~gatekeeper.observability.metrics.Metrics` forwards when its
+    ``live`` attribute is set.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        store: LiveStore | None = None,
+        *,
+        replica: str | None = None,
+        history: int = 60,
+    ) -> None:
+        self.clock = clock
+        self.store = store if store is not None else MemoryLiveStore()
+        self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.history = history
+        self._pending: dict[int, Bucket] = {}
+        self._lines: list[dict[str, Any]] = []
+        self._gauges: dict[str, float] = {}
+        self._gauges_dirty = False
+        self.recorded = 0
+
+    def _bucket(self) -> Bucket:
+        second = int(self.clock.now())
+        bucket = self._pending.get(second)
+        if bucket is None:
+            bucket = self._pending[second] = _new_bucket()
+        return bucket
+
+    # -- recording (synchronous, cheap) ---------------------------------------------------------
+
+    def record(self, entry: AccessEntry) -> None:
+        """Account one finished request (the access log's sink)."""
+        bucket = self._bucket()
+        counts = bucket.counts
+        term = entry.resolved_termination()
+        counts["req"] += 1
+        counts[f"s{entry.status // 100}"] += 1
+        counts[f"t:{term.code}"] += 1
+        if entry.upstream:
+            counts[f"up:{entry.upstream}"] += 1
+        counts[f"lat:{latency_bucket(entry.duration)}"] += 1
+        counts["lat_us"] += int(entry.duration * 1_000_000)
+        if term.code == "RL":
+            counts["lim"] += 1
+            bucket.limited_keys[entry.limit_key or entry.client_ip] += 1
+            bucket.limited_ips[entry.client_ip] += 1
+        self.recorded += 1
+        self._lines.append(
+            {
+                "t": round(self.clock.now(), 3),
+                "id": entry.request_id,
+                "method": entry.method,
+                "path": entry.path.split("?", 1)[0][:200],
+                "status": entry.status,
+                "ms": round(entry.duration * 1000, 2),
+                "term": term.code,
+                "route": entry.route,
+                "upstream": entry.endpoint or entry.upstream,
+                "policy": entry.policy,
+                "ip": entry.client_ip,
+            }
+        )
+        if len(self._lines) > 4 * _LINES_PER_FLUSH:
+            del self._lines[:-_LINES_PER_FLUSH]
+
+    def count(self, field: str, n: int = 1) -> None:
+        """Add ``n`` to a named per-second counter (see the module docstring for names)."""
+        self._bucket().counts[field] += n
+
+    def gauge(self, field: str, value: float) -> None:
+        """Set this replica's value of a gauge (``queue:<pool>``, ``wr_len:<tenant>``, ...)."""
+        self._gauges[field] = value
+        self._gauges_dirty = True
+
+    # -- sharing ------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Add the pending increments to the shared store (raises StorageError on failure;
+        the increments are then kept and sent with the next flush)."""
+        pending, lines = self._pending, self._lines[-_LINES_PER_FLUSH:]
+        if not pending and not lines and not self._gauges_dirty:
+            await self.store.heartbeat(self.replica, self.clock.now(), None)
+            return
+        for bucket in pending.values():
+            bucket.trim(_TOP_PER_FLUSH)
+        self._pending, self._lines = {}, []
+        gauges = dict(self._gauges) if self._gauges_dirty else None
+        try:
+            await self.store.add(pending, lines, ttl=self.history * 2)
+            await self.store.heartbeat(self.replica, self.clock.now(), gauges)
+        except Exception:
+            # Put the increments back so that a store hiccup loses nothing.
+            for second, bucket in pending.items():
+                self._pending.setdefault(second, _new_bucket()).merge(bucket)
+            self._lines = lines + self._lines
+            raise
+        self._gauges_dirty = False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def snapshot(self, seconds: int | None = None) -> dict[str, Any]:
+        """The merged view of the last ``seconds`` (default: the whole history) for dashboards."""
+        span = seconds or self.history
+        now = int(self.clock.now())
+        # The current second is still filling: rates use the complete seconds before it.
+        wanted = list(range(now - span, now + 1))
+        buckets = await self.store.read(wanted)
+        replicas, gauges = await self.store.replicas(self.clock.now(), _SUMMED_GAUGES)
+        lines = await self.store.lines(50)
+        return _summarise(now, wanted, buckets, replicas, gauges, lines)
+
+
+def _summarise(
+    now: int,
+    seconds: list[int],
+    buckets: dict[int, Bucket],
+    replicas: int,
+    gauges: dict[str, float],
+    lines: list[dict[str, Any]],
+) -> dict[str, Any]:
+    total = _new_bucket()
+    for bucket in buckets.values():
+        total.merge(bucket)
+    recent = _new_bucket()
+    rate_seconds = [s for s in seconds if now - _RATE_WINDOW <= s < now]
+    for second in rate_seconds:
+        if second in buckets:
+            recent.merge(buckets[second])
+    per = 1 / max(1, len(rate_seconds))
+
+    def rate(bucket: Bucket, field: str) -> float:
+        return round(bucket.counts.get(field, 0) * per, 2)
+
+    def histogram(bucket: Bucket) -> dict[int, int]:
+        return {int(k[4:]): v for k, v in bucket.counts.items() if k.startswith("lat:")}
+
+    def group(bucket: Bucket, prefix: str) -> dict[str, int]:
+        n = len(prefix)
+        return {k[n:]: v for k, v in bucket.counts.items() if k.startswith(prefix) and v}
+
+    recent_hist = histogram(recent)
+    req = recent.counts.get("req", 0)
+    cache = group(total, "cache:")
+    lookups = sum(cache.values())
+    series = []
+    for second in seconds[:-1]:
+        b = buckets.get(second)
+        c = b.counts if b else {}
+        hist = histogram(b) if b else {}
+        series.append(
+            {
+                "t": second,
+                "req": c.get("req", 0),
+                "lim": c.get("lim", 0),
+                "err": c.get("s5", 0),
+                "p50": percentile(hist, 0.5),
+                "p95": percentile(hist, 0.95),
+            }
+        )
+    policies: dict[str, dict[str, int]] = {}
+    for key, value in group(total, "pol:").items():
+        policy, _, outcome = key.rpartition(":")
+        policies.setdefault(policy, {})[outcome] = value
+    return {
+        "ts": now,
+        "replicas": replicas,
+        "window_seconds": len(seconds) - 1,
+        "traffic": {
+            "rps": rate(recent, "req"),
+            "allowed_rps": round((req - recent.counts.get("lim", 0)) * per, 2),
+            "limited_rps": rate(recent, "lim"),
+            "error_rps": rate(recent, "s5"),
+            "p50_ms": percentile(recent_hist, 0.5),
+            "p95_ms": percentile(recent_hist, 0.95),
+            "p99_ms": percentile(recent_hist, 0.99),
+            "mean_ms": round(recent.counts.get("lat_us", 0) / req / 1000, 3) if req else None,
+        },
+        "totals": {
+            "requests": total.counts.get("req", 0),
+            "limited": total.counts.get("lim", 0),
+            "errors": total.counts.get("s5", 0),
+            "status": {f"{k[1:]}xx": v for k, v in total.counts.items() if k[:1] == "s" and v},
+            "terminations": group(total, "t:"),
+            "upstreams": group(total, "up:"),
+            "degraded": group(total, "deg:"),
+        },
+        "series": series,
+        "cache": {
+            **cache,
+            "hit_ratio": round((cache.get("hit", 0) + cache.get("stale", 0)) / lookups, 3)
+            if lookups
+            else None,
+        },
+        "queues": {k[6:]: v for k, v in gauges.items() if k.startswith("queue:")},
+        "policies": policies,
+        "top_limited_keys": total.limited_keys.most_common(10),
+        "top_limited_ips": total.limited_ips.most_common(10),
+        "waiting_rooms": _waiting_rooms(total, gauges, len(seconds) - 1),
+        "recent": lines,
+    }
+
+
+def _waiting_rooms(
+    total: Bucket, gauges: dict[str, float], window: int
+) -> dict[str, dict[str, Any]]:
+    tenants: set[str] = {k[7:] for k in gauges if k.startswith("wr_len:")}
+    tenants |= {k.split(":", 1)[1] for k in total.counts if k.startswith(("wr_adm:", "wr_abn:"))}
+    out: dict[str, dict[str, Any]] = {}
+    for tenant in sorted(tenants):
+        length = int(gauges.get(f"wr_len:{tenant}", 0))
+        admitted = total.counts.get(f"wr_adm:{tenant}", 0)
+        abandoned = total.counts.get(f"wr_abn:{tenant}", 0)
+        rate = admitted / window if window else 0.0
+        out[tenant] = {
+            "queue_length": length,
+            "admitted": admitted,
+            "admission_rate": round(rate, 3),
+            "eta_seconds": round(length / rate, 1) if rate > 0 else None,
+            "abandoned": abandoned,
+            "abandon_ratio": round(abandoned / (admitted + abandoned), 3)
+            if admitted + abandoned
+            else None,
+            "tokens_issued": total.counts.get(f"wr_tok:{tenant}", 0),
+        }
+    return out
