@@ -18,6 +18,7 @@ Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the e
     ├── PermissionDenied        authenticated, but not allowed               (-> 403)
     ├── NotFound                the named thing does not exist               (-> 404)
     ├── Conflict                the thing already exists                     (-> 409)
+    ├── InvalidInput            a request's input breaks a rule              (-> 422)
     └── PersistenceError        the SQL database failed or is not migrated
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "GatekeeperError",
+    "InvalidInput",
     "NoHealthyUpstream",
     "NotFound",
     "PermissionDenied",
@@ -118,6 +120,13 @@ class NotFound(GatekeeperError):
 
 class Conflict(GatekeeperError):
     """The resource already exists or the change conflicts with its state."""
+
+
+class InvalidInput(GatekeeperError, ValueError):
+    """A request's input is well-formed but breaks a rule (weak password, unknown field value).
+
+    The message names the field and the rule; HTTP APIs answer 422 with it.
+    """
 
 
 class PersistenceError(GatekeeperError):
