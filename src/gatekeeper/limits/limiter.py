@@ -1,0 +1,323 @@
+"""The Limiter: the one object the rest of Gatekeeper asks "may this request pass?".
+
+One call decides all the policies of one request at once, all-or-nothing::
+
+    limiter = Limiter(storage_from_url("redis://127.0.0.1:6379/0"))
+    decision = await limiter.decide([Check(per_ip, "ip:203.0.113.7"), Check(per_key, "key:ab")])
+
+On the way to the store a decision passes, in order:
+
+1. the over-limit cache (a key denied until T is answered locally until T);
+2. the store: the memory store synchronously (no I/O, nothing to batch); any other store through
+   the :class:`~gatekeeper.limits.batching.Batcher` (one call per event-loop turn) under the
+   breaker and the ``deadline``;
+3. on failure, timeout or an open breaker, each policy's failure mode (open, closed, fallback).
+
+The limiter never raises because the store is down: degraded decisions say so
+(``Decision.degraded``), are counted in :attr:`Limiter.stats`, and are logged, rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.limits.batching import Batcher
+from gatekeeper.limits.decision import Decision, PolicyResult
+from gatekeeper.limits.overlimit import OverLimitCache
+from gatekeeper.limits.policy import Algorithm, Check, Policy
+from gatekeeper.limits.resilience import Breaker, Degraded, FailurePolicy, LogThrottle
+from gatekeeper.types import Clock, Storage, SystemClock
+
+__all__ = ["Limiter", "LimiterStats"]
+
+_Results = list[PolicyResult]
+_SyncDecide = Callable[[Sequence[Sequence[Check]], "int | None"], list[list[PolicyResult]]]
+
+
+@dataclass
+class LimiterStats:
+    """Counters of one limiter since it was created (cheap integer increments)."""
+
+    decisions: int = 0
+    allowed: int = 0
+    denied: int = 0
+    shadow_denied: int = 0
+    over_limit_hits: int = 0
+    degraded: int = 0
+    degraded_by_reason: dict[str, int] = field(default_factory=dict)
+    degraded_by_policy: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    batched_groups: int = 0
+    largest_batch: int = 0
+    storage_errors: int = 0
+    breaker_state: str = "closed"
+
+    @property
+    def mean_batch(self) -> float:
+        """Average number of groups per store call."""
+        return self.batched_groups / self.batches if self.batches else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (for ``/stats`` and the dashboard)."""
+        return {
+            "decisions": self.decisions,
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "shadow_denied": self.shadow_denied,
+            "over_limit_hits": self.over_limit_hits,
+            "degraded": self.degraded,
+            "degraded_by_reason": dict(self.degraded_by_reason),
+            "degraded_by_policy": dict(self.degraded_by_policy),
+            "batches": self.batches,
+            "batched_groups": self.batched_groups,
+            "largest_batch": self.largest_batch,
+            "mean_batch": round(self.mean_batch, 2),
+            "storage_errors": self.storage_errors,
+            "breaker_state": self.breaker_state,
+        }
+
+
+class Limiter:
+    """Decides checks against a :class:`~gatekeeper.types.Storage`, fast and fault-tolerant.
+
+    ``deadline`` bounds each store call (seconds); ``batch_max`` bounds a batch; ``breaker``
+    defaults to 3 consecutive failures -> 1 s cool-down; ``over_limit_cache`` may be ``False``,
+    ``True`` or a ready :class:`OverLimitCache`; ``closed_retry_after`` is what fail-closed
+    denials tell clients to wait. ``clock`` drives the breaker, the over-limit cache, the fallback
+    store and log throttling; windows themselves follow the store's clock (Redis ``TIME``).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        deadline: float = 0.020,
+        batch_max: int = 256,
+        clock: Clock | None = None,
+        breaker: Breaker | None = None,
+        over_limit_cache: bool | OverLimitCache = True,
+        logger: Any = None,
+        closed_retry_after: float = 1.0,
+        fallback_storage: Storage | None = None,
+    ) -> None:
+        if not (isinstance(deadline, int | float) and deadline > 0):
+            raise ConfigurationError(f"deadline must be positive seconds, got {deadline!r}")
+        if not closed_retry_after > 0:
+            raise ConfigurationError(
+                f"closed_retry_after must be positive seconds, got {closed_retry_after!r}"
+            )
+        self.storage = storage
+        self.deadline = float(deadline)
+        self.clock: Clock = clock or SystemClock()
+        self.breaker = breaker or Breaker(clock=self.clock)
+        if over_limit_cache is True:
+            self.over_limit: OverLimitCache | None = OverLimitCache()
+        elif over_limit_cache is False:
+            self.over_limit = None
+        else:
+            self.over_limit = over_limit_cache
+        self._log = LogThrottle(logger or structlog.get_logger("gatekeeper.limits"), self.clock)
+        self.failure = FailurePolicy(
+            clock=self.clock,
+            closed_retry_after=closed_retry_after,
+            fallback_storage=fallback_storage,
+        )
+        # The memory store has no I/O: deciding synchronously beats any batching.
+        self._sync: _SyncDecide | None = getattr(storage, "decide_sync", None)
+        self._batcher: Batcher[Sequence[Check], _Results] = Batcher(
+            self._run_batch, batch_max=batch_max
+        )
+        self._stats = LimiterStats()
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> LimiterStats:
+        """Counters: decisions, denials, degraded decisions by reason and policy, batches."""
+        stats = self._stats
+        batcher = self._batcher
+        stats.batches = batcher.batches
+        stats.batched_groups = batcher.items
+        stats.largest_batch = batcher.largest
+        stats.over_limit_hits = self.over_limit.hits if self.over_limit is not None else 0
+        stats.breaker_state = self.breaker.state.value
+        return stats
+
+    async def decide(self, checks: Sequence[Check], *, now_us: int | None = None) -> Decision:
+        """Decide the checks of ONE request, all-or-nothing; never raises for store failures.
+
+        ``now_us`` overrides the store's clock (tests and simulations only).
+        """
+        if not checks:
+            return Decision(True, ())
+        cache = self.over_limit
+        if cache is not None:
+            now = self.clock.monotonic()
+            hits: list[PolicyResult] | None = None
+            for check in checks:
+                hit = cache.lookup(check, now)
+                if hit is not None:
+                    if hits is None:
+                        hits = [hit]
+                    else:
+                        hits.append(hit)
+            if hits is not None:
+                return self._cached_denial(hits)
+        sync = self._sync
+        if sync is not None:
+            results: _Results = sync((checks,), now_us)[0]
+        else:
+            results = await self._batcher.submit(checks, now_us)
+        return self._conclude(checks, results)
+
+    async def hit(
+        self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
+    ) -> Decision:
+        """Decide one policy for one subject, debiting ``cost`` if admitted."""
+        return await self.decide((Check(policy, key, cost),), now_us=now_us)
+
+    async def peek(
+        self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
+    ) -> Decision:
+        """Would a hit of ``cost`` be admitted now? Debits nothing."""
+        return await self.decide((Check(policy, key, cost, peek=True),), now_us=now_us)
+
+    @asynccontextmanager
+    async def lease(
+        self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
+    ) -> AsyncIterator[Decision]:
+        """Hold a concurrency slot for the ``async with`` block (check ``decision.allowed``).
+
+        The slot is released when the block exits, however it exits; a holder that dies keeps it
+        at most ``policy.lease_ttl`` seconds.
+        """
+        if policy.algorithm is not Algorithm.CONCURRENCY:
+            raise ConfigurationError(
+                f"policy {policy.name!r}: lease() needs a concurrency policy, "
+                f"not {policy.algorithm.value}"
+            )
+        lease_id = uuid.uuid4().hex
+        checks = (Check(policy, key, cost, lease_id=lease_id),)
+        decision = await self.decide(checks, now_us=now_us)
+        try:
+            yield decision
+        finally:
+            if decision.allowed or decision.shadow_denied:
+                await self.release(checks, lease_id, degraded=decision.degraded)
+
+    async def release(
+        self, checks: Sequence[Check], lease_id: str, *, degraded: bool = False
+    ) -> None:
+        """Give back concurrency leases taken by ``decide``; never raises for store failures."""
+        if degraded:
+            await self.failure.release(checks, lease_id)
+            return
+        try:
+            async with asyncio.timeout(self.deadline):
+                await self.storage.release(checks, lease_id)
+        except Exception as exc:  # the lease expires by itself after lease_ttl
+            self._stats.storage_errors += 1
+            self._log.warning("limiter.release_failed", error=repr(exc))
+
+    async def reset(self, policy: Policy, key: str) -> None:
+        """Forget a subject's state for a policy (admin "reset this client")."""
+        if self.over_limit is not None:
+            self.over_limit.discard(policy.name, key)
+        await self.storage.reset([Check(policy, key)])
+
+    async def aclose(self) -> None:
+        """Finish the batches in flight, then close the store and the fallback store."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._batcher.drain()
+        await self.failure.aclose()
+        await self.storage.aclose()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _conclude(self, checks: Sequence[Check], results: _Results) -> Decision:
+        stats = self._stats
+        stats.decisions += 1
+        allowed = True
+        shadow_denied = False
+        for result in results:
+            if not result.allowed:
+                if result.shadow:
+                    shadow_denied = True
+                else:
+                    allowed = False
+        degraded = False
+        if isinstance(results, Degraded):
+            degraded = True
+            self._count_degraded(checks, results.reason)
+        elif not allowed and self.over_limit is not None:
+            now = self.clock.monotonic()
+            for check, result in zip(checks, results, strict=True):
+                if not result.allowed:
+                    self.over_limit.add(check, result, now)
+        if allowed:
+            stats.allowed += 1
+        else:
+            stats.denied += 1
+        if shadow_denied:
+            stats.shadow_denied += 1
+        return Decision(allowed, tuple(results), degraded, shadow_denied)
+
+    def _cached_denial(self, hits: list[PolicyResult]) -> Decision:
+        # The group is denied, so nothing would be debited: answering locally is exact. Only the
+        # cached denials are reported; the other policies' state is unknown without the store.
+        stats = self._stats
+        stats.decisions += 1
+        stats.denied += 1
+        return Decision(False, tuple(hits))
+
+    def _count_degraded(self, checks: Sequence[Check], reason: str) -> None:
+        stats = self._stats
+        stats.degraded += 1
+        by_reason = stats.degraded_by_reason
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        by_policy = stats.degraded_by_policy
+        for check in checks:
+            name = check.policy.name
+            by_policy[name] = by_policy.get(name, 0) + 1
+
+    async def _run_batch(self, groups: list[Sequence[Check]], now_us: int | None) -> list[_Results]:
+        """One store call for the whole batch, bounded by the deadline, guarded by the breaker."""
+        breaker = self.breaker
+        if not breaker.allow():
+            return await self._degrade(groups, "breaker_open", None)
+        try:
+            async with asyncio.timeout(self.deadline):
+                results = await self.storage.decide(groups, now_us)
+        except TimeoutError as exc:
+            breaker.failure()
+            return await self._degrade(groups, "timeout", exc)
+        except Exception as exc:  # StorageError, or anything a store failed to translate
+            breaker.failure()
+            return await self._degrade(groups, "error", exc)
+        breaker.success()
+        return results
+
+    async def _degrade(
+        self, groups: list[Sequence[Check]], reason: str, exc: BaseException | None
+    ) -> list[_Results]:
+        if exc is not None:
+            self._stats.storage_errors += 1
+        self._log.warning(
+            "limiter.degraded",
+            reason=reason,
+            groups=len(groups),
+            breaker=self.breaker.state.value,
+            error=repr(exc) if exc is not None else None,
+        )
+        return list(await self.failure.decide(groups, reason))

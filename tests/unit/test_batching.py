@@ -1,0 +1,131 @@
+"""Batching: concurrent decisions on one loop become one store call per loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gatekeeper.errors import ConfigurationError, StorageError
+from gatekeeper.limits.batching import Batcher
+from gatekeeper.limits.limiter import Limiter
+from gatekeeper.limits.policy import Policy
+from gatekeeper.testing import FakeClock
+from tests.unit.limiter_helpers import RecordingStorage
+
+
+class Echo:
+    """A batch runner that records each batch and answers every item with itself doubled."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[int], int | None]] = []
+
+    async def __call__(self, items: list[int], now_us: int | None) -> list[int]:
+        self.batches.append((list(items), now_us))
+        return [i * 2 for i in items]
+
+
+async def test_concurrent_submissions_become_one_call_in_order() -> None:
+    """100 submissions in one loop turn are run as one batch and each gets its own result."""
+    run = Echo()
+    batcher: Batcher[int, int] = Batcher(run, batch_max=1000)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
+    assert results == [i * 2 for i in range(100)]
+    assert len(run.batches) == 1
+    assert run.batches[0][0] == list(range(100))
+
+
+async def test_batch_max_splits_a_turn_into_bounded_batches() -> None:
+    """With batch_max=4, ten submissions go out as batches of 4, 4 and 2."""
+    run = Echo()
+    batcher: Batcher[int, int] = Batcher(run, batch_max=4)
+    await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert [len(items) for items, _ in run.batches] == [4, 4, 2]
+    assert batcher.largest == 4
+    assert batcher.batches == 3
+
+
+async def test_groups_with_different_now_us_are_never_mixed() -> None:
+    """A batch carries one now_us, so explicit times from tests are honoured exactly."""
+    run = Echo()
+    batcher: Batcher[int, int] = Batcher(run)
+    await asyncio.gather(batcher.submit(1, 10), batcher.submit(2, 20), batcher.submit(3, 10))
+    assert sorted((tuple(i), t) for i, t in run.batches) == [((1, 3), 10), ((2,), 20)]
+
+
+async def test_a_failing_batch_fails_every_caller_of_that_batch() -> None:
+    """If the runner raises, every caller of the batch receives the exception."""
+
+    async def broken(items: list[int], now_us: int | None) -> list[int]:
+        raise StorageError("down")
+
+    batcher: Batcher[int, int] = Batcher(broken)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results)
+
+
+async def test_several_batches_may_be_in_flight() -> None:
+    """A slow batch does not hold back the next turn's batch: both are in flight together."""
+    gate = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def slow(items: list[int], now_us: int | None) -> list[int]:
+        seen.append(items)
+        await gate.wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(slow)
+    first = asyncio.gather(*(batcher.submit(i) for i in range(3)))
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the first batch go out (loop turns, not wall time)
+    second = asyncio.gather(*(batcher.submit(i) for i in range(3, 5)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert batcher.in_flight == 2
+    gate.set()
+    assert await first == [0, 1, 2]
+    assert await second == [3, 4]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5])
+def test_batch_max_must_be_a_positive_integer(bad: object) -> None:
+    """A nonsensical batch_max is a configuration error naming the option."""
+    with pytest.raises(ConfigurationError, match="batch_max"):
+        Batcher(Echo(), batch_max=bad)  # type: ignore[arg-type]
+
+
+async def test_limiter_sends_n_concurrent_callers_as_one_store_call(
+    fake_clock: FakeClock,
+) -> None:
+    """64 concurrent hits on one limiter reach the store as ONE decide call of 64 groups."""
+    storage = RecordingStorage(fake_clock)
+    limiter = Limiter(storage, clock=fake_clock)
+    policy = Policy.parse("per-ip", "50/minute")
+    decisions = await asyncio.gather(*(limiter.hit(policy, "ip:1") for _ in range(64)))
+    assert storage.calls == [64]
+    assert sum(d.allowed for d in decisions) == 50
+    assert limiter.stats.batches == 1
+    assert limiter.stats.largest_batch == 64
+    await limiter.aclose()
+
+
+async def test_limiter_batches_respect_batch_max(fake_clock: FakeClock) -> None:
+    """The limiter never sends more than batch_max groups in one store call."""
+    storage = RecordingStorage(fake_clock)
+    limiter = Limiter(storage, clock=fake_clock, batch_max=16)
+    policy = Policy.parse("p", "1000/minute")
+    await asyncio.gather(*(limiter.hit(policy, f"k{i}") for i in range(40)))
+    assert storage.calls == [16, 16, 8]
+    await limiter.aclose()
+
+
+async def test_memory_store_takes_the_synchronous_path(fake_clock: FakeClock) -> None:
+    """The memory store has no I/O, so the limiter decides inline and never batches."""
+    from gatekeeper.limits.storage import storage_from_url
+
+    limiter = Limiter(storage_from_url("memory://", clock=fake_clock), clock=fake_clock)
+    policy = Policy.parse("p", "2/second")
+    decisions = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(3)))
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert limiter.stats.batches == 0
+    await limiter.aclose()
