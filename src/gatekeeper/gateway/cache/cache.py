@@ -1,0 +1,464 @@
+"""The façade the proxy calls: ``response = await cache.handle(request, forward)``.
+
+One call handles one client request on a cacheable route:
+
+1. anything but GET/HEAD (and range requests) is forwarded untouched; a successful unsafe
+   request invalidates the stored URI (RFC 9111 4.4);
+2. the stored variant is looked up (vary index, then entry);
+3. a usable entry is served (``hit``), with ``Age``, or a 304 if the client's own validators
+   match; a stale one inside ``stale-while-revalidate`` is served while one background refresh
+   runs;
+4. otherwise the upstream is asked, conditionally when the entry has a validator; a 304
+   freshens the entry; an error or 5xx inside ``stale-if-error`` serves the stale entry;
+5. a new storable response streams to the client while a copy is kept (up to the size bound)
+   and stored at the end; concurrent misses of the same URI wait for that one fetch.
+
+Every response gets a ``Cache-Status`` member (see :mod:`.status`). Store failures are logged
+and treated as misses: the cache never fails a request the upstream could answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from gatekeeper.errors import StorageError, UpstreamError
+from gatekeeper.gateway.cache.coalescing import Coalescer, Flight
+from gatekeeper.gateway.cache.control import CacheControl, parse_cache_control
+from gatekeeper.gateway.cache.entry import CacheEntry
+from gatekeeper.gateway.cache.exchange import (
+    CacheRequest,
+    CacheResponse,
+    Forward,
+    body_of,
+    iterate_once,
+)
+from gatekeeper.gateway.cache.keys import primary_key, secondary_key, vary_names, vary_values
+from gatekeeper.gateway.cache.options import CacheOptions
+from gatekeeper.gateway.cache.policy import (
+    Freshness,
+    bypass_reason,
+    freshness,
+    freshness_lifetime,
+    not_storable_reason,
+    serve_stale_on_error,
+    serve_while_revalidating,
+    store_ttl,
+)
+from gatekeeper.gateway.cache.serve import (
+    add_cache_status,
+    conditional_headers,
+    response_from_entry,
+    storable_headers,
+)
+from gatekeeper.gateway.cache.status import CacheStatus
+from gatekeeper.gateway.cache.store import Store
+from gatekeeper.types import Clock, SystemClock
+
+__all__ = ["CacheStats", "HttpCache"]
+
+log = logging.getLogger(__name__)
+
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass
+class CacheStats:
+    """Counters for ``/stats`` and ``/metrics``."""
+
+    hits: int = 0
+    stale_hits: int = 0
+    misses: int = 0
+    revalidated: int = 0
+    stored: int = 0
+    not_stored: int = 0
+    collapsed: int = 0
+    bypassed: int = 0
+    store_errors: int = 0
+    background_refreshes: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready snapshot."""
+        return {
+            "hits": self.hits,
+            "stale_hits": self.stale_hits,
+            "misses": self.misses,
+            "revalidated": self.revalidated,
+            "stored": self.stored,
+            "not_stored": self.not_stored,
+            "collapsed": self.collapsed,
+            "bypassed": self.bypassed,
+            "store_errors": self.store_errors,
+            "background_refreshes": self.background_refreshes,
+        }
+
+
+@dataclass(slots=True)
+class _Lookup:
+    """What the store holds for one request."""
+
+    primary: str
+    names: tuple[str, ...] | None
+    variant: str
+    entry: CacheEntry | None
+    fwd: str
+
+
+class HttpCache:
+    """An RFC 9111 shared cache in front of one ``forward`` coroutine per request."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        options: CacheOptions | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options or CacheOptions()
+        self.clock: Clock = clock or SystemClock()
+        self.stats = CacheStats()
+        self._coalescer = Coalescer()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    # -- the entry point ------------------------------------------------------------------
+
+    async def handle(
+        self, request: CacheRequest, forward: Forward, *, namespace: str = ""
+    ) -> CacheResponse:
+        """Answer ``request`` from the cache or through ``forward`` (see the module docstring).
+
+        ``namespace`` separates caches that share a store (e.g. one per route). Raises what
+        ``forward`` raises when no stale entry may stand in.
+        """
+        reason = bypass_reason(request)
+        if reason is not None:
+            return await self._bypass(request, forward, reason, namespace)
+        look = await self._lookup(request, namespace)
+        request_cc = parse_cache_control(request.header("cache-control"))
+        if look.entry is None:
+            if request_cc.only_if_cached:
+                return self._only_if_cached(look.fwd)
+            return await self._miss(request, forward, look, CacheStatus(fwd=look.fwd))
+        state = freshness(
+            look.entry,
+            request_cc,
+            self.clock.now(),
+            honor_request=self.options.honor_request_directives,
+        )
+        if state.usable:
+            self.stats.hits += 1
+            return self._serve(look.entry, request, CacheStatus(hit=True, ttl=state.ttl))
+        if request_cc.only_if_cached:
+            return self._only_if_cached("stale")
+        if serve_while_revalidating(look.entry, state) and self._start_refresh(
+            request, forward, look
+        ):
+            self.stats.stale_hits += 1
+            status = CacheStatus(hit=True, ttl=state.ttl, detail="stale-while-revalidate")
+            return self._serve(look.entry, request, status)
+        fresh_but_refused = state.ttl > 0 and not look.entry.cache_control.no_cache
+        fwd = "request" if fresh_but_refused else "stale"
+        return await self._revalidate(request, forward, look, state, request_cc, fwd)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    async def _bypass(
+        self, request: CacheRequest, forward: Forward, reason: str, namespace: str
+    ) -> CacheResponse:
+        self.stats.bypassed += 1
+        response = await forward(request)
+        if request.method.upper() not in _SAFE and response.status < 400:
+            # RFC 9111 4.4: a successful unsafe request makes the stored URI obsolete.
+            try:
+                await self.store.delete(primary_key(request, namespace))
+            except StorageError as exc:
+                self._store_failed("invalidate", exc)
+        value = CacheStatus(fwd=reason).render(self.options.name)
+        return replace(response, headers=add_cache_status(response.headers, value))
+
+    async def _lookup(self, request: CacheRequest, namespace: str) -> _Lookup:
+        primary = primary_key(request, namespace)
+        try:
+            names = await self.store.get_vary(primary)
+            if names is None:
+                return _Lookup(primary, None, "", None, "uri-miss")
+            variant = secondary_key(vary_values(request.headers, names))
+            entry = await self.store.get(primary, variant)
+        except StorageError as exc:
+            self._store_failed("lookup", exc)
+            return _Lookup(primary, None, "", None, "miss")
+        if entry is None:
+            return _Lookup(primary, names, variant, None, "vary-miss" if names else "miss")
+        return _Lookup(primary, names, variant, entry, "hit")
+
+    def _serve(
+        self, entry: CacheEntry, request: CacheRequest, status: CacheStatus
+    ) -> CacheResponse:
+        self._count(status)
+        return response_from_entry(
+            entry, request, self.clock.now(), status.render(self.options.name)
+        )
+
+    def _only_if_cached(self, fwd: str) -> CacheResponse:
+        # RFC 9111 5.2.1.7: no stored response may be used, so answer 504 without forwarding.
+        status = CacheStatus(fwd=fwd, detail="only-if-cached")
+        self._count(status)
+        body = b'{"error": "not in the cache and the request says only-if-cached"}\n'
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        value = status.render(self.options.name)
+        return CacheResponse(504, add_cache_status(headers, value), iterate_once(body))
+
+    async def _miss(
+        self, request: CacheRequest, forward: Forward, look: _Lookup, status: CacheStatus
+    ) -> CacheResponse:
+        """Fetch (or wait for a concurrent fetch of) a response nothing usable is stored for."""
+        self.stats.misses += 1
+        flight: Flight | None = None
+        if self.options.coalesce and request.method.upper() == "GET":
+            flight_key = f"{look.primary}:{look.variant if look.names is not None else '?'}"
+            flight, leader = self._coalescer.join(flight_key)
+            if not leader:
+                entry = await flight.wait(self.options.coalesce_timeout)
+                if entry is not None and self._selects(entry, request):
+                    self.stats.collapsed += 1
+                    status.collapsed = True
+                    status.ttl = self._ttl(entry)
+                    return self._serve(entry, request, status)
+                flight = None  # the leader could not share: fetch on our own, uncoalesced
+        request_time = self.clock.now()
+        try:
+            response = await forward(request)
+        except BaseException:
+            if flight is not None:
+                flight.finish(None)
+            raise
+        return self._store_while_streaming(request, response, look, status, flight, request_time)
+
+    async def _revalidate(
+        self,
+        request: CacheRequest,
+        forward: Forward,
+        look: _Lookup,
+        state: Freshness,
+        request_cc: CacheControl,
+        fwd: str,
+    ) -> CacheResponse:
+        """Ask the upstream about a stored entry; fall back to it on errors if allowed."""
+        entry = look.entry
+        assert entry is not None
+        status = CacheStatus(fwd=fwd)
+        if not entry.has_validator:
+            return await self._miss(request, forward, look, status)
+        conditional = replace(request, headers=conditional_headers(request, entry))
+        request_time = self.clock.now()
+        try:
+            response = await forward(conditional)
+        except UpstreamError as exc:
+            if serve_stale_on_error(entry, state, request_cc):
+                status.detail = "stale-if-error"
+                status.ttl = state.ttl
+                self.stats.stale_hits += 1
+                return self._serve(entry, request, status)
+            raise exc
+        if response.status == 304:
+            await _discard(response)
+            refreshed = entry.with_update(response.headers, request_time, self.clock.now())
+            self.stats.revalidated += 1
+            status.fwd_status = 304
+            status.ttl = self._ttl(refreshed)
+            await self._store(look.primary, look.names or (), look.variant, refreshed)
+            return self._serve(refreshed, request, status)
+        if response.status >= 500 and serve_stale_on_error(entry, state, request_cc):
+            await _discard(response)
+            status.fwd_status = response.status
+            status.detail = "stale-if-error"
+            status.ttl = state.ttl
+            self.stats.stale_hits += 1
+            return self._serve(entry, request, status)
+        status.fwd_status = response.status
+        return self._store_while_streaming(request, response, look, status, None, request_time)
+
+    def _store_while_streaming(
+        self,
+        request: CacheRequest,
+        response: CacheResponse,
+        look: _Lookup,
+        status: CacheStatus,
+        flight: Flight | None,
+        request_time: float,
+    ) -> CacheResponse:
+        """Pass ``response`` to the client, keeping a bounded copy to store at its end."""
+        reason = not_storable_reason(request, response.status, response.headers)
+        length = response.header("content-length")
+        declared = int(length.strip()) if length and length.strip().isdigit() else None
+        if reason is None and declared is not None and declared > self.options.max_object_bytes:
+            reason = "too-large"
+        if reason is not None:
+            if flight is not None:
+                flight.finish(None)
+            self.stats.not_stored += 1
+            status.detail = reason
+            self._count(status)
+            value = status.render(self.options.name)
+            return replace(response, headers=add_cache_status(response.headers, value))
+        status.stored = True
+        lifetime = freshness_lifetime(response.headers, request_time)
+        status.ttl = lifetime if lifetime is not None else 0.0
+        self._count(status)
+        headers = add_cache_status(response.headers, status.render(self.options.name))
+        body = self._tee(request, response, look, (request_time, self.clock.now()), flight)
+        return CacheResponse(response.status, headers, body)
+
+    async def _tee(
+        self,
+        request: CacheRequest,
+        response: CacheResponse,
+        look: _Lookup,
+        times: tuple[float, float],
+        flight: Flight | None,
+    ) -> AsyncIterator[bytes]:
+        """Yield the upstream body unchanged; store it at the end unless it outgrew the bound."""
+        limit = self.options.max_object_bytes
+        parts: list[bytes] = []
+        size = 0
+        over = False
+        try:
+            async for chunk in response.body:
+                if not over:
+                    size += len(chunk)
+                    if size > limit:
+                        # Abandon the copy now: the rest of a large body is only streamed.
+                        over = True
+                        parts.clear()
+                        self.stats.not_stored += 1
+                        if flight is not None:
+                            flight.finish(None)
+                    else:
+                        parts.append(chunk)
+                yield chunk
+            if not over:
+                names = vary_names(response.header("vary"))
+                entry = CacheEntry(
+                    status=response.status,
+                    headers=storable_headers(response.headers),
+                    body=b"".join(parts),
+                    request_time=times[0],
+                    response_time=times[1],
+                    vary=vary_values(request.headers, names),
+                )
+                if flight is not None:
+                    flight.finish(entry)
+                variant = secondary_key(entry.vary)
+                if await self._store(look.primary, names, variant, entry):
+                    self.stats.stored += 1
+        finally:
+            if flight is not None:
+                flight.finish(None)  # no-op once finished; covers errors and disconnects
+            close = getattr(response.body, "aclose", None)
+            if close is not None:
+                await close()  # a client that went away must not pin the upstream stream
+
+    # -- stale-while-revalidate -----------------------------------------------------------
+
+    def _start_refresh(self, request: CacheRequest, forward: Forward, look: _Lookup) -> bool:
+        """Start one background refresh of the entry; ``False`` when none may start."""
+        key = f"{look.primary}:{look.variant}"
+        if key in self._refreshing:
+            return True  # one refresh per entry is enough; this request is served stale too
+        if len(self._refreshing) >= self.options.max_background_refreshes:
+            return False
+        task = asyncio.create_task(self._refresh(request, forward, look))
+        self._refreshing[key] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+        self.stats.background_refreshes += 1
+        return True
+
+    async def _refresh(self, request: CacheRequest, forward: Forward, look: _Lookup) -> None:
+        entry = look.entry
+        assert entry is not None
+        headers = conditional_headers(request, entry)
+        upstream = replace(request, method="GET", headers=headers)
+        request_time = self.clock.now()
+        try:
+            response = await forward(upstream)
+            if response.status == 304:
+                await _discard(response)
+                refreshed = entry.with_update(response.headers, request_time, self.clock.now())
+                await self._store(look.primary, look.names or (), look.variant, refreshed)
+                self.stats.revalidated += 1
+                return
+            reason = not_storable_reason(upstream, response.status, response.headers)
+            body = await body_of(response, self.options.max_object_bytes)
+            if reason is not None or body is None:
+                return
+            names = vary_names(response.header("vary"))
+            fresh = CacheEntry(
+                status=response.status,
+                headers=storable_headers(response.headers),
+                body=body,
+                request_time=request_time,
+                response_time=self.clock.now(),
+                vary=vary_values(request.headers, names),
+            )
+            if await self._store(look.primary, names, secondary_key(fresh.vary), fresh):
+                self.stats.stored += 1
+        except UpstreamError as exc:
+            log.info("cache: background refresh of %s failed: %s", request.target, exc)
+        except Exception:  # a background task has nobody to raise to
+            log.exception("cache: background refresh of %s crashed", request.target)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _selects(self, entry: CacheEntry, request: CacheRequest) -> bool:
+        """Whether ``entry``'s Vary values match ``request`` (for coalesced followers)."""
+        return vary_values(request.headers, entry.vary.keys()) == entry.vary
+
+    def _ttl(self, entry: CacheEntry) -> float:
+        lifetime = freshness_lifetime(entry.headers, entry.response_time) or 0.0
+        return lifetime - entry.age(self.clock.now())
+
+    async def _store(
+        self, primary: str, names: tuple[str, ...], variant: str, entry: CacheEntry
+    ) -> bool:
+        ttl = store_ttl(entry, self.clock.now(), self.options.validator_grace)
+        try:
+            if not await self.store.set(primary, variant, entry, ttl):
+                return False
+            await self.store.set_vary(primary, names, ttl)
+        except StorageError as exc:
+            self._store_failed("store", exc)
+            return False
+        return True
+
+    def _store_failed(self, action: str, exc: StorageError) -> None:
+        self.stats.store_errors += 1
+        log.warning("cache: %s failed, serving without the cache: %s", action, exc)
+
+    def _count(self, status: CacheStatus) -> None:
+        label = "hit" if status.hit else (status.fwd or "none")
+        self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
+
+    async def drain(self) -> None:
+        """Wait for the background refreshes running now (tests and graceful shutdown)."""
+        tasks = list(self._refreshing.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Cancel background refreshes and close the store."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.store.aclose()
+
+
+async def _discard(response: CacheResponse) -> None:
+    """Drain a body we do not use, so the upstream connection can be reused."""
+    async for _ in response.body:
+        pass
