@@ -19,6 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run everything on this machine with embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
+    serve = sub.add_parser("serve", help="run one replica from a YAML configuration file")
+    serve.add_argument("--config", help="the gatekeeper.yaml (default: GATEKEEPER_CONFIG_FILE)")
+    serve.add_argument("--host", help="listen address (default: the file's listener.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: the file's listener.port)")
+    serve.add_argument("--check", action="store_true", help="only validate the file and exit")
     migrate = sub.add_parser("migrate", help="upgrade (or --downgrade) the SQL schema")
     migrate.add_argument("--url", help="database URL (default: GATEKEEPER_DATABASE_URL)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -33,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gatekeeper.demo import run_demo
 
         return run_demo(host=args.host, port=args.port)
+    if args.command == "serve":
+        from gatekeeper.demo import run_serve
+
+        return run_serve(args.config, host=args.host, port=args.port, check=args.check)
     if args.command == "migrate":
         from gatekeeper.persistence.migrate import run as run_migrate
 

@@ -1,10 +1,135 @@
-"""``gatekeeper demo``: everything on one machine with embedded defaults."""
+"""``gatekeeper demo`` and ``gatekeeper serve``: the process entry points of the gateway.
+
+The demo runs everything on one machine with embedded defaults (memory store, SQLite in a
+temporary directory): three mock backends on free ports and the gateway in front of them.
+``GET /api/info`` is proxied round robin to the backends and limited to 5 requests per 10 s per
+client IP (fixed window); ``GET /health`` answers ``{"status": "healthy"}``.
+"""
 
 from __future__ import annotations
 
-__all__ = ["run_demo"]
+import asyncio
+import logging
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.gateway.config import GatewayConfig, load_config, parse_config
+from gatekeeper.settings import Settings
+
+__all__ = ["demo_config", "run_demo", "run_serve"]
+
+logger = logging.getLogger("gatekeeper.demo")
+
+
+def demo_config(host: str, port: int, backends: list[str]) -> GatewayConfig:
+    """The demo's configuration: ``/api`` round robin over ``backends``, 5 per 10 s per IP."""
+    data: dict[str, Any] = {
+        "listener": {"host": host, "port": port, "shutdown_grace": 2},
+        "policies": {"per-ip": {"rate": "5/10s", "algorithm": "fixed_window"}},
+        "upstreams": {
+            "backends": {
+                "strategy": "round_robin",
+                "endpoints": [{"url": url} for url in backends],
+            }
+        },
+        "routes": [
+            {
+                "name": "api",
+                "path_prefix": "/api",
+                "upstream": "backends",
+                "limits": [{"policy": "per-ip", "key": "ip"}],
+                "retry": {"attempts": 1},
+            }
+        ],
+    }
+    return parse_config(data, "<demo>")
+
+
+def _configure_logging(settings: Settings) -> None:
+    try:
+        from gatekeeper.observability.logging import configure
+    except ImportError:  # pragma: no cover - observability always ships
+        logging.basicConfig(level=settings.log_level.upper())
+        return
+    configure(settings)
+
+
+def _run(coro: Any) -> None:
+    from gatekeeper.gateway.server import install_uvloop
+
+    install_uvloop()
+    asyncio.run(coro)
 
 
 def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     """Run the demo until interrupted; returns the process exit code."""
-    raise NotImplementedError("the demo is assembled by the gateway (issue 4)")
+    from gatekeeper.app import Runtime, serve
+    from gatekeeper.gateway.mock_backend import run_backends
+
+    workdir = tempfile.mkdtemp(prefix="gatekeeper-demo-")
+    settings = Settings(
+        redis_url="",
+        database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'gatekeeper.db'}",
+        log_format="console",
+    )
+    if settings.admin_token is None:
+        settings.admin_token = SecretStr(secrets.token_urlsafe(18))
+    _configure_logging(settings)
+
+    async def main() -> None:
+        backends = await run_backends(3, host="127.0.0.1")
+        config = demo_config(host, port, [b.url for b in backends])
+
+        def ready(runtime: Runtime) -> None:
+            server = runtime.server
+            assert server is not None
+            token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+            print(
+                f"Gatekeeper demo on http://{server.host}:{server.port}\n"
+                f"  backends: {', '.join(b.url for b in backends)}\n"
+                f"  try:      curl http://{server.host}:{server.port}/api/info\n"
+                f"  admin token (this run): {token}",
+                flush=True,
+            )
+
+        try:
+            await serve(settings, config, on_ready=ready)
+        finally:
+            for backend in backends:
+                await backend.stop()
+
+    try:
+        _run(main())
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it first
+        pass
+    return 0
+
+
+def run_serve(
+    path: str | None, *, host: str | None = None, port: int | None = None, check: bool = False
+) -> int:
+    """``gatekeeper serve``: validate the file, then run one replica until SIGTERM/SIGINT."""
+    from gatekeeper.app import serve
+
+    settings = Settings()
+    path = path or settings.config_file
+    if not path:
+        print("gatekeeper serve: --config (or GATEKEEPER_CONFIG_FILE) is required", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigurationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if check:
+        print(f"{path}: OK")
+        return 0
+    _configure_logging(settings)
+    _run(serve(settings, config, host=host, port=port, config_path=path))
+    return 0

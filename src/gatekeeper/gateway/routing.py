@@ -61,6 +61,7 @@ class Route:
     priority: int = 0
     strip_prefix: bool = False
     preserve_host: bool = True
+    ratelimit_headers: bool = True
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""

@@ -1,0 +1,308 @@
+"""The composition root: one process's resources, components, built-in API and gateway.
+
+Extension point — how a part of Gatekeeper plugs in
+----------------------------------------------------
+Add ONE line to :data:`COMPONENT_FACTORIES` below: ``"package.module:function"``, where
+``function(context: gatekeeper.component.Context) -> Component``. At start-up the lifespan
+imports each factory (a module that does not exist yet is skipped, so the list may name parts
+still being built), calls it with the shared :class:`~gatekeeper.component.Context`, mounts the
+component's router on the built-in API and runs its ``start``/``stop``. Components publish
+objects to each other through ``context.extras``; the gateway's ``GatewayState`` is published as
+``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
+
+What the lifespan opens, in order: the Redis client (when ``GATEKEEPER_REDIS_URL`` is set), the
+limit storage and :class:`~gatekeeper.limits.Limiter`, the SQL ``Database`` (when the
+persistence package is present), the metrics; then the components. It closes them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from gatekeeper.component import Component, Context
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.config import GatewayConfig
+from gatekeeper.gateway.pipeline import GatewayState
+from gatekeeper.gateway.proxy import Proxy
+from gatekeeper.gateway.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
+from gatekeeper.gateway.upstreams import build_pool
+from gatekeeper.settings import Settings
+from gatekeeper.types import SystemClock
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from gatekeeper.gateway.reload import Reloader
+    from gatekeeper.gateway.server import Server
+    from gatekeeper.types import Clock
+
+__all__ = ["COMPONENT_FACTORIES", "Runtime", "build_state", "create_app", "serve"]
+
+logger = logging.getLogger("gatekeeper.app")
+
+# "module:function" entries, each function(context) -> Component. One line per part.
+COMPONENT_FACTORIES: list[str] = []
+
+# Paths the built-in API serves besides those of the gateway itself (components' prefixes):
+# reserved so that a catch-all route cannot hide them.
+RESERVED_PREFIXES: list[str] = ["/docs", "/openapi.json", "/redoc"]
+
+
+@dataclass
+class Runtime:
+    """What one process shares: settings, config, resources, the live gateway state."""
+
+    settings: Settings
+    config: GatewayConfig
+    clock: Clock = field(default_factory=SystemClock)
+    redis: Any = None
+    storage: Any = None
+    limiter: Any = None
+    database: Any = None
+    metrics: Any = None
+    context: Context | None = None
+    components: list[Component] = field(default_factory=list)
+    state: GatewayState | None = None
+    server: Server | None = None
+    reloader: Reloader | None = None
+    app: FastAPI | None = None
+
+
+def _load_factory(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            logger.info("component %s is not available, skipped", spec)
+            return None
+        raise
+    return getattr(module, attr)
+
+
+async def _open_resources(runtime: Runtime) -> None:
+    from gatekeeper.limits import Limiter, storage_from_url
+    from gatekeeper.observability.metrics import Metrics, multiprocess_dir
+
+    settings = runtime.settings
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        runtime.redis = aioredis.Redis.from_url(settings.redis_url)
+    runtime.storage = storage_from_url(settings.storage_url, clock=runtime.clock)
+    runtime.limiter = Limiter(runtime.storage, clock=runtime.clock)
+    if runtime.metrics is None:
+        runtime.metrics = Metrics()
+        if multiprocess_dir() is not None:
+            logger.info("metrics in multiprocess mode")
+    try:
+        from gatekeeper.persistence import Database
+    except ImportError:
+        runtime.database = None
+    else:
+        runtime.database = Database.from_settings(settings)
+
+
+async def _close_resources(runtime: Runtime) -> None:
+    if runtime.limiter is not None:
+        await runtime.limiter.aclose()
+    elif runtime.storage is not None:
+        await runtime.storage.aclose()
+    if runtime.database is not None and hasattr(runtime.database, "dispose"):
+        with contextlib.suppress(Exception):
+            await runtime.database.dispose()
+    if runtime.redis is not None:
+        await runtime.redis.aclose()
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The built-in API (FastAPI) whose lifespan opens and closes ``runtime``'s resources."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        await _open_resources(runtime)
+        context = Context(
+            settings=runtime.settings,
+            clock=runtime.clock,
+            redis=runtime.redis,
+            limiter=runtime.limiter,
+            database=runtime.database,
+        )
+        context.extras["metrics"] = runtime.metrics
+        context.extras["runtime"] = runtime
+        runtime.context = context
+        for spec in COMPONENT_FACTORIES:
+            factory = _load_factory(spec)
+            if factory is None:
+                continue
+            component = factory(context)
+            router = component.router()
+            if router is not None:
+                app.include_router(router)
+            runtime.components.append(component)
+        started: list[Component] = []
+        try:
+            for component in runtime.components:
+                await component.start()
+                started.append(component)
+            yield {"context": context}
+        finally:
+            for component in reversed(started):
+                try:
+                    await component.stop()
+                except Exception:
+                    logger.exception("component %s failed to stop", component.name)
+            await _close_resources(runtime)
+
+    app = FastAPI(title="Gatekeeper", version="0.1.0", lifespan=lifespan)
+    app.include_router(builtin_router(runtime))
+
+    @app.exception_handler(GatekeeperError)
+    async def _gatekeeper_error(request: Request, exc: GatekeeperError) -> JSONResponse:
+        from gatekeeper.errors import AuthenticationError, Conflict, NotFound, PermissionDenied
+
+        status = 500
+        for kind, code in (
+            (AuthenticationError, 401),
+            (PermissionDenied, 403),
+            (NotFound, 404),
+            (Conflict, 409),
+        ):
+            if isinstance(exc, kind):
+                status = code
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+    runtime.app = app
+    return app
+
+
+def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]:
+    """The router's routes from the configuration's ``routes:`` list."""
+    routes: list[Route] = []
+    for i, rc in enumerate(config.routes):
+        routes.append(
+            Route(
+                name=rc.name or f"route-{i}",
+                upstream=rc.upstream,
+                path_prefix=rc.path_prefix,
+                host=rc.host.lower() if rc.host else None,
+                methods=frozenset(rc.methods) if rc.methods else None,
+                limits=tuple(LimitRule(policies[ref.policy], ref.key) for ref in rc.limits),
+                timeouts=Timeouts(rc.timeouts.connect, rc.timeouts.read, rc.timeouts.total),
+                retry=RetryPolicy(
+                    attempts=rc.retry.attempts,
+                    on_status=frozenset(rc.retry.on_status),
+                    on_connect_error=rc.retry.on_connect_error,
+                    on_timeout=rc.retry.on_timeout,
+                ),
+                cache=rc.cache if rc.cache else None,
+                priority=rc.priority,
+                strip_prefix=rc.strip_prefix,
+                preserve_host=rc.preserve_host,
+                ratelimit_headers=rc.ratelimit_headers,
+            )
+        )
+    return routes
+
+
+def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
+    """A complete :class:`GatewayState` for ``config`` (pools, router, proxy) on ``runtime``."""
+    policies = {name: pc.build(name) for name, pc in config.policies.items()}
+    pools = {
+        name: build_pool(name, uc, clock=runtime.clock) for name, uc in config.upstreams.items()
+    }
+    trusted = TrustedProxies(config.trusted_proxies)
+    max_idle = max((uc.max_idle_connections for uc in config.upstreams.values()), default=128)
+    idle_timeout = min((uc.idle_timeout for uc in config.upstreams.values()), default=60.0)
+    proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
+    reserved = list(RESERVED_PATHS) + RESERVED_PREFIXES
+    router = Router(build_routes(config, policies), reserved=reserved)
+    state = GatewayState(
+        router=router,
+        proxy=proxy,
+        pools=pools,
+        trusted=trusted,
+        limiter=runtime.limiter,
+        policies=policies,
+        app=runtime.app,
+        metrics=runtime.metrics,
+    )
+    if runtime.context is not None:
+        runtime.context.extras["gateway"] = state
+    return state
+
+
+async def serve(
+    settings: Settings,
+    config: GatewayConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    config_path: str | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[Runtime], None] | None = None,
+) -> None:
+    """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
+
+    Start-up, step by step: the built-in API's lifespan opens the resources and starts the
+    components; the gateway state (pools, router, proxy) is built and its health checks start;
+    the listener binds; SIGHUP reloads ``config_path``.
+    """
+    from gatekeeper.gateway.bridge import Lifespan
+    from gatekeeper.gateway.reload import Reloader
+    from gatekeeper.gateway.server import Server
+
+    runtime = Runtime(settings, config)
+    app = create_app(runtime)
+    lifespan = Lifespan(app)
+    await lifespan.startup()
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    try:
+        state = build_state(runtime, config)
+        state.app_state = lifespan.state
+        listener = config.listener
+        server = Server(
+            state,
+            host=host or listener.host,
+            port=listener.port if port is None else port,
+            backlog=listener.backlog,
+            keepalive_timeout=listener.keepalive_timeout,
+            shutdown_grace=listener.shutdown_grace,
+        )
+        runtime.server = server
+        runtime.state = state
+        await state.start()
+        await server.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if config_path is not None:
+            runtime.reloader = Reloader(runtime, server, config_path)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                runtime.reloader.install_sighup()
+        logger.info("gatekeeper listening on http://%s:%d", server.host, server.port)
+        if on_ready is not None:
+            on_ready(runtime)
+        await stop.wait()
+        logger.info("shutting down")
+        await server.stop()
+        if runtime.state is not None:
+            await runtime.state.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await lifespan.shutdown()

@@ -1,0 +1,339 @@
+"""The declarative gateway configuration (``gatekeeper.yaml``), validated at start-up.
+
+``load_config(path)`` reads YAML, validates it with pydantic and cross-checks names (routes name
+existing upstreams and policies). A bad file raises one
+:class:`~gatekeeper.errors.ConfigurationError` listing EVERY problem, each as
+``<file>: <field.path>: <message>``. The schema is documented in ``docs/gateway.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
+
+__all__ = [
+    "ConfigFileError",
+    "EndpointConfig",
+    "GatewayConfig",
+    "ListenerConfig",
+    "PolicyConfig",
+    "RouteConfig",
+    "UpstreamConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigFileError(ConfigurationError):
+    """A configuration file is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerConfig(_Model):
+    """Where the gateway listens."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    backlog: int = Field(default=2048, ge=1)
+    keepalive_timeout: float = Field(default=75.0, ge=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+
+
+class PolicyConfig(_Model):
+    """A named limit (see ``gatekeeper.limits.Policy``)."""
+
+    rate: str
+    algorithm: Algorithm = Algorithm.TOKEN_BUCKET
+    burst: int | None = Field(default=None, ge=1)
+    failure: FailureMode = FailureMode.OPEN
+    fallback: str | None = None
+    shadow: bool = False
+
+    @field_validator("rate", "fallback")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # raises ConfigurationError (a ValueError) naming the problem
+        return value
+
+    def build(self, name: str) -> Policy:
+        """The engine's :class:`Policy` for this entry."""
+        return Policy(
+            name,
+            parse_rate(self.rate),
+            algorithm=self.algorithm,
+            burst=self.burst,
+            failure=self.failure,
+            fallback=parse_rate(self.fallback) if self.fallback else None,
+            shadow=self.shadow,
+        )
+
+
+class EndpointConfig(_Model):
+    """One backend: ``url: http://host:port`` (or ``host`` + ``port``) and a weight."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"url": data}
+        if isinstance(data, dict) and "url" in data:
+            data = dict(data)
+            url = urlsplit(str(data.pop("url")))
+            if url.scheme != "http" or not url.hostname:
+                raise ValueError(
+                    f"endpoint url must look like http://host:port, got {url.geturl()!r}"
+                )
+            data.setdefault("host", url.hostname)
+            data.setdefault("port", url.port or 80)
+        return data
+
+
+class HealthConfig(_Model):
+    """Active health checks: GET ``path`` every ``interval`` seconds."""
+
+    path: str = "/health"
+    interval: float = Field(default=5.0, gt=0)
+    timeout: float = Field(default=1.0, gt=0)
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+
+
+class OutlierConfig(_Model):
+    """Passive outlier detection (eject an endpoint after consecutive failures)."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_ejection_time: float = Field(default=30.0, gt=0)
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
+class BreakerConfig(_Model):
+    """Circuit breaker per endpoint."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    error_ratio: float = Field(default=0.5, gt=0, le=1)
+    min_requests: int = Field(default=20, ge=1)
+    window: float = Field(default=10.0, gt=0)
+    open_for: float = Field(default=30.0, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
+
+
+class RetryBudgetConfig(_Model):
+    """How many retries a pool may add: ``ratio`` x requests + ``min_per_second``."""
+
+    ratio: float = Field(default=0.2, ge=0, le=1)
+    min_per_second: float = Field(default=10.0, ge=0)
+    window: float = Field(default=10.0, gt=0)
+
+
+class QueueConfig(_Model):
+    """The admission queue used when the pool is at ``max_concurrency``."""
+
+    size: int = Field(default=100, ge=0)
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class UpstreamConfig(_Model):
+    """A pool of endpoints and how to balance and protect them."""
+
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+    strategy: str = "round_robin"
+    hash_on: str | None = None  # consistent hashing: "ip", "header:<name>", "cookie:<name>"
+    health: HealthConfig | None = None
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    max_idle_connections: int = Field(default=128, ge=0)
+    idle_timeout: float = Field(default=60.0, gt=0)
+
+
+class LimitRef(_Model):
+    """A policy applied on a route, keyed by ``ip``, ``api_key``, ``header:<name>``,
+    ``query:<name>`` or ``global``."""
+
+    policy: str
+    key: str = "ip"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"policy": data} if isinstance(data, str) else data
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if value in ("ip", "api_key", "global"):
+            return value
+        kind, _, name = value.partition(":")
+        if kind in ("header", "query") and name:
+            return f"{kind}:{name.lower() if kind == 'header' else name}"
+        raise ValueError("key must be ip, api_key, global, header:<name> or query:<name>")
+
+
+class TimeoutsConfig(_Model):
+    """Seconds to connect, between reads, and for the whole exchange."""
+
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=30.0, gt=0)
+    total: float = Field(default=60.0, gt=0)
+
+
+class RetryConfig(_Model):
+    """Retries of idempotent requests on another endpoint."""
+
+    attempts: int = Field(default=2, ge=1, le=10)
+    on_status: list[int] = [502, 503, 504]
+    on_connect_error: bool = True
+    on_timeout: bool = False
+
+
+class RouteConfig(_Model):
+    """Which requests go where, under which limits."""
+
+    name: str | None = None
+    path_prefix: str = "/"
+    host: str | None = None
+    methods: list[str] | None = None
+    upstream: str
+    limits: list[LimitRef] = []
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    cache: dict[str, Any] | bool | None = None
+    priority: int = 0
+    strip_prefix: bool = False
+    preserve_host: bool = True
+    ratelimit_headers: bool = True
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path_prefix must start with '/'")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [m.upper() for m in value]
+        for method in upper:
+            if not method.isalpha():
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return upper
+
+
+class GatewayConfig(_Model):
+    """The whole file."""
+
+    listener: ListenerConfig = Field(default_factory=ListenerConfig)
+    trusted_proxies: list[str] = []
+    policies: dict[str, PolicyConfig] = {}
+    upstreams: dict[str, UpstreamConfig] = {}
+    routes: list[RouteConfig] = []
+    cache: dict[str, Any] = {}
+    admin: dict[str, Any] = {}
+    log_access: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from exc
+        return value
+
+
+def _cross_check(data: Any) -> list[str]:
+    """Name references that pydantic cannot see: routes -> upstreams and policies."""
+    if not isinstance(data, dict):
+        return []
+    errors: list[str] = []
+    upstreams = data.get("upstreams") or {}
+    policies = data.get("policies") or {}
+    routes = data.get("routes") or []
+    if not isinstance(routes, list):
+        return errors
+    names: set[str] = set()
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        upstream = route.get("upstream")
+        if isinstance(upstream, str) and isinstance(upstreams, dict) and upstream not in upstreams:
+            known = ", ".join(sorted(upstreams)) or "none defined"
+            errors.append(f"routes.{i}.upstream: unknown upstream {upstream!r} (known: {known})")
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in names:
+                errors.append(f"routes.{i}.name: duplicate route name {name!r}")
+            names.add(name)
+        for j, limit in enumerate(route.get("limits") or []):
+            policy = limit if isinstance(limit, str) else (limit or {}).get("policy")
+            if isinstance(policy, str) and isinstance(policies, dict) and policy not in policies:
+                known = ", ".join(sorted(policies)) or "none defined"
+                errors.append(
+                    f"routes.{i}.limits.{j}.policy: unknown policy {policy!r} (known: {known})"
+                )
+    return errors
+
+
+def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    """Validate already-parsed YAML; raises ConfigurationError listing every problem."""
+    if data is None:
+        data = {}
+    problems: list[str] = []
+    config: GatewayConfig | None = None
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {message}")
+    problems += _cross_check(data)
+    if problems or config is None:
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        raise ConfigFileError(
+            f"{source}: {len(problems)} configuration error(s):\n{lines}",
+            [f"{source}: {p}" for p in problems],
+        )
+    return config
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML file (see :func:`parse_config`)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = f"{source}: cannot read: {exc.strerror or exc}"
+        raise ConfigFileError(problem, [problem]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = f"{source}: invalid YAML: {exc}"
+        raise ConfigFileError(problem, [problem]) from exc
+    return parse_config(data, source)

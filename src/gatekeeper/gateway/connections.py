@@ -1,0 +1,337 @@
+"""A lean keep-alive connection pool to upstream endpoints (asyncio Protocol + httptools).
+
+The upstream client decides the gateway's speed (ARCHITECTURE.md: 3x between choices), so this
+is deliberately small: one :class:`UpstreamConnection` is an ``asyncio.Protocol`` parsing
+responses with ``httptools.HttpResponseParser`` straight from ``data_received``; no streams, no
+per-chunk tasks. A response's head resolves a future; its body is a
+:class:`~gatekeeper.gateway.messages.Body` fed from the socket, with the transport paused while
+the client is slower than the upstream. Idle connections wait in a LIFO per endpoint (the most
+recently used one is the least likely to have been closed by the upstream's idle timeout).
+
+Timeouts use one timer per exchange that re-arms itself from a "last activity" timestamp, so a
+streaming body costs no timer per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import cast
+
+import httptools
+
+from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gatekeeper.gateway.messages import Body, Headers, ProxyResponse
+
+__all__ = ["ConnectionPool", "UpstreamConnection"]
+
+# Statuses whose responses never have a body whatever their headers say (RFC 9110 6.4.1).
+_NO_BODY = frozenset({204, 304})
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to an upstream endpoint."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reusable = True
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[ProxyResponse] | None = None
+        self._body: Body | None = None
+        self._headers: Headers = []
+        self._reason = b""
+        self._head_only = False
+        self._message_done = False
+        self._request_sent = True
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+        self._deadline = 0.0
+        self._last_activity = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamConnectError(f"upstream {self.pool.address} sent bad HTTP: {exc}"))
+            return
+        if self._head_only and self._message_done:
+            # httptools cannot be told a response answers HEAD: start a fresh parser so that
+            # the Content-Length of the HEAD response is not awaited as a body.
+            self.parser = httptools.HttpResponseParser(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        self._cancel_timer()
+        body = self._body
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(
+                UpstreamConnectError(f"upstream {self.pool.address} closed the connection")
+            )
+        elif body is not None and not self._message_done:
+            if body.length is None and not self._chunked:
+                body.feed_eof()  # a body delimited by the connection closing: it ended well
+            else:
+                body.set_exception(
+                    UpstreamConnectError(f"upstream {self.pool.address} closed mid-body")
+                )
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self.pool.discard(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    _chunked = False
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+        self._message_done = False
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            # 1xx: interim (100 Continue, 103 Early Hints); the final response follows.
+            self._headers = []
+            self._reason = b""
+            return
+        length: int | None = None
+        chunked = False
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        self._chunked = chunked
+        if chunked:
+            length = None
+        if self._head_only or status in _NO_BODY:
+            body = Body.of(b"")
+            body.length = length if self._head_only else None
+            self._message_done = self._head_only
+        else:
+            body = Body(length)
+            transport = self.transport
+            assert transport is not None
+            body.set_flow_control(transport.pause_reading, transport.resume_reading)
+        self._body = body
+        if not self.parser.should_keep_alive():
+            self.reusable = False
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(
+                ProxyResponse(
+                    status, self._headers, body, reason=self._reason, upstream=self.pool.address
+                )
+            )
+        self._reason = b""
+        if self._message_done:
+            self._finish()
+
+    def on_body(self, data: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200 or self._message_done:
+            return
+        self._message_done = True
+        if self._body is not None:
+            self._body.feed_eof()
+        self._finish()
+
+    # -- the exchange ----------------------------------------------------------------------
+    def send(
+        self,
+        data: bytes,
+        *,
+        head_only: bool,
+        read_timeout: float,
+        total_timeout: float,
+        streaming: bool = False,
+    ) -> asyncio.Future[ProxyResponse]:
+        """Write a request (head, and its body when complete) and return the response future.
+
+        ``streaming`` says the body follows through :meth:`write`; the connection is then
+        reused only after :meth:`request_complete`.
+        """
+        transport = self.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        self._body = None
+        self._head_only = head_only
+        self._message_done = False
+        self._chunked = False
+        self._request_sent = not streaming
+        now = time.monotonic()
+        self._last_activity = now
+        self._read_timeout = read_timeout
+        self._deadline = now + total_timeout
+        self._timer = loop.call_at(loop.time() + min(read_timeout, total_timeout), self._on_timer)
+        transport.write(data)
+        return waiter
+
+    async def write(self, data: bytes) -> None:
+        """Write part of a streamed request body, waiting while the upstream is slow."""
+        if self.closed or self.transport is None:
+            raise UpstreamConnectError(f"upstream {self.pool.address} closed the connection")
+        self.transport.write(data)
+        self._last_activity = time.monotonic()
+        if self._write_paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+            self._drain = None
+
+    def request_complete(self) -> None:
+        """The whole request was written; reuse is possible once the response ends."""
+        self._request_sent = True
+        if self._message_done and self._timer is None:
+            self._release()
+
+    def abort(self) -> None:
+        """Give up on this connection (client went away, response abandoned)."""
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._message_done:
+            return
+        now = time.monotonic()
+        if now >= self._deadline:
+            self._fail(UpstreamTimeout(f"upstream {self.pool.address}: total timeout"))
+            return
+        idle = now - self._last_activity
+        if idle >= self._read_timeout:
+            self._fail(
+                UpstreamTimeout(
+                    f"upstream {self.pool.address}: no data for {self._read_timeout:g}s"
+                )
+            )
+            return
+        wait = min(self._read_timeout - idle, self._deadline - now)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + wait, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, exc: UpstreamError) -> None:
+        self.reusable = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        elif self._body is not None and not self._message_done:
+            self._body.set_exception(exc)
+        self._message_done = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self) -> None:
+        self._cancel_timer()
+        if self._request_sent:
+            self._release()
+
+    def _release(self) -> None:
+        if self.reusable and not self.closed:
+            self.pool.release(self)
+        else:
+            self.abort()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one endpoint (``host:port``)."""
+
+    def __init__(
+        self, host: str, port: int, *, max_idle: int = 128, idle_timeout: float = 60.0
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: deque[UpstreamConnection] = deque()
+        self.opened = 0
+        self.reused = 0
+
+    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
+        """An idle connection, or a new one within ``connect_timeout`` seconds."""
+        idle = self._idle
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.idle_timeout:
+                self.reused += 1
+                return conn
+            conn.abort()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"upstream {self.address}: no connection within {connect_timeout:g}s"
+            ) from exc
+        except OSError as exc:
+            raise UpstreamConnectError(f"upstream {self.address}: {exc.strerror or exc}") from exc
+        self.opened += 1
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a finished connection for reuse (closes it when the pool is full)."""
+        if len(self._idle) >= self.max_idle:
+            conn.abort()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Forget a connection that closed while idle."""
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().abort()
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)

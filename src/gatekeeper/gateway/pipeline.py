@@ -1,0 +1,225 @@
+"""One request's way through the gateway, in one pass.
+
+    client IP (socket; X-Forwarded-For only from trusted proxies)
+    -> route match (host, path prefix, method); no route: the built-in ASGI app
+    -> rate limits: every policy of the route in ONE limiter call (batched per loop turn)
+    -> admission (the pool's concurrency limit and priority queue)
+    -> cache lookup for GET/HEAD on routes with a cache (``ResponseCache.handle``)
+    -> forward (balancer, retries, timeouts) -> response with RateLimit headers, metrics
+
+A :class:`GatewayState` is immutable once built: a reload builds a new one and swaps it in, so a
+request in flight finishes on the configuration it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.errors import (
+    NoHealthyUpstream,
+    QueueFull,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
+from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
+from gatekeeper.gateway.proxy import Proxy
+from gatekeeper.gateway.routing import Route, Router
+from gatekeeper.limits.headers import problem_body, rate_limit_headers
+from gatekeeper.limits.policy import Check
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.protocol import HttpProtocol
+    from gatekeeper.limits.decision import Decision
+
+__all__ = ["GatewayState", "subject_key"]
+
+logger = logging.getLogger("gatekeeper.gateway")
+
+_PROBLEM = b"application/problem+json"
+_CACHEABLE = frozenset({"GET", "HEAD"})
+
+
+def subject_key(kind: str, request: ProxyRequest) -> str:
+    """The limit subject of ``request`` for a route's ``key`` setting."""
+    if kind == "ip":
+        return "ip:" + request.client_ip
+    if kind == "global":
+        return "global"
+    if kind == "api_key":
+        value = request.header(b"x-api-key") or _query_param(request.target, b"api_key")
+        return "key:" + value.decode("latin-1") if value else "ip:" + request.client_ip
+    source, _, name = kind.partition(":")
+    if source == "header":
+        value = request.header(name.encode("latin-1"))
+    else:
+        value = _query_param(request.target, name.encode("latin-1"))
+    if not value:
+        return "ip:" + request.client_ip
+    return f"{source}:{name}:{value.decode('latin-1')}"
+
+
+def _query_param(target: bytes, name: bytes) -> bytes | None:
+    start = target.find(b"?")
+    if start == -1:
+        return None
+    for pair in target[start + 1 :].split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return value
+    return None
+
+
+@dataclass
+class GatewayState:
+    """Everything that serves requests under one configuration."""
+
+    router: Router
+    proxy: Proxy
+    pools: dict[str, Any]
+    trusted: TrustedProxies
+    limiter: Any = None
+    policies: dict[str, Any] = field(default_factory=dict)
+    app: ASGIApp | None = None
+    app_state: dict[str, Any] = field(default_factory=dict)
+    cache: ResponseCache | None = None
+    metrics: Any = None
+    access_log: Any = None
+    server_address: tuple[str, int] | None = None
+
+    async def handle(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """Serve one request, writing its response to ``conn``."""
+        trusted = self.trusted
+        if trusted:
+            request.client_ip = trusted.client_ip(
+                request.peer_ip, request.header(b"x-forwarded-for")
+            )
+        route = self.router.match(request.host, request.path, request.method)
+        if route is None:
+            if self.app is None:
+                await conn.send_json(404, {"error": "not_found", "status": 404})
+                return
+            await serve_asgi(
+                self.app, request, conn, state=self.app_state, server=self.server_address
+            )
+            return
+        request.route = route
+        started = time.monotonic()
+        status = 0
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request_started()
+        try:
+            status = await self._proxy(request, route, conn)
+        finally:
+            if metrics is not None:
+                metrics.request_finished()
+                metrics.request(
+                    route.name, status or 499, route.upstream, time.monotonic() - started
+                )
+
+    async def _proxy(self, request: ProxyRequest, route: Route, conn: HttpProtocol) -> int:
+        extra: Headers | None = None
+        if route.limits and self.limiter is not None:
+            checks = [Check(rule.policy, subject_key(rule.key, request)) for rule in route.limits]
+            decision: Decision = await self.limiter.decide(checks)
+            if self.metrics is not None:
+                self._count(decision)
+            if not decision.allowed:
+                headers = rate_limit_headers(decision, policies=self.policies)
+                body = problem_body(decision, instance=request.path)
+                await _send_bytes(conn, request, 429, headers, body)
+                return 429
+            if route.ratelimit_headers:
+                extra = rate_limit_headers(decision, policies=self.policies)
+        pool = self.pools[route.upstream]
+        try:
+            async with pool.admission(route.priority):
+                cache = self.cache
+                if cache is not None and route.cache is not None and request.method in _CACHEABLE:
+                    response = await cache.handle(request, self.proxy.forward)
+                else:
+                    response = await self.proxy.forward(request)
+                await conn.send_response(response, request, extra)
+                return response.status
+        except UpstreamTimeout as exc:
+            return await _error(conn, request, 504, "upstream_timeout", str(exc), extra)
+        except NoHealthyUpstream as exc:
+            return await _error(conn, request, 503, "no_healthy_upstream", str(exc), extra)
+        except UpstreamConnectError as exc:
+            return await _error(conn, request, 502, "bad_gateway", str(exc), extra)
+        except UpstreamError as exc:
+            return await _error(conn, request, 502, "bad_gateway", str(exc), extra)
+        except QueueFull as exc:
+            retry = [(b"retry-after", str(exc.retry_after).encode())]
+            return await _error(conn, request, 503, "queue_full", str(exc), (extra or []) + retry)
+
+    def _count(self, decision: Decision) -> None:
+        metrics = self.metrics
+        for result in decision.results:
+            if result.allowed:
+                outcome = "allowed"
+            elif result.shadow:
+                outcome = "shadow_limited"
+            else:
+                outcome = "limited"
+            metrics.decision(result.policy, outcome)
+
+    async def start(self) -> None:
+        """Start the pools' background work (health checks)."""
+        for pool in self.pools.values():
+            await pool.start()
+
+    async def stop(self) -> None:
+        """Stop the pools and close idle upstream connections."""
+        for pool in self.pools.values():
+            await pool.stop()
+        self.proxy.close()
+
+
+_TITLES = {
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+async def _error(
+    conn: HttpProtocol,
+    request: ProxyRequest,
+    status: int,
+    error: str,
+    detail: str,
+    extra: Sequence[tuple[bytes, bytes]] | None,
+) -> int:
+    if conn.response_started:
+        # Headers are out already: all we can do is cut the stream.
+        conn.keep_alive = False
+        if conn.transport is not None:
+            conn.transport.abort()
+        return status
+    logger.info("%s %s -> %d: %s", request.method, request.path, status, detail)
+    payload = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "error": error,
+    }
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await _send_bytes(conn, request, status, list(extra or ()), body)
+    return status
+
+
+async def _send_bytes(
+    conn: HttpProtocol, request: ProxyRequest, status: int, headers: Headers, body: bytes
+) -> None:
+    headers = [*headers, (b"content-type", _PROBLEM)]
+    await conn.send_response(ProxyResponse(status, headers, Body.of(body)), request)

@@ -1,0 +1,381 @@
+"""The client side of the listener: one ``asyncio.Protocol`` per connection, httptools parsing.
+
+Each request becomes a :class:`~gatekeeper.gateway.messages.ProxyRequest` as soon as its head is
+parsed; its body keeps arriving through :class:`~gatekeeper.gateway.messages.Body` (reading is
+paused when the handler falls behind). Requests on one connection are answered in order: a
+pipelined request waits (with reading paused) until the previous response is written.
+
+The protocol is also the response writer the pipeline and the ASGI bridge use: ``write_head``,
+``write``, ``drain`` and :meth:`send_response`, which frames a body by Content-Length when it is
+known or complete and by chunked encoding otherwise (close-delimited for HTTP/1.0 clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.server import Server
+
+__all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
+
+logger = logging.getLogger("gatekeeper.gateway")
+
+EMPTY_BODY = Body.of(b"")
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
+}
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    """``HTTP/1.1 200 OK\\r\\n`` (the standard phrase unless ``reason`` is given)."""
+    if not reason:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            return line
+    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """An HTTP/1.1 client connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.scheme = "http"
+        self.closed = False
+        self.busy = False
+        self.keep_alive = True
+        self.response_started = False
+        self.disconnected: asyncio.Future[None] | None = None
+        self._url = b""
+        self._headers: Headers = []
+        self._body: Body = EMPTY_BODY
+        self._message_done = False
+        self._pending: deque[tuple[ProxyRequest, bool]] = deque()
+        self._current_done = True
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._expect_continue = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip, self.peer_port = peer[0], peer[1]
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_idle()
+        if not self._message_done and self._body is not EMPTY_BODY:
+            self._body.set_exception(ConnectionError("client disconnected"))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionError("client disconnected"))
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(501, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed HTTP request: {exc}")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._cancel_idle()
+        self._url = b""
+        self._headers = []
+        self._message_done = False
+        self._expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        headers = self._headers
+        length: int | None = None
+        has_body = False
+        host = ""
+        for name, value in headers:
+            if name == b"content-length":
+                has_body = True
+                length = int(value)  # httptools already rejected a malformed length
+            elif name == b"transfer-encoding":
+                has_body = True
+                length = None
+            elif name == b"host":
+                host = value.decode("latin-1")
+        if has_body and length != 0:
+            body = Body(length)
+            transport = self.transport
+            assert transport is not None
+            body.set_flow_control(transport.pause_reading, transport.resume_reading)
+            if self._expect_continue:
+                body.on_first_read = self._send_continue
+        else:
+            body = EMPTY_BODY
+        self._body = body
+        url = self._url
+        query = url.find(b"?")
+        raw_path = url if query == -1 else url[:query]
+        try:
+            path = raw_path.decode("ascii") if b"%" not in raw_path else _unquote(raw_path)
+        except UnicodeDecodeError:
+            path = raw_path.decode("latin-1")
+        request = ProxyRequest(
+            parser.get_method().decode("ascii"),
+            url,
+            path,
+            headers,
+            body,
+            version=parser.get_http_version(),
+            host=host,
+            scheme=self.scheme,
+            client_ip=self.peer_ip,
+            peer_ip=self.peer_ip,
+        )
+        keep_alive = parser.should_keep_alive()
+        if self.busy:
+            # Pipelining: answer in order; stop reading until this one's turn.
+            self._pending.append((request, keep_alive))
+            if self.transport is not None:
+                self.transport.pause_reading()
+        else:
+            self._start(request, keep_alive)
+
+    def on_body(self, data: bytes) -> None:
+        self._body.feed(data)
+
+    def on_message_complete(self) -> None:
+        self._message_done = True
+        if self._body is not EMPTY_BODY:
+            self._body.feed_eof()
+
+    # -- request cycle ---------------------------------------------------------------------
+    def _start(self, request: ProxyRequest, keep_alive: bool) -> None:
+        self.busy = True
+        self.keep_alive = keep_alive
+        self.response_started = False
+        self.loop.create_task(self._run(request))
+
+    async def _run(self, request: ProxyRequest) -> None:
+        try:
+            await self.server.state.handle(request, self)
+        except ConnectionError:
+            self.keep_alive = False
+        except Exception:
+            logger.exception("unhandled error serving %s %s", request.method, request.path)
+            if not self.response_started and not self.closed:
+                await self.send_json(500, {"error": "internal_error", "status": 500})
+            self.keep_alive = False
+        self._finish(request)
+
+    def _finish(self, request: ProxyRequest) -> None:
+        self.busy = False
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if not self.keep_alive or not request.body.complete:
+            # Closing, or the client's body did not arrive whole: the byte stream cannot be
+            # resynchronised for another request.
+            transport.close()
+            self.closed = True
+            return
+        if self._pending:
+            nxt, keep_alive = self._pending.popleft()
+            if not self._pending:
+                transport.resume_reading()
+            self._start(nxt, keep_alive)
+            return
+        transport.resume_reading()
+        self._arm_idle()
+
+    def _send_continue(self) -> None:
+        if self.transport is not None and not self.closed and not self.response_started:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _reject(self, status: int, detail: str) -> None:
+        if self.transport is None or self.closed:
+            return
+        if not self.busy:
+            payload = _json({"error": http.HTTPStatus(status).phrase, "detail": detail})
+            self.transport.write(
+                status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%b" % (len(payload), payload)
+            )
+        self.transport.close()
+        self.closed = True
+
+    def _arm_idle(self) -> None:
+        timeout = self.server.keepalive_timeout
+        if timeout > 0:
+            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def close_when_idle(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        self.keep_alive = False
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Write bytes to the client (check :attr:`must_drain` afterwards)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the client has taken what was written (backpressure)."""
+        if self.closed:
+            raise ConnectionError("client disconnected")
+        if self._write_paused:
+            self._drain = self.loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def connection_header(self, version_10: bool) -> bytes:
+        """The Connection header line this response needs, if any."""
+        if not self.keep_alive or self.server.closing:
+            self.keep_alive = False
+            return b"connection: close\r\n"
+        return b"connection: keep-alive\r\n" if version_10 else b""
+
+    async def send_response(
+        self,
+        response: ProxyResponse,
+        request: ProxyRequest,
+        extra: Headers | None = None,
+    ) -> None:
+        """Write ``response`` to the client, streaming its body with backpressure."""
+        self.response_started = True
+        status = response.status
+        body = response.body
+        head_only = request.method == "HEAD"
+        version_10 = request.version == "1.0"
+        parts = [status_line(status, response.reason)]
+        for name, value in response.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if extra:
+            for name, value in extra:
+                parts += (name, b": ", value, b"\r\n")
+        data = b""
+        chunked = False
+        if status in _NO_BODY_STATUS or status < 200:
+            pass
+        elif head_only:
+            if body.length is not None:
+                parts.append(b"content-length: %d\r\n" % body.length)
+        elif body.complete:
+            data = body.take()
+            parts.append(b"content-length: %d\r\n" % len(data))
+        elif body.length is not None:
+            parts.append(b"content-length: %d\r\n" % body.length)
+        elif version_10:
+            self.keep_alive = False  # HTTP/1.0: the body ends when the connection closes
+        else:
+            chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts += (self.connection_header(version_10), b"\r\n", data)
+        transport = self.transport
+        if transport is None or self.closed:
+            raise ConnectionError("client disconnected")
+        transport.write(b"".join(parts))
+        if data or head_only or body.at_eof:
+            return
+        await self._stream(body, chunked)
+
+    async def _stream(self, body: Body, chunked: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            while chunk := await body.read():
+                if self.closed:
+                    raise ConnectionError("client disconnected")
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if self._write_paused:
+                    await self.drain()
+        except ConnectionError:
+            raise
+        except Exception:
+            # The upstream failed mid-body: the status line is gone, so the only honest
+            # signal left is to cut the connection (the client sees a truncated body).
+            logger.warning("upstream failed while streaming a response body", exc_info=True)
+            self.keep_alive = False
+            transport.abort()
+            self.closed = True
+            raise ConnectionError("upstream failed mid-body") from None
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+
+    async def send_json(
+        self, status: int, payload: Any, extra: Headers | None = None, *, version_10: bool = False
+    ) -> None:
+        """Write a small JSON response made by the gateway itself."""
+        self.response_started = True
+        data = _json(payload)
+        parts = [
+            status_line(status),
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(data),
+        ]
+        if extra:
+            for name, value in extra:
+                parts += (name, b": ", value, b"\r\n")
+        parts += (self.connection_header(version_10), b"\r\n", data)
+        self.write(b"".join(parts))
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _unquote(raw: bytes) -> str:
+    return unquote_to_bytes(raw).decode("utf-8")

@@ -1,0 +1,334 @@
+"""Forwarding: turn a client request into an upstream request and return the response.
+
+What crosses the proxy (RFC 9110 7.6, RFC 9112):
+
+- hop-by-hop headers are dropped both ways: ``Connection`` and every header it lists,
+  ``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-*``; the body
+  is re-framed for each side (Content-Length when known, else chunked);
+- ``X-Forwarded-For``/``-Proto``/``-Host`` and ``Forwarded`` (RFC 7239) are set; values
+  arriving from the client are kept (and appended to) only when the peer is a trusted proxy,
+  otherwise they are replaced, so the upstream never sees a client's forgery;
+- ``Expect: 100-continue`` is answered by the gateway itself when it starts reading the body.
+
+Endpoint choice, retries and accounting go through the pool (``pick``/``on_start``/
+``on_finish``/``retry_budget``), connections through :class:`ConnectionPool` per endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.connections import ConnectionPool, UpstreamConnection
+from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+
+__all__ = ["HOP_BY_HOP", "Proxy", "response_headers"]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",  # re-framed by whoever writes the body
+    }
+)
+# Request headers the proxy rewrites itself.
+_REWRITTEN = HOP_BY_HOP | {
+    b"host",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+}
+_IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def _listed(headers: Headers) -> frozenset[bytes] | None:
+    """Header names listed in Connection (they are hop-by-hop too), or None."""
+    names: set[bytes] | None = None
+    for name, value in headers:
+        if name == b"connection":
+            names = names or set()
+            names.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(names) if names else None
+
+
+def response_headers(headers: Headers) -> Headers:
+    """An upstream response's end-to-end headers (hop-by-hop and framing removed)."""
+    listed = _listed(headers)
+    return [
+        (name, value)
+        for name, value in headers
+        if name not in HOP_BY_HOP
+        and not name.startswith(b"proxy-")
+        and (listed is None or name not in listed)
+    ]
+
+
+def _node(ip: str) -> str:
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+class Proxy:
+    """Forwards requests to the pools' endpoints over keep-alive connections."""
+
+    def __init__(
+        self,
+        pools: dict[str, Any],
+        trusted: TrustedProxies,
+        *,
+        max_idle: int = 128,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.pools = pools
+        self.trusted = trusted
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._connections: dict[tuple[str, int], ConnectionPool] = {}
+
+    def connections(self, host: str, port: int) -> ConnectionPool:
+        """The connection pool of one endpoint (created on first use)."""
+        key = (host, port)
+        pool = self._connections.get(key)
+        if pool is None:
+            pool = self._connections[key] = ConnectionPool(
+                host, port, max_idle=self.max_idle, idle_timeout=self.idle_timeout
+            )
+        return pool
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per endpoint: connections opened, reuses, idle now."""
+        return {
+            pool.address: {"opened": pool.opened, "reused": pool.reused, "idle": pool.idle}
+            for pool in self._connections.values()
+        }
+
+    def close(self) -> None:
+        """Close every idle upstream connection."""
+        for pool in self._connections.values():
+            pool.close()
+
+    # -- the request head ------------------------------------------------------------------
+    def request_head(self, request: ProxyRequest, framing: bytes) -> bytes:
+        """The upstream request head: rewritten headers plus ``framing`` (CL/TE lines)."""
+        route = request.route
+        target = request.target
+        if route is not None and route.strip_prefix and route.path_prefix != "/":
+            rest = target[len(route.path_prefix) :]
+            target = rest if rest.startswith(b"/") else b"/" + rest
+        parts = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+        headers = request.headers
+        listed = _listed(headers)
+        xff = xfp = xfh = fwd = None
+        for name, value in headers:
+            if name in _REWRITTEN:
+                if name == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif name == b"x-forwarded-proto":
+                    xfp = value
+                elif name == b"x-forwarded-host":
+                    xfh = value
+                elif name == b"forwarded":
+                    fwd = value if fwd is None else fwd + b", " + value
+                continue
+            if name.startswith(b"proxy-") or (listed is not None and name in listed):
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        host = request.host
+        # Without preserve_host the endpoint's address is inserted per attempt instead.
+        if host and (route is None or route.preserve_host):
+            parts += (b"host: ", host.encode("latin-1"), b"\r\n")
+        peer = request.peer_ip
+        trusted = bool(self.trusted) and self.trusted.is_trusted(peer)
+        peer_b = peer.encode()
+        if trusted and xff is not None:
+            parts += (b"x-forwarded-for: ", xff, b", ", peer_b, b"\r\n")
+        else:
+            parts += (b"x-forwarded-for: ", peer_b, b"\r\n")
+        proto = xfp if trusted and xfp is not None else request.scheme.encode()
+        parts += (b"x-forwarded-proto: ", proto, b"\r\n")
+        fhost = xfh if trusted and xfh is not None else host.encode("latin-1")
+        if fhost:
+            parts += (b"x-forwarded-host: ", fhost, b"\r\n")
+        element = f"for={_node(peer)};proto={request.scheme}"
+        if host:
+            element += f';host="{host}"'
+        if trusted and fwd is not None:
+            parts += (b"forwarded: ", fwd, b", ", element.encode("latin-1"), b"\r\n")
+        else:
+            parts += (b"forwarded: ", element.encode("latin-1"), b"\r\n")
+        parts += (framing, b"\r\n")
+        return b"".join(parts)
+
+    # -- forwarding ------------------------------------------------------------------------
+    async def forward(self, request: ProxyRequest) -> ProxyResponse:
+        """Send ``request`` to an endpoint of its route's pool; retry per the route's policy.
+
+        Raises :class:`UpstreamConnectError` (-> 502), :class:`UpstreamTimeout` (-> 504) or
+        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503).
+        """
+        route = request.route
+        assert route is not None
+        pool = self.pools[route.upstream]
+        body = request.body
+        method = request.method
+        replayable = body.complete
+        if replayable:
+            data = body.take()
+            if data:
+                request.body = Body.of(data)
+            if data or method not in _IDEMPOTENT_NO_BODY or body.length is not None:
+                framing = b"content-length: %d\r\n" % len(data)
+            else:
+                framing = b""
+        else:
+            data = b""
+            if body.length is not None:
+                framing = b"content-length: %d\r\n" % body.length
+            else:
+                framing = b"transfer-encoding: chunked\r\n"
+        head = self.request_head(request, framing)
+        retry = route.retry
+        attempts = retry.attempts if replayable and method in retry.methods else 1
+        exclude: set[Any] = set()
+        attempt = 0
+        while True:
+            attempt += 1
+            endpoint = pool.pick(request, frozenset(exclude) if exclude else frozenset())
+            if not route.preserve_host:
+                head = self._with_host(head, endpoint)
+            pool.on_start(endpoint)
+            started = time.monotonic()
+            try:
+                response = await self._exchange(
+                    endpoint, request, head, data, replayable=replayable
+                )
+            except UpstreamError as exc:
+                pool.on_finish(
+                    endpoint, status=None, error=True, latency=time.monotonic() - started
+                )
+                timeout = isinstance(exc, UpstreamTimeout)
+                wanted = retry.on_timeout if timeout else retry.on_connect_error
+                if wanted and attempt < attempts and pool.retry_budget.allow_retry():
+                    exclude.add(endpoint)
+                    continue
+                raise
+            status = response.status
+            pool.on_finish(
+                endpoint, status=status, error=status >= 500, latency=time.monotonic() - started
+            )
+            if status in retry.on_status and attempt < attempts and pool.retry_budget.allow_retry():
+                exclude.add(endpoint)
+                await _discard(response)
+                continue
+            response.headers = response_headers(response.headers)
+            return response
+
+    @staticmethod
+    def _with_host(head: bytes, endpoint: Any) -> bytes:
+        line_end = head.index(b"\r\n") + 2
+        host = f"host: {endpoint.host}:{endpoint.port}\r\n".encode()
+        return head[:line_end] + host + head[line_end:]
+
+    async def _exchange(
+        self,
+        endpoint: Any,
+        request: ProxyRequest,
+        head: bytes,
+        data: bytes,
+        *,
+        replayable: bool,
+    ) -> ProxyResponse:
+        route = request.route
+        assert route is not None
+        timeouts = route.timeouts
+        cpool = self.connections(endpoint.host, endpoint.port)
+        head_only = request.method == "HEAD"
+        for fresh_try in (False, True):
+            reused = cpool.idle > 0 and not fresh_try
+            conn = await cpool.acquire(timeouts.connect)
+            if replayable:
+                future = conn.send(
+                    head + data if data else head,
+                    head_only=head_only,
+                    read_timeout=timeouts.read,
+                    total_timeout=timeouts.total,
+                )
+                try:
+                    return await future
+                except UpstreamConnectError:
+                    # A reused connection the upstream closed while idle: retry once on a
+                    # fresh connection (safe, nothing of the response was seen).
+                    if reused:
+                        continue
+                    raise
+                except asyncio.CancelledError:
+                    conn.abort()
+                    raise
+            return await self._exchange_streaming(conn, request, head, head_only, timeouts)
+        raise UpstreamConnectError(f"upstream {cpool.address} closed the connection")
+
+    async def _exchange_streaming(
+        self,
+        conn: UpstreamConnection,
+        request: ProxyRequest,
+        head: bytes,
+        head_only: bool,
+        timeouts: Any,
+    ) -> ProxyResponse:
+        future = conn.send(
+            head,
+            head_only=head_only,
+            read_timeout=timeouts.read,
+            total_timeout=timeouts.total,
+            streaming=True,
+        )
+        sender = asyncio.ensure_future(_send_body(conn, request.body))
+        try:
+            done, _ = await asyncio.wait((future, sender), return_when=asyncio.FIRST_COMPLETED)
+            if future not in done:
+                # The body is sent (or failed): now wait for the answer.
+                if sender.exception() is not None:
+                    conn.abort()
+                    future.cancel()
+                    raise UpstreamConnectError(
+                        f"sending the request body failed: {sender.exception()}"
+                    )
+                return await future
+            response = future.result()
+        except BaseException:
+            sender.cancel()
+            conn.abort()
+            raise
+        if not sender.done():
+            # The upstream answered before reading everything (e.g. 413): keep sending in
+            # the background; the connection is reused only if the body gets through.
+            sender.add_done_callback(lambda task: None if task.cancelled() else task.exception())
+        return response
+
+
+async def _send_body(conn: UpstreamConnection, body: Body) -> None:
+    chunked = body.length is None
+    while chunk := await body.read():
+        if chunked:
+            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            await conn.write(chunk)
+    if chunked:
+        await conn.write(b"0\r\n\r\n")
+    conn.request_complete()
+
+
+async def _discard(response: ProxyResponse) -> None:
+    """Drain a response we will not use (a retried 5xx), bounded to a small size."""
+    try:
+        await response.body.read_all(limit=64 * 1024)
+    except (ValueError, UpstreamError):
+        pass

@@ -1,0 +1,118 @@
+"""The listener: a raw asyncio server (uvloop when available) running :class:`HttpProtocol`.
+
+Shutdown, step by step:
+
+1. stop accepting new connections;
+2. ask every connection to close once its current response is written (idle ones close now);
+3. wait up to ``shutdown_grace`` seconds for in-flight requests, then cut what is left;
+4. stop the gateway state (health checks, idle upstream connections) and the ASGI lifespan.
+
+The served :class:`~gatekeeper.gateway.pipeline.GatewayState` is an attribute read once per
+request, so :meth:`Server.swap_state` (a reload) affects new requests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from gatekeeper.gateway.protocol import HttpProtocol
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.pipeline import GatewayState
+
+__all__ = ["Server", "install_uvloop"]
+
+logger = logging.getLogger("gatekeeper.gateway")
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when it is installed; returns whether it is."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+class Server:
+    """Serves one :class:`GatewayState` on ``host:port``."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        backlog: int = 2048,
+        keepalive_timeout: float = 75.0,
+        shutdown_grace: float = 30.0,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.state = state
+        self.host = host
+        self.port = port
+        self.backlog = backlog
+        self.keepalive_timeout = keepalive_timeout
+        self.shutdown_grace = shutdown_grace
+        self.connections: set[HttpProtocol] = set()
+        self.closing = False
+        self._sock = sock
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind and start accepting (the port is known afterwards, also when 0 was asked)."""
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self), sock=self._sock, backlog=self.backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self),
+                self.host,
+                self.port,
+                backlog=self.backlog,
+                reuse_address=True,
+            )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.state.server_address = (self.host, self.port)
+
+    def swap_state(self, state: GatewayState) -> GatewayState:
+        """Serve new requests with ``state``; returns the previous one (still in use by
+        requests in flight)."""
+        old, self.state = self.state, state
+        state.server_address = (self.host, self.port)
+        return old
+
+    @property
+    def in_flight(self) -> int:
+        """Connections with a request being answered."""
+        return sum(1 for conn in self.connections if conn.busy)
+
+    async def stop(self) -> None:
+        """Graceful shutdown (see the module docstring)."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace
+        while self.connections and loop.time() < deadline:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
