@@ -32,6 +32,7 @@ class Upstream:
         self.calls: list[CacheRequest] = []
         self.fail = False
         self.chunk = 0  # > 0: stream the body in chunks of this size
+        self.complete = False  # True: hand the body over whole, as a small upstream reply does
 
     async def forward(self, request: CacheRequest) -> CacheResponse:
         self.calls.append(request)
@@ -39,6 +40,8 @@ class Upstream:
             raise UpstreamConnectError("connection refused")
         status, headers, body = self.reply(request)
         headers = [("date", formatdate(self.clock.now(), usegmt=True)), *headers]
+        if self.complete:
+            return CacheResponse(status, headers, self._stream(body), body)
         return CacheResponse(status, headers, self._stream(body))
 
     async def _stream(self, body: bytes) -> AsyncIterator[bytes]:
@@ -68,9 +71,11 @@ def static(status: int, body: bytes = b"hello", **fields: str) -> Callable[[Cach
     return lambda _request: (status, headers, body)
 
 
-async def test_max_age_hit_then_expiry(fake_clock: FakeClock) -> None:
+@pytest.mark.parametrize("complete", [False, True], ids=["streamed", "complete"])
+async def test_max_age_hit_then_expiry(fake_clock: FakeClock, complete: bool) -> None:
     """A max-age response is stored, served as a hit with Age until it expires, then fetched."""
     cache, up = make(fake_clock), Upstream(fake_clock, static(200, cache_control="max-age=60"))
+    up.complete = complete
     status, headers, body = await fetch(cache, up)
     assert (status, body) == (200, b"hello")
     assert headers["cache-status"] == "gatekeeper; fwd=uri-miss; stored; ttl=60"
@@ -303,10 +308,12 @@ async def test_must_revalidate_forbids_stale_if_error(fake_clock: FakeClock) -> 
         await fetch(cache, up)
 
 
-async def test_concurrent_misses_are_coalesced(fake_clock: FakeClock) -> None:
+@pytest.mark.parametrize("complete", [False, True], ids=["streamed", "complete"])
+async def test_concurrent_misses_are_coalesced(fake_clock: FakeClock, complete: bool) -> None:
     """20 concurrent misses of one URI cause a single upstream request; all get the body."""
     gate = asyncio.Event()
     up = Upstream(fake_clock, static(200, b"shared", cache_control="max-age=60"))
+    up.complete = complete
     original = up.forward
 
     async def slow_forward(request: CacheRequest) -> CacheResponse:

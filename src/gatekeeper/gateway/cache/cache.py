@@ -210,7 +210,7 @@ class HttpCache:
         body = b'{"error": "not in the cache and the request says only-if-cached"}\n'
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
         value = status.render(self.options.name)
-        return CacheResponse(504, add_cache_status(headers, value), iterate_once(body))
+        return CacheResponse(504, add_cache_status(headers, value), iterate_once(body), body)
 
     async def _miss(
         self, request: CacheRequest, forward: Forward, look: _Lookup, status: CacheStatus
@@ -236,7 +236,9 @@ class HttpCache:
             if flight is not None:
                 flight.finish(None)
             raise
-        return self._store_while_streaming(request, response, look, status, flight, request_time)
+        return await self._store_while_streaming(
+            request, response, look, status, flight, request_time
+        )
 
     async def _revalidate(
         self,
@@ -280,9 +282,11 @@ class HttpCache:
             self.stats.stale_hits += 1
             return self._serve(entry, request, status)
         status.fwd_status = response.status
-        return self._store_while_streaming(request, response, look, status, None, request_time)
+        return await self._store_while_streaming(
+            request, response, look, status, None, request_time
+        )
 
-    def _store_while_streaming(
+    async def _store_while_streaming(
         self,
         request: CacheRequest,
         response: CacheResponse,
@@ -310,8 +314,39 @@ class HttpCache:
         status.ttl = lifetime if lifetime is not None else 0.0
         self._count(status)
         headers = add_cache_status(response.headers, status.render(self.options.name))
-        body = self._tee(request, response, look, (request_time, self.clock.now()), flight)
+        times = (request_time, self.clock.now())
+        if response.content is not None and len(response.content) <= self.options.max_object_bytes:
+            # The whole body came with the head (the common small response): store it now.
+            entry = self._entry(request, response, response.content, times)
+            if flight is not None:
+                flight.finish(entry)
+            await self._store_new(look, entry)
+            content = response.content
+            return CacheResponse(response.status, headers, iterate_once(content), content)
+        body = self._tee(request, response, look, times, flight)
         return CacheResponse(response.status, headers, body)
+
+    def _entry(
+        self,
+        request: CacheRequest,
+        response: CacheResponse,
+        body: bytes,
+        times: tuple[float, float],
+    ) -> CacheEntry:
+        names = vary_names(response.header("vary"))
+        return CacheEntry(
+            status=response.status,
+            headers=storable_headers(response.headers),
+            body=body,
+            request_time=times[0],
+            response_time=times[1],
+            vary=vary_values(request.headers, names),
+        )
+
+    async def _store_new(self, look: _Lookup, entry: CacheEntry) -> None:
+        names = tuple(entry.vary)
+        if await self._store(look.primary, names, secondary_key(entry.vary), entry):
+            self.stats.stored += 1
 
     async def _tee(
         self,
@@ -341,20 +376,10 @@ class HttpCache:
                         parts.append(chunk)
                 yield chunk
             if not over:
-                names = vary_names(response.header("vary"))
-                entry = CacheEntry(
-                    status=response.status,
-                    headers=storable_headers(response.headers),
-                    body=b"".join(parts),
-                    request_time=times[0],
-                    response_time=times[1],
-                    vary=vary_values(request.headers, names),
-                )
+                entry = self._entry(request, response, b"".join(parts), times)
                 if flight is not None:
                     flight.finish(entry)
-                variant = secondary_key(entry.vary)
-                if await self._store(look.primary, names, variant, entry):
-                    self.stats.stored += 1
+                await self._store_new(look, entry)
         finally:
             if flight is not None:
                 flight.finish(None)  # no-op once finished; covers errors and disconnects
@@ -395,17 +420,8 @@ class HttpCache:
             body = await body_of(response, self.options.max_object_bytes)
             if reason is not None or body is None:
                 return
-            names = vary_names(response.header("vary"))
-            fresh = CacheEntry(
-                status=response.status,
-                headers=storable_headers(response.headers),
-                body=body,
-                request_time=request_time,
-                response_time=self.clock.now(),
-                vary=vary_values(request.headers, names),
-            )
-            if await self._store(look.primary, names, secondary_key(fresh.vary), fresh):
-                self.stats.stored += 1
+            fresh = self._entry(request, response, body, (request_time, self.clock.now()))
+            await self._store_new(look, fresh)
         except UpstreamError as exc:
             log.info("cache: background refresh of %s failed: %s", request.target, exc)
         except Exception:  # a background task has nobody to raise to

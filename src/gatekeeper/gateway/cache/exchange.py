@@ -85,6 +85,8 @@ class CacheResponse:
     status: int
     headers: Headers
     body: AsyncIterator[bytes]
+    content: bytes | None = None
+    """The whole body when it is already in memory (a hit): lets writers skip streaming."""
 
     def header(self, name: str) -> str | None:
         """The combined value of header ``name``, or ``None``."""

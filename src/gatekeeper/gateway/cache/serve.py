@@ -93,7 +93,8 @@ def response_from_entry(
     if client_conditional_matches(request, entry):
         fields = [(k, v) for k, v in base if k.lower() in _NOT_MODIFIED_FIELDS]
         headers = add_cache_status([*fields, ("age", age)], cache_status)
-        return CacheResponse(304, headers, iterate_once(b""))
+        return CacheResponse(304, headers, iterate_once(b""), b"")
     headers = [*base, ("content-length", str(len(entry.body))), ("age", age)]
     body = b"" if request.method.upper() == "HEAD" else entry.body
-    return CacheResponse(entry.status, add_cache_status(headers, cache_status), iterate_once(body))
+    headers = add_cache_status(headers, cache_status)
+    return CacheResponse(entry.status, headers, iterate_once(body), body)

@@ -1,0 +1,115 @@
+"""The bridge between the gateway's messages and the cache: the pipeline's ``ResponseCache``.
+
+The pipeline calls ``await gateway_cache.handle(request, forward)`` for GET/HEAD on routes whose
+``route.cache`` is set (see :mod:`gatekeeper.gateway.messages`). This module converts the
+gateway's byte headers and :class:`Body` objects to the cache's small types and back, so that
+the cache's rules stay independent of the proxy's internals. A streamed upstream body stays
+streamed: the client's :class:`Body` pulls from the cache's tee, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from gatekeeper.gateway.cache.cache import HttpCache
+from gatekeeper.gateway.cache.config import RouteCache
+from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, iterate_once
+from gatekeeper.gateway.messages import Body, Forward, ProxyRequest, ProxyResponse
+
+__all__ = ["GatewayCache"]
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class _PulledBody(Body):
+    """A :class:`Body` whose chunks come from an async iterator instead of a socket."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: AsyncIterator[bytes], length: int | None) -> None:
+        super().__init__(length)
+        self._source = source
+
+    async def read(self) -> bytes:
+        if self._eof:
+            return b""
+        try:
+            chunk = await anext(self._source)
+        except StopAsyncIteration:
+            self._eof = True
+            return b""
+        except BaseException:
+            self._eof = True
+            raise
+        self.received += len(chunk)
+        return chunk
+
+
+class GatewayCache:
+    """Satisfies the pipeline's ``ResponseCache`` protocol around an :class:`HttpCache`."""
+
+    def __init__(self, cache: HttpCache) -> None:
+        self.cache = cache
+
+    async def handle(self, request: ProxyRequest, forward: Forward) -> ProxyResponse:
+        """Answer ``request`` from the cache, or through ``forward``."""
+        policy = request.route.cache if request.route is not None else None
+        if isinstance(policy, RouteCache):
+            namespace = policy.namespace
+        else:
+            namespace = request.route.name if request.route is not None else ""
+        cache_request = CacheRequest(
+            request.method,
+            request.host,
+            request.target.decode("latin-1"),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        )
+        upstream_info: dict[str, str] = {}
+
+        async def forward_adapted(outgoing: CacheRequest) -> CacheResponse:
+            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.headers]
+            upstream_request = request.replace_headers(headers)
+            upstream_request.method = outgoing.method
+            response = await forward(upstream_request)
+            upstream_info["upstream"] = response.upstream
+            fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+            if response.body.length is not None:
+                fields.append(("content-length", str(response.body.length)))
+            if response.body.complete:  # the body came with the head: no streaming needed
+                data = response.body.take()
+                return CacheResponse(response.status, fields, iterate_once(data), data)
+            return CacheResponse(response.status, fields, _iterate(response.body))
+
+        answer = await self.cache.handle(cache_request, forward_adapted, namespace=namespace)
+        return _to_proxy_response(answer, request, upstream_info.get("upstream", ""))
+
+    async def aclose(self) -> None:
+        """Stop background refreshes and close the store."""
+        await self.cache.aclose()
+
+
+async def _iterate(body: Body) -> AsyncIterator[bytes]:
+    while chunk := await body.read():
+        yield chunk
+
+
+def _to_proxy_response(
+    answer: CacheResponse, request: ProxyRequest, upstream: str
+) -> ProxyResponse:
+    length: int | None = None
+    headers = []
+    for key, value in answer.headers:
+        name = key.lower().encode("latin-1")
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name not in _FRAMING:
+            headers.append((name, value.encode("latin-1")))
+    body: Body
+    if answer.content is None:
+        body = _PulledBody(answer.body, length)
+    elif request.method == "HEAD":
+        body = Body(length)  # no bytes, but the writer announces the GET body's length
+        body.feed_eof()
+    else:
+        body = Body.of(answer.content)
+    return ProxyResponse(answer.status, headers, body, upstream=upstream)
