@@ -22,14 +22,24 @@ class TenantConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    admission_limit: int = Field(10, ge=1, le=100_000, description="Users admitted per tick.")
-    admission_frequency: int = Field(5, ge=1, le=3600, description="Seconds between ticks.")
-    jwt_expiry_seconds: int = Field(120, ge=60, le=600, description="Queue token lifetime.")
-    ready_ttl_seconds: int = Field(300, ge=60, le=3600, description="How long ready lasts.")
-    ip_enqueue_limit: int = Field(100, ge=1, le=1_000_000, description="Enqueues per IP window.")
-    ip_enqueue_limit_interval: int = Field(60, ge=1, le=86_400, description="Window, seconds.")
-    ip_status_polling_limit: int = Field(60, ge=1, le=1_000_000, description="Polls per window.")
-    ip_status_polling_limit_interval: int = Field(60, ge=1, le=86_400, description="Seconds.")
+    admission_limit: int = Field(
+        default=10, ge=1, le=100_000, description="Users admitted per tick."
+    )
+    admission_frequency: int = Field(default=5, ge=1, le=3600, description="Seconds between ticks.")
+    jwt_expiry_seconds: int = Field(default=120, ge=60, le=600, description="Queue token lifetime.")
+    ready_ttl_seconds: int = Field(default=300, ge=60, le=3600, description="How long ready lasts.")
+    ip_enqueue_limit: int = Field(
+        default=100, ge=1, le=1_000_000, description="Enqueues per IP window."
+    )
+    ip_enqueue_limit_interval: int = Field(
+        default=60, ge=1, le=86_400, description="Window, seconds."
+    )
+    ip_status_polling_limit: int = Field(
+        default=60, ge=1, le=1_000_000, description="Polls per window."
+    )
+    ip_status_polling_limit_interval: int = Field(
+        default=60, ge=1, le=86_400, description="Seconds."
+    )
 
     def updated(self, changes: dict[str, Any]) -> TenantConfig:
         """A copy with ``changes`` applied and every bound re-checked (raises ValidationError)."""
@@ -58,13 +68,17 @@ class WaitingRoomSettings(BaseSettings):
     signing: Literal["hs256", "eddsa"] = "hs256"
     private_key_file: str | None = None
     key_id: str = "wr-1"
-    grace_seconds: int = Field(60, ge=2, le=3600)
-    poll_min_seconds: float = Field(1.0, gt=0, le=60)
-    poll_max_seconds: float = Field(15.0, gt=0, le=300)
-    sse_interval_seconds: float = Field(2.0, gt=0, le=60)
+    grace_seconds: int = Field(default=60, ge=2, le=3600)
+    poll_min_seconds: float = Field(default=1.0, gt=0, le=60)
+    poll_max_seconds: float = Field(default=15.0, gt=0, le=300)
+    sse_interval_seconds: float = Field(default=2.0, gt=0, le=60)
     # How long a replica trusts its cached copy of a tenant's config before re-reading SQL.
-    config_cache_seconds: float = Field(2.0, ge=0, le=60)
-    lease_seconds: float = Field(5.0, gt=0, le=60)
+    config_cache_seconds: float = Field(default=2.0, ge=0, le=60)
+    lease_seconds: float = Field(default=5.0, gt=0, le=60)
     # Hosted waiting page: where to send visitors whose return URL is missing or foreign.
     default_return_to: str = "/"
     jwt_secret: SecretStr | None = None
+    # Keys live under "<redis_prefix>:wr:{tenant}:..."; tests isolate themselves by prefix.
+    redis_prefix: str = "gk"
+    # Run the admission worker inside serve/demo (the lease keeps it to one replica per tick).
+    embedded_worker: bool = True

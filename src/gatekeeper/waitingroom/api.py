@@ -1,0 +1,270 @@
+"""The waiting room's HTTP API: the seed's contract, exactly, plus events and the hosted page.
+
+=======================  ==================================================================
+``POST /queue/enqueue``  headers ``business_id``, ``user_id`` -> ``{jwt, position, message}``
+``GET /queue/status``    headers ``business_id``, ``jwt`` -> ``{warning_msg, jwt_token,
+                         position, ready}``
+``GET /queue/verify``    headers ``business_id``, ``jwt`` -> ``{message, ready}``
+``DELETE /queue/finish`` headers ``business_id``, ``jwt`` -> ``{status, message}``
+``GET|POST /config``     header ``business_id`` -> ``{message, updated_config}``
+``GET /queue/events``    Server-Sent Events of the status (``sse.py``)
+``GET /queue/wait``      the hosted waiting page; ``/queue/client.js`` its script
+``GET /queue/.well-known/jwks.json``  public keys when tokens are EdDSA-signed
+=======================  ==================================================================
+
+Status and ETA answers add ``eta_seconds``, ``eta_range_seconds`` and ``poll_after_seconds``.
+Errors are JSON: 400 (missing header), 401 (unknown tenant, bad token), 422 (config out of
+bounds, naming the field), 429 with ``Retry-After`` (per-IP limits), 503 (store down).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from gatekeeper.errors import (
+    AuthenticationError,
+    GatekeeperError,
+    RateLimitExceeded,
+    StorageError,
+    TokenError,
+)
+from gatekeeper.waitingroom.config import TenantConfig
+from gatekeeper.waitingroom.service import InvalidRequest, WaitingRoomService
+from gatekeeper.waitingroom.sse import status_body, status_events
+
+__all__ = ["build_router"]
+
+IpOf = Callable[[Request], str | None]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
+    """The JSON answer for an error raised by the service (never a 500 for bad input)."""
+    body: dict[str, Any] = {"detail": str(exc), **(extra or {})}
+    if isinstance(exc, RateLimitExceeded):
+        retry = exc.decision.retry_after
+        return _json({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
+    if isinstance(exc, AuthenticationError | TokenError):
+        return _json(body, 401)
+    if isinstance(exc, InvalidRequest):
+        return _json(body, 400)
+    if isinstance(exc, StorageError):
+        return _json(
+            {**body, "detail": "waiting room store unavailable"}, 503, {"Retry-After": "1"}
+        )
+    return _json(body, 500)
+
+
+def _socket_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+class EnqueueResponse(BaseModel):
+    jwt: str
+    position: int | None
+    message: str
+
+
+class StatusResponse(BaseModel):
+    warning_msg: str | None
+    jwt_token: str
+    position: int | None
+    ready: bool
+
+
+class VerifyResponse(BaseModel):
+    message: str
+    ready: bool
+
+
+class FinishResponse(BaseModel):
+    status: str
+    message: str
+
+
+class ConfigResponse(BaseModel):
+    message: str
+    updated_config: TenantConfig
+
+
+_STATIC = resources.files("gatekeeper.waitingroom") / "static"
+
+
+def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) -> APIRouter:
+    """The routes of the waiting room, bound to one service. ``client_ip`` resolves the
+    caller's address (the gateway passes its trusted-proxy aware resolver)."""
+    ip_of = client_ip or _socket_ip
+    router = APIRouter(tags=["waiting room"])
+    biz = Header(None, alias="business_id", convert_underscores=False)
+
+    @router.post("/queue/enqueue", responses={200: {"model": EnqueueResponse}})
+    async def enqueue(
+        request: Request,
+        business_id: str | None = biz,
+        user_id: str | None = Header(None, alias="user_id", convert_underscores=False),
+    ) -> Response:
+        """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
+        try:
+            answer = await service.enqueue(business_id or "", user_id, ip_of(request))
+        except GatekeeperError as exc:
+            return _error(exc)
+        body: dict[str, Any] = {
+            "jwt": answer.jwt,
+            "position": answer.position,
+            "message": answer.message,
+        }
+        if answer.ready:
+            body["ready"] = True
+        if answer.eta is not None:
+            body.update(answer.eta.as_dict())
+        return _json(body)
+
+    @router.get("/queue/status", responses={200: {"model": StatusResponse}})
+    async def status(
+        request: Request,
+        business_id: str | None = biz,
+        jwt: str | None = Header(None, convert_underscores=False),
+    ) -> Response:
+        """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next."""
+        try:
+            answer = await service.status(business_id or "", jwt, ip_of(request))
+        except GatekeeperError as exc:
+            return _error(exc)
+        return _json(status_body(answer))
+
+    @router.get("/queue/verify", responses={200: {"model": VerifyResponse}})
+    async def verify(
+        business_id: str | None = biz, jwt: str | None = Header(None, convert_underscores=False)
+    ) -> Response:
+        """For the backend: is this token's holder admitted right now?"""
+        try:
+            ready = await service.verify(business_id or "", jwt)
+        except GatekeeperError as exc:
+            return _error(exc, {"message": "Invalid token", "ready": False})
+        message = "User is ready" if ready else "User is not ready"
+        return _json({"message": message, "ready": ready})
+
+    @router.delete("/queue/finish", responses={200: {"model": FinishResponse}})
+    async def finish(
+        business_id: str | None = biz, jwt: str | None = Header(None, convert_underscores=False)
+    ) -> Response:
+        """For the backend: end the ready session; the token never verifies again."""
+        try:
+            cleared = await service.finish(business_id or "", jwt)
+        except GatekeeperError as exc:
+            return _error(exc, {"status": "not_ready", "message": "Invalid token"})
+        if cleared:
+            return _json({"status": "ready_cleared", "message": "User removed from ready state"})
+        return _json({"status": "not_ready", "message": "User was not in the ready state"})
+
+    @router.get("/config", responses={200: {"model": ConfigResponse}})
+    async def get_config(business_id: str | None = biz) -> Response:
+        """The tenant's waiting-room settings."""
+        try:
+            config = await service.tenant_config(business_id)
+        except GatekeeperError as exc:
+            return _error(exc)
+        return _json(
+            {
+                "message": "Configuration retrieved successfully",
+                "updated_config": config.model_dump(),
+            }
+        )
+
+    @router.post(
+        "/config",
+        responses={200: {"model": ConfigResponse}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": TenantConfig.model_json_schema()}},
+            }
+        },
+    )
+    async def post_config(request: Request, business_id: str | None = biz) -> Response:
+        """Update some or all settings; out-of-bounds values get 422 naming the field."""
+        try:
+            await service.tenant_config(business_id)
+        except GatekeeperError as exc:
+            return _error(exc)
+        try:
+            changes = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _json({"detail": "body must be a JSON object"}, 400)
+        if not isinstance(changes, dict):
+            return _json({"detail": "body must be a JSON object"}, 400)
+        try:
+            config = await service.update_config(business_id or "", changes)
+        except ValidationError as exc:
+            problems = [
+                {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+                for err in exc.errors()
+            ]
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            return _json({"detail": f"invalid configuration: {summary}", "errors": problems}, 422)
+        except GatekeeperError as exc:
+            return _error(exc)
+        return _json(
+            {"message": "Configuration updated successfully", "updated_config": config.model_dump()}
+        )
+
+    @router.get("/queue/events")
+    async def events(request: Request) -> Response:
+        """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``)."""
+        tenant = request.query_params.get("business_id") or request.headers.get("business_id")
+        token = request.query_params.get("jwt") or request.headers.get("jwt") or ""
+        try:
+            await service.status(tenant or "", token, ip_of(request))
+        except GatekeeperError as exc:
+            return _error(exc)
+        stream = status_events(
+            service,
+            tenant or "",
+            token,
+            disconnected=request.is_disconnected,
+            interval=service.settings.sse_interval_seconds,
+        )
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/queue/wait", include_in_schema=False)
+    async def waiting_page() -> Response:
+        """The hosted, accessible waiting page."""
+        html = (_STATIC / "waiting.html").read_text()
+        return Response(
+            html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    @router.get("/queue/client.js", include_in_schema=False)
+    async def client_js() -> Response:
+        """The dependency-free browser client."""
+        return Response(
+            (_STATIC / "client.js").read_text(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "max-age=300"},
+        )
+
+    @router.get("/queue/.well-known/jwks.json")
+    async def jwks() -> Response:
+        """Public keys verifying queue tokens (empty for HS256: the secret is never shown)."""
+        return _json(service.codec.signer.jwks())
+
+    return router

@@ -1,0 +1,128 @@
+"""The waiting room as a :class:`gatekeeper.component.Component` of one process.
+
+Built from the shared :class:`~gatekeeper.component.Context`: Redis when configured (else the
+in-process store), the SQL database for tenant configs (else an in-memory list from
+``GATEKEEPER_BUSINESS_IDS``), the shared limiter for per-IP limits, the metrics if published as
+``context.extras["metrics"]``. It publishes its service as ``extras["waitingroom"]`` and a gate
+factory as ``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gatekeeper.waitingroom.api import build_router
+from gatekeeper.waitingroom.config import WaitingRoomSettings
+from gatekeeper.waitingroom.config_repository import (
+    CachedConfigs,
+    ConfigRepository,
+    MemoryConfigRepository,
+    SqlConfigRepository,
+)
+from gatekeeper.waitingroom.gate import WaitingRoomGate
+from gatekeeper.waitingroom.memory_store import MemoryStore
+from gatekeeper.waitingroom.redis_store import RedisStore
+from gatekeeper.waitingroom.service import WaitingRoomService
+from gatekeeper.waitingroom.store import WaitingRoomStore
+from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, Signer, TokenCodec
+from gatekeeper.waitingroom.worker import AdmissionWorker
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from gatekeeper.component import Context
+
+__all__ = ["WaitingRoomComponent", "signer_from_settings"]
+
+log = structlog.get_logger("gatekeeper.waitingroom")
+
+
+def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared: bool) -> Signer:
+    """The token signer the settings ask for. ``shared``: tokens must verify on other replicas,
+    so a random per-process secret is refused."""
+    if wr.signing == "eddsa":
+        if wr.private_key_file:
+            return EdDSASigner.from_pem_file(wr.private_key_file, wr.key_id)
+        if shared:
+            from gatekeeper.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "GATEKEEPER_WAITINGROOM_PRIVATE_KEY_FILE is required for eddsa across replicas"
+            )
+        return EdDSASigner.generate(wr.key_id)
+    if secret:
+        return HS256Signer(secret)
+    if shared:
+        from gatekeeper.errors import ConfigurationError
+
+        raise ConfigurationError("GATEKEEPER_JWT_SECRET is required when Redis is shared")
+    log.warning("waitingroom_random_secret", reason="no GATEKEEPER_JWT_SECRET; single process only")
+    return HS256Signer.random()
+
+
+class WaitingRoomComponent:
+    """Routes ``/queue/*`` and ``/config``, plus the embedded admission worker."""
+
+    name = "waitingroom"
+
+    def __init__(self, context: Context, settings: WaitingRoomSettings | None = None) -> None:
+        self.context = context
+        self.settings = settings or WaitingRoomSettings()
+        wr = self.settings
+        shared = context.redis is not None
+        self.store: WaitingRoomStore = (
+            RedisStore(context.redis, prefix=wr.redis_prefix)
+            if context.redis is not None
+            else MemoryStore()
+        )
+        self.repository: ConfigRepository = (
+            SqlConfigRepository(context.database)
+            if context.database is not None
+            else MemoryConfigRepository(context.settings.business_ids)
+        )
+        self.configs = CachedConfigs(self.repository, context.clock, wr.config_cache_seconds)
+        secret = wr.jwt_secret or context.settings.jwt_secret
+        signer = signer_from_settings(
+            wr, secret.get_secret_value() if secret else None, shared=shared
+        )
+        metrics: Any = context.extras.get("metrics")
+        self.service = WaitingRoomService(
+            self.store,
+            self.configs,
+            TokenCodec(signer),
+            context.clock,
+            wr,
+            limiter=context.limiter,
+            metrics=metrics,
+        )
+        self.worker = AdmissionWorker(self.store, self.configs, context.clock, wr, metrics=metrics)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        context.extras["waitingroom"] = self.service
+        context.extras["waitingroom_gate"] = self.gate
+
+    def gate(self, tenant: str) -> WaitingRoomGate:
+        """A gate protecting a route with ``tenant``'s waiting room."""
+        return WaitingRoomGate(self.service, tenant)
+
+    def router(self) -> APIRouter:
+        return build_router(self.service, client_ip=self.context.extras.get("client_ip"))
+
+    async def start(self) -> None:
+        await self.repository.ensure(self.context.settings.business_ids)
+        if self.settings.embedded_worker:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.worker.run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=5)
+            self._task = None
+        if isinstance(self.store, RedisStore):
+            await self.store.aclose()

@@ -1,0 +1,276 @@
+"""The waiting room's behaviour, independent of HTTP: enqueue, status, verify, finish, config.
+
+Routes (``api.py``), Server-Sent Events (``sse.py``), the gateway gate (``gate.py``) and tests
+all call this class; it owns the rules that make the queue fair and honest:
+
+* a user holds at most one place (duplicate enqueue returns the current place, empty ``jwt``);
+* tokens are bound to tenant, user and ticket; an expired but authentic token is renewed by
+  ``status`` while the place is still live; ``verify`` needs a current token and a ready
+  session; ``finish`` ends the session so that the token never verifies again;
+* per-IP limits from the tenant's config guard enqueue and status (429 + ``Retry-After``);
+* every answer carries an ETA with a range and the polling interval the server wants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.errors import AuthenticationError, GatekeeperError, RateLimitExceeded, TokenError
+from gatekeeper.limits.policy import Algorithm, Check, Policy, Rate
+from gatekeeper.waitingroom.store import QueueStats, TicketState
+from gatekeeper.waitingroom.tokens import QueueClaims, TokenExpired
+
+if TYPE_CHECKING:
+    from gatekeeper.types import Clock
+    from gatekeeper.waitingroom.config import TenantConfig, WaitingRoomSettings
+    from gatekeeper.waitingroom.config_repository import CachedConfigs
+    from gatekeeper.waitingroom.store import WaitingRoomStore
+    from gatekeeper.waitingroom.tokens import TokenCodec
+
+__all__ = [
+    "EnqueueAnswer",
+    "Eta",
+    "InvalidRequest",
+    "StatusAnswer",
+    "WaitingRoomService",
+    "eta_for",
+]
+
+MAX_ID = 256
+
+
+class InvalidRequest(GatekeeperError, ValueError):
+    """The request lacks a required value or carries a malformed one (-> 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Eta:
+    """Seconds until admission: the expected value and a range; when to poll next."""
+
+    seconds: int
+    low: int
+    high: int
+    poll_after: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "eta_seconds": self.seconds,
+            "eta_range_seconds": [self.low, self.high],
+            "poll_after_seconds": self.poll_after,
+        }
+
+
+def eta_for(
+    position: int,
+    stats: QueueStats,
+    config: TenantConfig,
+    settings: WaitingRoomSettings,
+    now: float,
+) -> Eta:
+    """ETA of ``position`` from the schedule and the measured tick rate.
+
+    The low end assumes every coming tick admits ``admission_limit``; the high end stretches
+    the tick period to the one measured over recent ticks (a slow or restarting worker shows
+    there) plus a quarter for safety. Abandonment ahead can only make things faster.
+    """
+    freq = config.admission_frequency
+    first = freq if stats.next_tick is None else min(freq, max(0.0, stats.next_tick - now))
+    ticks = max(0, math.ceil(position / config.admission_limit) - 1)
+    period = float(freq)
+    times = [t for t, _ in stats.history]
+    if len(times) >= 2:
+        period = max(period, (times[-1] - times[0]) / (len(times) - 1))
+    low = first + ticks * freq
+    high = first + ticks * period * 1.25
+    expected = (low + high) / 2
+    # Poll often near the front, rarely far back, and always well inside the grace period.
+    ceiling = min(settings.poll_max_seconds, settings.grace_seconds / 4)
+    poll = min(ceiling, max(settings.poll_min_seconds, low / 10))
+    return Eta(round(expected), math.floor(low), math.ceil(high), round(poll, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueAnswer:
+    """What ``enqueue`` tells the client (the seed's fields plus ready and ETA)."""
+
+    jwt: str
+    position: int | None
+    message: str
+    ready: bool
+    eta: Eta | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusAnswer:
+    """What ``status`` tells the client (the seed's fields plus ETA)."""
+
+    warning_msg: str | None
+    jwt_token: str
+    position: int | None
+    ready: bool
+    eta: Eta | None
+
+
+class WaitingRoomService:
+    """One replica's waiting room. ``limiter`` (a ``gatekeeper.limits.Limiter``) enforces the
+    per-IP limits; ``None`` disables them. ``metrics`` is an observability ``Metrics`` or None."""
+
+    def __init__(
+        self,
+        store: WaitingRoomStore,
+        configs: CachedConfigs,
+        codec: TokenCodec,
+        clock: Clock,
+        settings: WaitingRoomSettings,
+        *,
+        limiter: Any = None,
+        metrics: Any = None,
+    ) -> None:
+        self.store = store
+        self.configs = configs
+        self.codec = codec
+        self.clock = clock
+        self.settings = settings
+        self.limiter = limiter
+        self.metrics = metrics
+        self._policies: dict[tuple[str, int, int], Policy] = {}
+
+    # -- tenants and config -------------------------------------------------------------------
+
+    async def tenant_config(self, tenant: str | None) -> TenantConfig:
+        """The config of a known tenant; :class:`AuthenticationError` for anything else."""
+        if not tenant or len(tenant) > 64:
+            raise AuthenticationError("missing or unknown business_id")
+        config = await self.configs.get(tenant)
+        if config is None:
+            raise AuthenticationError("missing or unknown business_id")
+        return config
+
+    async def update_config(self, tenant: str, changes: dict[str, Any]) -> TenantConfig:
+        """Apply a partial update (bounds re-checked as a whole; ValidationError names fields)."""
+        current = await self.tenant_config(tenant)
+        return await self.configs.save(tenant, current.updated(changes))
+
+    # -- per-IP limits ------------------------------------------------------------------------
+
+    def _policy(self, kind: str, limit: int, interval: int) -> Policy:
+        key = (kind, limit, interval)
+        policy = self._policies.get(key)
+        if policy is None:
+            # The rate is part of the name so that a config change starts a fresh window
+            # instead of reinterpreting the old counter.
+            policy = Policy(
+                f"wr-{kind}-{limit}-{interval}",
+                Rate(limit, float(interval)),
+                algorithm=Algorithm.SLIDING_WINDOW,
+            )
+            self._policies[key] = policy
+        return policy
+
+    async def _limit(
+        self, tenant: str, kind: str, ip: str | None, limit: int, interval: int
+    ) -> None:
+        if self.limiter is None or not ip:
+            return
+        policy = self._policy(kind, limit, interval)
+        decision = await self.limiter.decide([Check(policy, f"wr:{tenant}:ip:{ip}")])
+        if not decision.allowed:
+            raise RateLimitExceeded(decision)
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    async def enqueue(self, tenant: str, user: str | None, ip: str | None = None) -> EnqueueAnswer:
+        """Take a place in line for ``user`` (or return the place they hold)."""
+        config = await self.tenant_config(tenant)
+        if not user or len(user) > MAX_ID:
+            raise InvalidRequest("user_id header is required (at most 256 characters)")
+        await self._limit(
+            tenant, "enqueue", ip, config.ip_enqueue_limit, config.ip_enqueue_limit_interval
+        )
+        now = self.clock.now()
+        result = await self.store.enqueue(tenant, user, now, self.settings.grace_seconds)
+        if result.state is TicketState.READY:
+            return EnqueueAnswer("", None, "User is already ready.", True, None)
+        position = result.position or 1
+        eta = eta_for(position, await self.store.stats(tenant, now), config, self.settings, now)
+        if result.duplicate:
+            return EnqueueAnswer("", position, "User is already in the queue.", False, eta)
+        token = self.codec.issue(
+            tenant, user, result.ticket, now=now, ttl=config.jwt_expiry_seconds
+        )
+        if self.metrics is not None:
+            self.metrics.token_issued(tenant)
+        return EnqueueAnswer(token, position, "User enqueued successfully.", False, eta)
+
+    def _claims(self, tenant: str, token: str | None, *, allow_expired: bool) -> QueueClaims:
+        try:
+            claims = self.codec.decode(
+                token or "", tenant, now=self.clock.now(), allow_expired=allow_expired
+            )
+        except TokenExpired:
+            self._verified(tenant, "expired")
+            raise
+        except TokenError:
+            self._verified(tenant, "invalid")
+            raise
+        return claims
+
+    def _verified(self, tenant: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.token_verified(tenant, outcome)
+
+    async def status(self, tenant: str, token: str | None, ip: str | None = None) -> StatusAnswer:
+        """Where the token's holder stands; renews the token if it expired (still authentic)."""
+        config = await self.tenant_config(tenant)
+        await self._limit(
+            tenant,
+            "status",
+            ip,
+            config.ip_status_polling_limit,
+            config.ip_status_polling_limit_interval,
+        )
+        claims = self._claims(tenant, token, allow_expired=True)
+        now = self.clock.now()
+        st = await self.store.status(
+            tenant, claims.ticket, claims.user, now, self.settings.grace_seconds
+        )
+        if st.state is TicketState.GONE:
+            return StatusAnswer(
+                "User not found in the queue (finished, expired or left); enqueue again.",
+                token or "",
+                None,
+                False,
+                None,
+            )
+        fresh = token or ""
+        if claims.exp - now < 10:
+            ttl = config.jwt_expiry_seconds
+            if st.ready_until is not None:
+                ttl = max(1, min(ttl, math.ceil(st.ready_until - now)))
+            fresh = self.codec.issue(tenant, claims.user, claims.ticket, now=now, ttl=ttl)
+            if self.metrics is not None:
+                self.metrics.token_issued(tenant)
+        if st.state is TicketState.READY:
+            return StatusAnswer(None, fresh, None, True, None)
+        position = st.position or 1
+        eta = eta_for(position, await self.store.stats(tenant, now), config, self.settings, now)
+        return StatusAnswer(None, fresh, position, False, eta)
+
+    async def verify(self, tenant: str, token: str | None) -> bool:
+        """True if the token is current, authentic, for this tenant, and its session is ready."""
+        await self.tenant_config(tenant)
+        claims = self._claims(tenant, token, allow_expired=False)
+        ready = await self.store.verify(tenant, claims.ticket, claims.user, self.clock.now())
+        self._verified(tenant, "valid" if ready else "not_ready")
+        return ready
+
+    async def finish(self, tenant: str, token: str | None) -> bool:
+        """End the token's ready session (True), or report that it was not ready (False).
+
+        An expired but authentic token may finish: revoking never grants anything.
+        """
+        await self.tenant_config(tenant)
+        claims = self._claims(tenant, token, allow_expired=True)
+        return await self.store.finish(tenant, claims.ticket, claims.user, self.clock.now())
