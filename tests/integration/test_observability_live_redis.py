@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gatekeeper.errors import StorageError
 from gatekeeper.observability.events import LiveStats
@@ -31,6 +33,11 @@ def _entry(replica: int, status: int = 200) -> AccessEntry:
     )  # fmt: skip
 
 
+def _serve(live: LiveStats, entry: AccessEntry) -> None:
+    live.request(entry.status, entry.upstream, entry.duration)
+    live.record(entry)
+
+
 async def test_four_replicas_add_up_to_cluster_numbers(
     client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -43,9 +50,9 @@ async def test_four_replicas_add_up_to_cluster_numbers(
     for second in range(5):
         for i, live in enumerate(replicas):
             for _ in range(i + 1):  # replica i serves i+1 requests per second
-                live.record(_entry(i))
+                _serve(live, _entry(i))
             if i == 3:
-                live.record(_entry(i, 429))
+                _serve(live, _entry(i, 429))
         # Replicas flush at different moments; the sums do not depend on it.
         for live in replicas[second % 2 :: 2]:
             await live.flush()
@@ -88,9 +95,11 @@ async def test_gauges_sum_queue_depths_and_max_shared_lengths(
 
 async def test_unreachable_redis_is_a_storage_error() -> None:
     """A dead Redis surfaces as StorageError, and the increments wait for the next flush."""
-    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    dead = aioredis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     live = LiveStats(FakeClock(), RedisLiveStore(dead, prefix="unused"))
-    live.record(_entry(0))
+    _serve(live, _entry(0))
     with pytest.raises(StorageError):
         await live.flush()
     assert live._pending

@@ -20,6 +20,12 @@ def _entry(status: int = 200, seconds: float = 0.01, **kw: object) -> AccessEntr
     return AccessEntry(**fields)  # type: ignore[arg-type]
 
 
+def _serve(live: LiveStats, entry: AccessEntry) -> None:
+    """What the gateway does at the end of a request: count it, then log it."""
+    live.request(entry.status, entry.upstream, entry.duration)
+    live.record(entry)
+
+
 def test_latency_buckets_grow_geometrically_and_percentiles_are_upper_bounds() -> None:
     """A latency lands in a bucket whose upper bound is within 25% above it."""
     for seconds in (0.0002, 0.001, 0.0123, 0.4, 3.0):
@@ -38,11 +44,11 @@ async def test_rates_and_percentiles_use_the_complete_seconds() -> None:
     for _ in range(5):
         for i in range(10):
             if i < 8:
-                live.record(_entry(seconds=0.002))
+                _serve(live, _entry(seconds=0.002))
             else:
-                live.record(_entry(429, 0.0001, upstream=None, policy="per-ip"))
+                _serve(live, _entry(429, 0.0001, upstream=None, policy="per-ip"))
         clock.advance(1)
-    live.record(_entry())  # the current, incomplete second: not in the rates
+    _serve(live, _entry())  # the current, incomplete second: not in the rates
     await live.flush()
     snap = await live.snapshot()
     traffic = snap["traffic"]
@@ -54,6 +60,8 @@ async def test_rates_and_percentiles_use_the_complete_seconds() -> None:
     assert snap["totals"]["terminations"] == {"--": 41, "RL": 10}
     assert snap["totals"]["status"] == {"2xx": 41, "4xx": 10}
     assert snap["top_limited_ips"] == [("10.0.0.1", 10)]
+    assert snap["top_limited_keys"] == [("ip:10.0.0.1", 10)]
+    assert snap["totals"]["upstreams"] == {"demo": 41}
     assert snap["replicas"] == 1
     assert [point["req"] for point in snap["series"][-5:]] == [10] * 5
 
@@ -101,14 +109,21 @@ async def test_metrics_forward_limiter_cache_queue_and_waiting_room_to_live() ->
     assert room["tokens_issued"] == 1
 
 
-async def test_access_log_sink_feeds_live_stats() -> None:
-    """Plugging record() into the AccessLog accounts every emitted request."""
+async def test_metrics_request_and_access_log_sink_feed_live_stats() -> None:
+    """Metrics.request counts the request; the AccessLog sink adds why it ended and the line."""
     live = LiveStats(FakeClock())
+    metrics = Metrics()
+    metrics.live = live
     access = AccessLog(enabled=False)
     access.add_sink(live.record)
+    metrics.request("api", 503, "demo", 0.001)
     access.emit(_entry(503, termination=Termination.BREAKER_OPEN))
     await live.flush()
-    assert (await live.snapshot())["totals"]["terminations"] == {"BO": 1}
+    snap = await live.snapshot()
+    assert snap["totals"]["terminations"] == {"BO": 1}
+    assert snap["totals"]["requests"] == 1
+    assert snap["totals"]["errors"] == 1
+    assert snap["recent"][0]["term"] == "BO"
 
 
 async def test_a_failed_flush_keeps_the_increments() -> None:
@@ -131,10 +146,10 @@ async def test_a_failed_flush_keeps_the_increments() -> None:
 
     store = Flaky(MemoryLiveStore())
     live = LiveStats(FakeClock(), store)  # type: ignore[arg-type]
-    live.record(_entry())
+    _serve(live, _entry())
     with pytest.raises(ConnectionError):
         await live.flush()
     store.fail = False
-    live.record(_entry())
+    _serve(live, _entry())
     await live.flush()
     assert (await live.snapshot())["totals"]["requests"] == 2

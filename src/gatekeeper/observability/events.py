@@ -27,6 +27,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.observability.live_store import Bucket, LiveStore, MemoryLiveStore
+from gatekeeper.observability.logging import Termination
 
 if TYPE_CHECKING:
     from gatekeeper.observability.logging import AccessEntry
@@ -46,6 +47,7 @@ _RATE_WINDOW = 5  # seconds averaged for the "per second" figures
 # Gauge fields summed across replicas (per-replica quantities); the others take the maximum
 # (a shared quantity that every replica reports, such as a waiting room's length in Redis).
 _SUMMED_GAUGES = ("queue:",)
+_STATUS_FIELDS = {1: "s1", 2: "s2", 3: "s3", 4: "s4", 5: "s5"}
 
 
 def latency_bucket(seconds: float) -> int:
@@ -81,9 +83,9 @@ def _new_bucket() -> Bucket:
 class LiveStats:
     """Per-second counters of this replica, flushed to a shared store and read back merged.
 
-    ``record`` is an :class:`~gatekeeper.observability.logging.AccessLog` sink; ``count`` and
-    ``gauge`` are what :class:`~gatekeeper.observability.metrics.Metrics` forwards when its
-    ``live`` attribute is set.
+    ``request``, ``count`` and ``gauge`` are what :class:`~gatekeeper.observability.metrics.Metrics`
+    forwards when its ``live`` attribute is set; ``record`` is an
+    :class:`~gatekeeper.observability.logging.AccessLog` sink (lines, terminations, top limited).
     """
 
     def __init__(
@@ -113,23 +115,29 @@ class LiveStats:
 
     # -- recording (synchronous, cheap) ---------------------------------------------------------
 
-    def record(self, entry: AccessEntry) -> None:
-        """Account one finished request (the access log's sink)."""
-        bucket = self._bucket()
-        counts = bucket.counts
-        term = entry.resolved_termination()
+    def request(self, status: int, upstream: str | None, seconds: float) -> None:
+        """Count one answered request (``Metrics.request`` forwards here): rates, statuses,
+        latency. A 429 counts as limited."""
+        counts = self._bucket().counts
         counts["req"] += 1
-        counts[f"s{entry.status // 100}"] += 1
-        counts[f"t:{term.code}"] += 1
-        if entry.upstream:
-            counts[f"up:{entry.upstream}"] += 1
-        counts[f"lat:{latency_bucket(entry.duration)}"] += 1
-        counts["lat_us"] += int(entry.duration * 1_000_000)
-        if term.code == "RL":
+        counts[_STATUS_FIELDS.get(status // 100, "s0")] += 1
+        if status == 429:
             counts["lim"] += 1
-            bucket.limited_keys[entry.limit_key or entry.client_ip] += 1
-            bucket.limited_ips[entry.client_ip] += 1
+        elif upstream:
+            counts["up:" + upstream] += 1
+        counts[f"lat:{latency_bucket(seconds)}"] += 1
+        counts["lat_us"] += int(seconds * 1_000_000)
         self.recorded += 1
+
+    def record(self, entry: AccessEntry) -> None:
+        """Account the access line of one request (the access log's sink): why it ended, who
+        was limited, and the line itself for the "recent requests" table."""
+        bucket = self._bucket()
+        term = entry.resolved_termination()
+        bucket.counts["t:" + term.code] += 1
+        if term is Termination.LIMITED:
+            bucket.limited_keys[entry.limit_key or "ip:" + entry.client_ip] += 1
+            bucket.limited_ips[entry.client_ip] += 1
         self._lines.append(
             {
                 "t": round(self.clock.now(), 3),

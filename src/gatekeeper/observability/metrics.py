@@ -117,6 +117,8 @@ def multiprocess_dir() -> str | None:
 class LiveSink(Protocol):
     """Receives a copy of some recordings for the live dashboard (``events.LiveStats``)."""
 
+    def request(self, status: int, upstream: str | None, seconds: float) -> None: ...
+
     def count(self, field: str, n: int = 1) -> None: ...
 
     def gauge(self, field: str, value: float) -> None: ...
@@ -132,8 +134,8 @@ class Metrics:
 
     ``registry`` defaults to a fresh :class:`~prometheus_client.CollectorRegistry` (never the
     global default one, so that two apps in one test process do not collide). When ``live`` is
-    set, limiter, cache, queue and waiting-room recordings are also counted per second for the
-    dashboards (the request itself reaches them through the access log).
+    set, requests, limiter, cache, queue and waiting-room recordings are also counted per second
+    for the dashboards.
     """
 
     live: LiveSink | None = None
@@ -309,6 +311,8 @@ class Metrics:
             )
         pair[0].inc()
         pair[1].observe(seconds)
+        if self.live is not None:
+            self.live.request(status, upstream, seconds)
 
     def request_started(self) -> None:
         """A request entered the gateway (pair with :meth:`request_finished`)."""

@@ -1,0 +1,226 @@
+"""The observability component: shared metrics and access log, live statistics, dashboards.
+
+The composition root mounts it like any other component::
+
+    from gatekeeper.observability.component import create_component
+    component = create_component(context)          # router(), start(), stop()
+
+and the gateway's hot path takes the shared recorders from the same context, whichever of the
+two runs first::
+
+    obs = Observability.of(context)                # created once per Context
+    obs.metrics.request(route, status, upstream, seconds)
+    obs.access_log.emit(AccessEntry(...))
+
+Optional collaborators are found in ``context.extras`` when the component computes a snapshot,
+so that components may start in any order:
+
+``"gateway"``        the gateway's live state (``router``, ``pools`` with ``snapshot()``): pools,
+                     strategies and endpoint health on the dashboard; routes and their limits
+                     for ``/api/v1/rate-status``.
+``"gateway_stats"``  optionally, a callable returning a ``/stats``-like dict, preferred over
+                     reading ``"gateway"``'s pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.errors import StorageError
+from gatekeeper.observability.events import LiveStats
+from gatekeeper.observability.live_store import MemoryLiveStore, RedisLiveStore
+from gatekeeper.observability.logging import AccessLog, get_logger
+from gatekeeper.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from gatekeeper.component import Context
+
+__all__ = ["Observability", "ObservabilityComponent", "create_component"]
+
+_EXTRA = "observability"
+
+
+@dataclass
+class Observability:
+    """The recorders of one process: Prometheus metrics, the access log, live statistics."""
+
+    metrics: Metrics
+    access_log: AccessLog
+    live: LiveStats
+
+    @classmethod
+    def of(cls, context: Context, *, live_prefix: str = "gatekeeper:live") -> Observability:
+        """The context's shared instance, created on first use (live stats go to Redis when
+        the context has a Redis client, else they stay in process)."""
+        found = context.extras.get(_EXTRA)
+        if isinstance(found, cls):
+            return found
+        store = (
+            RedisLiveStore(context.redis, prefix=live_prefix)
+            if context.redis is not None
+            else MemoryLiveStore()
+        )
+        live = LiveStats(context.clock, store)
+        # The composition root may have created the process's Metrics already (for /metrics).
+        found_metrics = context.extras.get("metrics")
+        metrics = found_metrics if isinstance(found_metrics, Metrics) else Metrics()
+        metrics.live = live
+        access_log = AccessLog()
+        access_log.add_sink(live.record)
+        obs = cls(metrics, access_log, live)
+        context.extras[_EXTRA] = obs
+        context.extras["metrics"] = metrics
+        context.extras["access_log"] = access_log
+        return obs
+
+
+class ObservabilityComponent:
+    """Flushes live statistics twice a second and serves the dashboards and JSON APIs."""
+
+    name = "observability"
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        flush_interval: float = 0.5,
+        snapshot_interval: float = 1.0,
+        live_prefix: str = "gatekeeper:live",
+    ) -> None:
+        self.context = context
+        self.obs = Observability.of(context, live_prefix=live_prefix)
+        self.flush_interval = flush_interval
+        self.snapshot_interval = snapshot_interval
+        self.started = time.monotonic()
+        self._log = get_logger("gatekeeper.observability")
+        self._task: asyncio.Task[None] | None = None
+        self._latest: dict[str, Any] | None = None
+        self._changed = asyncio.Condition()
+        self._generation = 0
+        self._last_error_log = 0.0
+
+    @property
+    def mode(self) -> str:
+        """``cluster`` when numbers come from Redis (every replica), ``local`` otherwise."""
+        return "cluster" if isinstance(self.obs.live.store, RedisLiveStore) else "local"
+
+    def router(self) -> APIRouter:
+        from gatekeeper.observability.dashboard.routes import build_router
+
+        return build_router(self)
+
+    async def start(self) -> None:
+        """Start the flush/snapshot loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="observability-ticker")
+
+    async def stop(self) -> None:
+        """Stop the loop and flush what is pending (best effort)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(StorageError):
+            await self.obs.live.flush()
+        self.obs.metrics.close()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        # Step by step: flush every ``flush_interval`` (Redis gets this replica's increments),
+        # and every ``snapshot_interval`` read the merged view once for all dashboard clients.
+        next_snapshot = 0.0
+        while True:
+            await self.tick(snapshot=time.monotonic() >= next_snapshot)
+            if time.monotonic() >= next_snapshot:
+                next_snapshot = time.monotonic() + self.snapshot_interval
+            await asyncio.sleep(self.flush_interval)
+
+    async def tick(self, *, snapshot: bool = True) -> None:
+        """One flush, then (optionally) a new snapshot for the SSE clients. Never raises for a
+        store failure: the dashboard keeps its last numbers and says it is stale."""
+        try:
+            await self.obs.live.flush()
+            if snapshot:
+                await self.publish(await self.snapshot())
+        except StorageError as exc:
+            now = time.monotonic()
+            if now - self._last_error_log > 30:
+                self._last_error_log = now
+                self._log.warning("live statistics unavailable", error=str(exc))
+            if snapshot and self._latest is not None:
+                await self.publish({**self._latest, "stale": True})
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The dashboard's full view: live numbers plus pools and limiter counters."""
+        view = await self.obs.live.snapshot()
+        view["mode"] = self.mode
+        view["stale"] = False
+        view["uptime_seconds"] = round(time.monotonic() - self.started, 1)
+        view["pools"] = await self._gateway_pools()
+        limiter = self.context.limiter
+        stats: Any = getattr(limiter, "stats", None)
+        view["limiter"] = stats.as_dict() if hasattr(stats, "as_dict") else None
+        return view
+
+    async def _gateway_pools(self) -> list[dict[str, Any]]:
+        source = self.context.extras.get("gateway_stats")
+        gateway = self.context.extras.get("gateway")
+        try:
+            if source is not None:
+                stats = source()
+                if inspect.isawaitable(stats):
+                    stats = await stats
+            elif gateway is not None and hasattr(gateway, "pools"):
+                stats = {"pools": {name: p.snapshot() for name, p in gateway.pools.items()}}
+            else:
+                return []
+        except Exception as exc:  # the gateway's stats must not take the dashboard down
+            self._log.warning("gateway stats failed", error=str(exc))
+            return []
+        pools = stats.get("pools", []) if isinstance(stats, dict) else []
+        if isinstance(pools, dict):
+            pools = [{"name": name, **value} for name, value in pools.items()]
+        return list(pools)
+
+    # -- SSE fan-out --------------------------------------------------------------------------
+
+    async def publish(self, view: dict[str, Any]) -> None:
+        """Hand a new view to every waiting SSE client."""
+        async with self._changed:
+            self._latest = view
+            self._generation += 1
+            self._changed.notify_all()
+
+    async def latest(self) -> dict[str, Any]:
+        """The last published view (computing one if none was published yet)."""
+        if self._latest is None:
+            await self.tick()
+        if self._latest is None:  # the store is down and never answered
+            return {"stale": True, "mode": self.mode}
+        return self._latest
+
+    async def next_view(self, after: int, wait: float) -> tuple[int, dict[str, Any] | None]:
+        """Wait up to ``wait`` seconds for a view newer than generation ``after``; ``None`` if
+        none came."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._generation > after), wait
+                )
+            if self._generation > after:
+                return self._generation, self._latest
+            return after, None
+
+
+def create_component(context: Context) -> ObservabilityComponent:
+    """The factory the composition root calls."""
+    return ObservabilityComponent(context)

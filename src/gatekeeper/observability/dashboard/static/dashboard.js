@@ -1,0 +1,244 @@
+// The traffic dashboard: renders each snapshot pushed by /dashboard/events.
+"use strict";
+
+(() => {
+  const { el, num, ms, setText, replace, pairs } = GK;
+  const STRATEGIES = ["round_robin", "least_connections", "weighted", "ip_hash", "adaptive"];
+  const TOKEN_KEY = "gatekeeper.adminToken";
+  let editing = null; // the pool whose strategy menu has focus: do not redraw it under the user
+
+  function renderTraffic(view) {
+    const t = view.traffic || {};
+    setText("rps", num(t.rps));
+    setText("allowed-rps", num(t.allowed_rps));
+    setText("limited-rps", num(t.limited_rps));
+    setText("error-rps", num(t.error_rps));
+    setText("p50", ms(t.p50_ms));
+    setText("p95", ms(t.p95_ms));
+    setText("p99", ms(t.p99_ms));
+    setText("requests-total", num((view.totals || {}).requests));
+  }
+
+  function renderChart(series) {
+    const svg = document.getElementById("chart");
+    if (!svg || !series) return;
+    const ns = "http://www.w3.org/2000/svg";
+    const max = Math.max(1, ...series.map((p) => p.req));
+    const width = 600 / Math.max(1, series.length);
+    const bars = [];
+    series.forEach((point, i) => {
+      const allowed = point.req - point.lim;
+      const hAllowed = (allowed / max) * 110;
+      const hLimited = (point.lim / max) * 110;
+      for (const [h, y, cls] of [[hAllowed, 120 - hAllowed, "ok"],
+                                  [hLimited, 120 - hAllowed - hLimited, "bad"]]) {
+        if (h <= 0) continue;
+        const rect = document.createElementNS(ns, "rect");
+        rect.setAttribute("x", String(i * width + 0.5));
+        rect.setAttribute("y", String(y));
+        rect.setAttribute("width", String(Math.max(1, width - 1)));
+        rect.setAttribute("height", String(h));
+        rect.setAttribute("class", cls);
+        bars.push(rect);
+      }
+    });
+    svg.replaceChildren(...bars);
+    const last = series[series.length - 1] || { req: 0, lim: 0 };
+    svg.setAttribute("aria-label",
+      `Peak ${max} requests per second; last second ${last.req} requests, ${last.lim} limited.`);
+  }
+
+  function endpointList(endpoints) {
+    const list = Array.isArray(endpoints)
+      ? endpoints
+      : Object.entries(endpoints || {}).map(([name, value]) => ({ name, ...value }));
+    if (!list.length) return el("p", { class: "empty", text: "no endpoints" });
+    const rows = list.map((e) => {
+      const address = e.address || e.name || (e.host ? `${e.host}:${e.port}` : "?");
+      const healthy = e.healthy ?? (e.health ? e.health === "healthy" : undefined);
+      const breaker = e.breaker_state || (typeof e.breaker === "string" ? e.breaker
+        : (e.breaker && e.breaker.state)) || "closed";
+      const health = healthy === undefined ? el("span", { class: "badge", text: "unknown" })
+        : el("span", { class: `badge ${healthy ? "up" : "down"}`,
+                       text: healthy ? "healthy" : "down" });
+      const br = el("span", { class: `badge ${breaker === "closed" ? "up" : "warn"}`,
+                              text: `breaker ${breaker}` });
+      return el("tr", {},
+        el("td", { text: address }), el("td", {}, health), el("td", {}, br),
+        el("td", { text: num(e.in_flight ?? e.active ?? null) }),
+        el("td", { text: e.weight ?? "" }));
+    });
+    return el("table", { class: "data" },
+      el("thead", {}, el("tr", {},
+        ...["Endpoint", "Health", "Breaker", "In flight", "Weight"]
+          .map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...rows));
+  }
+
+  function renderPools(pools) {
+    if (!pools || !pools.length) return;
+    if (editing) return;
+    const nodes = pools.map((pool, index) => {
+      const name = pool.name || pool.pool || `pool ${index + 1}`;
+      const strategies = pool.strategies || STRATEGIES;
+      const selectId = `strategy-${index}`;
+      const select = el("select", { id: selectId, name: "strategy", "data-pool": name },
+        ...strategies.map((s) => el("option", { value: s, text: s, selected: s === pool.strategy })));
+      select.addEventListener("focus", () => { editing = name; });
+      select.addEventListener("blur", () => { editing = null; });
+      const form = el("form", { "data-pool": name, "aria-label": `Strategy of pool ${name}` },
+        el("label", { for: selectId, text: "Strategy" }), select,
+        el("button", { type: "submit", text: "Apply" }));
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        changeStrategy(name, select.value);
+      });
+      return el("article", { class: "pool", "data-pool": name },
+        el("h3", {}, `${name} `, el("span", { class: "badge", "data-role": "strategy",
+                                             text: pool.strategy || "?" })),
+        form, endpointList(pool.endpoints));
+    });
+    replace("pools", nodes);
+  }
+
+  async function changeStrategy(pool, strategy) {
+    const result = document.getElementById("strategy-result");
+    const token = document.getElementById("admin-token").value.trim();
+    sessionStorage.setItem(TOKEN_KEY, token);
+    result.className = "result";
+    result.textContent = `Switching ${pool} to ${strategy}…`;
+    try {
+      const response = await fetch("/change_strategy", {
+        method: "POST",
+        headers: { "Content-Type": "application/json",
+                   ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ pool, strategy }),
+      });
+      let body = {};
+      try { body = await response.json(); } catch (_) { /* not JSON */ }
+      if (response.ok) {
+        result.className = "result ok";
+        result.textContent = `${pool} now uses ${strategy}.`;
+      } else {
+        result.className = "result bad";
+        const why = body.detail || body.error || response.statusText;
+        result.textContent = `Refused (${response.status}): ${typeof why === "string" ? why
+          : JSON.stringify(why)}`;
+      }
+    } catch (error) {
+      result.className = "result bad";
+      result.textContent = `Failed: ${error}`;
+    }
+    editing = null;
+  }
+
+  function renderTables(view) {
+    const cache = { ...(view.cache || {}) };
+    const ratio = cache.hit_ratio;
+    delete cache.hit_ratio;
+    pairs("cache", { ...cache, "hit ratio": ratio }, (v) =>
+      (v === null || v === undefined ? "–" : (v <= 1 && v % 1 ? `${num(v * 100, 1)} %` : num(v))));
+    pairs("queues", view.queues);
+    pairs("terms", (view.totals || {}).terminations);
+    const policies = Object.entries(view.policies || {}).map(([name, o]) =>
+      el("tr", {}, el("td", { text: name }), el("td", { text: num(o.allowed || 0) }),
+        el("td", { text: num(o.limited || 0) })));
+    replace("policies", policies.length ? policies
+      : [el("tr", {}, el("td", { colspan: 3, class: "empty", text: "none yet" }))]);
+    for (const [id, rows] of [["top-keys", view.top_limited_keys], ["top-ips", view.top_limited_ips]]) {
+      const trs = (rows || []).map(([key, n]) =>
+        el("tr", {}, el("td", { text: key }), el("td", { text: num(n) })));
+      replace(id, trs.length ? trs
+        : [el("tr", {}, el("td", { colspan: 2, class: "empty", text: "nobody" }))]);
+    }
+  }
+
+  function renderLog(lines) {
+    const rows = (lines || []).slice(0, 30).map((l) =>
+      el("tr", {},
+        el("td", { text: new Date(l.t * 1000).toLocaleTimeString() }),
+        el("td", { class: `st-${String(l.status)[0]}`, text: l.status }),
+        el("td", { text: l.term }), el("td", { text: l.method }), el("td", { text: l.path }),
+        el("td", { text: num(l.ms, 1) }), el("td", { text: l.upstream || "" }),
+        el("td", { text: l.policy || "" }), el("td", { text: l.ip })));
+    replace("log-lines", rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 9, class: "empty", text: "no requests yet" }))]);
+  }
+
+  // The seed's burst demo: one request, or eight in a row, each answer drawn as a block.
+  function burstDemo() {
+    const path = document.getElementById("demo-path").textContent.trim();
+    const blocks = document.getElementById("burst-blocks");
+    const status = document.getElementById("burst-status");
+    const buttons = ["burst-one", "burst-eight"].map((id) => document.getElementById(id));
+    let countdown = null;
+    let sent = 0;
+
+    function startCountdown(seconds) {
+      clearInterval(countdown);
+      let left = seconds;
+      status.textContent = `Limited. The window resets in ${left} s.`;
+      countdown = setInterval(() => {
+        left -= 1;
+        if (left > 0) {
+          status.textContent = `Limited. The window resets in ${left} s.`;
+          return;
+        }
+        clearInterval(countdown);
+        status.textContent = "Window reset: requests are allowed again.";
+        blocks.append(el("li", { class: "sep", text: "reset" }));
+      }, 1000);
+    }
+
+    async function send(count) {
+      buttons.forEach((b) => { b.disabled = true; });
+      let retryAfter = 0;
+      let remaining = null;
+      for (let i = 0; i < count; i += 1) {
+        sent += 1;
+        let code = "ERR";
+        try {
+          const response = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+          code = response.status;
+          await response.arrayBuffer();
+          remaining = response.headers.get("RateLimit-Remaining")
+            ?? response.headers.get("X-RateLimit-Remaining") ?? remaining;
+          if (code === 429) {
+            retryAfter = Math.max(retryAfter, parseInt(response.headers.get("Retry-After") || "1", 10));
+          }
+        } catch (_) { /* network error: drawn as ERR */ }
+        const ok = typeof code === "number" && code < 400;
+        blocks.append(el("li", { class: ok ? "ok" : "bad", "data-status": code,
+                                 title: `request ${sent}: ${code}`,
+                                 "aria-label": `request ${sent}: ${ok ? "allowed" : "refused"} (${code})`,
+                                 text: code }));
+      }
+      buttons.forEach((b) => { b.disabled = false; });
+      if (retryAfter > 0) startCountdown(retryAfter);
+      else {
+        clearInterval(countdown);
+        status.textContent = remaining === null ? "Allowed." : `Allowed. ${remaining} left in this window.`;
+      }
+    }
+
+    buttons[0].addEventListener("click", () => send(1));
+    buttons[1].addEventListener("click", () => send(8));
+    document.getElementById("burst-clear").addEventListener("click", () => {
+      blocks.replaceChildren();
+      status.textContent = "";
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const token = document.getElementById("admin-token");
+    token.value = sessionStorage.getItem(TOKEN_KEY) || "";
+    burstDemo();
+    GK.live((view) => {
+      renderTraffic(view);
+      renderChart(view.series);
+      renderPools(view.pools);
+      renderTables(view);
+      renderLog(view.recent);
+    });
+  });
+})();
