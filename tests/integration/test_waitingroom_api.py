@@ -16,7 +16,6 @@ from gatekeeper.limits import Limiter, storage_from_url
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.testing import FakeClock
-from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import TEST_SECRET, WaitingRoom, build
