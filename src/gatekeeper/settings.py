@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     # Where multiprocess Prometheus metrics are written when several workers run.
     metrics_dir: str | None = None
+    # Redis key prefix of the dashboards' live per-second statistics (shared by all replicas).
+    live_stats_prefix: str = "gatekeeper:live"
 
     @field_validator("business_ids", mode="before")
     @classmethod

@@ -223,4 +223,4 @@ class ObservabilityComponent:
 
 def create_component(context: Context) -> ObservabilityComponent:
     """The factory the composition root calls."""
-    return ObservabilityComponent(context)
+    return ObservabilityComponent(context, live_prefix=context.settings.live_stats_prefix)
