@@ -55,12 +55,14 @@ logger = logging.getLogger("gatekeeper.app")
 # "module:function" entries, each function(context) -> Component. One line per part.
 COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.observability.component:create_component",
+    "gatekeeper.waitingroom.component:create_component",
 ]
 
 # Paths the built-in API serves besides those of the gateway itself (components' prefixes):
 # reserved so that a catch-all route cannot hide them.
 RESERVED_PREFIXES: list[str] = ["/docs", "/openapi.json", "/redoc"]
 RESERVED_PREFIXES += ["/dashboard", "/api/metrics", "/api/v1/rate-status"]  # observability
+RESERVED_PREFIXES += ["/queue", "/config"]  # waiting room
 
 
 @dataclass

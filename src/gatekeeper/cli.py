@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: the file's listener.host)")
     serve.add_argument("--port", type=int, help="listen port (default: the file's listener.port)")
     serve.add_argument("--check", action="store_true", help="only validate the file and exit")
+    sub.add_parser("worker", help="run the waiting room's admission worker (needs Redis)")
     migrate = sub.add_parser("migrate", help="upgrade (or --downgrade) the SQL schema")
     migrate.add_argument("--url", help="database URL (default: GATEKEEPER_DATABASE_URL)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -42,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gatekeeper.demo import run_serve
 
         return run_serve(args.config, host=args.host, port=args.port, check=args.check)
+    if args.command == "worker":
+        from gatekeeper.waitingroom.worker import main as run_worker
+
+        return run_worker([])
     if args.command == "migrate":
         from gatekeeper.persistence.migrate import run as run_migrate
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gatekeeper.errors import PersistenceError
 from gatekeeper.waitingroom.api import build_router
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from gatekeeper.component import Context
 
-__all__ = ["WaitingRoomComponent", "signer_from_settings"]
+__all__ = ["WaitingRoomComponent", "create_component", "signer_from_settings"]
 
 log = structlog.get_logger("gatekeeper.waitingroom")
 
@@ -113,7 +114,14 @@ class WaitingRoomComponent:
         return build_router(self.service, client_ip=self.context.extras.get("client_ip"))
 
     async def start(self) -> None:
-        await self.repository.ensure(self.context.settings.business_ids)
+        try:
+            await self.repository.ensure(self.context.settings.business_ids)
+        except PersistenceError as exc:
+            # Serving from memory beats not serving: the tenants of GATEKEEPER_BUSINESS_IDS
+            # still work, with default settings that POST /config changes in this process only.
+            log.error("waitingroom_config_database_unavailable", error=str(exc))
+            self.repository = MemoryConfigRepository(self.context.settings.business_ids)
+            self.configs.repository = self.repository
         if self.settings.embedded_worker:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop))
@@ -126,3 +134,8 @@ class WaitingRoomComponent:
             self._task = None
         if isinstance(self.store, RedisStore):
             await self.store.aclose()
+
+
+def create_component(context: Context) -> WaitingRoomComponent:
+    """The factory named in ``gatekeeper.app.COMPONENT_FACTORIES``."""
+    return WaitingRoomComponent(context)
