@@ -1,0 +1,229 @@
+"""An upstream pool: which endpoint gets the next request, and may it be sent now.
+
+:class:`UpstreamPool` ties the resilience parts of one ``upstreams:`` entry together: the
+balancing strategy (switchable at run time), active health checks, passive outlier detection,
+one circuit breaker per endpoint, the retry budget and the admission queue. The proxy drives it:
+
+.. code-block:: python
+
+    async with pool.admission(priority):          # may raise QueueFull (503)
+        ep = pool.pick(request, exclude)          # may raise NoHealthyUpstream (503)
+        pool.on_start(ep, is_retry=attempt > 1)
+        ...forward...
+        pool.on_finish(ep, status=status, error=failed, latency=seconds)
+        if failed and idempotent and pool.retry_budget.allow_retry(): try another endpoint
+
+Everything runs on one event loop; nothing here awaits except admission and health checks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from gatekeeper.errors import ConfigurationError, NoHealthyUpstream
+from gatekeeper.gateway.admission import AdmissionController, QueueConfig
+from gatekeeper.gateway.balancing import (
+    EWMA_DECAY,
+    STRATEGIES,
+    BalanceContext,
+    Balancer,
+    canonical_strategy,
+    make_balancer,
+)
+from gatekeeper.gateway.breaker import BreakerConfig, CircuitBreaker
+from gatekeeper.gateway.endpoint import Endpoint
+from gatekeeper.gateway.health import HealthCheckConfig, HealthChecker
+from gatekeeper.gateway.outlier import OutlierConfig, OutlierDetector
+from gatekeeper.gateway.retry import RetryBudget, RetryBudgetConfig
+from gatekeeper.types import Clock, SystemClock
+
+__all__ = ["UpstreamPool", "pool_from_config"]
+
+_NOTHING: frozenset[Endpoint] = frozenset()
+
+
+class UpstreamPool:
+    """The endpoints of one upstream and every rule that decides where requests go."""
+
+    strategies = STRATEGIES
+
+    def __init__(
+        self,
+        name: str,
+        endpoints: Sequence[Endpoint],
+        strategy: str = "round_robin",
+        *,
+        hash_on: str | None = None,
+        health: HealthCheckConfig | None = None,
+        outlier: OutlierConfig | None = None,
+        breaker: BreakerConfig | None = None,
+        retry: RetryBudgetConfig | None = None,
+        max_concurrency: int | None = None,
+        queue: QueueConfig | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ConfigurationError(f"upstream {name!r} needs at least one endpoint")
+        addresses = [e.address for e in endpoints]
+        if len(set(addresses)) != len(addresses):
+            raise ConfigurationError(f"upstream {name!r} lists an endpoint twice: {addresses}")
+        self.name = name
+        self.clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.breaker_config = breaker or BreakerConfig()
+        self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
+        for ep in self.endpoints:
+            ep.breaker = CircuitBreaker(self.breaker_config)
+        self.outlier = OutlierDetector(self.endpoints, outlier)
+        self.retry_budget = RetryBudget(retry, self.clock)
+        self.admission_control = AdmissionController(max_concurrency, queue)
+        self.health: HealthChecker | None = (
+            HealthChecker(lambda: self.endpoints, health, rng=self._rng) if health else None
+        )
+        self.hash_on = hash_on
+        self.strategy = canonical_strategy(strategy)
+        self._balancer: Balancer = make_balancer(
+            strategy, self.endpoints, hash_on=self._hash_on_for(strategy), rng=self._rng
+        )
+        self.no_healthy = 0
+
+    # -- the request path -------------------------------------------------------------------
+
+    def pick(self, ctx: BalanceContext, exclude: Collection[Endpoint] = _NOTHING) -> Endpoint:
+        """The endpoint for this request; raises NoHealthyUpstream when none may take it."""
+        ep = self._balancer.pick(ctx, self.clock.monotonic(), exclude)
+        if ep is None:
+            self.no_healthy += 1
+            tried = f" ({len(exclude)} already tried)" if exclude else ""
+            raise NoHealthyUpstream(
+                f"upstream {self.name!r}: no endpoint is healthy, closed-circuit and "
+                f"not ejected{tried}"
+            )
+        return ep
+
+    def on_start(self, ep: Endpoint, *, is_retry: bool = False) -> None:
+        """A request is being sent to ``ep`` (first attempts fill the retry budget)."""
+        ep.in_flight += 1
+        ep.requests += 1
+        ep.breaker.on_start(0.0)
+        if not is_retry:
+            self.retry_budget.deposit()
+
+    def on_finish(
+        self, ep: Endpoint, status: int | None = None, error: bool = False, latency: float = 0.0
+    ) -> None:
+        """The request to ``ep`` ended: ``status`` (``None`` if nothing came back), whether it
+        failed (``error``: transport error or 5xx), and how long it took."""
+        now = self.clock.monotonic()
+        if ep.in_flight > 0:
+            ep.in_flight -= 1
+        failed = error or (status is not None and status >= 500)
+        if failed:
+            ep.failures += 1
+        ep.observe_latency(latency, now, EWMA_DECAY)
+        ep.breaker.record(now, not failed)
+        self.outlier.record(ep, now, status, failed)
+
+    def admission(self, priority: int = 0) -> Any:
+        """``async with pool.admission(priority):`` holds a concurrency slot (may queue)."""
+        return self.admission_control.slot(priority)
+
+    # -- control ----------------------------------------------------------------------------
+
+    def set_strategy(self, strategy: str, hash_on: str | None = None) -> None:
+        """Switch the balancing strategy at run time (ConfigurationError if unknown)."""
+        if hash_on is not None:
+            self.hash_on = hash_on
+        balancer = make_balancer(
+            strategy, self.endpoints, hash_on=self._hash_on_for(strategy), rng=self._rng
+        )
+        self._balancer = balancer
+        self.strategy = canonical_strategy(strategy)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Strategy, endpoints (health, ejection, breaker, load), queue and retry budget."""
+        now = self.clock.monotonic()
+        return {
+            "name": self.name,
+            "strategy": self.strategy,
+            "hash_on": self._hash_on_for(self.strategy),
+            "strategies": list(STRATEGIES),
+            "health_checks": self.health is not None,
+            "endpoints": [e.snapshot(now, EWMA_DECAY) for e in self.endpoints],
+            "available": sum(1 for e in self.endpoints if e.available(now)),
+            "ejected": self.outlier.ejected_count(now),
+            "no_healthy_upstream": self.no_healthy,
+            "admission": self.admission_control.snapshot(),
+            "retry_budget": self.retry_budget.snapshot(),
+        }
+
+    async def start(self) -> None:
+        """Start the active health checks (if configured)."""
+        if self.health is not None:
+            await self.health.start()
+
+    async def stop(self) -> None:
+        """Stop the active health checks."""
+        if self.health is not None:
+            await self.health.stop()
+
+    def _hash_on_for(self, strategy: str) -> str | None:
+        if strategy.strip().lower() == "ip_hash":
+            return "ip"
+        if canonical_strategy(strategy) in ("ring_hash", "maglev"):
+            return self.hash_on or "ip"
+        return None
+
+
+def pool_from_config(name: str, config: Any, *, clock: Clock | None = None) -> UpstreamPool:
+    """Build a pool from a gateway ``upstreams:`` entry (``gateway.config.UpstreamConfig``).
+
+    Read by attribute so that this module does not depend on the configuration models.
+    """
+    endpoints = [Endpoint(e.host, e.port, e.weight) for e in config.endpoints]
+    health = None
+    if config.health is not None:
+        h = config.health
+        health = HealthCheckConfig(
+            path=h.path,
+            interval=h.interval,
+            timeout=h.timeout,
+            healthy_threshold=h.healthy_threshold,
+            unhealthy_threshold=h.unhealthy_threshold,
+        )
+    o = config.outlier
+    outlier = OutlierConfig(
+        consecutive_failures=o.consecutive_failures,
+        consecutive_connect_failures=min(3, o.consecutive_failures),
+        base_ejection_time=o.base_ejection_time,
+        max_ejection_time=max(300.0, o.base_ejection_time),
+        max_ejection_percent=float(o.max_ejection_percent),
+    )
+    b = config.breaker
+    breaker = BreakerConfig(
+        consecutive_failures=b.consecutive_failures,
+        error_ratio=b.error_ratio,
+        min_requests=b.min_requests,
+        window=b.window,
+        open_for=b.open_for,
+        half_open_probes=b.half_open_probes,
+    )
+    r = config.retry_budget
+    retry = RetryBudgetConfig(ratio=r.ratio, min_per_second=r.min_per_second, window=r.window)
+    queue = QueueConfig(size=config.queue.size, timeout=config.queue.timeout)
+    return UpstreamPool(
+        name,
+        endpoints,
+        config.strategy,
+        hash_on=config.hash_on,
+        health=health,
+        outlier=outlier,
+        breaker=breaker,
+        retry=retry,
+        max_concurrency=config.max_concurrency,
+        queue=queue,
+        clock=clock,
+    )
