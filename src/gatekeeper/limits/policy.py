@@ -206,5 +206,13 @@ class Check:
     @property
     def storage_key(self) -> str:
         """The store key: ``gk:{subject}:policy``; the braces are the Cluster hash tag."""
+        return self.storage_key_in("gk")
+
+    def storage_key_in(self, prefix: str) -> str:
+        """The store key under ``prefix``: ``{prefix}:{subject}:policy``.
+
+        The subject is the Cluster hash tag, so every policy of one subject lives on one shard;
+        braces inside the subject are replaced so that they cannot move the tag.
+        """
         subject = self.key.replace("{", "(").replace("}", ")")
-        return f"gk:{{{subject}}}:{self.policy.name}"
+        return f"{prefix}:{{{subject}}}:{self.policy.name}"

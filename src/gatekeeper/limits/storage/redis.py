@@ -1,17 +1,182 @@
-"""The Redis store (in progress)."""
+"""The Redis store: one atomic Lua call per batch, exact across any number of replicas.
+
+Every batch of groups goes to Redis as ONE ``EVALSHA`` of ``lua/decide.lua``: all checks of all
+groups are decided inside one script run, so a group is all-or-nothing and concurrent replicas
+can never both take the last token. Redis ``TIME`` inside the script is the clock (not the
+replica's). Scripts are loaded once and called by SHA; after a Redis restart or failover the
+server answers NOSCRIPT, and the store loads the script again and retries once.
+
+Keys are ``{prefix}:{subject}:{policy}`` (the subject is the Cluster hash tag) and every key
+carries a TTL until its state is fully reset. Errors leave as
+:class:`~gatekeeper.errors.StorageError` / :class:`~gatekeeper.errors.StorageTimeout`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.limits.algorithms import lease_members
+from gatekeeper.limits.decision import PolicyResult
+from gatekeeper.limits.policy import Algorithm, Check
+from gatekeeper.limits.storage._script import Encoder, decode, load_script, translate_errors
 from gatekeeper.types import Clock, Storage
 
-__all__ = ["redis_storage_from_url"]
+__all__ = ["RedisStorage", "parse_hosts", "redis_options", "redis_storage_from_url"]
+
+# Query-string options passed on to redis-py, with their types.
+_FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval")
+_INT_OPTIONS = ("max_connections", "db")
+_STR_OPTIONS = ("username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs")
+
+
+class RedisStorage:
+    """A :class:`~gatekeeper.types.Storage` on one Redis (or the master Sentinel names).
+
+    ``client`` is a ``redis.asyncio.Redis`` with ``decode_responses=False``; the store closes it
+    in :meth:`aclose` when ``owns_client`` is true.
+    """
+
+    def __init__(self, client: Redis, *, prefix: str = "gk", owns_client: bool = True) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._owns_client = owns_client
+        self._encoder = Encoder(prefix)
+        self._decide = load_script("decide")
+
+    async def decide(
+        self, groups: Sequence[Sequence[Check]], now_us: int | None = None
+    ) -> list[list[PolicyResult]]:
+        """Decide a batch of groups in one script call (see :class:`~gatekeeper.types.Storage`)."""
+        if not groups:
+            return []
+        keys, args = self._encoder.encode(groups, now_us)
+        flat = await self._evalsha(keys, args)
+        return decode(groups, flat)
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> list[Any]:
+        script = self._decide
+        with translate_errors("deciding limits"):
+            try:
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+            except redis_errors.NoScriptError:
+                # Redis restarted or failed over and lost its script cache: load, retry once.
+                await self.client.script_load(script.text)
+                return await self.client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
+
+    async def release(self, checks: Sequence[Check], lease_id: str) -> None:
+        """Give back the concurrency slots that ``lease_id`` holds on these checks' keys."""
+        leases = [c for c in checks if c.policy.algorithm is Algorithm.CONCURRENCY]
+        if not leases:
+            return
+        with translate_errors("releasing leases"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for check in leases:
+                    pipe.zrem(self._encoder.key(check), *lease_members(lease_id, check.cost or 1))
+                await pipe.execute()
+
+    async def reset(self, checks: Sequence[Check]) -> None:
+        """Delete the keys of these checks."""
+        if checks:
+            with translate_errors("resetting limits"):
+                await self.client.unlink(*{self._encoder.key(c) for c in checks})
+
+    async def ping(self) -> None:
+        """Raise :class:`~gatekeeper.errors.StorageError` unless Redis answers."""
+        with translate_errors("ping"):
+            await self.client.ping()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (when this store opened it)."""
+        if self._owns_client:
+            with translate_errors("closing"):
+                await self.client.aclose()
+
+
+def redis_options(url: str, query: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments from the URL's query string (typed) and the caller's own.
+
+    Unknown query options raise :class:`ConfigurationError` naming them.
+    """
+    out = dict(options)
+    for name, value in query.items():
+        try:
+            if name in _FLOAT_OPTIONS:
+                out[name] = float(value)
+            elif name in _INT_OPTIONS:
+                out[name] = int(value)
+            elif name in _STR_OPTIONS:
+                out[name] = value
+            else:
+                known = ", ".join(sorted((*_FLOAT_OPTIONS, *_INT_OPTIONS, *_STR_OPTIONS, "prefix")))
+                raise ConfigurationError(
+                    f"storage URL {url!r}: unknown option {name!r} (known: {known})"
+                )
+        except ValueError as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(
+                f"storage URL {url!r}: option {name}={value!r} is not a number"
+            ) from exc
+    return out
+
+
+def parse_hosts(url: str, netloc: str) -> tuple[list[tuple[str, int]], str | None]:
+    """``user:pass@h1:p1,h2:p2`` -> ``([(h1, p1), (h2, p2)], password)``."""
+    auth, _, hosts = netloc.rpartition("@")
+    password = auth.partition(":")[2] or None if auth else None
+    out = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"storage URL {url!r}: {item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return out, password
 
 
 def redis_storage_from_url(
     url: str, *, prefix: str, clock: Clock | None, query: dict[str, str], **options: Any
 ) -> Storage:
-    """Open a Redis store (not yet available)."""
-    raise ConfigurationError(f"storage URL {url!r}: the Redis store is not available yet")
+    """Open the Redis store a ``redis://``, ``rediss://``, ``redis+sentinel://`` or
+    ``redis+cluster://`` URL names (``clock`` is unused: Redis ``TIME`` decides)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    kwargs = redis_options(url, query, options)
+    if not parts.netloc:
+        raise ConfigurationError(f"storage URL {url!r} names no host")
+    if scheme == "redis+cluster":
+        from gatekeeper.limits.storage.cluster import RedisClusterStorage
+
+        hosts, password = parse_hosts(url, parts.netloc)
+        if password is not None:
+            kwargs.setdefault("password", password)
+        kwargs.pop("db", None)
+        return RedisClusterStorage.from_hosts(hosts, prefix=prefix, **kwargs)
+    if scheme == "redis+sentinel":
+        hosts, password = parse_hosts(url, parts.netloc)
+        service = parts.path.strip("/")
+        if not service:
+            raise ConfigurationError(f"storage URL {url!r}: name the master, e.g. /mymaster")
+        if password is not None:
+            kwargs.setdefault("password", password)
+        sentinel_kwargs = {
+            k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")
+        }
+        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
+        return RedisStorage(sentinel.master_for(service, redis_class=Redis), prefix=prefix)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"storage URL {url!r}: bad port") from exc
+    del port
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ConfigurationError(f"storage URL {url!r}: the path must be a database number")
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return RedisStorage(Redis.from_url(base, **kwargs), prefix=prefix)

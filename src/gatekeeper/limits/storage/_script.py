@@ -1,0 +1,134 @@
+"""What the Redis stores share: the Lua scripts, the wire encoding, error translation.
+
+A batch travels as one ``EVALSHA``: one key per check in ``KEYS``; in ``ARGV`` the time (or
+"" for Redis ``TIME``), the number of groups, then per group its size and seven fields per
+check (algorithm code, limit, period or lease TTL in microseconds, capacity, cost, flags, lease
+id). The answer is ``[now, allowed, remaining, reset_us, retry_us, ...]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from gatekeeper.errors import StorageError, StorageTimeout
+from gatekeeper.limits.algorithms import ALGORITHM_CODES
+from gatekeeper.limits.decision import PolicyResult
+from gatekeeper.limits.policy import Algorithm, Check, Policy
+from gatekeeper.limits.storage.memory import validate_group
+
+__all__ = ["PEEK", "SHADOW", "Encoder", "Script", "decode", "load_script", "translate_errors"]
+
+PEEK = 1
+SHADOW = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script shipped with the package, called by its SHA1."""
+
+    name: str
+    text: str
+    sha: str
+
+
+def load_script(name: str) -> Script:
+    """Read ``limits/storage/lua/<name>.lua`` from the installed package."""
+    text = resources.files("gatekeeper.limits.storage").joinpath(f"lua/{name}.lua").read_text()
+    return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
+
+
+class Encoder:
+    """Turns groups of checks into ``KEYS`` and ``ARGV``; caches each policy's fields."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._fields: dict[int, tuple[Policy, tuple[int, int, int, int]]] = {}
+
+    def fields(self, policy: Policy) -> tuple[int, int, int, int]:
+        """``(algorithm code, limit, period_us or lease ttl_us, capacity)`` of a policy."""
+        cached = self._fields.get(id(policy))
+        if cached is None or cached[0] is not policy:
+            if policy.algorithm is Algorithm.CONCURRENCY:
+                period = round(policy.lease_ttl * 1_000_000)
+            else:
+                period = policy.rate.period_us
+            fields = (ALGORITHM_CODES[policy.algorithm], policy.rate.limit, period, policy.capacity)
+            cached = (policy, fields)
+            self._fields[id(policy)] = cached
+        return cached[1]
+
+    def key(self, check: Check) -> str:
+        """The check's key under this store's prefix."""
+        return check.storage_key_in(self.prefix)
+
+    def encode(
+        self,
+        groups: Sequence[Sequence[Check]],
+        now_us: int | None,
+        *,
+        peek_all: bool = False,
+        keys_in_argv: bool = False,
+    ) -> tuple[list[str], list[Any]]:
+        """``KEYS`` and ``ARGV`` for a batch (``peek_all`` turns every check into a peek).
+
+        ``keys_in_argv`` (Redis Cluster) passes one routing key as ``KEYS`` and every key in
+        ``ARGV``: a node refuses declared keys of several slots.
+        """
+        keys: list[str] = []
+        args: list[Any] = ["" if now_us is None else now_us, len(groups), 0]
+        for group in groups:
+            validate_group(group)
+            args.append(len(group))
+            for check in group:
+                policy = check.policy
+                keys.append(check.storage_key_in(self.prefix))
+                flags = (PEEK if check.peek or peek_all else 0) | (SHADOW if policy.shadow else 0)
+                args.extend(self.fields(policy))
+                args.extend((check.cost, flags, check.lease_id or ""))
+        if keys_in_argv and keys:
+            args[2:3] = [len(keys), *keys]
+            keys = keys[:1]
+        return keys, args
+
+
+def decode(groups: Sequence[Sequence[Check]], flat: Sequence[Any]) -> list[list[PolicyResult]]:
+    """Results per group from the script's flat answer (``flat[0]`` is the time used)."""
+    out: list[list[PolicyResult]] = []
+    i = 1
+    for group in groups:
+        results = []
+        for check in group:
+            policy = check.policy
+            results.append(
+                PolicyResult(
+                    policy.name,
+                    flat[i] == 1,
+                    policy.capacity,
+                    int(flat[i + 1]),
+                    int(flat[i + 2]) / 1_000_000,
+                    int(flat[i + 3]) / 1_000_000,
+                    policy.shadow,
+                )
+            )
+            i += 4
+        out.append(results)
+    return out
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn redis-py's and the socket's exceptions into :class:`StorageError` (or
+    :class:`StorageTimeout`), keeping the original as ``__cause__``."""
+    try:
+        yield
+    except (redis_errors.TimeoutError, TimeoutError) as exc:
+        raise StorageTimeout(f"{what}: Redis did not answer in time") from exc
+    except (redis_errors.RedisError, OSError) as exc:
+        raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from exc

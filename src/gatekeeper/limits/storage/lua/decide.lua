@@ -1,0 +1,364 @@
+#!lua flags=allow-cross-slot-keys
+-- Decide a batch of groups of limit checks atomically: the Lua twin of
+-- gatekeeper/limits/algorithms.py (the contract tests compare them decision by decision).
+--
+-- KEYS: one per check, in order; or (on a Redis Cluster node) one routing key.
+-- ARGV[1]: now in microseconds, or "" to use Redis TIME (never a replica's clock)
+-- ARGV[2]: number of groups
+-- ARGV[3]: 0 when the keys are KEYS; else the number n of keys in ARGV[4 .. 3+n].
+--          Cluster nodes refuse declared KEYS of several slots even for scripts flagged
+--          allow-cross-slot-keys, so a node's batch passes its keys here instead.
+-- then per group: its number of checks n, then n times 7 fields: algorithm code, limit,
+--          period_us (lease ttl_us for concurrency), capacity, cost,
+--          flags (1 = peek, 2 = shadow), lease id ("" if none)
+-- Returns {now, then per check: allowed (0/1), remaining, reset_us, retry_us}.
+--
+-- All numbers are doubles holding integers below 2^53, so every operation is exact;
+-- divisions go through idiv, which corrects the rounding of a / b.
+
+local overridden = ARGV[1] ~= ""
+local now
+if overridden then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then
+    q = q - 1
+  elseif (q + 1) * b <= a then
+    q = q + 1
+  end
+  return q
+end
+
+local function cdiv(a, b)
+  return -idiv(-a, b)
+end
+
+local function fmt(x)
+  return string.format('%.0f', x)
+end
+
+-- A key's TTL: until its state is fully reset. When the caller supplied the time, Redis's
+-- own clock no longer matches the state's clock, so keep such keys at least a minute.
+local function ttl_ms(reset_us)
+  local ms = cdiv(reset_us, 1000)
+  if ms < 1 then ms = 1 end
+  if overridden and ms < 60000 then ms = 60000 end
+  return ms
+end
+
+-- String states (token bucket, GCRA, windows): read once per batch, written back at the end.
+local states = {}
+local dirty, dirty_order = {}, {}
+
+local function load(key)
+  local s = states[key]
+  if s == nil then
+    local v = redis.call('GET', key)
+    s = false
+    if v then
+      s = {}
+      for n in string.gmatch(v, '%-?%d+') do s[#s + 1] = tonumber(n) end
+    end
+    states[key] = s
+  end
+  return s
+end
+
+local function store(key, s, reset)
+  states[key] = s
+  if not dirty[key] then dirty_order[#dirty_order + 1] = key end
+  dirty[key] = ttl_ms(reset)
+end
+
+-- The common core of token bucket and GCRA, on the deficit in scaled units.
+local function bucket(deficit, limit, period, capacity, cost)
+  local full = capacity * period
+  local need = cost * period
+  if cost <= capacity and deficit + need <= full then
+    local after = deficit + need
+    return 1, idiv(full - after, period), cdiv(after, limit), 0, after
+  end
+  local reset = cdiv(deficit, limit)
+  local remaining = 0
+  if deficit < full then remaining = idiv(full - deficit, period) end
+  local retry
+  if cost > capacity then retry = reset else retry = cdiv(deficit + need - full, limit) end
+  return 0, remaining, reset, retry, nil
+end
+
+-- Each algorithm returns allowed, remaining, reset, retry, commit (a function or nil).
+
+local function token_bucket(key, limit, period, capacity, cost)
+  local s = load(key)
+  local deficit, t = 0, now
+  if s then
+    local tokens, last = s[1], s[2]
+    deficit = capacity * period - tokens
+    if now > last and deficit > 0 then
+      if now - last >= cdiv(deficit, limit) then
+        deficit = 0
+      else
+        deficit = deficit - (now - last) * limit
+      end
+    end
+    if now < last then t = last end
+  end
+  local a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
+  local commit = nil
+  if after and cost > 0 then
+    commit = function() store(key, {capacity * period - after, t}, reset) end
+  end
+  return a, rem, reset, retry, commit
+end
+
+local function gcra(key, limit, period, capacity, cost)
+  local s = load(key)
+  local deficit = 0
+  if s and s[1] >= now then deficit = (s[1] - now) * limit + s[2] end
+  local a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
+  local commit = nil
+  if after and cost > 0 then
+    commit = function()
+      local whole = idiv(after, limit)
+      store(key, {now + whole, after - whole * limit}, reset)
+    end
+  end
+  return a, rem, reset, retry, commit
+end
+
+local function fixed_window(key, limit, period, cost)
+  local s = load(key)
+  local start = now - (now - idiv(now, period) * period)
+  local count = 0
+  if s and s[2] == start then count = s[1] end
+  local window_end = start + period - now
+  if count + cost <= limit then
+    count = count + cost
+    local reset = 0
+    if count > 0 then reset = window_end end
+    local commit = nil
+    if cost > 0 then commit = function() store(key, {count, start}, reset) end end
+    return 1, limit - count, reset, 0, commit
+  end
+  local reset = 0
+  if count > 0 then reset = window_end end
+  if cost > limit then return 0, limit - count, reset, reset, nil end
+  return 0, limit - count, reset, window_end, nil
+end
+
+local function sliding_window(key, limit, period, cost)
+  local s = load(key)
+  local start = idiv(now, period) * period
+  local elapsed = now - start
+  local prev, cur = 0, 0
+  if s then
+    if s[3] == start then
+      prev, cur = s[1], s[2]
+    elseif s[3] == start - period then
+      prev = s[2]
+    end
+  end
+  local weighted = prev * (period - elapsed)
+  local allowed = 0
+  if cur + cost <= limit and weighted <= (limit - cur - cost) * period then
+    cur = cur + cost
+    allowed = 1
+  end
+  local avail = (limit - cur) * period - weighted
+  local remaining = 0
+  if avail > 0 then remaining = idiv(avail, period) end
+  local reset = 0
+  if cur > 0 then
+    reset = start + 2 * period - now
+  elseif prev > 0 then
+    reset = start + period - now
+  end
+  if allowed == 1 then
+    local commit = nil
+    if cost > 0 then commit = function() store(key, {prev, cur, start}, reset) end end
+    return 1, remaining, reset, 0, commit
+  end
+  if cost > limit then return 0, remaining, reset, reset, nil end
+  local spare = (limit - cur - cost) * period
+  if spare >= 0 and prev > 0 and idiv(spare, prev) >= 1 then
+    return 0, remaining, reset, start + period - idiv(spare, prev) - now, nil
+  end
+  local wait = 0
+  if cur > 0 then wait = period - idiv((limit - cost) * period, cur) end
+  if wait < 0 then wait = 0 end
+  if wait < period then return 0, remaining, reset, start + period + wait - now, nil end
+  return 0, remaining, reset, start + 2 * period - now, nil
+end
+
+local function zscore_at(key, index)
+  local r = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+  return tonumber(r[2])
+end
+
+local function zadd_all(key, scores, members)
+  -- ZADD in chunks: unpack() of thousands of arguments would overflow Lua's C stack.
+  local i = 1
+  while i <= #members do
+    local args = {}
+    for j = i, math.min(i + 499, #members) do
+      args[#args + 1] = scores[j]
+      args[#args + 1] = members[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+    i = i + 500
+  end
+end
+
+local function sliding_log(key, limit, period, cost)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - period))
+  local count = redis.call('ZCARD', key)
+  local last = nil
+  if count > 0 then last = zscore_at(key, -1) end
+  if count + cost <= limit then
+    if cost > 0 and (last == nil or last < now) then last = now end
+    count = count + cost
+    local reset = 0
+    if last then reset = last + period - now end
+    local commit = nil
+    if cost > 0 then
+      commit = function()
+        -- Members are unique: entries of one timestamp are numbered from how many exist,
+        -- and expiry removes all entries of a timestamp at once.
+        local first = redis.call('ZCOUNT', key, fmt(now), fmt(now))
+        local scores, members = {}, {}
+        for j = 0, cost - 1 do
+          scores[#scores + 1] = fmt(now)
+          members[#members + 1] = fmt(now) .. ':' .. fmt(first + j)
+        end
+        zadd_all(key, scores, members)
+        redis.call('PEXPIRE', key, ttl_ms(reset))
+      end
+    end
+    return 1, limit - count, reset, 0, commit
+  end
+  local reset = 0
+  if last then reset = last + period - now end
+  if cost > limit then return 0, limit - count, reset, reset, nil end
+  return 0, limit - count, reset, zscore_at(key, count - limit + cost - 1) + period - now, nil
+end
+
+local function concurrency(key, limit, ttl, cost, lease)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
+  local count = redis.call('ZCARD', key)
+  local members = {}
+  if cost > 0 then
+    members[1] = lease
+    for i = 2, math.min(cost, limit + 1) do members[#members + 1] = lease .. '#' .. i end
+  end
+  local needed = 0
+  for _, m in ipairs(members) do
+    if not redis.call('ZSCORE', key, m) then needed = needed + 1 end
+  end
+  local latest = nil
+  if count > 0 then latest = zscore_at(key, -1) end
+  if count + needed <= limit and cost <= limit then
+    count = count + needed
+    if cost > 0 and (latest == nil or latest < now + ttl) then latest = now + ttl end
+    local reset = 0
+    if latest then reset = latest - now end
+    local commit = nil
+    if cost > 0 then
+      commit = function()
+        local scores = {}
+        for j = 1, #members do scores[j] = fmt(now + ttl) end
+        zadd_all(key, scores, members)
+        redis.call('PEXPIRE', key, ttl_ms(reset))
+      end
+    end
+    return 1, limit - count, reset, 0, commit
+  end
+  local reset = 0
+  if latest then reset = latest - now end
+  if cost > limit then return 0, limit - count, reset, reset, nil end
+  return 0, limit - count, reset, zscore_at(key, count + needed - limit - 1) - now, nil
+end
+
+local function evaluate(key, code, limit, period, capacity, cost, lease)
+  if code == 1 then return token_bucket(key, limit, period, capacity, cost) end
+  if code == 2 then return gcra(key, limit, period, capacity, cost) end
+  if code == 3 then return fixed_window(key, limit, period, cost) end
+  if code == 4 then return sliding_window(key, limit, period, cost) end
+  if code == 5 then return sliding_log(key, limit, period, cost) end
+  if code == 6 then return concurrency(key, limit, period, cost, lease) end
+  error('unknown algorithm code ' .. tostring(code))
+end
+
+local keys = KEYS
+local arg = 4
+local nkeys = tonumber(ARGV[3])
+if nkeys > 0 then
+  keys = {}
+  for i = 1, nkeys do keys[i] = ARGV[3 + i] end
+  arg = 4 + nkeys
+  -- Touch every key read-only before any write: if one is not served by this node any more
+  -- (resharding), fail as a whole so that the caller can refresh its slot map and resend.
+  for i = 1, nkeys do
+    local r = redis.pcall('EXISTS', keys[i])
+    if type(r) == 'table' and r.err then
+      return redis.error_reply('TRYAGAIN ' .. r.err)
+    end
+  end
+end
+
+local out = {now}
+local k = 0
+local ngroups = tonumber(ARGV[2])
+for _ = 1, ngroups do
+  local n = tonumber(ARGV[arg])
+  arg = arg + 1
+  local checks, results, commits = {}, {}, {}
+  local denied = false
+  for i = 1, n do
+    k = k + 1
+    local c = {keys[k], tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]),
+      tonumber(ARGV[arg + 3]), tonumber(ARGV[arg + 4]), tonumber(ARGV[arg + 5]), ARGV[arg + 6]}
+    arg = arg + 7
+    checks[i] = c
+    local a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], c[6], c[8])
+    if a == 1 and c[7] % 2 == 1 and c[6] > 0 then
+      -- A peek reports the state as it is, not as the debit would leave it.
+      a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
+      commit = nil
+    end
+    if a == 0 and c[7] < 2 then denied = true end
+    results[i] = {a, rem, reset, retry}
+    commits[i] = commit
+  end
+  for i = 1, n do
+    local c = checks[i]
+    if denied then
+      if results[i][1] == 1 then
+        -- Nothing of a denied group is debited, so it reports the state as it is.
+        local _, rem, reset = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
+        results[i] = {1, rem, reset, 0}
+      end
+    elseif commits[i] then
+      commits[i]()
+    end
+    local r = results[i]
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
+    out[#out + 1] = r[3]
+    out[#out + 1] = r[4]
+  end
+end
+
+for _, key in ipairs(dirty_order) do
+  local s = states[key]
+  local parts = {}
+  for i = 1, #s do parts[i] = fmt(s[i]) end
+  redis.call('SET', key, table.concat(parts, ' '), 'PX', dirty[key])
+end
+
+return out
