@@ -9,14 +9,16 @@ streamed: the client's :class:`Body` pulls from the cache's tee, chunk by chunk.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sized
+from typing import Any
 
 from gatekeeper.gateway.cache.cache import HttpCache
 from gatekeeper.gateway.cache.config import RouteCache
 from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, iterate_once
+from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.messages import Body, Forward, ProxyRequest, ProxyResponse
 
-__all__ = ["GatewayCache"]
+__all__ = ["GatewayCache", "metric_result"]
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -45,19 +47,56 @@ class _PulledBody(Body):
         return chunk
 
 
-class GatewayCache:
-    """Satisfies the pipeline's ``ResponseCache`` protocol around an :class:`HttpCache`."""
+def metric_result(status: CacheStatus | None) -> str:
+    """The ``result`` label of ``gatekeeper_cache_lookups_total`` for a Cache-Status."""
+    if status is None:
+        return "bypass"
+    if status.detail in {"stale-while-revalidate", "stale-if-error"}:
+        return "stale"
+    if status.hit:
+        return "hit"
+    if status.fwd_status == 304:
+        return "revalidated"
+    if status.fwd in {"method", "bypass"}:
+        return "bypass"
+    return "miss"
 
-    def __init__(self, cache: HttpCache) -> None:
+
+class GatewayCache:
+    """Satisfies the pipeline's ``ResponseCache`` protocol around an :class:`HttpCache`.
+
+    ``metrics`` is the process's ``gatekeeper.observability.metrics.Metrics`` (anything with a
+    ``cache(route, result)`` method), or ``None``.
+    """
+
+    def __init__(self, cache: HttpCache, *, metrics: Any = None, config: Any = None) -> None:
         self.cache = cache
+        self.metrics = metrics
+        self.config = config  # the CacheConfig it was built from, to reuse it across reloads
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON snapshot for ``/stats``: counters and the store's occupancy."""
+        body: dict[str, Any] = dict(self.cache.stats.as_dict())
+        body["by_status"] = dict(self.cache.stats.by_status)
+        store = self.cache.store
+        body["store"] = type(store).__name__
+        for name in ("total_bytes", "evictions"):
+            if hasattr(store, name):
+                body[name] = getattr(store, name)
+        if isinstance(store, Sized):
+            body["records"] = len(store)
+        return body
 
     async def handle(self, request: ProxyRequest, forward: Forward) -> ProxyResponse:
         """Answer ``request`` from the cache, or through ``forward``."""
-        policy = request.route.cache if request.route is not None else None
+        route = request.route
+        policy = route.cache if route is not None else None
         if isinstance(policy, RouteCache):
             namespace = policy.namespace
+        elif isinstance(policy, dict) and isinstance(policy.get("namespace"), str):
+            namespace = policy["namespace"]  # the raw YAML mapping, validated at start-up
         else:
-            namespace = request.route.name if request.route is not None else ""
+            namespace = route.name if route is not None else ""
         cache_request = CacheRequest(
             request.method,
             request.host,
@@ -81,6 +120,9 @@ class GatewayCache:
             return CacheResponse(response.status, fields, _iterate(response.body))
 
         answer = await self.cache.handle(cache_request, forward_adapted, namespace=namespace)
+        if self.metrics is not None:
+            label = route.name if route is not None else ""
+            self.metrics.cache(label, metric_result(answer.cache_status))
         return _to_proxy_response(answer, request, upstream_info.get("upstream", ""))
 
     async def aclose(self) -> None:

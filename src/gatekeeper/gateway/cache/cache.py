@@ -177,8 +177,11 @@ class HttpCache:
                 await self.store.delete(primary_key(request, namespace))
             except StorageError as exc:
                 self._store_failed("invalidate", exc)
-        value = CacheStatus(fwd=reason).render(self.options.name)
-        return replace(response, headers=add_cache_status(response.headers, value))
+        status = CacheStatus(fwd=reason)
+        self._count(status)
+        value = status.render(self.options.name)
+        headers = add_cache_status(response.headers, value)
+        return replace(response, headers=headers, cache_status=status)
 
     async def _lookup(self, request: CacheRequest, namespace: str) -> _Lookup:
         primary = primary_key(request, namespace)
@@ -210,7 +213,8 @@ class HttpCache:
         body = b'{"error": "not in the cache and the request says only-if-cached"}\n'
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
         value = status.render(self.options.name)
-        return CacheResponse(504, add_cache_status(headers, value), iterate_once(body), body)
+        headers = add_cache_status(headers, value)
+        return CacheResponse(504, headers, iterate_once(body), body, cache_status=status)
 
     async def _miss(
         self, request: CacheRequest, forward: Forward, look: _Lookup, status: CacheStatus
@@ -253,12 +257,14 @@ class HttpCache:
         entry = look.entry
         assert entry is not None
         status = CacheStatus(fwd=fwd)
-        if not entry.has_validator:
-            return await self._miss(request, forward, look, status)
-        conditional = replace(request, headers=conditional_headers(request, entry))
+        outgoing = request
+        if entry.has_validator:
+            outgoing = replace(request, headers=conditional_headers(request, entry))
+        else:
+            self.stats.misses += 1  # nothing to validate with: a full fetch
         request_time = self.clock.now()
         try:
-            response = await forward(conditional)
+            response = await forward(outgoing)
         except UpstreamError as exc:
             if serve_stale_on_error(entry, state, request_cc):
                 status.detail = "stale-if-error"
@@ -266,7 +272,7 @@ class HttpCache:
                 self.stats.stale_hits += 1
                 return self._serve(entry, request, status)
             raise exc
-        if response.status == 304:
+        if response.status == 304 and entry.has_validator:
             await _discard(response)
             refreshed = entry.with_update(response.headers, request_time, self.clock.now())
             self.stats.revalidated += 1
@@ -308,7 +314,8 @@ class HttpCache:
             status.detail = reason
             self._count(status)
             value = status.render(self.options.name)
-            return replace(response, headers=add_cache_status(response.headers, value))
+            headers = add_cache_status(response.headers, value)
+            return replace(response, headers=headers, cache_status=status)
         status.stored = True
         lifetime = freshness_lifetime(response.headers, request_time)
         status.ttl = lifetime if lifetime is not None else 0.0
@@ -322,9 +329,11 @@ class HttpCache:
                 flight.finish(entry)
             await self._store_new(look, entry)
             content = response.content
-            return CacheResponse(response.status, headers, iterate_once(content), content)
+            return CacheResponse(
+                response.status, headers, iterate_once(content), content, cache_status=status
+            )
         body = self._tee(request, response, look, times, flight)
-        return CacheResponse(response.status, headers, body)
+        return CacheResponse(response.status, headers, body, cache_status=status)
 
     def _entry(
         self,

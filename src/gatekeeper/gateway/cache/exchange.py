@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.cache.status import CacheStatus
 
 __all__ = [
     "CacheRequest",
@@ -87,6 +91,8 @@ class CacheResponse:
     body: AsyncIterator[bytes]
     content: bytes | None = None
     """The whole body when it is already in memory (a hit): lets writers skip streaming."""
+    cache_status: CacheStatus | None = None
+    """How the cache handled the request (set on every response the cache returns)."""
 
     def header(self, name: str) -> str | None:
         """The combined value of header ``name``, or ``None``."""
