@@ -84,12 +84,14 @@ def build_router(component: ObservabilityComponent) -> APIRouter:
         return JSONResponse(await component.latest(), headers={"Cache-Control": "no-store"})
 
     @router.get("/dashboard/events", summary="Live numbers as Server-Sent Events (1/s)")
-    async def events(request: Request) -> StreamingResponse:
+    async def events() -> StreamingResponse:
         async def stream() -> AsyncIterator[str]:
             view = await component.latest()
             generation = component._generation
             yield f"retry: 2000\nevent: snapshot\nid: {generation}\ndata: {_dumps(view)}\n\n"
-            while not await request.is_disconnected():
+            # No is_disconnected() polling: StreamingResponse cancels this generator when the
+            # client goes away (it listens for http.disconnect itself).
+            while True:
                 generation, fresh = await component.next_view(generation, _HEARTBEAT)
                 if fresh is None:
                     yield ": idle\n\n"
