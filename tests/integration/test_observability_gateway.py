@@ -85,8 +85,8 @@ async def test_traffic_is_counted_in_prometheus_metrics(gateway: Gateway) -> Non
     s = _samples(response.text)
     ok = frozenset({("route", "api"), ("status", "200"), ("upstream", "backends")})
     assert s[("gatekeeper_http_requests_total", ok)] == 5
-    limited = [v for (n, labels), v in s.items()
-               if n == "gatekeeper_http_requests_total" and ("status", "429") in labels]  # fmt: skip
+    name = "gatekeeper_http_requests_total"
+    limited = [v for (n, labels), v in s.items() if n == name and ("status", "429") in labels]
     assert limited == [2]
     assert s[("gatekeeper_http_request_duration_seconds_count", frozenset({("route", "api")}))] == 7
     allowed = frozenset({("policy", "per-ip"), ("outcome", "allowed")})
