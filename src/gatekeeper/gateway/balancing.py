@@ -154,9 +154,13 @@ class RoundRobinBalancer:
         self, ctx: BalanceContext, now: float, exclude: Collection[Endpoint]
     ) -> Endpoint | None:
         endpoints = self._endpoints
-        count = len(endpoints)
         start = self._next
-        for k in range(count):
+        ep = endpoints[start]
+        if ep.available(now) and ep not in exclude:
+            self._next = start + 1 if start + 1 < len(endpoints) else 0
+            return ep
+        count = len(endpoints)
+        for k in range(1, count):
             i = (start + k) % count
             ep = endpoints[i]
             if ep.available(now) and ep not in exclude:

@@ -13,13 +13,14 @@ import math
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.breaker import CircuitBreaker
+from gatekeeper.gateway.breaker import BreakerState, CircuitBreaker
 
 __all__ = ["DEFAULT_LATENCY", "Endpoint"]
 
 #: The latency assumed for an endpoint without measurements (seconds): optimistic enough that a
 #: new endpoint gets traffic, pessimistic enough that it does not get all of it.
 DEFAULT_LATENCY = 0.005
+_CLOSED = BreakerState.CLOSED
 
 
 class Endpoint:
@@ -84,7 +85,10 @@ class Endpoint:
 
     def available(self, now: float) -> bool:
         """Healthy, not ejected, and its breaker lets a request through at ``now``."""
-        return self.healthy and now >= self.ejected_until and self.breaker.allows(now)
+        if not self.healthy or now < self.ejected_until:
+            return False
+        breaker = self.breaker
+        return breaker.state is _CLOSED or breaker.allows(now)
 
     def ejected(self, now: float) -> bool:
         """Whether passive outlier detection keeps this endpoint out at ``now``."""

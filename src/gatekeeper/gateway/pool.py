@@ -42,6 +42,7 @@ from gatekeeper.types import Clock, SystemClock
 __all__ = ["UpstreamPool", "pool_from_config"]
 
 _NOTHING: frozenset[Endpoint] = frozenset()
+_HASHED = ("ring_hash", "maglev")
 
 
 class UpstreamPool:
@@ -84,10 +85,9 @@ class UpstreamPool:
             HealthChecker(lambda: self.endpoints, health, rng=self._rng) if health else None
         )
         self.hash_on = hash_on
-        self.strategy = canonical_strategy(strategy)
-        self._balancer: Balancer = make_balancer(
-            strategy, self.endpoints, hash_on=self._hash_on_for(strategy), rng=self._rng
-        )
+        self.strategy = ""
+        self._balancer: Balancer
+        self.set_strategy(strategy, hash_on)
         self.no_healthy = 0
 
     # -- the request path -------------------------------------------------------------------
@@ -135,13 +135,18 @@ class UpstreamPool:
 
     def set_strategy(self, strategy: str, hash_on: str | None = None) -> None:
         """Switch the balancing strategy at run time (ConfigurationError if unknown)."""
-        if hash_on is not None:
-            self.hash_on = hash_on
+        name = canonical_strategy(strategy)
+        if strategy.strip().lower().replace("-", "_") == "ip_hash":
+            hash_on = "ip"  # the seeds' "IP hash" is the ring on the client address
+        wanted = hash_on if hash_on is not None else self.hash_on
+        hashed = name in _HASHED
         balancer = make_balancer(
-            strategy, self.endpoints, hash_on=self._hash_on_for(strategy), rng=self._rng
+            name, self.endpoints, hash_on=wanted if hashed else None, rng=self._rng
         )
+        # Only now, with the new balancer built (it validates hash_on), switch over.
         self._balancer = balancer
-        self.strategy = canonical_strategy(strategy)
+        self.strategy = name
+        self.hash_on = wanted
 
     def snapshot(self) -> dict[str, Any]:
         """Strategy, endpoints (health, ejection, breaker, load), queue and retry budget."""
@@ -149,7 +154,7 @@ class UpstreamPool:
         return {
             "name": self.name,
             "strategy": self.strategy,
-            "hash_on": self._hash_on_for(self.strategy),
+            "hash_on": (self.hash_on or "ip") if self.strategy in _HASHED else None,
             "strategies": list(STRATEGIES),
             "health_checks": self.health is not None,
             "endpoints": [e.snapshot(now, EWMA_DECAY) for e in self.endpoints],
@@ -169,13 +174,6 @@ class UpstreamPool:
         """Stop the active health checks."""
         if self.health is not None:
             await self.health.stop()
-
-    def _hash_on_for(self, strategy: str) -> str | None:
-        if strategy.strip().lower() == "ip_hash":
-            return "ip"
-        if canonical_strategy(strategy) in ("ring_hash", "maglev"):
-            return self.hash_on or "ip"
-        return None
 
 
 def pool_from_config(name: str, config: Any, *, clock: Clock | None = None) -> UpstreamPool:
