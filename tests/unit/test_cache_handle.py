@@ -495,3 +495,16 @@ async def test_upstream_cache_status_is_kept_before_ours(fake_clock: FakeClock) 
     response = await cache.handle(request, up.forward)
     values = [v for k, v in response.headers if k == "cache-status"]
     assert values == ["origin; hit", "gatekeeper; hit; ttl=60"]
+
+
+async def test_every_response_carries_its_cache_status(fake_clock: FakeClock) -> None:
+    """The structured CacheStatus rides on each response and maps to a metric result."""
+    from gatekeeper.gateway.cache.adapter import metric_result
+
+    cache, up = make(fake_clock), Upstream(fake_clock, static(200, cache_control="max-age=60"))
+    results = []
+    for method in ("GET", "GET", "POST"):
+        response = await cache.handle(CacheRequest(method, "h", "/", []), up.forward)
+        _ = [c async for c in response.body]
+        results.append(metric_result(response.cache_status))
+    assert results == ["miss", "hit", "bypass"]

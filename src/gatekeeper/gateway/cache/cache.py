@@ -202,9 +202,10 @@ class HttpCache:
         self, entry: CacheEntry, request: CacheRequest, status: CacheStatus
     ) -> CacheResponse:
         self._count(status)
-        return response_from_entry(
-            entry, request, self.clock.now(), status.render(self.options.name)
-        )
+        value = status.render(self.options.name)
+        response = response_from_entry(entry, request, self.clock.now(), value)
+        response.cache_status = status
+        return response
 
     def _only_if_cached(self, fwd: str) -> CacheResponse:
         # RFC 9111 5.2.1.7: no stored response may be used, so answer 504 without forwarding.

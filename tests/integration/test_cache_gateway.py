@@ -1,0 +1,235 @@
+"""The cache inside the real gateway: listener -> pipeline -> cache -> proxy -> a real origin.
+
+The gateway is the core's ``GatewayState`` served by its ``Server`` on a free loopback port, with
+the cache built by ``gateway_cache`` from a YAML-shaped configuration (memory store, or Redis
+shared by two gateway replicas). Clients are plain HTTP (httpx); the cache's clock is a
+FakeClock, so freshness moves without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from gatekeeper.app import Runtime, build_state
+from gatekeeper.gateway.cache.adapter import GatewayCache
+from gatekeeper.gateway.cache.setup import gateway_cache
+from gatekeeper.gateway.config import parse_config
+from gatekeeper.gateway.server import Server
+from gatekeeper.settings import Settings
+from gatekeeper.testing import FakeClock
+from tests.conftest import REDIS_URL
+from tests.integration.test_cache_origin import Origin, Reply, Seen
+
+Gateway = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def origin(fake_clock: FakeClock) -> AsyncIterator[Origin]:
+    server = Origin(fake_clock)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def gateway(origin: Origin, fake_clock: FakeClock) -> AsyncIterator[Gateway]:
+    """Starts gateways in front of ``origin``; each call is one replica, returned as a client."""
+    started: list[tuple[Server, Any, httpx.AsyncClient]] = []
+
+    async def start(
+        cache: dict[str, Any] | None = None, redis: Any = None, metrics: Any = None
+    ) -> httpx.AsyncClient:
+        config = parse_config(
+            {
+                "upstreams": {"origin": {"endpoints": [f"http://127.0.0.1:{origin.port}"]}},
+                "routes": [
+                    {"name": "cached", "path_prefix": "/", "upstream": "origin", "cache": True}
+                ],
+                "cache": cache or {"max_object_bytes": 100_000},
+            }
+        )
+        runtime = Runtime(Settings(), config, clock=fake_clock, redis=redis, metrics=metrics)
+        state = build_state(runtime, config)
+        state.cache = gateway_cache(runtime, config)
+        server = Server(state, host="127.0.0.1", port=0, shutdown_grace=1.0)
+        await state.start()
+        await server.start()
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10.0)
+        started.append((server, state, client))
+        client.cache = state.cache  # type: ignore[attr-defined]  # for assertions on stats
+        return client
+
+    try:
+        yield start
+    finally:
+        for server, state, client in started:
+            await client.aclose()
+            await server.stop()
+            await state.stop()
+            if isinstance(state.cache, GatewayCache):
+                await state.cache.cache.drain()
+
+
+def etag_reply(seen: Seen) -> Reply:
+    if seen.headers.get("if-none-match") == '"v1"':
+        return 304, [("etag", '"v1"'), ("cache-control", "max-age=10")], b""
+    return 200, [("etag", '"v1"'), ("cache-control", "max-age=10")], b"tagged"
+
+
+async def test_hit_through_the_gateway(
+    gateway: Gateway, origin: Origin, fake_clock: FakeClock
+) -> None:
+    """Through the listener: miss then hit with Age and Cache-Status, one origin request."""
+    client = await gateway()
+    first = await client.get("/page")
+    assert first.status_code == 200
+    assert first.text == "hello"
+    assert first.headers["cache-status"] == "gatekeeper; fwd=uri-miss; stored; ttl=60"
+    fake_clock.advance(7)
+    second = await client.get("/page")
+    assert second.text == "hello"
+    assert second.headers["cache-status"] == "gatekeeper; hit; ttl=53"
+    assert second.headers["age"] == "7"
+    assert second.headers["content-length"] == "5"
+    head = await client.head("/page")
+    assert head.headers["content-length"] == "5"
+    assert head.content == b""
+    assert origin.count() == 1
+
+
+async def test_revalidation_and_client_304_through_the_gateway(
+    gateway: Gateway, origin: Origin, fake_clock: FakeClock
+) -> None:
+    """A stale entry is revalidated with the origin's ETag; a conditional client gets a 304."""
+    origin.handler = etag_reply
+    client = await gateway()
+    assert (await client.get("/doc")).text == "tagged"
+    fake_clock.advance(20)
+    again = await client.get("/doc")
+    assert again.text == "tagged"
+    assert again.headers["cache-status"] == "gatekeeper; fwd=stale; fwd-status=304; ttl=10"
+    assert origin.seen[1].headers["if-none-match"] == '"v1"'
+    conditional = await client.get("/doc", headers={"if-none-match": '"v1"'})
+    assert conditional.status_code == 304
+    assert conditional.content == b""
+    assert origin.count() == 2
+
+
+async def test_coalescing_through_the_gateway(gateway: Gateway, origin: Origin) -> None:
+    """20 concurrent clients missing the same URI cause one request to the origin."""
+    release = asyncio.Event()
+
+    async def slow(seen: Seen) -> Reply:
+        await release.wait()
+        return 200, [("cache-control", "max-age=60")], b"popular"
+
+    origin.handler = slow
+    client = await gateway()
+    tasks = [asyncio.create_task(client.get("/hot")) for _ in range(20)]
+    for _ in range(200):  # bounded wait until the leading request reached the origin
+        if origin.count():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # let the other 19 requests reach the cache and wait there
+    release.set()
+    responses = await asyncio.gather(*tasks)
+    assert [r.text for r in responses] == ["popular"] * 20
+    assert origin.count() == 1
+    collapsed = [r for r in responses if "collapsed" in r.headers["cache-status"]]
+    assert len(collapsed) == 19
+
+
+async def test_large_body_streams_through_the_gateway_uncached(
+    gateway: Gateway, origin: Origin
+) -> None:
+    """A 2 MB chunked body passes through whole and is not stored (bound 100 KB)."""
+    big = bytes(range(256)) * 8192
+    origin.chunked = True
+    origin.chunk_size = 64 * 1024
+    origin.handler = lambda seen: (200, [("cache-control", "max-age=60")], big)
+    client = await gateway()
+    for _ in range(2):
+        response = await client.get("/big")
+        assert response.content == big
+    assert origin.count() == 2
+
+
+async def test_no_store_and_stale_if_error_through_the_gateway(
+    gateway: Gateway, origin: Origin, fake_clock: FakeClock
+) -> None:
+    """no-store responses are forwarded each time; a 503 inside stale-if-error serves stale."""
+    healthy = True
+
+    def handler(seen: Seen) -> Reply:
+        if seen.target == "/private":
+            return 200, [("cache-control", "no-store")], b"secret"
+        if healthy:
+            return 200, [("cache-control", "max-age=5, stale-if-error=60")], b"ok"
+        return 503, [], b"down"
+
+    origin.handler = handler
+    client = await gateway()
+    for _ in range(2):
+        response = await client.get("/private")
+        assert response.headers["cache-status"] == "gatekeeper; fwd=uri-miss; detail=no-store"
+    assert (await client.get("/sie")).text == "ok"
+    fake_clock.advance(10)
+    healthy = False
+    stale = await client.get("/sie")
+    assert (stale.status_code, stale.text) == (200, "ok")
+    assert "detail=stale-if-error" in stale.headers["cache-status"]
+
+
+async def test_memory_stores_are_per_replica(gateway: Gateway, origin: Origin) -> None:
+    """Two replicas with the default memory store each fetch once: nothing is shared."""
+    host = {"host": "api.example"}
+    await (await gateway()).get("/x", headers=host)
+    await (await gateway()).get("/x", headers=host)
+    assert origin.count() == 2
+
+
+@pytest.mark.redis
+async def test_redis_store_shared_by_two_gateway_replicas(
+    gateway: Gateway, origin: Origin, redis_prefix: str
+) -> None:
+    """Replica B serves from Redis what replica A stored: the origin sees one request."""
+    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
+    try:
+        settings = {"store": "redis", "redis_prefix": redis_prefix}
+        a = await gateway(settings, redis=clients[0])
+        b = await gateway(settings, redis=clients[1])
+        # behind a load balancer every replica sees the same Host
+        host = {"host": "api.example"}
+        stored = await a.get("/shared", headers=host)
+        assert stored.headers["cache-status"].endswith("stored; ttl=60")
+        hit = await b.get("/shared", headers=host)
+        assert hit.text == "hello"
+        assert hit.headers["cache-status"] == "gatekeeper; hit; ttl=60"
+        assert origin.count() == 1
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_metrics_and_stats_count_lookups(gateway: Gateway, origin: Origin) -> None:
+    """Each lookup is counted in gatekeeper_cache_lookups_total and in the /stats snapshot."""
+    from gatekeeper.observability.metrics import Metrics
+
+    metrics = Metrics()
+    client = await gateway(metrics=metrics)
+    for _ in range(3):
+        await client.get("/m")
+    text = metrics.render().decode()
+    assert 'gatekeeper_cache_lookups_total{result="miss",route="cached"} 1.0' in text
+    assert 'gatekeeper_cache_lookups_total{result="hit",route="cached"} 2.0' in text
+    stats = client.cache.stats()  # type: ignore[attr-defined]
+    assert (stats["hits"], stats["misses"], stats["stored"]) == (2, 1, 1)
+    assert stats["store"] == "MemoryStore"
