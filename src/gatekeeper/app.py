@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from gatekeeper.component import Component, Context
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.config import GatewayConfig
 from gatekeeper.gateway.pipeline import GatewayState
@@ -243,6 +244,7 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         policies=policies,
         app=runtime.app,
         metrics=runtime.metrics,
+        cache=gateway_cache(runtime, config),  # None unless a route enables caching
     )
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state

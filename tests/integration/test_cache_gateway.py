@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 
 from gatekeeper.app import Runtime, build_state
 from gatekeeper.gateway.cache.adapter import GatewayCache
-from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.config import parse_config
 from gatekeeper.gateway.server import Server
 from gatekeeper.settings import Settings
@@ -57,8 +56,8 @@ async def gateway(origin: Origin, fake_clock: FakeClock) -> AsyncIterator[Gatewa
             }
         )
         runtime = Runtime(Settings(), config, clock=fake_clock, redis=redis, metrics=metrics)
-        state = build_state(runtime, config)
-        state.cache = gateway_cache(runtime, config)
+        state = build_state(runtime, config)  # the composition root builds the cache
+        assert isinstance(state.cache, GatewayCache)
         server = Server(state, host="127.0.0.1", port=0, shutdown_grace=1.0)
         await state.start()
         await server.start()
@@ -233,3 +232,21 @@ async def test_metrics_and_stats_count_lookups(gateway: Gateway, origin: Origin)
     stats = client.cache.stats()  # type: ignore[attr-defined]
     assert (stats["hits"], stats["misses"], stats["stored"]) == (2, 1, 1)
     assert stats["store"] == "MemoryStore"
+
+
+def test_composition_root_builds_no_cache_without_cached_routes(fake_clock: FakeClock) -> None:
+    """build_state wires a cache only when a route enables it; a bad cache: section is refused."""
+    from gatekeeper.errors import ConfigurationError
+
+    upstreams = {"origin": {"endpoints": ["http://127.0.0.1:9"]}}
+    plain = parse_config({"upstreams": upstreams, "routes": [{"upstream": "origin"}]})
+    assert build_state(Runtime(Settings(), plain, clock=fake_clock), plain).cache is None
+    bad = parse_config(
+        {
+            "upstreams": upstreams,
+            "routes": [{"upstream": "origin", "cache": True}],
+            "cache": {"max_object_bytes": 0},
+        }
+    )
+    with pytest.raises(ConfigurationError, match=r"cache\.max_object_bytes"):
+        build_state(Runtime(Settings(), bad, clock=fake_clock), bad)
