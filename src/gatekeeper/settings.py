@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     redis_url: str = ""
     database_url: str = "sqlite+aiosqlite:///gatekeeper.db"
+    # Migrate the SQL schema at start-up instead of refusing an outdated one (the demo does).
+    auto_migrate: bool = False
     config_file: str | None = None
     admin_token: SecretStr | None = None
     jwt_secret: SecretStr | None = None

@@ -110,6 +110,10 @@ class Database:
         """Close every pooled connection."""
         await self.engine.dispose()
 
+    async def dispose(self) -> None:
+        """Alias of :meth:`aclose` (SQLAlchemy's word for it)."""
+        await self.aclose()
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Foreign keys are off by default in SQLite; WAL lets readers proceed during a write, which

@@ -1,0 +1,99 @@
+"""Identity, admin and SDK routes as one :class:`gatekeeper.component.Component`.
+
+Built from the shared :class:`~gatekeeper.component.Context`: the SQL database (required: it
+must be migrated, see ``gatekeeper migrate``), Redis when configured (shared caches, bans, usage
+and revocations; else in-process), the shared limiter, the clock. Publishes the
+:class:`~gatekeeper.identity.service.Identity` facade as ``extras["identity"]`` and the
+:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.identity.admin import admin_router
+from gatekeeper.identity.api import auth_router
+from gatekeeper.identity.guard import Guard
+from gatekeeper.identity.service import Identity, IdentityOptions
+from gatekeeper.identity.tokens import KeyRing
+from gatekeeper.persistence.migrate import check_migrated, upgrade
+
+if TYPE_CHECKING:
+    from gatekeeper.component import Context
+
+__all__ = ["IdentityComponent", "create_component", "options_from_context"]
+
+
+def options_from_context(context: Context) -> IdentityOptions:
+    """Options from the process settings: admin token, JWT keys (``kid:secret,...``)."""
+    settings = context.settings
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and context.redis is not None:
+        raise ConfigurationError(
+            "GATEKEEPER_JWT_SECRET is required when replicas share Redis: every replica must "
+            "verify the tokens the others issue"
+        )
+    keys = KeyRing.parse(secret) if secret else None
+    return IdentityOptions(admin_token=admin or None, keys=keys)
+
+
+class IdentityComponent:
+    """``/auth/*``, ``/usage``, ``/admin/*``, ``/logs`` and the SDK routes."""
+
+    name = "identity"
+
+    def __init__(
+        self,
+        context: Context,
+        options: IdentityOptions | None = None,
+        *,
+        identity: Identity | None = None,
+        check_schema: bool = True,
+    ) -> None:
+        if context.database is None:
+            raise ConfigurationError("the identity component needs the SQL database")
+        if context.limiter is None:
+            raise ConfigurationError("the identity component needs the shared limiter")
+        self.context = context
+        self.check_schema = check_schema
+        self.auto_migrate = bool(getattr(context.settings, "auto_migrate", False))
+        self.identity = identity or Identity(
+            context.database,
+            context.clock,
+            context.limiter,
+            context.redis,
+            options or options_from_context(context),
+        )
+        self.guard = Guard(self.identity)
+        context.extras["identity"] = self.identity
+        context.extras["identity_guard"] = self.guard
+
+    def router(self) -> APIRouter:
+        from gatekeeper.sdk.routes import sdk_router
+
+        router = APIRouter()
+        router.include_router(auth_router(self.identity))
+        router.include_router(admin_router(self.identity))
+        router.include_router(sdk_router(self.guard))
+        return router
+
+    async def start(self) -> None:
+        """Refuse an unmigrated database (or migrate it, when the settings ask to), then
+        subscribe to cache invalidations."""
+        if self.auto_migrate:
+            await upgrade(self.identity.db)
+        if self.check_schema:
+            await check_migrated(self.identity.db)
+        await self.identity.start()
+
+    async def stop(self) -> None:
+        await self.identity.stop()
+
+
+def create_component(context: Context) -> IdentityComponent:
+    """The factory named in ``gatekeeper.app.COMPONENT_FACTORIES``."""
+    return IdentityComponent(context)
