@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 MAX_ID = 256
+STATS_TTL = 1.0
 
 
 class InvalidRequest(GatekeeperError, ValueError):
@@ -136,6 +137,17 @@ class WaitingRoomService:
         self.limiter = limiter
         self.metrics = metrics
         self._policies: dict[tuple[str, int, int], Policy] = {}
+        self._stats: dict[str, tuple[float, QueueStats]] = {}
+
+    async def _queue_stats(self, tenant: str, now: float) -> QueueStats:
+        # ETAs need the tick schedule and history, which change once per tick: reading them
+        # once per second per tenant keeps a round trip off every enqueue and poll.
+        entry = self._stats.get(tenant)
+        mono = self.clock.monotonic()
+        if entry is None or entry[0] <= mono:
+            entry = (mono + STATS_TTL, await self.store.stats(tenant, now))
+            self._stats[tenant] = entry
+        return entry[1]
 
     # -- tenants and config -------------------------------------------------------------------
 
@@ -159,12 +171,14 @@ class WaitingRoomService:
         key = (kind, limit, interval)
         policy = self._policies.get(key)
         if policy is None:
-            # The rate is part of the name so that a config change starts a fresh window
-            # instead of reinterpreting the old counter.
+            # GCRA with a burst of `limit`: a client may spend its whole allowance at once,
+            # then earns it back evenly over the interval; exact, with no window boundary
+            # where 2x slips through. The rate is part of the name so that a config change
+            # starts fresh instead of reinterpreting the old state.
             policy = Policy(
                 f"wr-{kind}-{limit}-{interval}",
                 Rate(limit, float(interval)),
-                algorithm=Algorithm.SLIDING_WINDOW,
+                algorithm=Algorithm.GCRA,
             )
             self._policies[key] = policy
         return policy
@@ -194,7 +208,7 @@ class WaitingRoomService:
         if result.state is TicketState.READY:
             return EnqueueAnswer("", None, "User is already ready.", True, None)
         position = result.position or 1
-        eta = eta_for(position, await self.store.stats(tenant, now), config, self.settings, now)
+        eta = eta_for(position, await self._queue_stats(tenant, now), config, self.settings, now)
         if result.duplicate:
             return EnqueueAnswer("", position, "User is already in the queue.", False, eta)
         token = self.codec.issue(
@@ -255,7 +269,7 @@ class WaitingRoomService:
         if st.state is TicketState.READY:
             return StatusAnswer(None, fresh, None, True, None)
         position = st.position or 1
-        eta = eta_for(position, await self.store.stats(tenant, now), config, self.settings, now)
+        eta = eta_for(position, await self._queue_stats(tenant, now), config, self.settings, now)
         return StatusAnswer(None, fresh, position, False, eta)
 
     async def verify(self, tenant: str, token: str | None) -> bool:

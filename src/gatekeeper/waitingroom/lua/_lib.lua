@@ -22,13 +22,18 @@ local function forget(t, user, bucket)
 end
 
 -- Mark t alive in epoch e and e + 1 (so that a touch late in e still counts early in e + 1).
-local function touch(t, e, ttl)
+-- Each bitmap gets its TTL once per script call (see expire_touched), not once per touch.
+local touched = {}
+local function touch(t, e)
   local off = t % 65536
   for d = 0, 1 do
     local k = livekey(e + d, t)
     redis.call('SETBIT', k, off, 1)
-    redis.call('EXPIRE', k, ttl)
+    touched[k] = true
   end
+end
+local function expire_touched(ttl)
+  for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
 end
 
 local function alive(t, e)

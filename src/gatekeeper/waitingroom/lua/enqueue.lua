@@ -2,6 +2,10 @@
 -- Returns per user: ticket, state (0 queued, 1 ready), position (-1 if none), duplicate (0/1).
 local now, e, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local head = num(redis.call('GET', base .. 'head'))
+local seq = num(redis.call('GET', base .. 'seq'))
+local issued = seq
+-- Every gone ticket is above head and below any new ticket: one count serves the batch.
+local gone_ahead = redis.call('ZCARD', base .. 'gone')
 local out = {}
 for i = 5, #ARGV, 2 do
   local user, bucket = ARGV[i], ARGV[i + 1]
@@ -19,12 +23,14 @@ for i = 5, #ARGV, 2 do
     end
   end
   if t == 0 then
-    t = redis.call('INCR', base .. 'seq')
+    seq = seq + 1
+    t = seq
     redis.call('HSET', ukey, user, t)
     redis.call('HSET', tkey(t), t, bucket .. ':' .. user)
-  end
-  if state == 0 then
-    touch(t, e, ttl)
+    touch(t, e)
+    pos = t - head - gone_ahead
+  elseif state == 0 then
+    touch(t, e)
     pos = position(t, head)
   end
   out[#out + 1] = t
@@ -32,4 +38,6 @@ for i = 5, #ARGV, 2 do
   out[#out + 1] = pos
   out[#out + 1] = dup
 end
+if seq ~= issued then redis.call('SET', base .. 'seq', seq) end
+expire_touched(ttl)
 return out

@@ -13,11 +13,12 @@ for i = 6, #ARGV, 2 do
       if u then state, value = 1, math.floor(u * 1000) end
     else
       state = 0
-      if do_touch == '1' then touch(t, e, ttl) end
+      if do_touch == '1' then touch(t, e) end
       value = position(t, head)
     end
   end
   out[#out + 1] = state
   out[#out + 1] = value
 end
+expire_touched(ttl)
 return out
