@@ -90,13 +90,23 @@ def test_no_available_endpoint_raises(fake_clock: FakeClock) -> None:
 
 
 def test_first_attempts_fill_the_retry_budget(fake_clock: FakeClock) -> None:
-    """on_start deposits for first attempts only; retries draw on 20% of them."""
+    """Picks without exclusions (first attempts) fill the budget; retries draw 20% of them."""
     pool = _pool(fake_clock, retry=RetryBudgetConfig(ratio=0.2, min_per_second=0))
     for _ in range(10):
-        _send(pool, 200)
-    pool.on_start(pool.endpoints[0], is_retry=True)
+        first = _send(pool, 503)
+        pool.pick(CTX, frozenset({first}))  # a retry's pick deposits nothing
     assert pool.retry_budget.snapshot()["window_requests"] == 10
     assert [pool.retry_budget.allow_retry() for _ in range(3)] == [True, True, False]
+
+
+def test_clock_can_be_swapped(fake_clock: FakeClock) -> None:
+    """Setting pool.clock moves every time-based rule, the retry budget included."""
+    pool = _pool(FakeClock(), retry=RetryBudgetConfig(ratio=0.0, min_per_second=0.1, window=10))
+    pool.clock = fake_clock
+    assert pool.retry_budget.allow_retry()
+    assert not pool.retry_budget.allow_retry()
+    fake_clock.advance(11)
+    assert pool.retry_budget.allow_retry()
 
 
 def test_set_strategy_at_run_time(fake_clock: FakeClock) -> None:

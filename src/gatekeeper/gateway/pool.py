@@ -8,7 +8,7 @@ one circuit breaker per endpoint, the retry budget and the admission queue. The 
 
     async with pool.admission(priority):          # may raise QueueFull (503)
         ep = pool.pick(request, exclude)          # may raise NoHealthyUpstream (503)
-        pool.on_start(ep, is_retry=attempt > 1)
+        pool.on_start(ep)
         ...forward...
         pool.on_finish(ep, status=status, error=failed, latency=seconds)
         if failed and idempotent and pool.retry_budget.allow_retry(): try another endpoint
@@ -72,14 +72,14 @@ class UpstreamPool:
         if len(set(addresses)) != len(addresses):
             raise ConfigurationError(f"upstream {name!r} lists an endpoint twice: {addresses}")
         self.name = name
-        self.clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.breaker_config = breaker or BreakerConfig()
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
         for ep in self.endpoints:
             ep.breaker = CircuitBreaker(self.breaker_config)
         self.outlier = OutlierDetector(self.endpoints, outlier)
-        self.retry_budget = RetryBudget(retry, self.clock)
+        self.retry_budget = RetryBudget(retry, self._clock)
         self.admission_control = AdmissionController(max_concurrency, queue)
         self.health: HealthChecker | None = (
             HealthChecker(lambda: self.endpoints, health, rng=self._rng) if health else None
@@ -90,11 +90,25 @@ class UpstreamPool:
         self.set_strategy(strategy, hash_on)
         self.no_healthy = 0
 
+    @property
+    def clock(self) -> Clock:
+        """The clock of every time-based rule of this pool (settable, e.g. to a FakeClock)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        self.retry_budget.clock = clock
+
     # -- the request path -------------------------------------------------------------------
 
     def pick(self, ctx: BalanceContext, exclude: Collection[Endpoint] = _NOTHING) -> Endpoint:
         """The endpoint for this request; raises NoHealthyUpstream when none may take it."""
-        ep = self._balancer.pick(ctx, self.clock.monotonic(), exclude)
+        if not exclude:
+            # A first attempt (retries always exclude the endpoints already tried): it is what
+            # the retry budget is a share of.
+            self.retry_budget.deposit()
+        ep = self._balancer.pick(ctx, self._clock.monotonic(), exclude)
         if ep is None:
             self.no_healthy += 1
             tried = f" ({len(exclude)} already tried)" if exclude else ""
@@ -104,20 +118,18 @@ class UpstreamPool:
             )
         return ep
 
-    def on_start(self, ep: Endpoint, *, is_retry: bool = False) -> None:
-        """A request is being sent to ``ep`` (first attempts fill the retry budget)."""
+    def on_start(self, ep: Endpoint) -> None:
+        """A request is being sent to ``ep`` (the one :meth:`pick` returned)."""
         ep.in_flight += 1
         ep.requests += 1
         ep.breaker.on_start(0.0)
-        if not is_retry:
-            self.retry_budget.deposit()
 
     def on_finish(
         self, ep: Endpoint, status: int | None = None, error: bool = False, latency: float = 0.0
     ) -> None:
         """The request to ``ep`` ended: ``status`` (``None`` if nothing came back), whether it
         failed (``error``: transport error or 5xx), and how long it took."""
-        now = self.clock.monotonic()
+        now = self._clock.monotonic()
         if ep.in_flight > 0:
             ep.in_flight -= 1
         failed = error or (status is not None and status >= 500)
@@ -150,7 +162,7 @@ class UpstreamPool:
 
     def snapshot(self) -> dict[str, Any]:
         """Strategy, endpoints (health, ejection, breaker, load), queue and retry budget."""
-        now = self.clock.monotonic()
+        now = self._clock.monotonic()
         return {
             "name": self.name,
             "strategy": self.strategy,

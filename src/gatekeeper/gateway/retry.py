@@ -50,11 +50,11 @@ class RetryBudgetConfig:
 class RetryBudget:
     """The retry budget of one pool (see the module docstring)."""
 
-    __slots__ = ("_clock", "_counts", "_floor", "config", "denied")
+    __slots__ = ("_counts", "_floor", "clock", "config", "denied")
 
     def __init__(self, config: RetryBudgetConfig | None = None, clock: Clock | None = None) -> None:
         self.config = config or RetryBudgetConfig()
-        self._clock = clock or SystemClock()
+        self.clock = clock or SystemClock()
         # a = first attempts (deposits), b = retries (withdrawals)
         self._counts = RollingWindow(self.config.window)
         self._floor = self.config.min_per_second * self.config.window
@@ -62,11 +62,11 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Count one request (a first attempt, not a retry)."""
-        self._counts.add(self._clock.monotonic(), 1, 0)
+        self._counts.add(self.clock.monotonic(), 1, 0)
 
     def allow_retry(self) -> bool:
         """Withdraw one retry if the budget has room; ``False`` means: do not retry."""
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         requests, retries = self._counts.totals(now)
         if retries + 1 > self.config.ratio * requests + self._floor:
             self.denied += 1
@@ -76,7 +76,7 @@ class RetryBudget:
 
     def snapshot(self) -> dict[str, Any]:
         """Requests and retries in the current window, and how many retries were refused."""
-        requests, retries = self._counts.totals(self._clock.monotonic())
+        requests, retries = self._counts.totals(self.clock.monotonic())
         return {
             "ratio": self.config.ratio,
             "window_requests": requests,
