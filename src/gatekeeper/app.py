@@ -56,6 +56,8 @@ logger = logging.getLogger("gatekeeper.app")
 # "module:function" entries, each function(context) -> Component. One line per part.
 COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.observability.component:create_component",
+    # identity before the waiting room: with auto_migrate it builds the schema tenants live in
+    "gatekeeper.identity.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
 ]
 
@@ -64,6 +66,7 @@ COMPONENT_FACTORIES: list[str] = [
 RESERVED_PREFIXES: list[str] = ["/docs", "/openapi.json", "/redoc"]
 RESERVED_PREFIXES += ["/dashboard", "/api/metrics", "/api/v1/rate-status"]  # observability
 RESERVED_PREFIXES += ["/queue", "/config"]  # waiting room
+RESERVED_PREFIXES += ["/auth", "/admin", "/usage", "/logs", "/sdk", "/sdk.js", "/data"]  # identity
 
 
 @dataclass

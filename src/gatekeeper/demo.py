@@ -77,6 +77,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
         redis_url="",
         database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'gatekeeper.db'}",
         log_format="console",
+        auto_migrate=True,  # a throw-away SQLite file: build its schema at start-up
     )
     if settings.admin_token is None:
         settings.admin_token = SecretStr(secrets.token_urlsafe(18))
@@ -131,5 +132,12 @@ def run_serve(
         print(f"{path}: OK")
         return 0
     _configure_logging(settings)
+    if not settings.auto_migrate:
+        from gatekeeper.persistence.migrate import schema_problem
+
+        problem = schema_problem(settings.database_url)
+        if problem is not None:
+            print(f"gatekeeper serve: {problem}", file=sys.stderr)
+            return 1
     _run(serve(settings, config, host=host, port=port, config_path=path))
     return 0

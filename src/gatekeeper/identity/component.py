@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+import structlog
+from fastapi import APIRouter, Depends
 
-from gatekeeper.errors import ConfigurationError
+from gatekeeper.errors import ConfigurationError, PersistenceError
 from gatekeeper.identity.admin import admin_router
 from gatekeeper.identity.api import auth_router
 from gatekeeper.identity.guard import Guard
+from gatekeeper.identity.http import NotReady
 from gatekeeper.identity.service import Identity, IdentityOptions
 from gatekeeper.identity.tokens import KeyRing
 from gatekeeper.persistence.migrate import check_migrated, upgrade
 
 if TYPE_CHECKING:
     from gatekeeper.component import Context
+
+_log = structlog.get_logger("gatekeeper.identity")
 
 __all__ = ["IdentityComponent", "create_component", "options_from_context"]
 
@@ -33,9 +37,9 @@ def options_from_context(context: Context) -> IdentityOptions:
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     if secret is None and context.redis is not None:
-        raise ConfigurationError(
-            "GATEKEEPER_JWT_SECRET is required when replicas share Redis: every replica must "
-            "verify the tokens the others issue"
+        _log.warning(
+            "identity_random_jwt_key",
+            reason="GATEKEEPER_JWT_SECRET is unset: tokens issued here fail on other replicas",
         )
     keys = KeyRing.parse(secret) if secret else None
     return IdentityOptions(admin_token=admin or None, keys=keys)
@@ -69,13 +73,18 @@ class IdentityComponent:
             options or options_from_context(context),
         )
         self.guard = Guard(self.identity)
+        self.problem: str | None = None
         context.extras["identity"] = self.identity
         context.extras["identity_guard"] = self.guard
 
     def router(self) -> APIRouter:
         from gatekeeper.sdk.routes import sdk_router
 
-        router = APIRouter()
+        async def ready() -> None:
+            if self.problem is not None:
+                raise NotReady(self.problem)
+
+        router = APIRouter(dependencies=[Depends(ready)])
         router.include_router(auth_router(self.identity))
         router.include_router(admin_router(self.identity))
         router.include_router(sdk_router(self.guard))
@@ -87,7 +96,13 @@ class IdentityComponent:
         if self.auto_migrate:
             await upgrade(self.identity.db)
         if self.check_schema:
-            await check_migrated(self.identity.db)
+            try:
+                await check_migrated(self.identity.db)
+            except PersistenceError as exc:
+                # `gatekeeper serve` refuses this database before it gets here; embedded uses
+                # keep the rest of the process up and answer 503 on the identity routes.
+                self.problem = str(exc)
+                _log.error("identity_unavailable", reason=self.problem)
         await self.identity.start()
 
     async def stop(self) -> None:

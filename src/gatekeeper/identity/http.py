@@ -33,6 +33,7 @@ from gatekeeper.errors import (
 
 __all__ = [
     "ErrorRoute",
+    "NotReady",
     "StrictBody",
     "client_address",
     "error_response",
@@ -43,6 +44,11 @@ _log = structlog.get_logger("gatekeeper.identity")
 # Failures of our own back ends: the caller gets a generic message, the log gets the details
 # (which may hold SQL, parameters and server addresses).
 _INTERNAL = (PersistenceError, StorageError)
+
+
+class NotReady(PersistenceError):
+    """The identity layer cannot serve: its database is not migrated. The message says how to
+    fix it and holds no secrets, so it is shown to callers (503)."""
 
 
 def _has_nul(value: object) -> bool:
@@ -98,6 +104,8 @@ def error_response(
 
 
 def _from_error(exc: GatekeeperError) -> JSONResponse:
+    if isinstance(exc, NotReady):
+        return error_response(503, "not_ready", str(exc), {"Retry-After": "5"})
     if isinstance(exc, _INTERNAL):
         _log.error("backend_failure", error=str(exc), kind=type(exc).__name__)
     for kind, status, code in _STATUS:

@@ -30,6 +30,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "run",
+    "schema_problem",
     "upgrade",
 ]
 
@@ -132,3 +133,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"gatekeeper migrate: {exc}")
         return 1
     return 0
+
+
+def schema_problem(database_url: str) -> str | None:
+    """Why ``gatekeeper serve`` must not start on this database, or ``None`` if it may.
+
+    Synchronous, for the command line before the event loop of the server starts.
+    """
+
+    async def go() -> str | None:
+        db = Database(database_url)
+        try:
+            await check_migrated(db)
+        except GatekeeperError as exc:
+            return str(exc)
+        finally:
+            await db.aclose()
+        return None
+
+    return asyncio.run(go())
