@@ -1,0 +1,102 @@
+"""A real Chromium waits on the hosted page, watches its position advance, lands on the page."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.pipeline import GatewayState
+from gatekeeper.gateway.proxy import Proxy
+from gatekeeper.gateway.routing import Router
+from gatekeeper.gateway.server import Server
+from gatekeeper.testing import FakeClock
+from gatekeeper.waitingroom.config import WaitingRoomSettings
+from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
+from gatekeeper.waitingroom.gate import WaitingRoomGate
+from gatekeeper.waitingroom.redis_store import RedisStore
+from gatekeeper.waitingroom.testing import WaitingRoom, build
+from tests.conftest import REDIS_URL
+from tests.servers import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis]
+
+T = "shop"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@dataclass
+class Site:
+    room: WaitingRoom
+    url: str
+    clock: FakeClock
+
+
+@pytest.fixture
+async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
+    """The waiting room plus a page it protects, served by Gatekeeper's own HTTP server."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    repository = MemoryConfigRepository([T])
+    config = await repository.get(T)
+    assert config is not None
+    await repository.save(T, config.updated({"admission_limit": 1}))
+    settings = WaitingRoomSettings(
+        sse_interval_seconds=0.1, poll_min_seconds=0.2, config_cache_seconds=0
+    )
+    room = build(RedisStore(client, prefix=redis_prefix), repository, fake_clock, settings=settings)
+    gate = WaitingRoomGate(room.service, T)
+
+    @room.app.get("/protected")
+    async def protected(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        decision = await gate.check(request.headers, request.cookies, target)
+        if not decision.allowed:
+            assert decision.redirect is not None
+            return RedirectResponse(decision.redirect, status_code=302)
+        return HTMLResponse("<h1 id='welcome'>Protected checkout</h1>")
+
+    trusted = TrustedProxies()
+    state = GatewayState(
+        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
+    )
+    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    await server.start()
+    try:
+        yield Site(room, f"http://127.0.0.1:{server.port}", fake_clock)
+    finally:
+        await server.stop()
+        await client.aclose()
+
+
+async def test_waiting_page_shows_position_advances_and_lands(site: Site) -> None:
+    """Two visitors ahead; each tick moves the page's position down until it lands."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    for user in ("ahead-1", "ahead-2"):
+        await site.room.service.enqueue(T, user)
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{site.url}/protected?item=42")
+            assert "/queue/wait" in page.url
+            position = page.get_by_test_id("position")
+            expect = playwright_api.expect
+            await expect(position).to_have_text("3", timeout=15_000)
+            await expect(page.get_by_test_id("eta")).to_contain_text("Estimated wait")
+            assert await page.get_by_role("status").count() == 1
+            for expected in ("2", "1"):
+                site.clock.advance(5)
+                await site.room.worker.run_once()
+                await expect(position).to_have_text(expected, timeout=15_000)
+            site.clock.advance(5)
+            await site.room.worker.run_once()
+            await page.wait_for_url(f"{site.url}/protected?item=42", timeout=15_000)
+            await expect(page.locator("#welcome")).to_have_text("Protected checkout")
+        finally:
+            await browser.close()
