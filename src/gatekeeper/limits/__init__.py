@@ -32,6 +32,7 @@ from gatekeeper.limits.middleware import RateLimitMiddleware, RouteLimit
 from gatekeeper.limits.overlimit import OverLimitCache
 from gatekeeper.limits.policy import Algorithm, Check, FailureMode, Policy, Rate, parse_rate
 from gatekeeper.limits.resilience import Breaker, BreakerState
+from gatekeeper.limits.storage import storage_from_url
 
 __all__ = [
     "Algorithm",
@@ -62,5 +63,6 @@ __all__ = [
     "problem_body",
     "rate_limit_exception_handler",
     "rate_limit_headers",
+    "storage_from_url",
     "too_many_requests",
 ]

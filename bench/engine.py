@@ -1,0 +1,264 @@
+"""The rate-limit engine: decisions per second, against its baselines, in ONE run.
+
+Rows, all against the same Redis (``GATEKEEPER_BENCH_REDIS_URL``, default: the test Redis):
+
+- ``gatekeeper`` (token bucket, sliding window): 64 concurrent callers, each awaiting
+  ``limiter.hit(policy, key)`` in a loop over 1,000 keys; one process, uvloop.
+- ``limits`` (alisaifee, ``limits.aio`` with its async Redis storage on redis-py): the same
+  callers, keys and loop calling ``limiter.hit(item, key)``. It has no token bucket; its
+  closest strategies are the fixed window (for token bucket: both O(1) per key) and the
+  sliding-window counter (for sliding window).
+- ``raw redis ceiling``: the engine's own Lua script sent as pre-encoded batched EVALSHA calls
+  (64 decisions per call, 4 calls in flight), with no Python work per decision: what the
+  network and Redis allow at most.
+- ``memory://``: the Limiter on the in-process store (64 callers), and the store's synchronous
+  fast path in a tight loop.
+
+Policies have limits far above the offered load so that every hit is admitted and does the full
+debit (denials would be answered by the over-limit cache and flatter the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.report import Report
+from gatekeeper.limits import Limiter, Policy, storage_from_url
+
+REDIS_URL = os.environ.get(
+    "GATEKEEPER_BENCH_REDIS_URL",
+    os.environ.get("GATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+)
+CALLERS = 64
+KEYS = 1_000
+LIMIT = "1000000/minute"
+
+
+def _keys(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    keys = [f"ip:10.{i // 256}.{i % 256}.1" for i in range(KEYS)]
+    rng.shuffle(keys)
+    return keys
+
+
+async def _drive(hit: Callable[[str], Awaitable[Any]], seconds: float) -> float:
+    """Run CALLERS loops calling ``hit(key)`` for ``seconds``; decisions per second."""
+    keys = _keys(7)
+    stop = False
+    counts = [0] * CALLERS
+
+    async def caller(index: int) -> None:
+        n = 0
+        i = index * 15
+        while not stop:
+            await hit(keys[i % KEYS])
+            i += 1
+            n += 1
+            if not n & 255:
+                counts[index] = n
+                await asyncio.sleep(0)  # a store without I/O never suspends: let others run
+        counts[index] = n
+
+    tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
+    await asyncio.sleep(min(0.3, seconds / 4))  # warm up: connections, scripts, JIT-free caches
+    before = time.perf_counter()
+    base = sum(counts)
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - before
+    return (sum(counts) - base) / elapsed
+
+
+async def _cleanup(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"*{prefix}*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+async def _gatekeeper(algorithm: str, seconds: float) -> tuple[float, dict[str, Any]]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    limiter = Limiter(storage_from_url(REDIS_URL, prefix=prefix), deadline=1.0)
+    policy = Policy.parse("bench", LIMIT, algorithm=algorithm)
+    try:
+        rate = await _drive(lambda key: limiter.hit(policy, key), seconds)
+        stats = limiter.stats
+        extra = {"mean_batch": round(stats.mean_batch, 1), "degraded": stats.degraded}
+    finally:
+        await limiter.aclose()
+        await _cleanup(prefix)
+    return rate, extra
+
+
+async def _limits(strategy: str, seconds: float) -> float:
+    from limits import parse
+    from limits.aio import storage as limits_storage
+    from limits.aio import strategies
+
+    prefix = f"benchlimits{uuid.uuid4().hex[:8]}"
+    store = limits_storage.RedisStorage(
+        "async+" + REDIS_URL, implementation="redispy", key_prefix=prefix
+    )
+    cls = {
+        "fixed_window": strategies.FixedWindowRateLimiter,
+        "sliding_window_counter": strategies.SlidingWindowCounterRateLimiter,
+    }[strategy]
+    limiter = cls(store)
+    item = parse(LIMIT)
+    try:
+        return await _drive(lambda key: limiter.hit(item, key), seconds)
+    finally:
+        await _cleanup(prefix)
+
+
+async def _memory(seconds: float) -> tuple[float, float]:
+    limiter = Limiter(storage_from_url("memory://"))
+    policy = Policy.parse("bench", LIMIT)
+    through_limiter = await _drive(lambda key: limiter.hit(policy, key), seconds)
+    store: Any = storage_from_url("memory://")
+    keys = _keys(3)
+    n = 0
+    hit = store.hit
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for key in keys:
+            hit(policy, key)
+        n += KEYS
+    fast_path = n / (time.perf_counter() - started)
+    await limiter.aclose()
+    return through_limiter, fast_path
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(quick: bool) -> Report:
+    """Measure everything in one run; see the module docstring."""
+    _use_uvloop()
+    seconds = 1.0 if quick else 4.0
+    report = Report(
+        "engine",
+        ["engine", "algorithm", "store", "decisions/s", "x limits", "notes"],
+    )
+    report.meta.update({"callers": CALLERS, "keys": KEYS, "redis": "same Redis for all rows"})
+
+    async def measure() -> None:
+        ceiling = await _raw_ceiling(seconds)
+        pairs = [("token_bucket", "fixed_window"), ("sliding_window", "sliding_window_counter")]
+        for ours, theirs in pairs:
+            rate, extra = await _gatekeeper(ours, seconds)
+            baseline = await _limits(theirs, seconds)
+            ratio = rate / baseline if baseline else 0.0
+            report.add(
+                engine="limits (alisaifee)",
+                algorithm=theirs,
+                store="redis",
+                **{"decisions/s": baseline, "x limits": 1.0, "notes": "limits.aio, redis-py"},
+            )
+            report.add(
+                engine="gatekeeper",
+                algorithm=ours,
+                store="redis",
+                **{
+                    "decisions/s": rate,
+                    "x limits": ratio,
+                    "notes": f"mean batch {extra['mean_batch']}, degraded {extra['degraded']}",
+                },
+            )
+            report.target(f"gatekeeper {ours} vs limits {theirs} (x)", ratio, 10.0)
+            report.target(f"gatekeeper {ours} decisions/s on Redis", rate, 100_000.0)
+        if ceiling is not None:
+            report.add(
+                engine="raw redis ceiling",
+                algorithm="token_bucket",
+                store="redis",
+                **{"decisions/s": ceiling[0], "x limits": 0.0, "notes": ceiling[1]},
+            )
+        through_limiter, fast_path = await _memory(seconds)
+        report.add(
+            engine="gatekeeper",
+            algorithm="token_bucket",
+            store="memory://",
+            **{"decisions/s": through_limiter, "x limits": 0.0, "notes": "await limiter.hit"},
+        )
+        report.add(
+            engine="gatekeeper",
+            algorithm="token_bucket",
+            store="memory://",
+            **{"decisions/s": fast_path, "x limits": 0.0, "notes": "store.hit, tight loop"},
+        )
+        report.target("memory:// decisions/s (store fast path)", fast_path, 1_000_000.0)
+
+    asyncio.run(measure())
+    return report
+
+
+async def _raw_ceiling(seconds: float) -> tuple[float, str] | None:
+    """Pre-encoded batched EVALSHA of the engine's own script; None if the store offers none.
+
+    The batch is encoded ONCE by the store's encoder and re-sent as is: what remains is the
+    client's I/O, the network and the script in Redis.
+    """
+    from gatekeeper.limits import Check
+
+    prefix = f"benchraw{uuid.uuid4().hex[:8]}"
+    storage: Any = storage_from_url(REDIS_URL, prefix=prefix)
+    encoder = getattr(storage, "_encoder", None)
+    script = getattr(storage, "_decide", None)
+    if encoder is None or script is None:
+        await storage.aclose()
+        return None
+    policy = Policy.parse("bench", LIMIT)
+    keys = _keys(11)
+    in_flight = 4
+    batches = []
+    for b in range(in_flight):
+        groups = [(Check(policy, keys[(b * CALLERS + i) % KEYS]),) for i in range(CALLERS)]
+        redis_keys, args = encoder.encode(groups, None)
+        batches.append((len(redis_keys), *redis_keys, *args))
+    client = storage.client
+    await client.script_load(script.text)
+    stop = False
+    calls = [0] * in_flight
+
+    async def sender(index: int) -> None:
+        payload = batches[index]
+        while not stop:
+            await client.evalsha(script.sha, *payload)
+            calls[index] += 1
+
+    tasks = [asyncio.create_task(sender(i)) for i in range(in_flight)]
+    await asyncio.sleep(min(0.3, seconds / 4))
+    base = sum(calls)
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    stop = True
+    done = sum(calls) - base
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*tasks)
+    await storage.aclose()
+    await _cleanup(prefix)
+    return done * CALLERS / elapsed, f"{CALLERS} decisions per EVALSHA, {in_flight} in flight"
