@@ -3,9 +3,9 @@
 
 (() => {
   const { el, num, ms, setText, replace, pairs } = GK;
+  // Used when a pool does not list its strategies itself.
   const STRATEGIES = ["round_robin", "least_connections", "weighted", "ip_hash", "adaptive"];
   const TOKEN_KEY = "gatekeeper.adminToken";
-  let editing = null; // the pool whose strategy menu has focus: do not redraw it under the user
 
   function renderTraffic(view) {
     const t = view.traffic || {};
@@ -63,42 +63,75 @@
                        text: healthy ? "healthy" : "down" });
       const br = el("span", { class: `badge ${breaker === "closed" ? "up" : "warn"}`,
                               text: `breaker ${breaker}` });
+      const ejected = e.ejected ? el("span", { class: "badge down", text: "ejected" }) : null;
       return el("tr", {},
-        el("td", { text: address }), el("td", {}, health), el("td", {}, br),
+        el("td", { text: address }), el("td", {}, health, " ", ejected), el("td", {}, br),
         el("td", { text: num(e.in_flight ?? e.active ?? null) }),
+        el("td", { text: num(e.requests ?? null) }),
+        el("td", { text: e.latency_ms === undefined ? "–" : ms(e.latency_ms) }),
         el("td", { text: e.weight ?? "" }));
     });
-    return el("table", { class: "data" },
+    return el("div", { class: "table-wrap" }, el("table", { class: "data" },
       el("thead", {}, el("tr", {},
-        ...["Endpoint", "Health", "Breaker", "In flight", "Weight"]
+        ...["Endpoint", "Health", "Breaker", "In flight", "Requests", "Latency", "Weight"]
           .map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, ...rows));
+      el("tbody", {}, ...rows)));
+  }
+
+  // Pools are built once and then updated in place, so that a strategy being chosen in a menu
+  // is not reset by the next snapshot (only a change of the pool's strategy moves the menu).
+  const poolViews = new Map();
+
+  function poolView(pool, name) {
+    const index = poolViews.size;
+    const strategies = pool.strategies || STRATEGIES;
+    const selectId = `strategy-${index}`;
+    const select = el("select", { id: selectId, name: "strategy", "data-pool": name },
+      ...strategies.map((s) => el("option", { value: s, text: s })));
+    select.value = pool.strategy;
+    const form = el("form", { "data-pool": name, "aria-label": `Strategy of pool ${name}` },
+      el("label", { for: selectId, text: "Strategy" }), select,
+      el("button", { type: "submit", text: "Apply" }));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      changeStrategy(name, select.value);
+    });
+    const badge = el("span", { class: "badge", "data-role": "strategy", text: pool.strategy || "?" });
+    const table = el("div", { class: "endpoints" });
+    const article = el("article", { class: "pool", "data-pool": name },
+      el("h3", {}, `${name} `, badge), form, table);
+    return { article, select, badge, table, strategy: pool.strategy };
   }
 
   function renderPools(pools) {
     if (!pools || !pools.length) return;
-    if (editing) return;
-    const nodes = pools.map((pool, index) => {
+    const container = document.getElementById("pools");
+    const names = new Set();
+    pools.forEach((pool, index) => {
       const name = pool.name || pool.pool || `pool ${index + 1}`;
-      const strategies = pool.strategies || STRATEGIES;
-      const selectId = `strategy-${index}`;
-      const select = el("select", { id: selectId, name: "strategy", "data-pool": name },
-        ...strategies.map((s) => el("option", { value: s, text: s, selected: s === pool.strategy })));
-      select.addEventListener("focus", () => { editing = name; });
-      select.addEventListener("blur", () => { editing = null; });
-      const form = el("form", { "data-pool": name, "aria-label": `Strategy of pool ${name}` },
-        el("label", { for: selectId, text: "Strategy" }), select,
-        el("button", { type: "submit", text: "Apply" }));
-      form.addEventListener("submit", (event) => {
-        event.preventDefault();
-        changeStrategy(name, select.value);
-      });
-      return el("article", { class: "pool", "data-pool": name },
-        el("h3", {}, `${name} `, el("span", { class: "badge", "data-role": "strategy",
-                                             text: pool.strategy || "?" })),
-        form, endpointList(pool.endpoints));
+      names.add(name);
+      let view = poolViews.get(name);
+      if (!view) {
+        view = poolView(pool, name);
+        poolViews.set(name, view);
+      }
+      if (pool.strategy !== view.strategy) {
+        view.strategy = pool.strategy;
+        view.select.value = pool.strategy;
+      }
+      if (view.badge.textContent !== pool.strategy) view.badge.textContent = pool.strategy;
+      view.table.replaceChildren(endpointList(pool.endpoints));
     });
-    replace("pools", nodes);
+    for (const [name, view] of poolViews) {
+      if (!names.has(name)) {
+        view.article.remove();
+        poolViews.delete(name);
+      }
+    }
+    const articles = [...poolViews.values()].map((v) => v.article);
+    if (articles.some((a, i) => container.children[i] !== a) || container.children.length !== articles.length) {
+      container.replaceChildren(...articles);
+    }
   }
 
   async function changeStrategy(pool, strategy) {
@@ -129,7 +162,6 @@
       result.className = "result bad";
       result.textContent = `Failed: ${error}`;
     }
-    editing = null;
   }
 
   function renderTables(view) {

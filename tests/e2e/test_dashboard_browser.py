@@ -1,0 +1,210 @@
+"""The dashboards in a real Chromium, against a real `gatekeeper demo` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from tests.servers import free_port, wait_for_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ADMIN = "dashboard-e2e-token"
+
+
+@dataclass
+class Demo:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """`gatekeeper demo` on a free port: 3 mock backends, /api/info limited to 5 per 10 s."""
+    port = free_port()
+    env = {**os.environ, "GATEKEEPER_ADMIN_TOKEN": ADMIN, "GATEKEEPER_LOG_LEVEL": "warning"}
+    env.pop("GATEKEEPER_REDIS_URL", None)
+    log = (tmp_path / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_until_listening(process, port, tmp_path / "demo.log")
+        yield Demo(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait for the demo's port, failing early (with its log) if the process dies."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gatekeeper demo exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            wait_for_port(port, timeout=0.5)
+            return
+        except TimeoutError:
+            continue
+    pytest.fail(f"gatekeeper demo did not listen within 60 s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Watched:
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Chromium is not installed")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def _open(browser: Browser, demo: Demo, path: str, **context: object) -> Watched:
+    ctx = await browser.new_context(**context)  # type: ignore[arg-type]
+    page = await ctx.new_page()
+    watched = Watched(page)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            watched.errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith((demo.url, "data:"))
+            else watched.foreign.append(request.url)
+        ),
+    )
+    await page.goto(demo.url + path)
+    await expect(page.locator("#conn-status")).to_contain_text("live", timeout=10_000)
+    return watched
+
+
+def _script_errors(errors: list[str], *expected_statuses: int) -> list[str]:
+    """Console errors minus Chromium's note on each deliberately refused request (401, 429)."""
+    noted = tuple(f"the server responded with a status of {code}" for code in expected_statuses)
+    return [e for e in errors if not (e.startswith("Failed to load resource") and noted
+                                      and any(n in e for n in noted))]  # fmt: skip
+
+
+async def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+async def test_dashboard_loads_without_console_errors_on_laptop_and_phone(
+    browser: Browser, demo: Demo
+) -> None:
+    """Both pages load on a laptop and a phone viewport with no console error and no CDN."""
+    for name, viewport in (("laptop", (1280, 900)), ("phone", (390, 844))):
+        for path, label in (("/dashboard", "dashboard"), ("/dashboard/waiting-room", "rooms")):
+            w = await _open(
+                browser, demo, path, viewport={"width": viewport[0], "height": viewport[1]}
+            )
+            await expect(w.page.locator("#mode")).to_have_text("local")
+            width = await w.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport[0] + 1, f"{path} overflows horizontally on {name}"
+            await _shot(w.page, f"{label}-{name}.png")
+            assert w.errors == []
+            assert w.foreign == []
+            await w.page.context.close()
+
+
+async def test_numbers_move_when_traffic_flows(browser: Browser, demo: Demo) -> None:
+    """Requests sent behind the page's back show up in its counters, log and pool, unreloaded."""
+    w = await _open(browser, demo, "/dashboard")
+    page = w.page
+    await expect(page.locator("#requests-total")).to_have_text("0")
+    await page.evaluate("window.__marker = 1")  # survives only if the page is not reloaded
+    async with httpx.AsyncClient(base_url=demo.url) as client:
+        codes = [(await client.get("/api/info")).status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2
+    await expect(page.locator("#requests-total")).to_have_text("7", timeout=10_000)
+    await expect(page.locator("#policies")).to_contain_text("per-ip")
+    await expect(page.locator("#pools article")).to_have_count(1)
+    assert await page.evaluate("window.__marker") == 1
+    await _shot(page, "dashboard-traffic.png")
+    assert w.errors == []
+
+
+async def test_admin_switches_a_pools_strategy(browser: Browser, demo: Demo) -> None:
+    """With the admin token, choosing a strategy and pressing Apply changes the live pool."""
+    w = await _open(browser, demo, "/dashboard")
+    page = w.page
+    pool = page.locator("#pools article").first
+    await expect(pool.locator("[data-role=strategy]")).to_have_text("round_robin", timeout=10_000)
+    # Without the token the gateway refuses, and the page says so.
+    await pool.get_by_label("Strategy", exact=True).select_option("least_connections")
+    await pool.get_by_role("button", name="Apply").click()
+    await expect(page.locator("#strategy-result")).to_contain_text("Refused (401)")
+    # With it (typed in the admin field, operated from the keyboard), the switch happens.
+    await page.locator(".admin summary").click()
+    await page.get_by_label("Bearer token").fill(ADMIN)
+    await pool.get_by_label("Strategy", exact=True).select_option("least_connections")
+    await pool.get_by_role("button", name="Apply").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#strategy-result")).to_have_text(
+        re.compile("now uses least_connections")
+    )
+    await expect(pool.locator("[data-role=strategy]")).to_have_text(
+        "least_connections", timeout=10_000
+    )
+    async with httpx.AsyncClient(base_url=demo.url) as client:
+        stats = (await client.get("/stats")).json()
+    (only,) = stats["pools"].values()
+    assert only["strategy"] == "least_connections"
+    await _shot(page, "dashboard-strategy.png")
+    assert _script_errors(w.errors, 401) == []
+
+
+async def test_burst_demo_shows_five_green_then_red_blocks(browser: Browser, demo: Demo) -> None:
+    """Burst x8 against the 5-per-10-s route draws five green blocks, then three red ones."""
+    w = await _open(browser, demo, "/dashboard")
+    page = w.page
+    await page.get_by_role("button", name=re.compile(r"^Burst .8$")).click()
+    blocks = page.locator("#burst-blocks li")
+    await expect(blocks).to_have_count(8, timeout=10_000)
+    classes = [await blocks.nth(i).get_attribute("class") for i in range(8)]
+    assert classes == ["ok"] * 5 + ["bad"] * 3
+    texts = await blocks.all_inner_texts()
+    assert texts == ["200"] * 5 + ["429"] * 3
+    await expect(page.locator("#burst-status")).to_contain_text("resets in")
+    await page.get_by_role("button", name="Send 1 request").click()
+    await expect(blocks).to_have_count(9)
+    assert await blocks.nth(8).get_attribute("class") == "bad"
+    await _shot(page, "dashboard-burst.png")
+    assert _script_errors(w.errors, 429) == []
