@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -45,8 +45,9 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait(timeout=10)
 
 
-async def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    """Poll ``predicate`` (real processes do real work: this waits for an event, bounded)."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():
             return
@@ -106,7 +107,7 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
             async def all_admitted() -> bool:
                 return int(await client.get(base + "head") or 0) >= USERS
 
-            await _wait_for(all_admitted, timeout=30)
+            await _wait_for(all_admitted, within=30)
             follower.send_signal(signal.SIGTERM)
             assert follower.wait(timeout=10) == 0
             assert await client.get(lease_key) is None  # released on a clean stop
@@ -126,7 +127,7 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
         ready = await client.zrange(base + "ready", 0, -1, withscores=True)
         tickets = [int(m) for m, _ in ready]
         assert sorted(tickets) == list(range(1, USERS + 1))
-        scores = dict((int(m), s) for m, s in ready)
+        scores = {int(m): s for m, s in ready}
         assert all(scores[t] <= scores[t + 1] for t in range(1, USERS))
     finally:
         await client.aclose()
