@@ -22,7 +22,7 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.server import Server
     from gatekeeper.types import Clock
 
-__all__ = ["COMPONENT_FACTORIES", "Runtime", "build_state", "create_app", "serve"]
+__all__ = ["COMPONENT_FACTORIES", "Gateway", "Runtime", "build_state", "create_app", "serve"]
 
 logger = logging.getLogger("gatekeeper.app")
 
@@ -87,6 +87,7 @@ class Runtime:
     server: Server | None = None
     reloader: Reloader | None = None
     app: FastAPI | None = None
+    component_specs: list[str] = field(default_factory=lambda: list(COMPONENT_FACTORIES))
 
 
 def _load_factory(spec: str) -> Any:
@@ -152,7 +153,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         context.extras["metrics"] = runtime.metrics
         context.extras["runtime"] = runtime
         runtime.context = context
-        for spec in COMPONENT_FACTORIES:
+        for spec in runtime.component_specs:
             factory = _load_factory(spec)
             if factory is None:
                 continue
@@ -254,6 +255,90 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
     return state
 
 
+class Gateway:
+    """One running replica in this event loop: ``await Gateway(...).start()`` then ``stop()``.
+
+    ``components`` overrides :data:`COMPONENT_FACTORIES` (tests pass ``()`` to run the gateway
+    alone). ``host``/``port`` override the file's listener (``port=0`` picks a free port).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: GatewayConfig,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        config_path: str | None = None,
+        components: Sequence[str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.runtime = Runtime(settings, config, clock=clock or SystemClock())
+        self.runtime.component_specs = (
+            list(COMPONENT_FACTORIES) if components is None else list(components)
+        )
+        self.host = host
+        self.port = port
+        self.config_path = config_path
+        self._lifespan: Any = None
+
+    @property
+    def server(self) -> Server:
+        assert self.runtime.server is not None, "the gateway is not started"
+        return self.runtime.server
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    async def start(self) -> Gateway:
+        """Open resources, start components, build the state, bind the listener."""
+        from gatekeeper.gateway.bridge import Lifespan
+        from gatekeeper.gateway.reload import Reloader
+        from gatekeeper.gateway.server import Server
+
+        runtime = self.runtime
+        config = runtime.config
+        app = create_app(runtime)
+        self._lifespan = Lifespan(app)
+        await self._lifespan.startup()
+        try:
+            state = build_state(runtime, config)
+            state.app_state = self._lifespan.state
+            listener = config.listener
+            server = Server(
+                state,
+                host=self.host or listener.host,
+                port=listener.port if self.port is None else self.port,
+                backlog=listener.backlog,
+                keepalive_timeout=listener.keepalive_timeout,
+                shutdown_grace=listener.shutdown_grace,
+            )
+            runtime.server = server
+            runtime.state = state
+            await state.start()
+            await server.start()
+        except BaseException:
+            await self._lifespan.shutdown()
+            raise
+        if self.config_path is not None:
+            runtime.reloader = Reloader(runtime, server, self.config_path)
+        logger.info("gatekeeper listening on http://%s:%d", server.host, server.port)
+        return self
+
+    async def stop(self) -> None:
+        """Graceful shutdown: listener, in-flight requests, pools, components, resources."""
+        runtime = self.runtime
+        try:
+            if runtime.server is not None:
+                await runtime.server.stop()
+            if runtime.state is not None:
+                await runtime.state.stop()
+        finally:
+            if self._lifespan is not None:
+                await self._lifespan.shutdown()
+
+
 async def serve(
     settings: Settings,
     config: GatewayConfig,
@@ -270,49 +355,24 @@ async def serve(
     components; the gateway state (pools, router, proxy) is built and its health checks start;
     the listener binds; SIGHUP reloads ``config_path``.
     """
-    from gatekeeper.gateway.bridge import Lifespan
-    from gatekeeper.gateway.reload import Reloader
-    from gatekeeper.gateway.server import Server
-
-    runtime = Runtime(settings, config)
-    app = create_app(runtime)
-    lifespan = Lifespan(app)
-    await lifespan.startup()
+    gateway = Gateway(settings, config, host=host, port=port, config_path=config_path)
+    await gateway.start()
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     try:
-        state = build_state(runtime, config)
-        state.app_state = lifespan.state
-        listener = config.listener
-        server = Server(
-            state,
-            host=host or listener.host,
-            port=listener.port if port is None else port,
-            backlog=listener.backlog,
-            keepalive_timeout=listener.keepalive_timeout,
-            shutdown_grace=listener.shutdown_grace,
-        )
-        runtime.server = server
-        runtime.state = state
-        await state.start()
-        await server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        if config_path is not None:
-            runtime.reloader = Reloader(runtime, server, config_path)
+        reloader = gateway.runtime.reloader
+        if reloader is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                runtime.reloader.install_sighup()
-        logger.info("gatekeeper listening on http://%s:%d", server.host, server.port)
+                reloader.install_sighup()
         if on_ready is not None:
-            on_ready(runtime)
+            on_ready(gateway.runtime)
         await stop.wait()
         logger.info("shutting down")
-        await server.stop()
-        if runtime.state is not None:
-            await runtime.state.stop()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        await lifespan.shutdown()
+        await gateway.stop()

@@ -8,8 +8,9 @@ per-chunk tasks. A response's head resolves a future; its body is a
 the client is slower than the upstream. Idle connections wait in a LIFO per endpoint (the most
 recently used one is the least likely to have been closed by the upstream's idle timeout).
 
-Timeouts use one timer per exchange that re-arms itself from a "last activity" timestamp, so a
-streaming body costs no timer per chunk.
+Timeouts cost no timer per request: a :class:`Watchdog` checks the exchanges in flight every
+50 ms against their "last activity" timestamp and deadline (so a timeout fires up to 50 ms late,
+and a streaming body costs nothing per chunk).
 """
 
 from __future__ import annotations
@@ -24,10 +25,35 @@ import httptools
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gatekeeper.gateway.messages import Body, Headers, ProxyResponse
 
-__all__ = ["ConnectionPool", "UpstreamConnection"]
+__all__ = ["ConnectionPool", "UpstreamConnection", "Watchdog"]
 
 # Statuses whose responses never have a body whatever their headers say (RFC 9110 6.4.1).
 _NO_BODY = frozenset({204, 304})
+
+
+class Watchdog:
+    """Checks the read and total timeouts of exchanges in flight, every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.active: set[UpstreamConnection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: UpstreamConnection) -> None:
+        self.active.add(conn)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def unwatch(self, conn: UpstreamConnection) -> None:
+        self.active.discard(conn)
+
+    def _tick(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        for conn in list(self.active):
+            conn.check(now)
+        if self.active:
+            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -49,7 +75,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._request_sent = True
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
         self._deadline = 0.0
         self._last_activity = 0.0
@@ -197,7 +222,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_activity = now
         self._read_timeout = read_timeout
         self._deadline = now + total_timeout
-        self._timer = loop.call_at(loop.time() + min(read_timeout, total_timeout), self._on_timer)
+        self.pool.watchdog.watch(self)
         transport.write(data)
         return waiter
 
@@ -215,7 +240,7 @@ class UpstreamConnection(asyncio.Protocol):
     def request_complete(self) -> None:
         """The whole request was written; reuse is possible once the response ends."""
         self._request_sent = True
-        if self._message_done and self._timer is None:
+        if self._message_done:
             self._release()
 
     def abort(self) -> None:
@@ -224,32 +249,24 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def check(self, now: float) -> None:
+        """Fail the exchange if it ran past its deadline or the upstream went quiet."""
         if self._message_done:
-            return
-        now = time.monotonic()
-        if now >= self._deadline:
+            self._cancel_timer()
+        elif now >= self._deadline:
             self._fail(UpstreamTimeout(f"upstream {self.pool.address}: total timeout"))
-            return
-        idle = now - self._last_activity
-        if idle >= self._read_timeout:
+        elif now - self._last_activity >= self._read_timeout:
             self._fail(
                 UpstreamTimeout(
                     f"upstream {self.pool.address}: no data for {self._read_timeout:g}s"
                 )
             )
-            return
-        wait = min(self._read_timeout - idle, self._deadline - now)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + wait, self._on_timer)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.pool.watchdog.unwatch(self)
 
     def _fail(self, exc: UpstreamError) -> None:
+        self._cancel_timer()
         self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -276,8 +293,15 @@ class ConnectionPool:
     """Idle keep-alive connections to one endpoint (``host:port``)."""
 
     def __init__(
-        self, host: str, port: int, *, max_idle: int = 128, idle_timeout: float = 60.0
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 128,
+        idle_timeout: float = 60.0,
+        watchdog: Watchdog | None = None,
     ) -> None:
+        self.watchdog = watchdog or Watchdog()
         self.host = host
         self.port = port
         self.address = f"{host}:{port}"

@@ -1,6 +1,6 @@
 """A small HTTP/1.1 backend for the demo, the tests and the benchmark.
 
-Every answer is JSON naming the backend. Paths:
+Every answer is JSON naming the backend. Paths (also under any prefix: ``/api/bytes/10``):
 
 ``/health``            ``{"status": "healthy", "backend": name}``
 ``/bytes/<n>``         ``n`` bytes of ``x`` streamed in 64 KiB writes (``?chunked=1``: chunked)
@@ -81,7 +81,7 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         path = self.url.split(b"?", 1)[0]
-        self.echo = path == b"/echo"
+        self.echo = path.endswith(b"/echo")
         if self.echo:
             self.queue = asyncio.Queue()
             asyncio.get_running_loop().create_task(self._echo())
@@ -118,8 +118,14 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        path, _, query = url.partition(b"?")
+        full_path, _, query = url.partition(b"?")
         name = self.backend.name.encode()
+        path = full_path
+        for marker in (b"/bytes/", b"/delay/", b"/status/", b"/health"):
+            at = full_path.rfind(marker)
+            if at > 0:
+                path = full_path[at:]
+                break
         status = 200
         if path.startswith(b"/bytes/"):
             size = int(path[7:])

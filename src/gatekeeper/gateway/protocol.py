@@ -71,7 +71,7 @@ class HttpProtocol(asyncio.Protocol):
         self._current_done = True
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time when the connection became idle; 0 while busy
         self._expect_continue = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -244,19 +244,17 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.close()
         self.closed = True
 
+    # The server's sweeper closes connections idle past the keep-alive timeout (one periodic
+    # timer for all connections instead of a timer per request).
     def _arm_idle(self) -> None:
-        timeout = self.server.keepalive_timeout
-        if timeout > 0:
-            self._idle_timer = self.loop.call_later(timeout, self._idle_expired)
+        self.idle_since = self.loop.time()
 
     def _cancel_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self.idle_since = 0.0
 
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        if not self.busy and self.transport is not None:
+    def close_if_idle_since(self, before: float) -> None:
+        """Close the connection if it has been idle since before ``before`` (loop time)."""
+        if 0.0 < self.idle_since < before and not self.busy and self.transport is not None:
             self.transport.close()
 
     def close_when_idle(self) -> None:
@@ -284,7 +282,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_header(self, version_10: bool) -> bytes:
         """The Connection header line this response needs, if any."""
-        if not self.keep_alive or self.server.closing:
+        if not self.keep_alive or self.server.closing or not self._body.complete:
+            # (An unread request body also ends the connection: its bytes would be taken
+            # for the next request; saying so lets the client retry elsewhere safely.)
             self.keep_alive = False
             return b"connection: close\r\n"
         return b"connection: keep-alive\r\n" if version_10 else b""

@@ -22,7 +22,7 @@ from typing import Any
 
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.connections import ConnectionPool, UpstreamConnection
+from gatekeeper.gateway.connections import ConnectionPool, UpstreamConnection, Watchdog
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
 
 __all__ = ["HOP_BY_HOP", "Proxy", "response_headers"]
@@ -92,6 +92,7 @@ class Proxy:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._connections: dict[tuple[str, int], ConnectionPool] = {}
+        self.watchdog = Watchdog()
 
     def connections(self, host: str, port: int) -> ConnectionPool:
         """The connection pool of one endpoint (created on first use)."""
@@ -99,7 +100,11 @@ class Proxy:
         pool = self._connections.get(key)
         if pool is None:
             pool = self._connections[key] = ConnectionPool(
-                host, port, max_idle=self.max_idle, idle_timeout=self.idle_timeout
+                host,
+                port,
+                max_idle=self.max_idle,
+                idle_timeout=self.idle_timeout,
+                watchdog=self.watchdog,
             )
         return pool
 

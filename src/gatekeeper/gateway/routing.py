@@ -89,12 +89,13 @@ def _specificity(route: Route) -> tuple[int, int]:
 class Router:
     """Finds the route of a request; ``None`` means "not proxied" (the built-in API)."""
 
-    __slots__ = ("_reserved", "routes")
+    __slots__ = ("_reserved", "_reserved_dirs", "routes")
 
     def __init__(self, routes: Sequence[Route], reserved: Sequence[str] = ()) -> None:
         # sorted() is stable: equal specificity keeps the file's order.
         self.routes: tuple[Route, ...] = tuple(sorted(routes, key=_specificity))
-        self._reserved = tuple(reserved)
+        self._reserved = frozenset(reserved)
+        self._reserved_dirs = tuple(r.rstrip("/") + "/" for r in reserved)
 
     def match(self, host: str, path: str, method: str) -> Route | None:
         """The first matching route for ``host`` (may carry ``:port``), ``path`` and ``method``.
@@ -102,9 +103,8 @@ class Router:
         Reserved paths (the built-in API) never match a route, so a catch-all ``/`` route
         cannot hide ``/health`` or ``/metrics``.
         """
-        for reserved in self._reserved:
-            if path == reserved or path.startswith(reserved + "/"):
-                return None
+        if path in self._reserved or path.startswith(self._reserved_dirs):
+            return None
         if host:
             colon = host.rfind(":")
             if colon != -1 and "]" not in host[colon:]:

@@ -63,6 +63,7 @@ class Server:
         self.closing = False
         self._sock = sock
         self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Bind and start accepting (the port is known afterwards, also when 0 was asked)."""
@@ -86,6 +87,16 @@ class Server:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state.server_address = (self.host, self.port)
+        if self.keepalive_timeout > 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.keepalive_timeout
+        for conn in list(self.connections):
+            conn.close_if_idle_since(cutoff)
+        interval = min(1.0, self.keepalive_timeout / 4)
+        self._sweeper = loop.call_later(interval, self._sweep)
 
     def swap_state(self, state: GatewayState) -> GatewayState:
         """Serve new requests with ``state``; returns the previous one (still in use by
@@ -102,6 +113,8 @@ class Server:
     async def stop(self) -> None:
         """Graceful shutdown (see the module docstring)."""
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
