@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ADMIN = "dashboard-e2e-token"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Watched:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):
+    if not HAVE_CHROMIUM:
         pytest.skip("Chromium is not installed")
     async with async_playwright() as p:
         browser = await p.chromium.launch(
