@@ -1,0 +1,95 @@
+"""The Python backend SDK against a real server: verify and finish, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.pipeline import GatewayState
+from gatekeeper.gateway.proxy import Proxy
+from gatekeeper.gateway.routing import Router
+from gatekeeper.gateway.server import Server
+from gatekeeper.sdk.waitingroom import (
+    AsyncWaitingRoomClient,
+    WaitingRoomClient,
+    WaitingRoomUnavailable,
+)
+from gatekeeper.testing import FakeClock
+from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
+from gatekeeper.waitingroom.redis_store import RedisStore
+from gatekeeper.waitingroom.testing import WaitingRoom, build
+from tests.conftest import REDIS_URL
+from tests.servers import free_port
+
+pytestmark = pytest.mark.redis
+
+T = "shop"
+
+
+@pytest.fixture
+async def served(
+    redis_prefix: str, fake_clock: FakeClock
+) -> AsyncIterator[tuple[WaitingRoom, str]]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    room = build(RedisStore(client, prefix=redis_prefix), MemoryConfigRepository([T]), fake_clock)
+    trusted = TrustedProxies()
+    state = GatewayState(
+        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
+    )
+    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    await server.start()
+    try:
+        yield room, f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.stop()
+        await client.aclose()
+
+
+async def _ready_token(room: WaitingRoom, user: str) -> str:
+    token = (await room.service.enqueue(T, user)).jwt
+    room.service.clock.advance(5)  # type: ignore[attr-defined]
+    await room.worker.run_once()
+    return token
+
+
+async def test_async_client_verifies_and_finishes_once(served: tuple[WaitingRoom, str]) -> None:
+    """Async SDK: a ready token verifies, finish clears it, then it neither verifies nor clears."""
+    room, url = served
+    token = await _ready_token(room, "alice")
+    sdk = AsyncWaitingRoomClient(url, T)
+    assert (await sdk.verify(token)).ready
+    finished = await sdk.finish(token)
+    assert finished.cleared
+    assert finished.status_text == "ready_cleared"
+    assert not (await sdk.verify(token)).ready
+    again = await sdk.finish(token)
+    assert not again.cleared
+    assert again.status_text == "not_ready"
+    forged = await sdk.verify(token[:-4] + "AAAA")
+    assert not forged.ready
+    assert forged.status == 401
+
+
+async def test_sync_client_verifies_and_finishes(served: tuple[WaitingRoom, str]) -> None:
+    """Sync SDK (http.client): same behaviour as the async one."""
+    room, url = served
+    token = await _ready_token(room, "bob")
+    queued = (await room.service.enqueue(T, "carol")).jwt
+    sdk = WaitingRoomClient(url, T)
+    assert (await asyncio.to_thread(sdk.verify, token)).ready
+    assert not (await asyncio.to_thread(sdk.verify, queued)).ready
+    assert (await asyncio.to_thread(sdk.finish, token)).cleared
+    assert not (await asyncio.to_thread(sdk.verify, token)).ready
+
+
+async def test_unreachable_service_raises() -> None:
+    """Both clients raise WaitingRoomUnavailable when nothing listens."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(WaitingRoomUnavailable):
+        await AsyncWaitingRoomClient(url, T, timeout=1).verify("x")
+    with pytest.raises(WaitingRoomUnavailable):
+        await asyncio.to_thread(WaitingRoomClient(url, T, timeout=1).verify, "x")
