@@ -2,8 +2,10 @@
 
 Keys hash-tag the subject, so all policies of one subject live on one node. A batch is split by
 node: the groups whose keys all live on one node go to that node in one ``EVALSHA`` (the script
-declares ``allow-cross-slot-keys``, so one call may touch several slots of its node), and those
-calls run concurrently. After a resharding or failover a node answers MOVED/ASK (before the
+declares ``allow-cross-slot-keys``, so one call may touch several slots of its node; the keys
+travel in ``ARGV`` because a node refuses declared ``KEYS`` of several slots), and those calls
+run concurrently. A group spanning nodes splits the batch there, so groups still apply in
+order. After a resharding or failover a node answers MOVED/ASK (before the
 script runs, so nothing was debited): the store refreshes its slot map and sends that node's
 part again.
 
@@ -107,16 +109,6 @@ class RedisClusterStorage:
     ) -> list[list[PolicyResult]]:
         results: list[list[PolicyResult] | None] = [None] * len(groups)
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
-        spanning: list[int] = []
-        for index, group in enumerate(groups):
-            nodes = {self._node(c).name: self._node(c) for c in group}
-            if len(nodes) > 1:
-                spanning.append(index)
-            elif nodes:
-                node = next(iter(nodes.values()))
-                by_node.setdefault(node.name, (node, []))[1].append(index)
-            else:
-                results[index] = []
 
         async def on_node(node: ClusterNode, indexes: list[int]) -> None:
             part = [groups[i] for i in indexes]
@@ -134,10 +126,25 @@ class RedisClusterStorage:
             for i, result in zip(indexes, decided, strict=True):
                 results[i] = result
 
-        await asyncio.gather(*(on_node(node, idx) for node, idx in by_node.values()))
-        # Groups across nodes come after: they are the rare case and need several round trips.
-        for index in spanning:
-            results[index] = await self._reserve(groups[index], now_us)
+        async def flush() -> None:
+            # Pending groups of different nodes touch different keys: their calls can run
+            # concurrently without changing what "in order" means.
+            await asyncio.gather(*(on_node(node, idx) for node, idx in by_node.values()))
+            by_node.clear()
+
+        for index, group in enumerate(groups):
+            nodes = {node.name: node for node in map(self._node, group)}
+            if len(nodes) > 1:
+                # A group across nodes needs several round trips; the groups before it must
+                # be decided first to keep the batch's order.
+                await flush()
+                results[index] = await self._reserve(group, now_us)
+            elif nodes:
+                node = next(iter(nodes.values()))
+                by_node.setdefault(node.name, (node, []))[1].append(index)
+            else:
+                results[index] = []
+        await flush()
         return [r if r is not None else [] for r in results]
 
     async def _reserve(self, group: Sequence[Check], now_us: int | None) -> list[PolicyResult]:

@@ -43,10 +43,18 @@ class RedisStorage:
     in :meth:`aclose` when ``owns_client`` is true.
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "gk", owns_client: bool = True) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "gk",
+        owns_client: bool = True,
+        sentinel: Sentinel | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self._owns_client = owns_client
+        self._sentinel = sentinel
         self._encoder = Encoder(prefix)
         self._decide = load_script("decide")
 
@@ -97,6 +105,9 @@ class RedisStorage:
         if self._owns_client:
             with translate_errors("closing"):
                 await self.client.aclose()
+                # Sentinel keeps its own connections to the sentinels it asked.
+                for client in self._sentinel.sentinels if self._sentinel else ():
+                    await client.aclose()
 
 
 def redis_options(url: str, query: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +180,8 @@ def redis_storage_from_url(
             k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")
         }
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
-        return RedisStorage(sentinel.master_for(service, redis_class=Redis), prefix=prefix)
+        master = sentinel.master_for(service, redis_class=Redis)
+        return RedisStorage(master, prefix=prefix, sentinel=sentinel)
     try:
         port = parts.port
     except ValueError as exc:
