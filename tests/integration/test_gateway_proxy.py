@@ -199,7 +199,7 @@ async def test_slow_upstream_is_504_json() -> None:
 
 async def test_keep_alive_reuses_upstream_connections() -> None:
     """Twenty sequential requests use one client connection and one upstream connection."""
-    async with backends(1) as bs, running_gateway(config_for([bs[0].url])) as gw:  # noqa: SIM117
+    async with backends(1) as bs, running_gateway(config_for([bs[0].url])) as gw:
         async with httpx.AsyncClient(base_url=gw.url) as client:
             for _ in range(20):
                 assert (await client.get("/api/x")).status_code == 200

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
@@ -38,6 +46,14 @@ class ConfigFileError(ConfigurationError):
     def __init__(self, message: str, problems: list[str]) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+    return value
 
 
 class _Model(BaseModel):
@@ -248,23 +264,13 @@ class GatewayConfig(_Model):
     """The whole file."""
 
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
-    trusted_proxies: list[str] = []
+    trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
     policies: dict[str, PolicyConfig] = {}
     upstreams: dict[str, UpstreamConfig] = {}
     routes: list[RouteConfig] = []
     cache: dict[str, Any] = {}
     admin: dict[str, Any] = {}
     log_access: bool = True
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from exc
-        return value
 
 
 def _cross_check(data: Any) -> list[str]:

@@ -1,0 +1,147 @@
+"""The built-in API on the gateway's listener: health, readiness, stats, metrics, admin calls."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import yaml
+
+from gatekeeper.gateway.mock_backend import MockBackend
+from tests.integration.gateway_fixtures import (
+    ADMIN_TOKEN,
+    backends,
+    config_for,
+    running_gateway,
+)
+from tests.servers import free_port
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def test_health_ready_stats_and_metrics() -> None:
+    """/health is liveness, /ready sees the pools, /stats the pools and /metrics counts."""
+    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            assert (await client.get("/api/x")).status_code == 200
+            health = await client.get("/health")
+            ready = await client.get("/ready")
+            stats = await client.get("/stats")
+            metrics = await client.get("/metrics")
+    assert health.json() == {"status": "healthy"}
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    pool = stats.json()["pools"]["backends"]
+    assert pool["strategy"] == "round_robin"
+    assert len(pool["endpoints"]) == 2
+    assert 'gatekeeper_http_requests_total{route="api",status="200",upstream="backends"} 1.0' in (
+        metrics.text
+    )
+
+
+async def test_change_strategy_needs_the_admin_token() -> None:
+    """/change_strategy: 401 without credentials, 403 with wrong ones, 422 for an unknown
+    strategy or pool, 200 and a visible change with the token."""
+    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            body = {"pool": "backends", "strategy": "least_connections"}
+            anonymous = await client.post("/change_strategy", json=body)
+            wrong = await client.post(
+                "/change_strategy", json=body, headers={"Authorization": "Bearer nope"}
+            )
+            unknown = await client.post(
+                "/change_strategy", json={"pool": "backends", "strategy": "telepathy"},
+                headers=AUTH,
+            )  # fmt: skip
+            no_pool = await client.post(
+                "/change_strategy", json={"pool": "nope", "strategy": "round_robin"}, headers=AUTH
+            )
+            bad_body = await client.post("/change_strategy", json={"pool": 3}, headers=AUTH)
+            ok = await client.post("/change_strategy", json=body, headers=AUTH)
+            stats = await client.get("/stats")
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 403
+    assert unknown.status_code == 422
+    assert no_pool.status_code == 422
+    assert bad_body.status_code == 422
+    assert ok.status_code == 200
+    assert stats.json()["pools"]["backends"]["strategy"] == "least_connections"
+
+
+async def test_ready_is_503_when_a_pool_has_no_healthy_endpoint() -> None:
+    """/ready answers 503 when a pool's only endpoint fails its health checks."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    data = config_for([dead])
+    data["upstreams"]["backends"]["health"] = {
+        "path": "/health", "interval": 0.05, "timeout": 0.2, "unhealthy_threshold": 1,
+    }  # fmt: skip
+    async with running_gateway(data) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        for _ in range(100):  # bounded: health checks run every 50 ms
+            ready = await client.get("/ready")
+            if ready.status_code == 503:
+                break
+            await asyncio.sleep(0.05)
+    assert ready.status_code == 503
+
+
+async def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(
+    tmp_path: Path,
+) -> None:
+    """POST /admin/reload swaps in a valid file; an invalid one gets 422 listing every error
+    and the previous configuration keeps serving."""
+    async with backends(2) as bs:
+        first = config_for([bs[0].url])
+        path = tmp_path / "gatekeeper.yaml"
+        path.write_text(yaml.safe_dump(first))
+        async with running_gateway(first, config_path=str(path)) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                before = (await client.get("/api/x")).json()["backend"]
+                path.write_text(yaml.safe_dump(config_for([bs[1].url])))
+                anonymous = await client.post("/admin/reload")
+                reloaded = await client.post("/admin/reload", headers=AUTH)
+                after = (await client.get("/api/x")).json()["backend"]
+                broken = config_for([bs[0].url])
+                broken["routes"][0]["upstream"] = "nowhere"
+                broken["listener"]["port"] = "eighty"
+                path.write_text(yaml.safe_dump(broken))
+                refused = await client.post("/admin/reload", headers=AUTH)
+                still = (await client.get("/api/x")).json()["backend"]
+    assert (before, after, still) == ("backend-1", "backend-2", "backend-2")
+    assert anonymous.status_code == 401
+    assert reloaded.status_code == 200
+    assert refused.status_code == 422
+    problems = refused.json()["problems"]
+    assert any("listener.port" in p for p in problems)
+    assert any("routes.0.upstream" in p and "nowhere" in p for p in problems)
+
+
+async def test_server_sent_events_stream_through_the_asgi_bridge() -> None:
+    """A streaming response of the built-in API reaches the client event by event."""
+    from fastapi import APIRouter
+    from fastapi.responses import StreamingResponse
+
+    async with running_gateway(config_for([MockBackend("x").url])) as gw:
+        router = APIRouter()
+        release = asyncio.Event()
+
+        @router.get("/events-test")
+        async def events() -> StreamingResponse:
+            async def stream():  # type: ignore[no-untyped-def]
+                yield b"data: one\n\n"
+                await release.wait()
+                yield b"data: two\n\n"
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+
+        assert gw.runtime.app is not None
+        gw.runtime.app.include_router(router)
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            async with client.stream("GET", "/events-test") as response:
+                chunks = response.aiter_bytes()
+                first = await asyncio.wait_for(anext(chunks), 5)
+                release.set()
+                rest = b"".join([chunk async for chunk in chunks])
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert first == b"data: one\n\n"
+    assert rest == b"data: two\n\n"
