@@ -1,0 +1,69 @@
+"""Tenant config: the seed's keys, defaults and bounds; the read-through cache."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gatekeeper.testing import FakeClock
+from gatekeeper.waitingroom.config import CONFIG_KEYS, TenantConfig
+from gatekeeper.waitingroom.config_repository import CachedConfigs, MemoryConfigRepository
+
+
+def test_keys_and_defaults_follow_the_seed() -> None:
+    """The eight keys of the seed, with the persisted defaults."""
+    assert set(CONFIG_KEYS) == {
+        "admission_limit", "admission_frequency", "jwt_expiry_seconds", "ready_ttl_seconds",
+        "ip_enqueue_limit", "ip_enqueue_limit_interval", "ip_status_polling_limit",
+        "ip_status_polling_limit_interval",
+    }  # fmt: skip
+    config = TenantConfig()
+    assert (config.admission_limit, config.admission_frequency) == (10, 5)
+    assert (config.jwt_expiry_seconds, config.ready_ttl_seconds) == (120, 300)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("jwt_expiry_seconds", 59),
+        ("jwt_expiry_seconds", 601),
+        ("ready_ttl_seconds", 59),
+        ("ready_ttl_seconds", 3601),
+        ("admission_limit", 0),
+        ("admission_frequency", 0),
+        ("ip_enqueue_limit", -1),
+        ("ip_status_polling_limit_interval", 0),
+        ("admission_limit", "many"),
+        ("unknown_key", 1),
+    ],
+)
+def test_out_of_bounds_updates_name_the_field(field: str, value: object) -> None:
+    """A partial update out of bounds fails and the error names the field."""
+    with pytest.raises(ValidationError) as info:
+        TenantConfig().updated({field: value})
+    assert field in str(info.value)
+
+
+def test_partial_update_keeps_other_keys() -> None:
+    """Updating two keys leaves the others as they were."""
+    config = TenantConfig().updated({"admission_limit": 20, "jwt_expiry_seconds": 600})
+    assert config.admission_limit == 20
+    assert config.jwt_expiry_seconds == 600
+    assert config.ready_ttl_seconds == 300
+    assert config.admission_rate == 4.0
+
+
+async def test_cache_serves_until_ttl_then_rereads() -> None:
+    """Changes made elsewhere are seen after the TTL; unknown tenants are cached as None."""
+    clock = FakeClock()
+    repository = MemoryConfigRepository(["a"])
+    cache = CachedConfigs(repository, clock, ttl=2.0)
+    assert (await cache.get("a")) == TenantConfig()
+    assert await cache.get("b") is None
+    await repository.save("a", TenantConfig(admission_limit=99))
+    await repository.ensure(["b"])
+    assert (await cache.get("a")).admission_limit == 10  # type: ignore[union-attr]
+    clock.advance(2.0)
+    assert (await cache.get("a")).admission_limit == 99  # type: ignore[union-attr]
+    assert await cache.get("b") is not None
+    assert await cache.tenants() == ["a", "b"]

@@ -1,0 +1,129 @@
+"""Queue tokens: issued claims, strict verification, expiry, both signers."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gatekeeper.errors import ConfigurationError, TokenError
+from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec, TokenExpired
+
+SECRET = "s" * 32
+NOW = 1_700_000_000.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_hs256_token_is_a_standard_jwt_with_bound_claims() -> None:
+    """A standard library (PyJWT) reads our token: tenant, user, ticket, jti, expiry."""
+    token = TokenCodec(HS256Signer(SECRET)).issue("shop", "alice", 7, now=NOW, ttl=120)
+    claims = pyjwt.decode(
+        token, SECRET, algorithms=["HS256"], audience="wr:shop", options={"verify_exp": False}
+    )
+    assert claims["sub"] == "alice"
+    assert claims["tkt"] == 7
+    assert claims["exp"] - claims["iat"] == 120
+    assert len(claims["jti"]) == 18
+
+
+def test_decode_round_trip_and_unique_jti() -> None:
+    """Decoding returns what was issued; two tokens for the same ticket differ by jti."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    a = codec.decode(codec.issue("shop", "u", 1, now=NOW, ttl=60), "shop", now=NOW)
+    b = codec.decode(codec.issue("shop", "u", 1, now=NOW, ttl=60), "shop", now=NOW)
+    assert (a.tenant, a.user, a.ticket, a.exp) == ("shop", "u", 1, int(NOW) + 60)
+    assert a.jti != b.jti
+
+
+def test_expired_token_raises_with_its_claims_unless_allowed() -> None:
+    """Past exp: TokenExpired carries the authentic claims; allow_expired returns them."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("shop", "u", 3, now=NOW, ttl=60)
+    with pytest.raises(TokenExpired) as info:
+        codec.decode(token, "shop", now=NOW + 60)
+    assert info.value.claims.ticket == 3
+    assert codec.decode(token, "shop", now=NOW + 600, allow_expired=True).ticket == 3
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature
+        lambda t: _b64(b'{"alg":"none","typ":"JWT"}') + "." + t.split(".")[1] + ".",
+        lambda t: _b64(b'{"alg":"HS512","typ":"JWT"}') + "." + ".".join(t.split(".")[1:]),
+        lambda t: (
+            t.split(".")[0] + "." + _b64(json.dumps({"sub": "x"}).encode()) + "." + t.split(".")[2]
+        ),
+        lambda t: t + ".extra",
+        lambda t: "not-a-token",
+        lambda t: "",
+        lambda t: "a" * 5000,
+    ],
+)
+def test_tampered_tokens_are_rejected(mangle) -> None:  # type: ignore[no-untyped-def]
+    """Changed signature, alg none/other, swapped payload, garbage: TokenError."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("shop", "u", 1, now=NOW, ttl=60)
+    with pytest.raises(TokenError):
+        codec.decode(mangle(token), "shop", now=NOW)
+
+
+def test_other_tenant_and_other_key_are_rejected() -> None:
+    """A token for tenant A fails for tenant B; one signed with another secret fails."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("a", "u", 1, now=NOW, ttl=60)
+    with pytest.raises(TokenError):
+        codec.decode(token, "b", now=NOW)
+    with pytest.raises(TokenError):
+        TokenCodec(HS256Signer("t" * 32)).decode(token, "a", now=NOW)
+
+
+def test_eddsa_tokens_verify_with_the_published_jwks() -> None:
+    """EdDSA tokens verify with the JWKS public key (PyJWT as an independent verifier)."""
+    signer = EdDSASigner.generate("k1")
+    token = TokenCodec(signer).issue("shop", "u", 5, now=NOW, ttl=60)
+    jwk = signer.jwks()["keys"][0]
+    assert (jwk["kty"], jwk["crv"], jwk["kid"]) == ("OKP", "Ed25519", "k1")
+    key = pyjwt.PyJWK(jwk)
+    claims = pyjwt.decode(
+        token, key.key, algorithms=["EdDSA"], audience="wr:shop", options={"verify_exp": False}
+    )
+    assert claims["tkt"] == 5
+    with pytest.raises(TokenError):  # an HS256 token is not accepted by an EdDSA codec
+        TokenCodec(signer).decode(
+            TokenCodec(HS256Signer(SECRET)).issue("shop", "u", 5, now=NOW, ttl=60), "shop", now=NOW
+        )
+
+
+def test_eddsa_key_from_pem_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A PKCS#8 PEM Ed25519 key loads; anything else is a ConfigurationError."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp_path / "wr.pem"
+    path.write_bytes(pem)
+    signer = EdDSASigner.from_pem_file(str(path))
+    assert (
+        TokenCodec(signer)
+        .decode(TokenCodec(signer).issue("s", "u", 1, now=NOW, ttl=60), "s", now=NOW)
+        .user
+        == "u"
+    )
+    path.write_text("nonsense")
+    with pytest.raises(ConfigurationError):
+        EdDSASigner.from_pem_file(str(path))
+
+
+def test_short_secret_is_refused() -> None:
+    """HS256 secrets shorter than 32 bytes are a configuration error."""
+    with pytest.raises(ConfigurationError):
+        HS256Signer("short")
+    assert HS256Signer(SECRET).jwks() == {"keys": []}
