@@ -18,8 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from gatekeeper.errors import GatekeeperError, PersistenceError
 from gatekeeper.persistence.db import Database
@@ -138,12 +138,24 @@ def run(args: argparse.Namespace) -> int:
 def schema_problem(database_url: str) -> str | None:
     """Why ``gatekeeper serve`` must not start on this database, or ``None`` if it may.
 
-    Synchronous, for the command line before the event loop of the server starts.
+    A SQLite file that does not exist yet is created at head: the embedded default needs no
+    set-up and a brand-new file cannot hold a half-built schema. Every other database (an
+    existing file, any PostgreSQL) must already be at head. Synchronous, for the command line
+    before the server's event loop starts.
     """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return f"database URL {database_url!r} is malformed"
+    fresh = url.drivername.startswith("sqlite") and (
+        not url.database or url.database == ":memory:" or not Path(url.database).exists()
+    )
 
     async def go() -> str | None:
         db = Database(database_url)
         try:
+            if fresh:
+                await upgrade(db)
             await check_migrated(db)
         except GatekeeperError as exc:
             return str(exc)
