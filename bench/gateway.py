@@ -163,7 +163,7 @@ class _Procs:
         self.procs.append(
             subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=self.log, env=env,
-                start_new_session=True,
+                start_new_session=True, cwd=self.log.name.rsplit("/", 1)[0],
             )
         )  # fmt: skip
 

@@ -22,7 +22,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 async def test_health_ready_stats_and_metrics() -> None:
     """/health is liveness, /ready sees the pools, /stats the pools and /metrics counts."""
-    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:
+    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:  # noqa: SIM117
         async with httpx.AsyncClient(base_url=gw.url) as client:
             assert (await client.get("/api/x")).status_code == 200
             health = await client.get("/health")
@@ -43,7 +43,7 @@ async def test_health_ready_stats_and_metrics() -> None:
 async def test_change_strategy_needs_the_admin_token() -> None:
     """/change_strategy: 401 without credentials, 403 with wrong ones, 422 for an unknown
     strategy or pool, 200 and a visible change with the token."""
-    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:
+    async with backends(2) as bs, running_gateway(config_for([b.url for b in bs])) as gw:  # noqa: SIM117
         async with httpx.AsyncClient(base_url=gw.url) as client:
             body = {"pool": "backends", "strategy": "least_connections"}
             anonymous = await client.post("/change_strategy", json=body)
@@ -94,7 +94,7 @@ async def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(
         first = config_for([bs[0].url])
         path = tmp_path / "gatekeeper.yaml"
         path.write_text(yaml.safe_dump(first))
-        async with running_gateway(first, config_path=str(path)) as gw:
+        async with running_gateway(first, config_path=str(path)) as gw:  # noqa: SIM117
             async with httpx.AsyncClient(base_url=gw.url) as client:
                 before = (await client.get("/api/x")).json()["backend"]
                 path.write_text(yaml.safe_dump(config_for([bs[1].url])))
@@ -136,7 +136,7 @@ async def test_server_sent_events_stream_through_the_asgi_bridge() -> None:
 
         assert gw.runtime.app is not None
         gw.runtime.app.include_router(router)
-        async with httpx.AsyncClient(base_url=gw.url) as client:
+        async with httpx.AsyncClient(base_url=gw.url) as client:  # noqa: SIM117
             async with client.stream("GET", "/events-test") as response:
                 chunks = response.aiter_bytes()
                 first = await asyncio.wait_for(anext(chunks), 5)

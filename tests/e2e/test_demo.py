@@ -1,0 +1,52 @@
+"""``gatekeeper demo`` as a process: round robin, 5 per 10 s per IP, /health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.servers import free_port, wait_for_port
+
+
+def test_demo_burst_of_seven_gives_five_200s_and_two_429s(tmp_path: Path) -> None:
+    """The demo proxies /api/info round robin to three named backends, limits a burst of 7 to
+    five 200s and two 429s, and answers /health."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    log = (tmp_path / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            responses = [client.get("/api/info") for _ in range(7)]
+            health = client.get("/health")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 5 + [429] * 2
+    names = [r.json()["backend"] for r in responses[:5]]
+    assert set(names[:3]) == {"backend-1", "backend-2", "backend-3"}
+    assert names[3:] == names[:2]
+    denied = responses[5]
+    assert denied.json()["status"] == 429
+    assert int(denied.headers["retry-after"]) >= 1
+    assert health.status_code == 200
+    assert health.json() == {"status": "healthy"}
+    assert process.returncode == 0
