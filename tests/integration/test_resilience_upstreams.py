@@ -33,7 +33,9 @@ class Upstream:
     """An HTTP/1.1 server on a free loopback port that answers ``{"backend": name}``.
 
     ``status`` and ``delay`` apply to every request except ``/health``, which answers
-    ``health_status``. ``paths`` records request targets in arrival order.
+    ``health_status``. While ``gate`` is an unset event, requests wait for it (a test holds a
+    request in flight for exactly as long as it needs). ``paths`` records request targets in
+    arrival order.
     """
 
     def __init__(self, name: str, *, status: int = 200, delay: float = 0.0) -> None:
@@ -43,6 +45,7 @@ class Upstream:
         self.health_status = 200
         self.requests = 0
         self.paths: list[str] = []
+        self.gate: asyncio.Event | None = None
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -84,6 +87,8 @@ class Upstream:
                     self.requests += 1
                     self.paths.append(target)
                     status = self.status
+                    if self.gate is not None:
+                        await self.gate.wait()
                     if self.delay:
                         await asyncio.sleep(self.delay)
                 body = json.dumps({"backend": self.name, "path": target}).encode()
@@ -211,15 +216,16 @@ class Gateway:
     async def spread(
         self, n: int, path: str = "/api/x", concurrency: int = 4, **headers: str
     ) -> Counter[str]:
-        """Send ``n`` GETs over ``concurrency`` connections; count answers by backend
-        (``"<status>"`` for answers without an ``x-backend`` header)."""
+        """Send ``n`` GETs over ``concurrency`` connections; count 2xx/3xx answers by backend
+        and the others by status (``"503"``)."""
         counts: Counter[str] = Counter()
 
         async def worker(count: int) -> None:
             client = self.client()
             for _ in range(count):
                 status, response_headers, _ = await client.get(path, headers)
-                counts[response_headers.get("x-backend", str(status))] += 1
+                backend = response_headers.get("x-backend")
+                counts[backend if backend and status < 400 else str(status)] += 1
 
         shares = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
         await asyncio.gather(*(worker(c) for c in shares))

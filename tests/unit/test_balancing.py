@@ -173,3 +173,18 @@ def test_aliases_and_unknown_names() -> None:
     assert canonical_strategy("least-connections") == "least_connections"
     with pytest.raises(ConfigurationError, match="one of: round_robin"):
         canonical_strategy("fastest")
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "weighted_round_robin"])
+def test_retries_do_not_take_first_attempts_turns(strategy: str) -> None:
+    """With two endpoints, retrying every pick of the first still leaves it half the picks."""
+    eps = _endpoints(1, 1)
+    balancer = make_balancer(strategy, eps)
+    firsts = []
+    for _ in range(10):
+        first = balancer.pick(CTX, 0.0, ())
+        assert first is not None
+        firsts.append(first)
+        if first is eps[0]:
+            assert balancer.pick(CTX, 0.0, frozenset({first})) is eps[1]
+    assert firsts.count(eps[0]) == 5

@@ -156,15 +156,19 @@ class RoundRobinBalancer:
         endpoints = self._endpoints
         start = self._next
         ep = endpoints[start]
+        # A retry (non-empty exclude) does not take a turn: otherwise, with two endpoints and
+        # one failing, every first attempt would land on the failing one.
         if ep.available(now) and ep not in exclude:
-            self._next = start + 1 if start + 1 < len(endpoints) else 0
+            if not exclude:
+                self._next = start + 1 if start + 1 < len(endpoints) else 0
             return ep
         count = len(endpoints)
         for k in range(1, count):
             i = (start + k) % count
             ep = endpoints[i]
             if ep.available(now) and ep not in exclude:
-                self._next = (i + 1) % count
+                if not exclude:  # see above
+                    self._next = (i + 1) % count
                 return ep
         return None
 
@@ -209,11 +213,25 @@ class WeightedRoundRobinBalancer:
     def pick(
         self, ctx: BalanceContext, now: float, exclude: Collection[Endpoint]
     ) -> Endpoint | None:
+        if exclude:
+            return self._retry_pick(now, exclude)
         ep = self._cycle[self._position]
         self._position = (self._position + 1) % len(self._cycle)
         if ep.available(now) and ep not in exclude:
             return ep
         return self._live_pick(now, exclude)
+
+    def _retry_pick(self, now: float, exclude: Collection[Endpoint]) -> Endpoint | None:
+        # A retry takes the next eligible endpoint of the cycle without using up a turn, so
+        # first attempts keep their weighted shares.
+        cycle = self._cycle
+        length = len(cycle)
+        position = self._position
+        for k in range(length):
+            ep = cycle[(position + k) % length]
+            if ep not in exclude and ep.available(now):
+                return ep
+        return None
 
     def _live_pick(self, now: float, exclude: Collection[Endpoint]) -> Endpoint | None:
         current = self._current
