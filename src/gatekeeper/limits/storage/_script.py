@@ -1,9 +1,11 @@
 """What the Redis stores share: the Lua scripts, the wire encoding, error translation.
 
 A batch travels as one ``EVALSHA``: one key per check in ``KEYS``; in ``ARGV`` the time (or
-"" for Redis ``TIME``), the number of groups, then per group its size and seven fields per
-check (algorithm code, limit, period or lease TTL in microseconds, capacity, cost, flags, lease
-id). The answer is ``[now, allowed, remaining, reset_us, retry_us, ...]``.
+"" for Redis ``TIME``), the batch's distinct policies packed in one string (algorithm code,
+limit, period or lease TTL in microseconds, capacity), the groups packed in another (per check:
+policy index, cost, flags), then the lease ids of concurrency checks. The layout is documented
+at the top of ``lua/decide.lua``. The answer is ``[now, allowed, remaining, reset_us,
+retry_us, ...]``.
 """
 
 from __future__ import annotations
@@ -82,20 +84,33 @@ class Encoder:
         ``ARGV``: a node refuses declared keys of several slots.
         """
         keys: list[str] = []
-        args: list[Any] = ["" if now_us is None else now_us, len(groups), 0]
+        leases: list[str] = []
+        index: dict[int, int] = {}
+        policies: list[int] = []
+        numbers: list[int] = [len(groups)]
+        prefix = self.prefix
         for group in groups:
             validate_group(group)
-            args.append(len(group))
+            numbers.append(len(group))
             for check in group:
                 policy = check.policy
-                keys.append(check.storage_key_in(self.prefix))
+                at = index.get(id(policy))
+                if at is None:
+                    at = index[id(policy)] = len(index)
+                    policies.extend(self.fields(policy))
+                if policy.algorithm is Algorithm.CONCURRENCY:
+                    leases.append(check.lease_id or "")
+                keys.append(check.storage_key_in(prefix))
                 flags = (PEEK if check.peek or peek_all else 0) | (SHADOW if policy.shadow else 0)
-                args.extend(self.fields(policy))
-                args.extend((check.cost, flags, check.lease_id or ""))
+                numbers.extend((at, check.cost, flags))
+        head = [
+            "" if now_us is None else now_us,
+            " ".join(map(str, policies)),
+            " ".join(map(str, numbers)),
+        ]
         if keys_in_argv and keys:
-            args[2:3] = [len(keys), *keys]
-            keys = keys[:1]
-        return keys, args
+            return keys[:1], [*head, len(keys), *keys, *leases]
+        return keys, [*head, 0, *leases]
 
 
 def decode(groups: Sequence[Sequence[Check]], flat: Sequence[Any]) -> list[list[PolicyResult]]:

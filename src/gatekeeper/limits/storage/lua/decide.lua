@@ -4,14 +4,17 @@
 --
 -- KEYS: one per check, in order; or (on a Redis Cluster node) one routing key.
 -- ARGV[1]: now in microseconds, or "" to use Redis TIME (never a replica's clock)
--- ARGV[2]: number of groups
--- ARGV[3]: 0 when the keys are KEYS; else the number n of keys in ARGV[4 .. 3+n].
+-- ARGV[2]: the batch's distinct policies, 4 numbers each, space separated: algorithm code,
+--          limit, period_us (lease ttl_us for concurrency), capacity
+-- ARGV[3]: the batch, space separated numbers: the number of groups, then per group its
+--          number of checks n and n times (policy index, cost, flags: 1 = peek, 2 = shadow)
+-- ARGV[4]: 0 when the keys are KEYS; else the number n of keys in ARGV[5 .. 4+n].
 --          Cluster nodes refuse declared KEYS of several slots even for scripts flagged
 --          allow-cross-slot-keys, so a node's batch passes its keys here instead.
--- then per group: its number of checks n, then n times 7 fields: algorithm code, limit,
---          period_us (lease ttl_us for concurrency), capacity, cost,
---          flags (1 = peek, 2 = shadow), lease id ("" if none)
+-- then one lease id per concurrency check, in order.
 -- Returns {now, then per check: allowed (0/1), remaining, reset_us, retry_us}.
+-- Numbers travel packed in two strings: one argument per check field made the client spend
+-- more time packing the command than Redis spent running it.
 --
 -- All numbers are doubles holding integers below 2^53, so every operation is exact;
 -- divisions go through idiv, which corrects the rounding of a / b.
@@ -294,13 +297,20 @@ local function evaluate(key, code, limit, period, capacity, cost, lease)
   error('unknown algorithm code ' .. tostring(code))
 end
 
+local function numbers(text)
+  local out = {}
+  for n in string.gmatch(text, '%d+') do out[#out + 1] = tonumber(n) end
+  return out
+end
+
+local policies = numbers(ARGV[2])
+local batch = numbers(ARGV[3])
 local keys = KEYS
-local arg = 4
-local nkeys = tonumber(ARGV[3])
+local nkeys = tonumber(ARGV[4])
+local lease_arg = 5 + nkeys
 if nkeys > 0 then
   keys = {}
-  for i = 1, nkeys do keys[i] = ARGV[3 + i] end
-  arg = 4 + nkeys
+  for i = 1, nkeys do keys[i] = ARGV[4 + i] end
   -- Touch every key read-only before any write: if one is not served by this node any more
   -- (resharding), fail as a whole so that the caller can refresh its slot map and resend.
   for i = 1, nkeys do
@@ -313,17 +323,23 @@ end
 
 local out = {now}
 local k = 0
-local ngroups = tonumber(ARGV[2])
-for _ = 1, ngroups do
-  local n = tonumber(ARGV[arg])
-  arg = arg + 1
+local pos = 2
+for _ = 1, batch[1] do
+  local n = batch[pos]
+  pos = pos + 1
   local checks, results, commits = {}, {}, {}
   local denied = false
   for i = 1, n do
     k = k + 1
-    local c = {keys[k], tonumber(ARGV[arg]), tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]),
-      tonumber(ARGV[arg + 3]), tonumber(ARGV[arg + 4]), tonumber(ARGV[arg + 5]), ARGV[arg + 6]}
-    arg = arg + 7
+    local p = batch[pos] * 4
+    local lease = ''
+    if policies[p + 1] == 6 then
+      lease = ARGV[lease_arg]
+      lease_arg = lease_arg + 1
+    end
+    local c = {keys[k], policies[p + 1], policies[p + 2], policies[p + 3], policies[p + 4],
+      batch[pos + 1], batch[pos + 2], lease}
+    pos = pos + 3
     checks[i] = c
     local a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], c[6], c[8])
     if a == 1 and c[7] % 2 == 1 and c[6] > 0 then
