@@ -36,7 +36,7 @@ def storage_from_url(
         raise ConfigurationError(f"storage URL {url!r} is malformed: {exc}") from exc
     scheme = parts.scheme.lower()
     prefix = query.pop("prefix", prefix)
-    if not prefix or any(c in prefix for c in "{}: "):
+    if not prefix or any(c in prefix for c in "{} "):
         raise ConfigurationError(f"storage URL {url!r}: prefix {prefix!r} is not a plain name")
     if scheme == "memory":
         unknown = set(query) | (set(options) - {"sweep_interval"})
