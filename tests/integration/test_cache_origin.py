@@ -27,6 +27,7 @@ from gatekeeper.gateway.cache import (
     MemoryStore,
     RedisStore,
     Store,
+    TieredStore,
 )
 from gatekeeper.testing import FakeClock
 from tests.conftest import REDIS_URL
@@ -164,17 +165,26 @@ def forwarder(client: httpx.AsyncClient, origin: Origin) -> Callable[..., Awaita
     return forward
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis+near", marks=pytest.mark.redis),
+    ]
+)
 async def store(
     request: pytest.FixtureRequest, fake_clock: FakeClock, redis_prefix: str
 ) -> AsyncIterator[Store]:
-    """Each test runs on the memory store and on the shared Redis (under its own prefix)."""
+    """Every test runs on memory, on the shared Redis (own prefix), on Redis behind a near tier."""
     if request.param == "memory":
         yield MemoryStore(clock=fake_clock, max_entry_bytes=200_000)
         return
     redis_store = RedisStore.from_url(REDIS_URL, prefix=redis_prefix, max_entry_bytes=200_000)
     try:
-        yield redis_store
+        if request.param == "redis":
+            yield redis_store
+        else:
+            yield TieredStore(MemoryStore(clock=fake_clock, max_entry_bytes=200_000), redis_store)
     finally:
         await redis_store.aclose()
 

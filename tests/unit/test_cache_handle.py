@@ -508,3 +508,39 @@ async def test_every_response_carries_its_cache_status(fake_clock: FakeClock) ->
         _ = [c async for c in response.body]
         results.append(metric_result(response.cache_status))
     assert results == ["miss", "hit", "bypass"]
+
+
+class LaggingStore(MemoryStore):
+    """Reads the store, then delays the answer: a lookup that raced with a concurrent write."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.hold = asyncio.Event()
+        self.lag_next = False
+
+    async def lookup(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        found = await super().lookup(key)
+        if self.lag_next:
+            self.lag_next = False
+            await self.hold.wait()
+        return found
+
+
+async def test_a_miss_read_before_a_concurrent_store_does_not_fetch_again(
+    fake_clock: FakeClock,
+) -> None:
+    """A lookup that missed just before a leader stored uses the leader's entry, not the origin."""
+    store = LaggingStore(fake_clock)
+    cache = HttpCache(store, clock=fake_clock)
+    up = Upstream(fake_clock, static(200, b"once", cache_control="max-age=60"))
+    request = CacheRequest("GET", "h", "/r", [])
+    store.lag_next = True
+    late = asyncio.create_task(cache.handle(request, up.forward))  # misses, then lags
+    await asyncio.sleep(0)
+    first = await cache.handle(request, up.forward)  # leads, fetches, stores
+    assert b"".join([c async for c in first.body]) == b"once"
+    store.hold.set()
+    response = await late
+    assert b"".join([c async for c in response.body]) == b"once"
+    assert len(up.calls) == 1
+    assert dict(response.headers)["cache-status"] == "gatekeeper; fwd=uri-miss; collapsed; ttl=60"

@@ -125,3 +125,24 @@ def test_route_cache_values() -> None:
     assert route_cache({"enabled": False}, "r") is None
     with pytest.raises(ConfigurationError, match="ttl"):
         route_cache({"ttl": 5}, "r")
+
+
+async def test_tiered_store_reads_through_and_expires_its_near_copy(fake_clock: FakeClock) -> None:
+    """The near tier answers for near_ttl; after that it reads the shared store's newer entry."""
+    from gatekeeper.gateway.cache.tiered import TieredStore
+
+    far = MemoryStore(clock=fake_clock)
+    tiered = TieredStore(MemoryStore(clock=fake_clock), far, near_ttl=1.0)
+    await tiered.set("k", "", entry(b"one"), 60)
+    await tiered.set_vary("k", (), 60)
+    await far.set("k", "", entry(b"two"), 60)  # another replica stored a newer one
+    names, found = await tiered.lookup("k")
+    assert names == ()
+    assert found is not None
+    assert found.body == b"one"
+    fake_clock.advance(1.5)
+    names, found = await tiered.lookup("k")
+    assert found is not None
+    assert found.body == b"two"
+    await tiered.delete("k")
+    assert await tiered.lookup("k") == (None, None)

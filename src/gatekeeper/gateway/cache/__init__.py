@@ -18,6 +18,7 @@ from gatekeeper.gateway.cache.options import CacheOptions
 from gatekeeper.gateway.cache.redis import RedisStore
 from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.cache.store import Store, store_from_url
+from gatekeeper.gateway.cache.tiered import TieredStore
 
 __all__ = [
     "CacheControl",
@@ -33,6 +34,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "Store",
+    "TieredStore",
     "parse_cache_control",
     "parse_http_date",
     "store_from_url",

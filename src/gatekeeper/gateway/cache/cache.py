@@ -105,6 +105,7 @@ class _Lookup:
     variant: str
     entry: CacheEntry | None
     fwd: str
+    ticket: int = 0
 
 
 class HttpCache:
@@ -173,8 +174,10 @@ class HttpCache:
         response = await forward(request)
         if request.method.upper() not in _SAFE and response.status < 400:
             # RFC 9111 4.4: a successful unsafe request makes the stored URI obsolete.
+            primary = primary_key(request, namespace)
+            self._coalescer.forget_published(primary)
             try:
-                await self.store.delete(primary_key(request, namespace))
+                await self.store.delete(primary)
             except StorageError as exc:
                 self._store_failed("invalidate", exc)
         status = CacheStatus(fwd=reason)
@@ -185,12 +188,19 @@ class HttpCache:
 
     async def _lookup(self, request: CacheRequest, namespace: str) -> _Lookup:
         primary = primary_key(request, namespace)
+        ticket = self._coalescer.ticket()
+        look = await self._read(request, primary)
+        look.ticket = ticket
+        return look
+
+    async def _read(self, request: CacheRequest, primary: str) -> _Lookup:
         try:
-            names = await self.store.get_vary(primary)
+            names, entry = await self.store.lookup(primary)
             if names is None:
                 return _Lookup(primary, None, "", None, "uri-miss")
             variant = secondary_key(vary_values(request.headers, names))
-            entry = await self.store.get(primary, variant)
+            if names:  # a Vary response: the variant is a second read
+                entry = await self.store.get(primary, variant)
         except StorageError as exc:
             self._store_failed("lookup", exc)
             return _Lookup(primary, None, "", None, "miss")
@@ -234,6 +244,15 @@ class HttpCache:
                     status.ttl = self._ttl(entry)
                     return self._serve(entry, request, status)
                 flight = None  # the leader could not share: fetch on our own, uncoalesced
+            else:
+                entry = self._coalescer.published_since(flight_key, look.ticket)
+                if entry is not None and self._selects(entry, request):
+                    # stored by a fetch that ended between our lookup and now: use it
+                    flight.finish(entry)
+                    self.stats.collapsed += 1
+                    status.collapsed = True
+                    status.ttl = self._ttl(entry)
+                    return self._serve(entry, request, status)
         request_time = self.clock.now()
         try:
             response = await forward(request)
@@ -326,9 +345,9 @@ class HttpCache:
         if response.content is not None and len(response.content) <= self.options.max_object_bytes:
             # The whole body came with the head (the common small response): store it now.
             entry = self._entry(request, response, response.content, times)
-            if flight is not None:
-                flight.finish(entry)
             await self._store_new(look, entry)
+            if flight is not None:  # after the write: a later lookup finds it in the store
+                flight.finish(entry)
             content = response.content
             return CacheResponse(
                 response.status, headers, iterate_once(content), content, cache_status=status
@@ -387,9 +406,9 @@ class HttpCache:
                 yield chunk
             if not over:
                 entry = self._entry(request, response, b"".join(parts), times)
-                if flight is not None:
-                    flight.finish(entry)
                 await self._store_new(look, entry)
+                if flight is not None:  # after the write: a later lookup finds it in the store
+                    flight.finish(entry)
         finally:
             if flight is not None:
                 flight.finish(None)  # no-op once finished; covers errors and disconnects
@@ -444,8 +463,7 @@ class HttpCache:
         return vary_values(request.headers, entry.vary.keys()) == entry.vary
 
     def _ttl(self, entry: CacheEntry) -> float:
-        lifetime = freshness_lifetime(entry.headers, entry.response_time) or 0.0
-        return lifetime - entry.age(self.clock.now())
+        return (entry.lifetime or 0.0) - entry.age(self.clock.now())
 
     async def _store(
         self, primary: str, names: tuple[str, ...], variant: str, entry: CacheEntry

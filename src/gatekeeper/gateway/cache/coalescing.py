@@ -5,6 +5,11 @@ The first miss for a key becomes the *leader* and fetches; later misses *follow*
 followers directly (no store round trip, so this works even when the store refuses the entry);
 a leader that failed, or whose response could not be shared, hands ``None`` and every follower
 fetches on its own. Coalescing is per process: replicas each send at most one fetch per key.
+
+A request that looked the store up *before* a leader stored its entry, but joins *after* that
+leader finished, would start a second fetch. To close that window every lookup takes a
+ticket, and the last entries published are kept with the ticket count at their publication:
+a new leader first takes a published entry newer than its own lookup.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class Flight:
         """Leader only: publish the outcome (``None``: followers fetch themselves). Idempotent."""
         if not self._future.done():
             self._future.set_result(entry)
+            if entry is not None:
+                self._coalescer._publish(self.key, entry)
         self._coalescer._forget(self)
 
     async def wait(self, timeout: float) -> CacheEntry | None:  # noqa: ASYNC109
@@ -53,11 +60,38 @@ class Flight:
 class Coalescer:
     """Tracks the fetches in flight, by key."""
 
-    def __init__(self) -> None:
+    def __init__(self, recent: int = 256) -> None:
         self._flights: dict[str, Flight] = {}
+        self._tickets = 0
+        self._recent: dict[str, tuple[int, CacheEntry]] = {}
+        self._recent_max = recent
 
     def __len__(self) -> int:
         return len(self._flights)
+
+    def ticket(self) -> int:
+        """Taken before a store lookup: orders lookups against published entries."""
+        self._tickets += 1
+        return self._tickets
+
+    def published_since(self, key: str, ticket: int) -> CacheEntry | None:
+        """An entry a leader published for ``key`` after the lookup holding ``ticket``."""
+        recent = self._recent.get(key)
+        if recent is None or recent[0] <= ticket:
+            return None
+        return recent[1]
+
+    def forget_published(self, prefix: str) -> None:
+        """Drop published entries whose key starts with ``prefix`` (the URI was invalidated)."""
+        for key in [k for k in self._recent if k.startswith(prefix)]:
+            del self._recent[key]
+
+    def _publish(self, key: str, entry: CacheEntry) -> None:
+        self._tickets += 1
+        self._recent.pop(key, None)
+        self._recent[key] = (self._tickets, entry)
+        if len(self._recent) > self._recent_max:  # dicts keep insertion order: drop the oldest
+            del self._recent[next(iter(self._recent))]
 
     def join(self, key: str) -> tuple[Flight, bool]:
         """The flight for ``key`` and whether the caller leads it (and so must ``finish`` it)."""

@@ -9,6 +9,7 @@ Top level (every field optional)::
       max_total_bytes: 67108864  # memory store only
       max_entries: 10000         # memory store only
       redis_prefix: "gk:cache"
+      near_ttl: 1                # redis store: seconds a replica keeps its own copy (0: off)
       coalesce: true
       coalesce_timeout: 5
       validator_grace: 300
@@ -31,6 +32,7 @@ from gatekeeper.gateway.cache.memory import MemoryStore
 from gatekeeper.gateway.cache.options import CacheOptions
 from gatekeeper.gateway.cache.redis import RedisStore
 from gatekeeper.gateway.cache.store import Store
+from gatekeeper.gateway.cache.tiered import TieredStore
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -51,6 +53,7 @@ class CacheConfig(BaseModel):
     max_total_bytes: int = Field(64 * 2**20, gt=0)
     max_entries: int = Field(10_000, gt=0)
     redis_prefix: str = Field("gk:cache", min_length=1)
+    near_ttl: float = Field(1.0, ge=0, le=60)
     coalesce: bool = True
     coalesce_timeout: float = Field(5.0, gt=0)
     validator_grace: float = Field(300.0, ge=0)
@@ -110,19 +113,19 @@ def route_cache(value: dict[str, Any] | bool | None, route_name: str) -> RouteCa
 
 def build_cache(config: CacheConfig, *, clock: Clock, redis: Redis | None = None) -> HttpCache:
     """The cache for a replica. ``store: redis`` needs the replica's Redis client."""
-    store: Store
+    memory = MemoryStore(
+        clock=clock,
+        # an entry is its body plus its header fields: leave room for the latter
+        max_entry_bytes=config.max_object_bytes + 64 * 1024,
+        max_total_bytes=config.max_total_bytes,
+        max_entries=config.max_entries,
+    )
+    store: Store = memory
     if config.store == "redis":
         if redis is None:
             raise ConfigurationError("cache.store: 'redis' needs GATEKEEPER_REDIS_URL to be set")
-        store = RedisStore(
-            redis, prefix=config.redis_prefix, max_entry_bytes=config.max_object_bytes * 2
+        shared = RedisStore(
+            redis, prefix=config.redis_prefix, max_entry_bytes=config.max_object_bytes + 64 * 1024
         )
-    else:
-        store = MemoryStore(
-            clock=clock,
-            # an entry is its body plus its header fields: leave room for the latter
-            max_entry_bytes=config.max_object_bytes + 64 * 1024,
-            max_total_bytes=config.max_total_bytes,
-            max_entries=config.max_entries,
-        )
+        store = TieredStore(memory, shared, near_ttl=config.near_ttl) if config.near_ttl else shared
     return HttpCache(store, options=config.options(), clock=clock)

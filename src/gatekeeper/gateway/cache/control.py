@@ -9,14 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
-__all__ = ["CacheControl", "parse_cache_control", "parse_http_date"]
+__all__ = ["CacheControl", "explicit_lifetime", "parse_cache_control", "parse_http_date"]
 
 
 def parse_http_date(value: str | None) -> float | None:
     """An HTTP-date (IMF-fixdate and the two obsolete forms) as epoch seconds, else ``None``."""
     if not value:
         return None
+    return _parse_http_date(value)
+
+
+# Responses repeat the same few Date/Expires/Cache-Control values: parse each once.
+@lru_cache(maxsize=1024)
+def _parse_http_date(value: str) -> float | None:
     try:
         parsed = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
@@ -77,10 +84,18 @@ class CacheControl:
     directives: frozenset[str] = field(default_factory=frozenset)
 
 
+_EMPTY = CacheControl()
+
+
 def parse_cache_control(value: str | None) -> CacheControl:
     """Parse a (combined) Cache-Control value. Duplicated deltas: the first one wins."""
     if not value:
-        return CacheControl()
+        return _EMPTY
+    return _parse_cache_control(value)
+
+
+@lru_cache(maxsize=1024)
+def _parse_cache_control(value: str) -> CacheControl:
     deltas: dict[str, int | None] = {}
     names: set[str] = set()
     max_stale_any = False
@@ -110,3 +125,24 @@ def parse_cache_control(value: str | None) -> CacheControl:
         only_if_cached="only-if-cached" in names,
         directives=frozenset(names),
     )
+
+
+def explicit_lifetime(
+    control: CacheControl, expires: str | None, date: str | None, response_time: float
+) -> float | None:
+    """Explicit freshness lifetime for a shared cache, or ``None`` without one.
+
+    ``s-maxage`` beats ``max-age`` beats ``Expires - Date`` (``Date`` missing: the time the
+    response was received); an unparsable ``Expires`` means already expired (lifetime 0).
+    """
+    if control.s_maxage is not None:
+        return float(control.s_maxage)
+    if control.max_age is not None:
+        return float(control.max_age)
+    if expires is None:
+        return None
+    expires_at = parse_http_date(expires)
+    if expires_at is None:
+        return 0.0
+    date_value = parse_http_date(date)
+    return max(0.0, expires_at - (date_value if date_value is not None else response_time))

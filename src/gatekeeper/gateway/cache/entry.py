@@ -11,8 +11,13 @@ import json
 import struct
 from dataclasses import dataclass, field, replace
 
-from gatekeeper.gateway.cache.control import CacheControl, parse_cache_control, parse_http_date
-from gatekeeper.gateway.cache.exchange import Headers, get_header
+from gatekeeper.gateway.cache.control import (
+    CacheControl,
+    explicit_lifetime,
+    parse_cache_control,
+    parse_http_date,
+)
+from gatekeeper.gateway.cache.exchange import Headers
 
 __all__ = ["CacheEntry"]
 
@@ -22,7 +27,11 @@ _FORMAT = 1
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """One stored response: status, headers, body and the times its freshness depends on."""
+    """One stored response: status, headers, body and the times its freshness depends on.
+
+    What every hit needs (parsed Cache-Control, lifetime, initial age, validators, the fields
+    to send) is computed once, when the entry is made, not on each use.
+    """
 
     status: int
     headers: Headers
@@ -30,25 +39,52 @@ class CacheEntry:
     request_time: float
     response_time: float
     vary: dict[str, str | None] = field(default_factory=dict)
+    cache_control: CacheControl = field(init=False, compare=False, repr=False)
+    lifetime: float | None = field(init=False, compare=False, repr=False)
+    """Explicit freshness lifetime (``None``: the response gave none)."""
+    etag: str | None = field(init=False, compare=False, repr=False)
+    last_modified: str | None = field(init=False, compare=False, repr=False)
+    serve_headers: Headers = field(init=False, compare=False, repr=False)
+    """The fields sent to clients, before ``Content-Length``, ``Age`` and ``Cache-Status``."""
+    _fields: dict[str, str] = field(init=False, compare=False, repr=False)
+    _initial_age: float = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fields: dict[str, str] = {}
+        for key, value in self.headers:
+            name = key.lower()
+            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+        control = parse_cache_control(fields.get("cache-control"))
+        date = parse_http_date(fields.get("date"))
+        apparent_age = max(0.0, self.response_time - date) if date is not None else 0.0
+        age_field = fields.get("age")
+        try:
+            age_value = float(int(age_field.split(",")[0].strip())) if age_field else 0.0
+        except ValueError:
+            age_value = 0.0
+        response_delay = max(0.0, self.response_time - self.request_time)
+        set_ = object.__setattr__
+        set_(self, "_fields", fields)
+        set_(self, "cache_control", control)
+        set_(self, "_initial_age", max(apparent_age, age_value + response_delay))
+        set_(
+            self,
+            "lifetime",
+            explicit_lifetime(
+                control, fields.get("expires"), fields.get("date"), self.response_time
+            ),
+        )
+        set_(self, "etag", fields.get("etag"))
+        set_(self, "last_modified", fields.get("last-modified"))
+        set_(
+            self,
+            "serve_headers",
+            [(k, v) for k, v in self.headers if k.lower() not in {"age", "content-length"}],
+        )
 
     def header(self, name: str) -> str | None:
         """The combined value of header ``name`` of the stored response."""
-        return get_header(self.headers, name)
-
-    @property
-    def cache_control(self) -> CacheControl:
-        """The stored response's Cache-Control directives."""
-        return parse_cache_control(self.header("cache-control"))
-
-    @property
-    def etag(self) -> str | None:
-        """The stored ETag, if any."""
-        return self.header("etag")
-
-    @property
-    def last_modified(self) -> str | None:
-        """The stored Last-Modified, if any."""
-        return self.header("last-modified")
+        return self._fields.get(name.lower())
 
     @property
     def has_validator(self) -> bool:
@@ -62,16 +98,7 @@ class CacheEntry:
 
     def age(self, now: float) -> float:
         """The current age per RFC 9111 4.2.3, on the cache's clock ``now``."""
-        date = parse_http_date(self.header("date"))
-        apparent_age = max(0.0, self.response_time - date) if date is not None else 0.0
-        age_field = self.header("age")
-        try:
-            age_value = float(int(age_field.split(",")[0].strip())) if age_field else 0.0
-        except ValueError:
-            age_value = 0.0
-        response_delay = max(0.0, self.response_time - self.request_time)
-        corrected_initial_age = max(apparent_age, age_value + response_delay)
-        return corrected_initial_age + max(0.0, now - self.response_time)
+        return self._initial_age + max(0.0, now - self.response_time)
 
     def with_update(
         self, headers: Headers, request_time: float, response_time: float

@@ -76,10 +76,18 @@ class CacheRequest:
     host: str
     target: str
     headers: Headers = field(default_factory=list)
+    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         """The combined value of header ``name``, or ``None``."""
-        return get_header(self.headers, name)
+        index = self._index
+        if index is None:  # one pass over the fields, then every lookup is a dict get
+            index = {}
+            for key, value in self.headers:
+                lowered = key.lower()
+                index[lowered] = f"{index[lowered]}, {value}" if lowered in index else value
+            self._index = index
+        return index.get(name.lower())
 
 
 @dataclass

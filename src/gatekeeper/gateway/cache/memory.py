@@ -91,6 +91,11 @@ class MemoryStore:
         """The vary index of primary ``key``."""
         return cast("tuple[str, ...] | None", self._lookup(_INDEX + key))
 
+    async def lookup(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        """The vary index and, without Vary, the entry."""
+        names = await self.get_vary(key)
+        return names, (await self.get(key, "") if names == () else None)
+
     async def set_vary(self, key: str, names: tuple[str, ...], ttl: float) -> None:
         """Record the vary index of primary ``key``."""
         self._insert(_INDEX + key, names, 64 + sum(len(n) for n in names), ttl)

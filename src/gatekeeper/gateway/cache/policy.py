@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatekeeper.gateway.cache.control import CacheControl, parse_cache_control, parse_http_date
+from gatekeeper.gateway.cache.control import CacheControl, explicit_lifetime, parse_cache_control
 from gatekeeper.gateway.cache.entry import CacheEntry
 from gatekeeper.gateway.cache.exchange import CacheRequest, Headers, get_header
 
@@ -56,24 +56,13 @@ def bypass_reason(request: CacheRequest) -> str | None:
 
 
 def freshness_lifetime(headers: Headers, response_time: float) -> float | None:
-    """Explicit freshness lifetime in seconds (shared cache), or ``None`` without one.
-
-    ``s-maxage`` beats ``max-age`` beats ``Expires - Date``; an unparsable ``Expires`` means
-    already expired (lifetime 0).
-    """
-    control = parse_cache_control(get_header(headers, "cache-control"))
-    if control.s_maxage is not None:
-        return float(control.s_maxage)
-    if control.max_age is not None:
-        return float(control.max_age)
-    expires_field = get_header(headers, "expires")
-    if expires_field is None:
-        return None
-    expires = parse_http_date(expires_field)
-    if expires is None:
-        return 0.0
-    date = parse_http_date(get_header(headers, "date"))
-    return max(0.0, expires - (date if date is not None else response_time))
+    """Explicit freshness lifetime in seconds of a response's fields (see ``explicit_lifetime``)."""
+    return explicit_lifetime(
+        parse_cache_control(get_header(headers, "cache-control")),
+        get_header(headers, "expires"),
+        get_header(headers, "date"),
+        response_time,
+    )
 
 
 def not_storable_reason(request: CacheRequest, status: int, headers: Headers) -> str | None:
@@ -130,7 +119,7 @@ def freshness(
     entry: CacheEntry, request_cc: CacheControl, now: float, *, honor_request: bool = True
 ) -> Freshness:
     """Whether ``entry`` can be served as is to a request with directives ``request_cc``."""
-    lifetime = freshness_lifetime(entry.headers, entry.response_time) or 0.0
+    lifetime = entry.lifetime or 0.0
     age = entry.age(now)
     control = entry.cache_control
     usable = age < lifetime and not control.no_cache
@@ -176,7 +165,7 @@ def store_ttl(entry: CacheEntry, now: float, validator_grace: float) -> float:
     Entries with a validator are kept ``validator_grace`` seconds longer so that they can be
     revalidated (a cheap 304) instead of fetched again.
     """
-    lifetime = freshness_lifetime(entry.headers, entry.response_time) or 0.0
+    lifetime = entry.lifetime or 0.0
     control = entry.cache_control
     extra = 0.0
     if not _no_stale(control):

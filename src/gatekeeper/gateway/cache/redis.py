@@ -111,16 +111,20 @@ class RedisStore:
 
     async def get_vary(self, key: str) -> tuple[str, ...] | None:
         """The vary index of primary ``key``."""
-        data = await _call("GET", self._redis.get(self._index_key(key)))
-        if data is None:
-            return None
+        return _decode_index(await _call("GET", self._redis.get(self._index_key(key))))
+
+    async def lookup(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        """Index and no-Vary entry in one MGET (same hash tag: one shard in a cluster)."""
+        index, data = await _call(
+            "MGET", self._redis.mget(self._index_key(key), self._entry_key(key, ""))
+        )
+        names = _decode_index(index)
+        if names != () or not isinstance(data, bytes):
+            return names, None
         try:
-            names = json.loads(data)
+            return names, CacheEntry.from_bytes(data)
         except ValueError:
-            return None
-        if not isinstance(names, list):
-            return None
-        return tuple(str(name) for name in names)
+            return names, None
 
     async def set_vary(self, key: str, names: tuple[str, ...], ttl: float) -> None:
         """Write the vary index of primary ``key`` with a TTL."""
@@ -140,3 +144,16 @@ class RedisStore:
         """Close the client if this store created it."""
         if self._owns_client:
             await self._redis.aclose()
+
+
+def _decode_index(data: object) -> tuple[str, ...] | None:
+    """A stored vary index, or ``None`` when absent or unreadable."""
+    if not isinstance(data, (bytes, str)):
+        return None
+    try:
+        names = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(names, list):
+        return None
+    return tuple(str(name) for name in names)

@@ -89,8 +89,11 @@ def response_from_entry(
 ) -> CacheResponse:
     """The client's response from a stored entry: ``Age`` set, 304 or body as appropriate."""
     age = str(int(entry.age(now)))
-    base = without_headers(entry.headers, {"age", "content-length"})
-    if client_conditional_matches(request, entry):
+    base = entry.serve_headers
+    if (
+        request.header("if-none-match") is not None
+        or request.header("if-modified-since") is not None
+    ) and client_conditional_matches(request, entry):
         fields = [(k, v) for k, v in base if k.lower() in _NOT_MODIFIED_FIELDS]
         headers = add_cache_status([*fields, ("age", age)], cache_status)
         return CacheResponse(304, headers, iterate_once(b""), b"")

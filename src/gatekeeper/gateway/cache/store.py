@@ -39,6 +39,10 @@ class Store(Protocol):
         """The vary index of primary ``key``: ``()`` for no Vary, ``None`` for nothing stored."""
         ...
 
+    async def lookup(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        """The vary index and, when it is ``()`` (no Vary), the entry: one round trip."""
+        ...
+
     async def set_vary(self, key: str, names: tuple[str, ...], ttl: float) -> None:
         """Record the field names responses of primary ``key`` vary on."""
         ...
