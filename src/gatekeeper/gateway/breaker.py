@@ -33,6 +33,9 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+_CLOSED = BreakerState.CLOSED
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
     """When a breaker trips and how it recovers (``enabled=False`` never trips)."""
@@ -64,33 +67,39 @@ class BreakerConfig:
 class RollingWindow:
     """Two counters summed over the last ``window`` seconds, in ``buckets`` slices.
 
-    Adding is O(1); reading the totals is O(buckets). A slice is reset lazily when time comes
+    Adding is O(1) (and cheap while time stays in the current slice, the common case on the
+    request path); reading the totals is O(buckets). A slice is reset lazily when time comes
     round to it again, so an idle window costs nothing.
     """
 
-    __slots__ = ("_a", "_b", "_epoch", "_n", "_width")
+    __slots__ = ("_a", "_b", "_current", "_epoch", "_index", "_n", "_per_second")
 
     def __init__(self, window: float, buckets: int = 10) -> None:
         self._n = buckets
-        self._width = window / buckets
+        self._per_second = buckets / window  # slices per second
         self._epoch = [-1] * buckets
         self._a = [0] * buckets
         self._b = [0] * buckets
+        self._current = -1  # the epoch of the slice last written
+        self._index = 0
 
-    def add(self, now: float, a: int = 0, b: int = 0) -> None:
+    def add(self, now: float, a: int, b: int) -> None:
         """Count ``a`` and ``b`` at time ``now``."""
-        epoch = int(now // self._width)
-        i = epoch % self._n
-        if self._epoch[i] != epoch:
-            self._epoch[i] = epoch
-            self._a[i] = 0
-            self._b[i] = 0
+        epoch = int(now * self._per_second)
+        if epoch != self._current:
+            self._current = epoch
+            i = self._index = epoch % self._n
+            if self._epoch[i] != epoch:
+                self._epoch[i] = epoch
+                self._a[i] = 0
+                self._b[i] = 0
+        i = self._index
         self._a[i] += a
         self._b[i] += b
 
     def totals(self, now: float) -> tuple[int, int]:
         """The sums of ``a`` and ``b`` over the window ending at ``now``."""
-        lowest = int(now // self._width) - self._n + 1
+        lowest = int(now * self._per_second) - self._n + 1
         total_a = total_b = 0
         for i in range(self._n):
             if self._epoch[i] >= lowest:
@@ -104,6 +113,7 @@ class RollingWindow:
             self._epoch[i] = -1
             self._a[i] = 0
             self._b[i] = 0
+        self._current = -1
 
 
 class CircuitBreaker:
@@ -150,11 +160,12 @@ class CircuitBreaker:
         """Count the outcome of a request that finished at ``now``."""
         config = self.config
         state = self.state
-        if state is BreakerState.CLOSED:
-            self._window.add(now, 1, 0 if ok else 1)
+        if state is _CLOSED:
             if ok:
+                self._window.add(now, 1, 0)
                 self._consecutive = 0
                 return
+            self._window.add(now, 1, 1)
             self._consecutive += 1
             if not config.enabled:
                 return

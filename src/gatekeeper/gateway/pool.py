@@ -104,11 +104,12 @@ class UpstreamPool:
 
     def pick(self, ctx: BalanceContext, exclude: Collection[Endpoint] = _NOTHING) -> Endpoint:
         """The endpoint for this request; raises NoHealthyUpstream when none may take it."""
+        now = self._clock.monotonic()
         if not exclude:
             # A first attempt (retries always exclude the endpoints already tried): it is what
             # the retry budget is a share of.
-            self.retry_budget.deposit()
-        ep = self._balancer.pick(ctx, self._clock.monotonic(), exclude)
+            self.retry_budget.deposit(now)
+        ep = self._balancer.pick(ctx, now, exclude)
         if ep is None:
             self.no_healthy += 1
             tried = f" ({len(exclude)} already tried)" if exclude else ""

@@ -60,9 +60,9 @@ class RetryBudget:
         self._floor = self.config.min_per_second * self.config.window
         self.denied = 0
 
-    def deposit(self) -> None:
-        """Count one request (a first attempt, not a retry)."""
-        self._counts.add(self.clock.monotonic(), 1, 0)
+    def deposit(self, now: float | None = None) -> None:
+        """Count one request (a first attempt, not a retry); ``now`` saves a clock read."""
+        self._counts.add(self.clock.monotonic() if now is None else now, 1, 0)
 
     def allow_retry(self) -> bool:
         """Withdraw one retry if the budget has room; ``False`` means: do not retry."""
