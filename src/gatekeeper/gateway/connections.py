@@ -27,6 +27,12 @@ from gatekeeper.gateway.messages import Body, Headers, ProxyResponse
 
 __all__ = ["ConnectionPool", "UpstreamConnection", "Watchdog"]
 
+# Consumed while parsing: never forwarded (RFC 9110 7.6.1), framing re-done by the writer.
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+     b"content-length"}
+)  # fmt: skip
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
 # Statuses whose responses never have a body whatever their headers say (RFC 9110 6.4.1).
 _NO_BODY = frozenset({204, 304})
 
@@ -126,9 +132,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     _chunked = False
+    _length: int | None = None
+    _listed: set[bytes] | None = None
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self._length = None
+        self._chunked = False
+        self._listed = None
         self._reason = b""
         self._message_done = False
 
@@ -136,7 +147,26 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        # Hop-by-hop and framing headers are consumed here, so the response's header list is
+        # end-to-end already (one pass, no filtering afterwards).
+        name = name.lower()
+        if name in _HOP_BY_HOP:
+            if name == b"content-length":
+                try:
+                    self._length = int(value)
+                except ValueError:
+                    self._length = None
+            elif name == b"transfer-encoding":
+                self._chunked = self._chunked or b"chunked" in value.lower()
+            elif name == b"connection":
+                tokens = [t.strip().lower() for t in value.split(b",")]
+                listed = [t for t in tokens if t and t not in _CONNECTION_OPTIONS]
+                if listed:
+                    self._listed = (self._listed or set()).union(listed)
+            return
+        if name.startswith(b"proxy-"):
+            return
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -144,18 +174,15 @@ class UpstreamConnection(asyncio.Protocol):
             # 1xx: interim (100 Continue, 103 Early Hints); the final response follows.
             self._headers = []
             self._reason = b""
+            self._length = None
+            self._chunked = False
+            self._listed = None
             return
-        length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-        self._chunked = chunked
+        length = self._length
+        chunked = self._chunked
+        if self._listed is not None:
+            listed = self._listed
+            self._headers = [(n, v) for n, v in self._headers if n not in listed]
         if chunked:
             length = None
         if self._head_only or status in _NO_BODY:

@@ -214,7 +214,7 @@ async def run_backends(count: int, host: str = "127.0.0.1") -> list[MockBackend]
 
 
 def main() -> None:  # pragma: no cover - used by the benchmark as a separate process
-    """``python -m gatekeeper.gateway.mock_backend PORT [NAME]``."""
+    """``python -m gatekeeper.gateway.mock_backend PORT [NAME [HOST]]`` (HOST: 127.0.0.1)."""
     import sys
 
     from gatekeeper.gateway.server import install_uvloop

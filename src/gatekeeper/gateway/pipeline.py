@@ -114,13 +114,12 @@ class GatewayState:
         started = time.monotonic()
         status = 0
         metrics = self.metrics
-        if metrics is not None:
-            metrics.request_started()
         try:
             status = await self._proxy(request, route, conn)
         finally:
+            # (The in-flight gauge is not kept per request: it costs two locked updates on
+            # the hot path; /stats reports in-flight connections from the server instead.)
             if metrics is not None:
-                metrics.request_finished()
                 metrics.request(
                     route.name, status or 499, route.upstream, time.monotonic() - started
                 )

@@ -55,8 +55,11 @@ def _listed(headers: Headers) -> frozenset[bytes] | None:
     names: set[bytes] | None = None
     for name, value in headers:
         if name == b"connection":
-            names = names or set()
-            names.update(t.strip().lower() for t in value.split(b","))
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token and token not in (b"keep-alive", b"close"):
+                    names = names or set()
+                    names.add(token)
     return frozenset(names) if names else None
 
 
@@ -233,8 +236,7 @@ class Proxy:
                 exclude.add(endpoint)
                 await _discard(response)
                 continue
-            response.headers = response_headers(response.headers)
-            return response
+            return response  # its headers are end-to-end already (filtered while parsing)
 
     @staticmethod
     def _with_host(head: bytes, endpoint: Any) -> bytes:
