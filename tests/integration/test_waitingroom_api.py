@@ -44,7 +44,7 @@ async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
         storage = storage_from_url(REDIS_URL, prefix=redis_prefix)
     except ConfigurationError:  # the engine's Redis store is still being built: same contract
         storage = storage_from_url("memory://")
-    limiter = Limiter(storage)
+    limiter = Limiter(storage, deadline=2.0)  # a loaded CI machine must not fail open
     async with scratch_database(POSTGRES_URL) as database:
         repository = SqlConfigRepository(database)
         await repository.ensure([T, "other"])

@@ -30,9 +30,17 @@ def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gatekeeper.waitingroom.worker"],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+
+
+async def _started(proc: subprocess.Popen[bytes]) -> None:
+    """Wait (bounded) until the worker logs that it runs: its imports are done."""
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while b"worker_started" not in await asyncio.to_thread(proc.stdout.readline):
+            pass
 
 
 @pytest.fixture
@@ -43,6 +51,8 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def _wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
@@ -91,10 +101,10 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
 
             await _wait_for(admitted_some)
             processes.append(_spawn(env))
+            await _started(processes[-1])
             holder = (await client.get(lease_key)).decode()
             leader = next(p for p in processes if f":{p.pid}:" in holder)
             follower = next(p for p in processes if p is not leader)
-            await asyncio.sleep(0.3)  # let the follower start and fail to take the lease
             leader.send_signal(signal.SIGKILL)
             leader.wait(timeout=10)
 

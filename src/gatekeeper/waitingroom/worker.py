@@ -77,8 +77,9 @@ class AdmissionWorker:
             config = await self.configs.get(tenant)
             if config is None:
                 continue
-            # A successor catches up with the ticks missed while the lease was orphaned.
-            catch_up = math.ceil(2 * lease / config.admission_frequency) + 1
+            # A successor catches up with the ticks missed while the lease was orphaned (the
+            # TTL plus a loaded machine's delays); a longer outage is not paid back at once.
+            catch_up = max(3, math.ceil(5 * lease / config.admission_frequency) + 1)
             result = await self.store.admit(
                 tenant,
                 limit=config.admission_limit,
