@@ -9,8 +9,9 @@ Two properties for each sequence:
 2. The store gives exactly the memory store's answers, result by result (so the Lua scripts
    and the Python algorithms agree).
 
-Each sequence also carries a second policy in some groups (enforced or shadow) so that the
-all-or-nothing and shadow paths are compared too.
+Each sequence also carries a second policy in some groups (enforced or shadow), and decides
+runs of hits at one instant in one batch, so that the all-or-nothing, shadow and batching paths
+are compared too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ hit = st.tuples(
     st.sampled_from([0, 1, 1, 1, 2, 3, 7]),
     st.sampled_from([False] * 6 + [True]),
     st.sampled_from(["none", "none", "enforced", "shadow"]),
+    st.booleans(),  # decide in the same batch as the previous hit (when no time passed)
 )
 
 
@@ -55,23 +57,31 @@ def _policy(algorithm: Algorithm, limit: int, period: float, burst: int | None) 
 
 
 async def _replay(
-    store: Storage, policy: Policy, hits: list[tuple[int, int, bool, str]], subject: str
+    store: Storage, policy: Policy, hits: list[tuple[int, int, bool, str, bool]], subject: str
 ) -> tuple[list[list[PolicyResult]], list[tuple[int, int]]]:
+    """Replay the hits, several groups per ``decide`` call where the sequence says so."""
     other = Policy("other", "3/second", algorithm="fixed_window")
     other_shadow = Policy("other-shadow", "2/second", shadow=True)
+    batches: list[tuple[int, list[tuple[list[Check], bool, int]]]] = []
     now = START
-    answers: list[list[PolicyResult]] = []
-    debits: list[tuple[int, int]] = []
-    for i, (dt, cost, peek, extra) in enumerate(hits):
+    for i, (dt, cost, peek, extra, join) in enumerate(hits):
         now += dt
         group = [Check(policy, subject, cost=cost, peek=peek, lease_id=f"lease-{i}")]
         if extra != "none":
             group.append(Check(other if extra == "enforced" else other_shadow, subject))
-        results = (await store.decide([group], now))[0]
-        answers.append(results)
-        group_allowed = all(r.allowed or r.shadow for r in results)
-        if group_allowed and results[0].allowed and not peek and cost:
-            debits.append((now, cost))
+        if join and dt == 0 and batches:
+            batches[-1][1].append((group, peek, cost))
+        else:
+            batches.append((now, [(group, peek, cost)]))
+    answers: list[list[PolicyResult]] = []
+    debits: list[tuple[int, int]] = []
+    for at, batch in batches:
+        decided = await store.decide([group for group, _, _ in batch], at)
+        for results, (_, peek, cost) in zip(decided, batch, strict=True):
+            answers.append(results)
+            group_allowed = all(r.allowed or r.shadow for r in results)
+            if group_allowed and results[0].allowed and not peek and cost:
+                debits.append((at, cost))
     return answers, debits
 
 
