@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gatekeeper.errors import ConfigurationError, NoHealthyUpstream
+from gatekeeper.errors import ConfigurationError, NoHealthyUpstream, QueueFull
 from gatekeeper.gateway.balancing import RequestContext
 from gatekeeper.gateway.breaker import BreakerConfig, BreakerState
 from gatekeeper.gateway.endpoint import Endpoint
@@ -166,3 +166,44 @@ def test_pool_from_the_gateway_configuration() -> None:
     assert pool.health.config.path == "/ping"
     assert pool.breaker_config.consecutive_failures == 4
     assert pool.admission_control.snapshot()["queue_size"] == 3
+
+
+async def test_transitions_reach_the_prometheus_metrics(fake_clock: FakeClock) -> None:
+    """Breaker transitions, ejections, health changes and queue waits land in the real
+    Metrics registry under the pool's name and the endpoint's address."""
+    from gatekeeper.gateway.admission import QueueConfig
+    from gatekeeper.gateway.health import HealthCheckConfig
+    from gatekeeper.observability.metrics import Metrics
+
+    metrics = Metrics()
+    pool = _pool(
+        fake_clock,
+        breaker=BreakerConfig(consecutive_failures=2, open_for=5),
+        outlier=OutlierConfig(consecutive_failures=2, base_ejection_time=5),
+        health=HealthCheckConfig(unhealthy_threshold=1),
+        max_concurrency=1,
+        queue=QueueConfig(size=0, timeout=1),
+        metrics=metrics,
+    )
+    ep = pool.endpoints[0]
+    labels = {"upstream": "api", "endpoint": ep.address}
+
+    def value(name: str, **extra: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {**labels, **extra})
+
+    assert value("gatekeeper_upstream_endpoint_healthy") == 1
+    _send(pool, 503, ep)
+    _send(pool, 503, ep)
+    assert value("gatekeeper_upstream_breaker_state") == 2  # open
+    assert value("gatekeeper_upstream_breaker_transitions_total", state="open") == 1
+    assert value("gatekeeper_upstream_ejections_total") == 1
+    assert pool.health is not None
+    pool.health.record(ep, False, "refused")
+    assert value("gatekeeper_upstream_endpoint_healthy") == 0
+    async with pool.admission():
+        with pytest.raises(QueueFull):
+            await pool.admission_control.acquire()
+    rejected = metrics.registry.get_sample_value(
+        "gatekeeper_admission_rejections_total", {"upstream": "api", "reason": "full"}
+    )
+    assert rejected == 1

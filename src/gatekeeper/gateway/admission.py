@@ -17,6 +17,7 @@ import asyncio
 import heapq
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -43,7 +44,14 @@ class QueueConfig:
 class AdmissionController:
     """The admission gate of one pool. ``max_concurrency=None`` admits everything."""
 
-    def __init__(self, max_concurrency: int | None, queue: QueueConfig | None = None) -> None:
+    def __init__(
+        self,
+        max_concurrency: int | None,
+        queue: QueueConfig | None = None,
+        *,
+        on_depth: Callable[[int], None] | None = None,
+        on_wait: Callable[[float, str | None], None] | None = None,
+    ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
@@ -56,6 +64,10 @@ class AdmissionController:
         self._seq = itertools.count()
         self._retry_after = max(1, math.ceil(self.queue.timeout))
         self._unlimited = _Unlimited()
+        #: Observers for metrics: the queue depth when it changes, and each finished wait as
+        #: (seconds, None | "full" | "timeout"). The pass-through path calls neither.
+        self.on_depth = on_depth
+        self.on_wait = on_wait
 
     @property
     def queued(self) -> int:
@@ -79,6 +91,8 @@ class AdmissionController:
             return
         if len(self._waiters) >= self.queue.size:
             self.rejected_full += 1
+            if self.on_wait is not None:
+                self.on_wait(0.0, "full")
             raise QueueFull(
                 f"queue full ({self.queue.size} waiting, {limit} in flight)", self._retry_after
             )
@@ -86,19 +100,26 @@ class AdmissionController:
         future: asyncio.Future[None] = loop.create_future()
         entry = (-priority, next(self._seq), future)
         heapq.heappush(self._waiters, entry)
+        self._depth_changed()
+        started = loop.time()
         timer = loop.call_later(self.queue.timeout, self._expire, future)
         try:
             await future
-        except BaseException:
+        except BaseException as exc:
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a slot, then cancelled before running: pass the slot on.
                 self.release()
             else:
                 self._remove(entry)
+            if self.on_wait is not None:
+                timed_out = isinstance(exc, QueueFull)
+                self.on_wait(loop.time() - started, "timeout" if timed_out else None)
             raise
         finally:
             timer.cancel()
         self.admitted += 1
+        if self.on_wait is not None:
+            self.on_wait(loop.time() - started, None)
 
     def release(self) -> None:
         """Give a slot back: to the first live waiter if any, else to the pool."""
@@ -107,6 +128,7 @@ class AdmissionController:
             _, _, future = heapq.heappop(waiters)
             if not future.done():
                 future.set_result(None)  # the slot moves to this waiter; active stays
+                self._depth_changed()
                 return
         self.active -= 1
 
@@ -136,6 +158,11 @@ class AdmissionController:
         except ValueError:
             return
         heapq.heapify(self._waiters)
+        self._depth_changed()
+
+    def _depth_changed(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(len(self._waiters))
 
 
 class _Slot:

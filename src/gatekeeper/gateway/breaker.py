@@ -16,6 +16,7 @@ Time comes from an injected :class:`~gatekeeper.types.Clock` reading passed in a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -125,13 +126,20 @@ class CircuitBreaker:
         "_probes",
         "_window",
         "config",
+        "on_change",
         "opened_at",
         "state",
         "trips",
     )
 
-    def __init__(self, config: BreakerConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: BreakerConfig | None = None,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
         self.config = config or BreakerConfig()
+        #: Called with the new state on every transition (metrics); never on the hot path.
+        self.on_change = on_change
         self.state = BreakerState.CLOSED
         self.opened_at = 0.0
         self.trips = 0
@@ -206,20 +214,22 @@ class CircuitBreaker:
         }
 
     def _open(self, now: float) -> None:
-        self.state = BreakerState.OPEN
         self.opened_at = now
         self.trips += 1
-        self._probes = 0
-        self._half_open_successes = 0
+        self._enter(BreakerState.OPEN)
 
     def _half_open(self) -> None:
-        self.state = BreakerState.HALF_OPEN
-        self._probes = 0
-        self._half_open_successes = 0
+        self._enter(BreakerState.HALF_OPEN)
 
     def _close(self) -> None:
-        self.state = BreakerState.CLOSED
         self._consecutive = 0
+        self._window.clear()
+        self._enter(BreakerState.CLOSED)
+
+    def _enter(self, state: BreakerState) -> None:
+        changed = state is not self.state
+        self.state = state
         self._probes = 0
         self._half_open_successes = 0
-        self._window.clear()
+        if changed and self.on_change is not None:
+            self.on_change(state)

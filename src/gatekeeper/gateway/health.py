@@ -89,9 +89,12 @@ class HealthChecker:
         config: HealthCheckConfig,
         *,
         rng: random.Random | None = None,
+        on_change: Callable[[Endpoint, bool], None] | None = None,
     ) -> None:
         self.config = config
         self.rounds = 0
+        #: Called with (endpoint, healthy) when an endpoint changes state (metrics, logs).
+        self.on_change = on_change
         self._endpoints = endpoints
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
@@ -105,12 +108,16 @@ class HealthChecker:
             if not ep.healthy and ep.health_successes >= self.config.healthy_threshold:
                 ep.healthy = True
                 ep.ejected_until = 0.0
+                if self.on_change is not None:
+                    self.on_change(ep, True)
         else:
             ep.health_successes = 0
             ep.health_failures += 1
             ep.last_check_error = reason
             if ep.healthy and ep.health_failures >= self.config.unhealthy_threshold:
                 ep.healthy = False
+                if self.on_change is not None:
+                    self.on_change(ep, False)
 
     async def check_once(self) -> None:
         """Probe every endpoint once, concurrently, and record the results."""

@@ -19,7 +19,7 @@ Everything runs on one event loop; nothing here awaits except admission and heal
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError, NoHealthyUpstream
@@ -32,7 +32,7 @@ from gatekeeper.gateway.balancing import (
     canonical_strategy,
     make_balancer,
 )
-from gatekeeper.gateway.breaker import BreakerConfig, CircuitBreaker
+from gatekeeper.gateway.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from gatekeeper.gateway.endpoint import Endpoint
 from gatekeeper.gateway.health import HealthCheckConfig, HealthChecker
 from gatekeeper.gateway.outlier import OutlierConfig, OutlierDetector
@@ -65,6 +65,7 @@ class UpstreamPool:
         queue: QueueConfig | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        metrics: Any = None,
     ) -> None:
         if not endpoints:
             raise ConfigurationError(f"upstream {name!r} needs at least one endpoint")
@@ -77,13 +78,21 @@ class UpstreamPool:
         self.breaker_config = breaker or BreakerConfig()
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
         for ep in self.endpoints:
-            ep.breaker = CircuitBreaker(self.breaker_config)
+            ep.breaker = CircuitBreaker(self.breaker_config, self._breaker_observer(ep))
         self.outlier = OutlierDetector(self.endpoints, outlier)
         self.retry_budget = RetryBudget(retry, self._clock)
-        self.admission_control = AdmissionController(max_concurrency, queue)
-        self.health: HealthChecker | None = (
-            HealthChecker(lambda: self.endpoints, health, rng=self._rng) if health else None
+        self.admission_control = AdmissionController(
+            max_concurrency, queue, on_depth=self._queue_depth, on_wait=self._queue_wait
         )
+        self.health: HealthChecker | None = (
+            HealthChecker(
+                lambda: self.endpoints, health, rng=self._rng, on_change=self._health_changed
+            )
+            if health
+            else None
+        )
+        self._metrics: Any = None
+        self.metrics = metrics
         self.hash_on = hash_on
         self.strategy = ""
         self._balancer: Balancer
@@ -99,6 +108,20 @@ class UpstreamPool:
     def clock(self, clock: Clock) -> None:
         self._clock = clock
         self.retry_budget.clock = clock
+
+    @property
+    def metrics(self) -> Any:
+        """Where transitions are reported (``gatekeeper.observability.metrics.Metrics`` or any
+        object with its ``endpoint_health``/``ejection``/``breaker``/``queue_depth_set``/
+        ``queue_waited`` methods); ``None`` reports nothing."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Any) -> None:
+        self._metrics = metrics
+        if metrics is not None:
+            for ep in self.endpoints:
+                metrics.endpoint_health(self.name, ep.address, ep.healthy)
 
     # -- the request path -------------------------------------------------------------------
 
@@ -138,7 +161,8 @@ class UpstreamPool:
             ep.failures += 1
         ep.observe_latency(latency, now, EWMA_DECAY)
         ep.breaker.record(now, not failed)
-        self.outlier.record(ep, now, status, failed)
+        if self.outlier.record(ep, now, status, failed) and self._metrics is not None:
+            self._metrics.ejection(self.name, ep.address)
 
     def admission(self, priority: int = 0) -> Any:
         """``async with pool.admission(priority):`` holds a concurrency slot (may queue)."""
@@ -178,6 +202,27 @@ class UpstreamPool:
             "retry_budget": self.retry_budget.snapshot(),
         }
 
+    # -- observers (called on transitions only, never per request) --------------------------
+
+    def _breaker_observer(self, ep: Endpoint) -> Callable[[BreakerState], None]:
+        def changed(state: BreakerState) -> None:
+            if self._metrics is not None:
+                self._metrics.breaker(self.name, ep.address, str(state))
+
+        return changed
+
+    def _health_changed(self, ep: Endpoint, healthy: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.endpoint_health(self.name, ep.address, healthy)
+
+    def _queue_depth(self, depth: int) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth_set(self.name, depth)
+
+    def _queue_wait(self, seconds: float, rejected: str | None) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_waited(self.name, seconds, rejected)
+
     async def start(self) -> None:
         """Start the active health checks (if configured)."""
         if self.health is not None:
@@ -189,7 +234,9 @@ class UpstreamPool:
             await self.health.stop()
 
 
-def pool_from_config(name: str, config: Any, *, clock: Clock | None = None) -> UpstreamPool:
+def pool_from_config(
+    name: str, config: Any, *, clock: Clock | None = None, metrics: Any = None
+) -> UpstreamPool:
     """Build a pool from a gateway ``upstreams:`` entry (``gateway.config.UpstreamConfig``).
 
     Read by attribute so that this module does not depend on the configuration models.
@@ -237,4 +284,5 @@ def pool_from_config(name: str, config: Any, *, clock: Clock | None = None) -> U
         max_concurrency=config.max_concurrency,
         queue=queue,
         clock=clock,
+        metrics=metrics,
     )
