@@ -196,3 +196,23 @@ def test_breaker_rejects_nonsense(threshold: int, cooldown: float) -> None:
 
     with pytest.raises(ConfigurationError):
         Breaker(failure_threshold=threshold, cooldown=cooldown)
+
+
+async def test_store_calls_and_degraded_decisions_reach_the_metrics(fake_clock: FakeClock) -> None:
+    """With metrics attached, each batch's store call and each degraded verdict is recorded."""
+    from gatekeeper.observability.metrics import Metrics
+
+    metrics = Metrics()
+    storage = RecordingStorage(fake_clock)
+    limiter = Limiter(storage, clock=fake_clock, metrics=metrics, logger=ListLogger())
+    policy = Policy.parse("p", "10/minute", failure="closed")
+    await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(3)))
+    storage.fail = True
+    await limiter.hit(policy, "k")
+    text = metrics.render().decode()
+    assert 'store="redis"' in text
+    degraded = [line for line in text.splitlines() if line.startswith("gatekeeper_") and
+                "fail_closed" in line]  # fmt: skip
+    assert degraded
+    assert degraded[0].endswith(" 1.0")
+    metrics.close()

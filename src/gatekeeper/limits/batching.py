@@ -55,10 +55,11 @@ class Batcher(Generic[T, R]):
         """Add ``item`` to this turn's batch; the future resolves to its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        pending = self._pending.get(now_us)
-        if pending is None:
-            pending = self._pending[now_us] = ([], [])
-        items, futures = pending
+        pending = self._pending
+        entry = pending.get(now_us)
+        if entry is None:
+            entry = pending[now_us] = ([], [])
+        items, futures = entry
         items.append(item)
         futures.append(future)
         if len(items) >= self.batch_max:

@@ -20,6 +20,7 @@ The limiter never raises because the store is down: degraded decisions say so
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.batching import Batcher
 from gatekeeper.limits.decision import Decision, PolicyResult
 from gatekeeper.limits.overlimit import OverLimitCache
-from gatekeeper.limits.policy import Algorithm, Check, Policy
+from gatekeeper.limits.policy import Algorithm, Check, FailureMode, Policy
 from gatekeeper.limits.resilience import Breaker, Degraded, FailurePolicy, LogThrottle
 from gatekeeper.types import Clock, Storage, SystemClock
 
@@ -93,6 +94,9 @@ class Limiter:
     ``True`` or a ready :class:`OverLimitCache`; ``closed_retry_after`` is what fail-closed
     denials tell clients to wait. ``clock`` drives the breaker, the over-limit cache, the fallback
     store and log throttling; windows themselves follow the store's clock (Redis ``TIME``).
+    ``metrics`` (a :class:`gatekeeper.observability.metrics.Metrics`) receives the duration of
+    every store call and every degraded decision; per-policy verdicts are left to the caller,
+    which knows its route.
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Limiter:
         logger: Any = None,
         closed_retry_after: float = 1.0,
         fallback_storage: Storage | None = None,
+        metrics: Any = None,
     ) -> None:
         if not (isinstance(deadline, int | float) and deadline > 0):
             raise ConfigurationError(f"deadline must be positive seconds, got {deadline!r}")
@@ -115,6 +120,8 @@ class Limiter:
                 f"closed_retry_after must be positive seconds, got {closed_retry_after!r}"
             )
         self.storage = storage
+        self.metrics = metrics
+        self._store_label = "memory" if hasattr(storage, "decide_sync") else "redis"
         self.deadline = float(deadline)
         self.clock: Clock = clock or SystemClock()
         self.breaker = breaker or Breaker(clock=self.clock)
@@ -160,7 +167,7 @@ class Limiter:
         if not checks:
             return Decision(True, ())
         cache = self.over_limit
-        if cache is not None:
+        if cache is not None and cache:  # an empty cache costs no clock read
             now = self.clock.monotonic()
             hits: list[PolicyResult] | None = None
             for check in checks:
@@ -248,6 +255,16 @@ class Limiter:
     def _conclude(self, checks: Sequence[Check], results: _Results) -> Decision:
         stats = self._stats
         stats.decisions += 1
+        if len(results) == 1 and type(results) is list:
+            # The common case, kept lean: one policy, decided by the store.
+            only = results[0]
+            if only.allowed:
+                stats.allowed += 1
+                return Decision(True, (only,))
+            if only.shadow:
+                stats.allowed += 1
+                stats.shadow_denied += 1
+                return Decision(True, (only,), False, True)
         allowed = True
         shadow_denied = False
         for result in results:
@@ -287,15 +304,25 @@ class Limiter:
         by_reason = stats.degraded_by_reason
         by_reason[reason] = by_reason.get(reason, 0) + 1
         by_policy = stats.degraded_by_policy
+        metrics = self.metrics
         for check in checks:
-            name = check.policy.name
-            by_policy[name] = by_policy.get(name, 0) + 1
+            policy = check.policy
+            by_policy[policy.name] = by_policy.get(policy.name, 0) + 1
+            if metrics is not None:
+                if policy.failure is FailureMode.CLOSED:
+                    metrics.degraded_decision("fail_closed")
+                elif policy.fallback is not None:
+                    metrics.degraded_decision("local")
+                else:
+                    metrics.degraded_decision("fail_open")
 
     async def _run_batch(self, groups: list[Sequence[Check]], now_us: int | None) -> list[_Results]:
         """One store call for the whole batch, bounded by the deadline, guarded by the breaker."""
         breaker = self.breaker
         if not breaker.allow():
             return await self._degrade(groups, "breaker_open", None)
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             async with asyncio.timeout(self.deadline):
                 results = await self.storage.decide(groups, now_us)
@@ -306,6 +333,8 @@ class Limiter:
             breaker.failure()
             return await self._degrade(groups, "error", exc)
         breaker.success()
+        if metrics is not None:
+            metrics.store_call(self._store_label, time.perf_counter() - started)
         return results
 
     async def _degrade(

@@ -32,6 +32,9 @@ class OverLimitCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
     def lookup(self, check: Check, now: float) -> PolicyResult | None:
         """The denial that still holds for ``check`` at monotonic time ``now``, else ``None``.
 
