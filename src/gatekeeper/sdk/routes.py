@@ -59,7 +59,7 @@ def _verdict_response(verdict: Verdict, **extra: Any) -> JSONResponse:
         "message": verdict.message,
         "retry_after": verdict.retry_after,
     }
-    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    headers: dict[str, str] = {"cache-control": "no-store"}
     if verdict.principal is not None:
         body["tier"] = verdict.principal.tier
     if decision is not None:
@@ -77,7 +77,8 @@ def _verdict_response(verdict: Verdict, **extra: Any) -> JSONResponse:
     if not verdict.allowed:
         body["error"] = verdict.reason
         if verdict.retry_after:
-            headers["Retry-After"] = str(verdict.retry_after)
+            # Bans outlast the limit's own Retry-After: the longer wait is the true one.
+            headers["retry-after"] = str(verdict.retry_after)
     return JSONResponse(body, status_code=verdict.status, headers=headers)
 
 
@@ -108,8 +109,10 @@ def sdk_router(guard: Guard) -> APIRouter:
         return Response(demo_script, media_type="application/javascript")
 
     @router.post("/sdk/check")
-    async def check(body: CheckBody, request: Request) -> JSONResponse:
-        """Decide one call (debiting ``cost``) without forwarding it."""
+    async def check(request: Request, body: CheckBody | None = None) -> JSONResponse:
+        """Decide one call (debiting ``cost``) without forwarding it. The body is optional:
+        the key may come in a header, and the cost defaults to 1."""
+        body = body or CheckBody()
         bearer, header_key = presented_credentials(request)
         ip = client_address(request)
         verdict = await guard.check(
@@ -142,8 +145,9 @@ def sdk_router(guard: Guard) -> APIRouter:
         return _verdict_response(verdict, data={"message": "protected sample data"})
 
     @router.post("/sdk/track")
-    async def track(body: TrackBody, request: Request) -> dict[str, Any]:
+    async def track(request: Request, body: TrackBody | None = None) -> dict[str, Any]:
         """Record a call the client made (request log only; debits nothing)."""
+        body = body or TrackBody()
         bearer, header_key = presented_credentials(request)
         principal = await identity.authenticate(bearer, body.api_key or header_key)
         await identity.request_log.append(
