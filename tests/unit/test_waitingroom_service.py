@@ -112,6 +112,9 @@ async def test_gate_redirects_without_ready_token_and_allows_with_one(
     assert (await gate.check({"jwt": token}, {}, "/buy")).allowed
     assert (await gate.check({}, {}, f"/buy?gk_jwt={token}")).allowed
     assert not (await gate.check({}, {cookie_name(T): "forged"}, "/buy")).allowed
+    raw = [(b"host", b"x"), (b"cookie", f"a=1; {cookie_name(T)}={token}".encode())]
+    assert (await gate.check_headers(raw, b"/buy")).allowed
+    assert not (await gate.check_headers([(b"cookie", b"a=1")], b"/buy")).allowed
     foreign = await gate.check({}, {}, "https://evil.example/")
     assert foreign.redirect is not None
     assert foreign.redirect.endswith("return_to=%2F")

@@ -9,7 +9,8 @@ visitor, shows position and ETA, and returns them to ``return_to`` when they are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from http.cookies import CookieError, SimpleCookie
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, urlsplit
@@ -73,3 +74,22 @@ class WaitingRoomGate:
         return GateDecision(
             False, f"{self.wait_path}?business_id={quote(self.tenant, safe='')}&return_to={back}"
         )
+
+    async def check_headers(
+        self, headers: Iterable[tuple[bytes, bytes]], target: bytes | str
+    ) -> GateDecision:
+        """:meth:`check` for raw ASGI/gateway headers (lower-case byte names)."""
+        jwt = ""
+        cookies: dict[str, str] = {}
+        for name, value in headers:
+            if name == b"jwt":
+                jwt = value.decode("latin-1")
+            elif name == b"cookie" and self.cookie.encode() in value:
+                try:
+                    jar = SimpleCookie(value.decode("latin-1"))
+                except CookieError:
+                    continue
+                if self.cookie in jar:
+                    cookies[self.cookie] = jar[self.cookie].value
+        path = target.decode("latin-1") if isinstance(target, bytes) else target
+        return await self.check({"jwt": jwt} if jwt else {}, cookies, path)
