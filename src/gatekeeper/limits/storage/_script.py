@@ -100,9 +100,15 @@ class Encoder:
                     policies.extend(self.fields(policy))
                 if policy.algorithm is Algorithm.CONCURRENCY:
                     leases.append(check.lease_id or "")
-                keys.append(check.storage_key_in(prefix))
+                subject = check.key
+                if "{" in subject or "}" in subject:
+                    keys.append(check.storage_key_in(prefix))
+                else:
+                    keys.append(f"{prefix}:{{{subject}}}:{policy.name}")
                 flags = (PEEK if check.peek or peek_all else 0) | (SHADOW if policy.shadow else 0)
-                numbers.extend((at, check.cost, flags))
+                numbers.append(at)
+                numbers.append(check.cost)
+                numbers.append(flags)
         head = [
             "" if now_us is None else now_us,
             " ".join(map(str, policies)),
@@ -126,9 +132,9 @@ def decode(groups: Sequence[Sequence[Check]], flat: Sequence[Any]) -> list[list[
                     policy.name,
                     flat[i] == 1,
                     policy.capacity,
-                    int(flat[i + 1]),
-                    int(flat[i + 2]) / 1_000_000,
-                    int(flat[i + 3]) / 1_000_000,
+                    flat[i + 1],
+                    flat[i + 2] / 1_000_000,
+                    flat[i + 3] / 1_000_000,
                     policy.shadow,
                 )
             )
