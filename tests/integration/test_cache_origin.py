@@ -543,3 +543,22 @@ async def test_redis_outage_fails_open(
         assert cache.stats.store_errors >= 1
     finally:
         await store.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_store_works_with_a_decoding_client(redis_prefix: str) -> None:
+    """A shared client with decode_responses=True still round-trips binary bodies."""
+    from gatekeeper.gateway.cache import CacheEntry
+
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    store = RedisStore(client, prefix=redis_prefix)
+    try:
+        entry = CacheEntry(200, [("etag", '"b"')], bytes(range(256)), 1.0, 2.0)
+        assert await store.set("k", "", entry, 30)
+        await store.set_vary("k", (), 30)
+        names, found = await store.lookup("k")
+        assert names == ()
+        assert found == entry
+    finally:
+        await store.aclose()
+        await client.aclose()

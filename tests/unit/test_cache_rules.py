@@ -229,3 +229,20 @@ def test_vary_values_are_normalized() -> None:
 def test_cache_status_rendering(status: CacheStatus, text: str) -> None:
     """Cache-Status members render as RFC 9211 structured-field parameters."""
     assert status.render("gk") == text
+
+
+def test_public_surface_is_sorted_and_complete() -> None:
+    """gatekeeper.gateway.cache.__all__ is sorted and names every public attribute."""
+    import types
+
+    import gatekeeper.gateway.cache as cache
+
+    public = sorted(
+        name
+        for name, value in vars(cache).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+    )
+    assert cache.__all__ == sorted(cache.__all__)
+    assert cache.__all__ == public

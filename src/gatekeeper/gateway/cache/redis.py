@@ -59,14 +59,13 @@ class RedisStore:
     ) -> None:
         if max_entry_bytes <= 0:
             raise ConfigurationError("redis cache store: max_entry_bytes must be positive")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        pool = getattr(client, "connection_pool", None)  # a cluster client has none
+        if pool is not None and pool.connection_kwargs.get("decode_responses"):
             # Bodies are bytes: a shared client that decodes replies cannot carry them, so use
             # a pool of our own with the same connection settings.
-            kwargs = dict(client.connection_pool.connection_kwargs, decode_responses=False)
-            pool = aioredis.ConnectionPool(
-                connection_class=client.connection_pool.connection_class, **kwargs
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            kwargs = dict(pool.connection_kwargs, decode_responses=False)
+            own = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            client = aioredis.Redis.from_pool(own)  # owns the pool: aclose() closes it
             owns_client = True
         self._redis = client
         self.prefix = prefix
