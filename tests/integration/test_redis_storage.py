@@ -138,7 +138,7 @@ async def test_a_paused_redis_raises_storage_timeout(private_redis: RedisServer)
 class _Sentinel:
     """A redis-server in Sentinel mode watching one master."""
 
-    def __init__(self, master_port: int) -> None:
+    def __init__(self, master_port: int, *settings: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
@@ -148,6 +148,7 @@ class _Sentinel:
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor gkmaster 127.0.0.1 {master_port} 1\n"
+            + "".join(f"sentinel {line}\n" for line in settings)
         )
         self.process = subprocess.Popen(
             [binary, str(conf), "--sentinel"],
@@ -189,3 +190,54 @@ async def test_sentinel_url_finds_the_master(sentinel: _Sentinel) -> None:
         assert [g[0].allowed for g in results] == [True, True, False]
     finally:
         await store.aclose()
+
+
+@pytest.mark.slow
+async def test_decisions_survive_a_sentinel_failover(private_redis: RedisServer) -> None:
+    """Kill the master: Sentinel promotes the replica, the store follows it, reloads its
+    script there (NOSCRIPT) and the replicated state carries on."""
+    replica = RedisServer(None, "--replicaof", "127.0.0.1", str(private_redis.port))
+    replica.start()
+    watcher = _Sentinel(
+        private_redis.port,
+        "down-after-milliseconds gkmaster 300",
+        "failover-timeout gkmaster 2000",
+    )
+    url = f"redis+sentinel://127.0.0.1:{watcher.port}/gkmaster?socket_timeout=0.5"
+    store = storage_from_url(url)
+    check = Check(Policy("failover", "5/hour"), "k")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                first = (await store.decide([[check]], NOW))[0][0]
+                break
+            except StorageError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        assert first.remaining == 4
+        replicated = aioredis.Redis.from_url(replica.url)
+        try:
+            key = check.storage_key_in("gk")
+            while not await replicated.exists(key):
+                assert time.monotonic() < deadline, "the replica never caught up"
+                await asyncio.sleep(0.02)
+        finally:
+            await replicated.aclose()
+        private_redis.kill()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                after = (await store.decide([[check]], NOW))[0][0]
+                break
+            except StorageError:
+                # Until Sentinel has noticed and promoted the replica.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert after.remaining == 3
+    finally:
+        await store.aclose()
+        watcher.stop()
+        replica.stop()
