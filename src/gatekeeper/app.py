@@ -222,6 +222,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 strip_prefix=rc.strip_prefix,
                 preserve_host=rc.preserve_host,
                 ratelimit_headers=rc.ratelimit_headers,
+                waiting_room=rc.waiting_room,
             )
         )
     return routes
@@ -249,6 +250,7 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         app=runtime.app,
         metrics=runtime.metrics,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
+        gate=runtime.context.extras.get("waitingroom_gate") if runtime.context else None,
     )
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state

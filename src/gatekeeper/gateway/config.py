@@ -240,6 +240,8 @@ class RouteConfig(_Model):
     strip_prefix: bool = False
     preserve_host: bool = True
     ratelimit_headers: bool = True
+    # A business_id: visitors without a ready token wait on the hosted page (/queue/wait).
+    waiting_room: str | None = None
 
     @field_validator("path_prefix")
     @classmethod

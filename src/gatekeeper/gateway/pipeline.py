@@ -93,6 +93,8 @@ class GatewayState:
     metrics: Any = None
     access_log: Any = None
     server_address: tuple[str, int] | None = None
+    # tenant -> waiting-room gate (``context.extras["waitingroom_gate"]``), or None.
+    gate: Any = None
 
     async def handle(self, request: ProxyRequest, conn: HttpProtocol) -> None:
         """Serve one request, writing its response to ``conn``."""
@@ -138,6 +140,15 @@ class GatewayState:
                 return 429
             if route.ratelimit_headers:
                 extra = rate_limit_headers(decision, policies=self.policies)
+        if route.waiting_room is not None and self.gate is not None:
+            verdict = await self.gate(route.waiting_room).check_headers(
+                request.headers, request.target
+            )
+            if not verdict.allowed:
+                location = (verdict.redirect or "/").encode("latin-1")
+                headers = [(b"location", location), (b"cache-control", b"no-store")]
+                await conn.send_response(ProxyResponse(302, headers, Body.of(b"")), request)
+                return 302
         pool = self.pools[route.upstream]
         try:
             async with pool.admission(route.priority):

@@ -62,6 +62,8 @@ class Route:
     strip_prefix: bool = False
     preserve_host: bool = True
     ratelimit_headers: bool = True
+    # The tenant (business_id) whose waiting room protects this route, or None.
+    waiting_room: str | None = None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""

@@ -102,13 +102,17 @@ class WaitingRoomComponent:
         )
         self.worker = AdmissionWorker(self.store, self.configs, context.clock, wr, metrics=metrics)
         self._stop = asyncio.Event()
+        self._gates: dict[str, WaitingRoomGate] = {}
         self._task: asyncio.Task[None] | None = None
         context.extras["waitingroom"] = self.service
         context.extras["waitingroom_gate"] = self.gate
 
     def gate(self, tenant: str) -> WaitingRoomGate:
-        """A gate protecting a route with ``tenant``'s waiting room."""
-        return WaitingRoomGate(self.service, tenant)
+        """The gate protecting routes with ``tenant``'s waiting room (one per tenant)."""
+        gate = self._gates.get(tenant)
+        if gate is None:
+            gate = self._gates[tenant] = WaitingRoomGate(self.service, tenant)
+        return gate
 
     def router(self) -> APIRouter:
         return build_router(self.service, client_ip=self.context.extras.get("client_ip"))
