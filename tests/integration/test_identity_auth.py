@@ -38,7 +38,9 @@ async def test_register_returns_tokens_and_the_free_tier(api: Api) -> None:
     me = await api.client.get("/auth/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json()["email"] == "alice@example.com"
-    assert me.json()["limits"] == [{"name": "tier-free", "rate": "5/minute"}]
+    assert me.json()["limits"] == [
+        {"name": "tier-free", "rate": "5/minute", "algorithm": "sliding_log"}
+    ]
     assert "password_hash" not in me.text
 
 

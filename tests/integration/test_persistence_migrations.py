@@ -83,10 +83,12 @@ async def test_first_migration_seeds_the_default_tiers(sql_database: Database) -
     async with sql_database.transaction() as session:
         tiers = {t.name: t.policies for t in (await session.scalars(select(Tier))).all()}
     assert tiers == {
-        "free": [{"name": "tier-free", "rate": "5/minute"}],
-        "basic": [{"name": "tier-basic", "rate": "20/minute"}],
-        "premium": [{"name": "tier-premium", "rate": "100/minute"}],
-        "enterprise": [{"name": "tier-enterprise", "rate": "1000/minute"}],
+        "free": [{"name": "tier-free", "rate": "5/minute", "algorithm": "sliding_log"}],
+        "basic": [{"name": "tier-basic", "rate": "20/minute", "algorithm": "sliding_log"}],
+        "premium": [{"name": "tier-premium", "rate": "100/minute", "algorithm": "sliding_log"}],
+        "enterprise": [
+            {"name": "tier-enterprise", "rate": "1000/minute", "algorithm": "sliding_log"}
+        ],
     }
 
 

@@ -59,7 +59,14 @@ def upgrade() -> None:
                 "name": name,
                 "description": f"{per_minute} requests per minute",
                 "priority": priority,
-                "policies": [{"name": f"tier-{name}", "rate": f"{per_minute}/minute"}],
+                # Sliding log: exactly N in any minute, which is what "N per minute" promises.
+                "policies": [
+                    {
+                        "name": f"tier-{name}",
+                        "rate": f"{per_minute}/minute",
+                        "algorithm": "sliding_log",
+                    }
+                ],
             }
             for name, per_minute, priority in DEFAULT_TIERS
         ],
