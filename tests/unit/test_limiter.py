@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.limits.decision import Decision
 from gatekeeper.limits.limiter import Limiter
 from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.limits.storage import storage_from_url
@@ -234,3 +235,21 @@ def test_bad_configuration_is_named(build: object, fragment: str) -> None:
     """Bad rates, algorithms, failure modes and storage URLs raise ConfigurationError."""
     with pytest.raises(ConfigurationError, match=fragment):
         build()  # type: ignore[operator]
+
+
+async def test_a_malformed_group_fails_only_its_caller(fake_clock: FakeClock) -> None:
+    """A concurrency check without a lease id raises for its caller; the batch and the
+    breaker are unaffected."""
+    storage = RecordingStorage(fake_clock)
+    limiter = Limiter(storage, clock=fake_clock)
+    good = Policy.parse("p", "10/minute")
+    bad = Policy.parse("c", "1/second", algorithm="concurrency")
+    results = await asyncio.gather(
+        limiter.hit(good, "k"), limiter.decide([Check(bad, "k")]), return_exceptions=True
+    )
+    assert isinstance(results[0], Decision)
+    assert results[0].allowed
+    assert not results[0].degraded
+    assert isinstance(results[1], ConfigurationError)
+    assert limiter.breaker.failures == 0
+    await limiter.aclose()

@@ -180,3 +180,14 @@ def test_bad_trusted_proxy_is_a_configuration_error(limiter: Limiter) -> None:
 
     with pytest.raises(ConfigurationError, match="not-an-ip"):
         RateLimitMiddleware(App(), limiter=limiter, trusted_proxies=["not-an-ip"])
+
+
+async def test_route_methods_are_case_insensitive_and_prefixes_checked(limiter: Limiter) -> None:
+    """methods={"post"} matches POST; a prefix without a leading slash is refused."""
+    from gatekeeper.errors import ConfigurationError
+
+    route = RouteLimit("/api", [Policy.parse("api", "1/minute")], methods={"post"})
+    assert route.matches("/api/x", "POST")
+    assert not route.matches("/api/x", "GET")
+    with pytest.raises(ConfigurationError, match="must start with"):
+        RouteLimit("api", [])

@@ -35,6 +35,7 @@ from gatekeeper.limits.decision import Decision, PolicyResult
 from gatekeeper.limits.overlimit import OverLimitCache
 from gatekeeper.limits.policy import Algorithm, Check, FailureMode, Policy
 from gatekeeper.limits.resilience import Breaker, Degraded, FailurePolicy, LogThrottle
+from gatekeeper.limits.storage.memory import validate_group
 from gatekeeper.types import Clock, Storage, SystemClock
 
 __all__ = ["Limiter", "LimiterStats"]
@@ -183,6 +184,9 @@ class Limiter:
         if sync is not None:
             results: _Results = sync((checks,), now_us)[0]
         else:
+            # A malformed group must fail its own caller here, not poison a whole batch (and
+            # count as a store failure towards the breaker).
+            validate_group(checks)
             results = await self._batcher.submit(checks, now_us)
         return self._conclude(checks, results)
 

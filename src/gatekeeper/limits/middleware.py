@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping, Seq
 from dataclasses import dataclass
 from typing import Any
 
+from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.decision import Decision
 from gatekeeper.limits.headers import rate_limit_headers, too_many_requests
 from gatekeeper.limits.keys import KeyFunc, RequestView, by_ip, client_ip, parse_trusted_proxies
@@ -49,6 +50,12 @@ class RouteLimit:
     methods: Collection[str] | None = None
     key: KeyFunc | None = None
     cost: int = 1
+
+    def __post_init__(self) -> None:
+        if self.methods is not None:
+            object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+        if not self.prefix.startswith("/"):
+            raise ConfigurationError(f"route prefix {self.prefix!r} must start with '/'")
 
     def matches(self, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:
