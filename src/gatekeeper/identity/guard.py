@@ -9,7 +9,7 @@ both ask this one object, so they cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gatekeeper.errors import AuthenticationError, PermissionDenied, TokenError
 from gatekeeper.identity.principal import Principal
@@ -76,7 +76,10 @@ class Guard:
                 return _banned(banned, principal)
             if principal.via == "admin_token":
                 return Verdict(True, 200, "admin", principal=principal)
-            policies = await identity.policies_for(principal)
+            tier = await identity.current_tier(principal)
+            if tier != principal.tier:
+                principal = replace(principal, tier=tier)
+            policies = await identity.tiers.policies(tier)
             subject = principal.subject
         elif rule == "allow":
             return Verdict(True, 200, "ip_allowed")

@@ -143,6 +143,18 @@ class Identity:
             raise PermissionDenied("this endpoint needs the admin role or the admin token")
         return principal
 
+    async def current_tier(self, principal: Principal) -> str:
+        """The principal's tier now. API-key principals are cached already fresh; a JWT
+        carries the tier of its issue time, so its user's tier is looked up (cached, and
+        invalidated on every replica when an admin changes it)."""
+        if principal.via != "jwt":
+            return principal.tier
+
+        async def load() -> str:
+            return (await self.users.get(principal.user_id)).tier
+
+        return await self.cache.get_or_load("user", principal.user_id, load)
+
     async def policies_for(self, principal: Principal) -> tuple[Policy, ...]:
-        """The limit policies of the principal's tier."""
-        return await self.tiers.policies(principal.tier)
+        """The limit policies of the principal's current tier."""
+        return await self.tiers.policies(await self.current_tier(principal))

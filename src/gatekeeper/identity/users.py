@@ -179,6 +179,7 @@ class UserService:
                 row.disabled = disabled
             row.updated_at = at(self.clock)
             info = _info(row)
-        # API-key principals embed tier and role: drop them everywhere.
+        # API-key principals embed tier and role: drop them everywhere, and the user's tier.
         await self.cache.invalidate("apikey")
+        await self.cache.invalidate("user", user_id)
         return info
