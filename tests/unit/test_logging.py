@@ -17,6 +17,7 @@ from gatekeeper.observability.logging import (
     Termination,
     accept_request_id,
     configure,
+    configured_output,
     get_logger,
     request_id_of,
 )
@@ -25,6 +26,8 @@ from gatekeeper.settings import Settings
 
 def _unconfigure() -> None:
     structlog.reset_defaults()
+    output = configured_output()
+    output.stream, output.fmt, output.access_enabled = None, "json", True
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_gatekeeper", False)]:
         root.removeHandler(handler)
@@ -155,8 +158,10 @@ def test_every_termination_has_a_unique_two_letter_code() -> None:
     assert len(set(codes)) == len(codes)
 
 
-def test_sinks_receive_entries_and_a_failing_sink_does_not_raise(log_stream: io.StringIO) -> None:
-    """Sinks see each entry; one that raises is logged and the others still run."""
+def test_sinks_receive_entries_and_a_failing_sink_does_not_raise(
+    log_stream: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sinks see each entry; one that raises is reported once and the others still run."""
     seen: list[AccessEntry] = []
 
     def broken(entry: AccessEntry) -> None:
@@ -166,9 +171,40 @@ def test_sinks_receive_entries_and_a_failing_sink_does_not_raise(log_stream: io.
     access.add_sink(broken)
     access.add_sink(seen.append)
     access.emit(_entry())
-    assert [e.request_id for e in seen] == ["r1"]
-    events = [line["event"] for line in _lines(log_stream)]
-    assert events == ["access sink failed", "access"]
+    access.emit(_entry())
+    assert [e.request_id for e in seen] == ["r1", "r1"]
+    assert [line["event"] for line in _lines(log_stream)] == ["access", "access"]
+    assert capsys.readouterr().err.count("dashboard bug") == 1
+
+
+def test_buffered_lines_wait_for_flush(log_stream: io.StringIO) -> None:
+    """With buffer_lines > 1, lines are written in one batch when flushed or the buffer fills."""
+    access = AccessLog(buffer_lines=3)
+    access.emit(_entry(request_id="a"))
+    access.emit(_entry(request_id="b"))
+    assert log_stream.getvalue() == ""
+    access.flush()
+    assert [line["request_id"] for line in _lines(log_stream)] == ["a", "b"]
+    for rid in "cde":
+        access.emit(_entry(request_id=rid))
+    assert [line["request_id"] for line in _lines(log_stream)] == ["a", "b", "c", "d", "e"]
+
+
+def test_access_lines_follow_the_configured_level_and_format() -> None:
+    """At level warning there is no access line; in console format it is key=value text."""
+    stream = io.StringIO()
+    configure(Settings(log_format="json", log_level="warning"), stream=stream)
+    try:
+        AccessLog().emit(_entry())
+        assert stream.getvalue() == ""
+        configure(Settings(log_format="console", log_level="info"), stream=stream)
+        AccessLog().emit(_entry(status=429))
+        text = stream.getvalue()
+        assert " access " in text
+        assert "term=RL" in text
+        assert not text.startswith("{")
+    finally:
+        _unconfigure()
 
 
 def test_stdlib_loggers_render_as_json_too(log_stream: io.StringIO) -> None:

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import StorageError
+from gatekeeper.observability.access import AccessLog
 from gatekeeper.observability.events import LiveStats
 from gatekeeper.observability.live_store import MemoryLiveStore, RedisLiveStore
-from gatekeeper.observability.logging import AccessLog, get_logger
+from gatekeeper.observability.logging import get_logger
 from gatekeeper.observability.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ class Observability:
         found_metrics = context.extras.get("metrics")
         metrics = found_metrics if isinstance(found_metrics, Metrics) else Metrics()
         metrics.live = live
-        access_log = AccessLog()
+        # Lines are written in batches; the component's ticker flushes twice a second.
+        access_log = AccessLog(buffer_lines=256)
         access_log.add_sink(live.record)
         obs = cls(metrics, access_log, live)
         context.extras[_EXTRA] = obs
@@ -128,6 +130,7 @@ class ObservabilityComponent:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.obs.access_log.flush()
         with contextlib.suppress(StorageError):
             await self.obs.live.flush()
         self.obs.metrics.close()
@@ -147,6 +150,7 @@ class ObservabilityComponent:
     async def tick(self, *, snapshot: bool = True) -> None:
         """One flush, then (optionally) a new snapshot for the SSE clients. Never raises for a
         store failure: the dashboard keeps its last numbers and says it is stale."""
+        self.obs.access_log.flush()
         try:
             await self.obs.live.flush()
             if snapshot:

@@ -23,14 +23,14 @@ import math
 import os
 import socket
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.observability.access import Termination
 from gatekeeper.observability.live_store import Bucket, LiveStore, MemoryLiveStore
-from gatekeeper.observability.logging import Termination
 
 if TYPE_CHECKING:
-    from gatekeeper.observability.logging import AccessEntry
+    from gatekeeper.observability.access import AccessEntry
     from gatekeeper.types import Clock
 
 __all__ = ["LATENCY_BASE_US", "LATENCY_GROWTH", "LiveStats", "latency_bucket", "percentile"]
@@ -48,6 +48,7 @@ _RATE_WINDOW = 5  # seconds averaged for the "per second" figures
 # (a shared quantity that every replica reports, such as a waiting room's length in Redis).
 _SUMMED_GAUGES = ("queue:",)
 _STATUS_FIELDS = {1: "s1", 2: "s2", 3: "s3", 4: "s4", 5: "s5"}
+_LAT_FIELDS = tuple(f"lat:{i}" for i in range(_LAST_BUCKET + 1))
 
 
 def latency_bucket(seconds: float) -> int:
@@ -76,6 +77,22 @@ def percentile(histogram: dict[int, int], q: float) -> float | None:
     return round(_bucket_upper_ms(max(histogram)), 3)  # pragma: no cover - rank <= total
 
 
+def _line(at: float, entry: AccessEntry, term: str) -> dict[str, Any]:
+    return {
+        "t": round(at, 3),
+        "id": entry.request_id,
+        "method": entry.method,
+        "path": entry.path.split("?", 1)[0][:200],
+        "status": entry.status,
+        "ms": round(entry.duration * 1000, 2),
+        "term": term,
+        "route": entry.route,
+        "upstream": entry.endpoint or entry.upstream,
+        "policy": entry.policy,
+        "ip": entry.client_ip,
+    }
+
+
 def _new_bucket() -> Bucket:
     return Bucket(Counter(), Counter(), Counter())
 
@@ -101,7 +118,7 @@ class LiveStats:
         self.replica = replica or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.history = history
         self._pending: dict[int, Bucket] = {}
-        self._lines: list[dict[str, Any]] = []
+        self._lines: deque[tuple[float, AccessEntry, str]] = deque(maxlen=_LINES_PER_FLUSH)
         self._gauges: dict[str, float] = {}
         self._gauges_dirty = False
         self.recorded = 0
@@ -125,7 +142,7 @@ class LiveStats:
             counts["lim"] += 1
         elif upstream:
             counts["up:" + upstream] += 1
-        counts[f"lat:{latency_bucket(seconds)}"] += 1
+        counts[_LAT_FIELDS[latency_bucket(seconds)]] += 1
         counts["lat_us"] += int(seconds * 1_000_000)
         self.recorded += 1
 
@@ -138,23 +155,8 @@ class LiveStats:
         if term is Termination.LIMITED:
             bucket.limited_keys[entry.limit_key or "ip:" + entry.client_ip] += 1
             bucket.limited_ips[entry.client_ip] += 1
-        self._lines.append(
-            {
-                "t": round(self.clock.now(), 3),
-                "id": entry.request_id,
-                "method": entry.method,
-                "path": entry.path.split("?", 1)[0][:200],
-                "status": entry.status,
-                "ms": round(entry.duration * 1000, 2),
-                "term": term.code,
-                "route": entry.route,
-                "upstream": entry.endpoint or entry.upstream,
-                "policy": entry.policy,
-                "ip": entry.client_ip,
-            }
-        )
-        if len(self._lines) > 4 * _LINES_PER_FLUSH:
-            del self._lines[:-_LINES_PER_FLUSH]
+        # Only the newest lines are shown: keep the entries, turn them into dicts at flush time.
+        self._lines.append((self.clock.now(), entry, term.code))
 
     def count(self, field: str, n: int = 1) -> None:
         """Add ``n`` to a named per-second counter (see the module docstring for names)."""
@@ -170,13 +172,14 @@ class LiveStats:
     async def flush(self) -> None:
         """Add the pending increments to the shared store (raises StorageError on failure;
         the increments are then kept and sent with the next flush)."""
-        pending, lines = self._pending, self._lines[-_LINES_PER_FLUSH:]
+        pending, lines = self._pending, [_line(*item) for item in self._lines]
         if not pending and not lines and not self._gauges_dirty:
             await self.store.heartbeat(self.replica, self.clock.now(), None)
             return
         for bucket in pending.values():
             bucket.trim(_TOP_PER_FLUSH)
-        self._pending, self._lines = {}, []
+        self._pending = {}
+        self._lines.clear()
         gauges = dict(self._gauges) if self._gauges_dirty else None
         try:
             await self.store.add(pending, lines, ttl=self.history * 2)
@@ -185,7 +188,6 @@ class LiveStats:
             # Put the increments back so that a store hiccup loses nothing.
             for second, bucket in pending.items():
                 self._pending.setdefault(second, _new_bucket()).merge(bucket)
-            self._lines = lines + self._lines
             raise
         self._gauges_dirty = False
 

@@ -6,31 +6,8 @@ a request carries its ``request_id``: taken from the client's ``X-Request-ID`` w
 generated otherwise, sent on to the upstream and echoed in the response
 (:class:`RequestIdMiddleware`, :func:`request_id_of`).
 
-The access line's ``term`` is a two-letter termination code in the spirit of HAProxy's: the first
-letter says which stage ended the request, the second how. ``--`` is the normal case (forwarded,
-answered by the upstream):
-
-==== ================= =====================================================================
-code reason            meaning
-==== ================= =====================================================================
---   forwarded         the upstream answered (any status it chose)
-C-   cached            served from the cache, upstream not contacted
-CS   stale             served stale from the cache because the upstream failed
-B-   builtin           answered by a built-in API (/queue, /auth, /admin, /metrics, ...)
-RN   no_route          no route matches (404)
-RD   denied            deny list or ban (403)
-RA   unauthenticated   missing or wrong credentials (401/403)
-RL   limited           a rate-limit policy denied it (429); ``policy`` names which
-RW   waiting_room      sent to the waiting room instead of the upstream
-QF   queue_full        the admission queue was full (503)
-QT   queue_timeout     waited in the admission queue past its timeout (503)
-BO   breaker_open      every candidate endpoint's circuit breaker was open (503)
-UN   no_upstream       no healthy endpoint in the pool (503)
-UT   upstream_timeout  the upstream did not answer in time (504), after ``attempts`` tries
-UC   upstream_error    the upstream refused or reset the connection (502)
-CA   client_abort      the client went away before the response was sent
-IE   internal          Gatekeeper failed (500): a bug, see the error line with this request id
-==== ================= =====================================================================
+The access line itself (:class:`AccessLog`, :class:`AccessEntry`, :class:`Termination`) lives in
+``gatekeeper.observability.access`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -39,12 +16,12 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
+
+from gatekeeper.observability.access import AccessEntry, AccessLog, Termination
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +36,7 @@ __all__ = [
     "Termination",
     "accept_request_id",
     "configure",
+    "configured_output",
     "get_logger",
     "new_request_id",
     "request_id_of",
@@ -68,54 +46,6 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER_LOWER = b"x-request-id"
 # A client's id is kept only if it is short and plain: it ends up in logs and upstream headers.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-
-class Termination(StrEnum):
-    """Why a request ended as it did (see the module docstring for the codes)."""
-
-    FORWARDED = "forwarded"
-    CACHED = "cached"
-    STALE = "stale"
-    BUILTIN = "builtin"
-    NO_ROUTE = "no_route"
-    DENIED = "denied"
-    UNAUTHENTICATED = "unauthenticated"
-    LIMITED = "limited"
-    WAITING_ROOM = "waiting_room"
-    QUEUE_FULL = "queue_full"
-    QUEUE_TIMEOUT = "queue_timeout"
-    BREAKER_OPEN = "breaker_open"
-    NO_UPSTREAM = "no_upstream"
-    UPSTREAM_TIMEOUT = "upstream_timeout"
-    UPSTREAM_ERROR = "upstream_error"
-    CLIENT_ABORT = "client_abort"
-    INTERNAL = "internal"
-
-    @property
-    def code(self) -> str:
-        """The two-letter code written in the access line's ``term`` field."""
-        return _CODES[self]
-
-
-_CODES: dict[Termination, str] = {
-    Termination.FORWARDED: "--",
-    Termination.CACHED: "C-",
-    Termination.STALE: "CS",
-    Termination.BUILTIN: "B-",
-    Termination.NO_ROUTE: "RN",
-    Termination.DENIED: "RD",
-    Termination.UNAUTHENTICATED: "RA",
-    Termination.LIMITED: "RL",
-    Termination.WAITING_ROOM: "RW",
-    Termination.QUEUE_FULL: "QF",
-    Termination.QUEUE_TIMEOUT: "QT",
-    Termination.BREAKER_OPEN: "BO",
-    Termination.NO_UPSTREAM: "UN",
-    Termination.UPSTREAM_TIMEOUT: "UT",
-    Termination.UPSTREAM_ERROR: "UC",
-    Termination.CLIENT_ABORT: "CA",
-    Termination.INTERNAL: "IE",
-}
 
 
 # -- request ids -----------------------------------------------------------------------------
@@ -177,7 +107,25 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-# -- configuration ---------------------------------------------------------------------------
+# -- configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """Where and how :func:`configure` said lines go (read by the access log)."""
+
+    stream: TextIO | None = None
+    fmt: str = "json"
+    access_enabled: bool = True
+
+
+# structlog's own configuration is process-wide too; this records the part the access log reads.
+_OUTPUT = Output()
+
+
+def configured_output() -> Output:
+    """The output chosen by the last :func:`configure` call (stdout and JSON before any)."""
+    return _OUTPUT
 
 
 def _logger_field(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
@@ -198,6 +146,9 @@ def configure(settings: Settings, *, stream: TextIO | None = None) -> None:
     """
     out = stream if stream is not None else sys.stdout
     level = getattr(logging, settings.log_level.upper())
+    _OUTPUT.stream = out
+    _OUTPUT.fmt = settings.log_format
+    _OUTPUT.access_enabled = level <= logging.INFO
     shared: list[structlog.types.Processor] = [
         _logger_field,
         structlog.contextvars.merge_contextvars,
@@ -234,107 +185,3 @@ def configure(settings: Settings, *, stream: TextIO | None = None) -> None:
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger (``name`` ends up in the ``logger`` field)."""
     return structlog.get_logger() if name is None else structlog.get_logger(logger_name=name)
-
-
-# -- the access log --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AccessEntry:
-    """Everything the access line says about one request. Times are seconds.
-
-    Leave ``termination`` as ``None`` to have it inferred from the other fields
-    (:meth:`resolved_termination`); set it whenever the gateway knows better.
-    """
-
-    request_id: str
-    method: str
-    path: str
-    client_ip: str
-    status: int
-    duration: float
-    route: str | None = None
-    termination: Termination | None = None
-    upstream: str | None = None
-    endpoint: str | None = None
-    attempts: int = 0
-    policy: str | None = None
-    limit_key: str | None = None
-    cache: str | None = None
-    principal: str | None = None
-    tenant: str | None = None
-    bytes_sent: int = 0
-    degraded: bool = False
-    detail: str | None = None
-
-    def resolved_termination(self) -> Termination:
-        """The explicit termination, or the most likely one given status, cache and upstream."""
-        if self.termination is not None:
-            return self.termination
-        if self.cache == "hit":
-            return Termination.CACHED
-        if self.cache == "stale":
-            return Termination.STALE
-        status = self.status
-        if status == 429:
-            return Termination.LIMITED
-        if self.upstream is None:
-            if status == 404 and self.route is None:
-                return Termination.NO_ROUTE
-            if status == 401:
-                return Termination.UNAUTHENTICATED
-            if status == 500:
-                return Termination.INTERNAL
-            return Termination.BUILTIN
-        if status == 504:
-            return Termination.UPSTREAM_TIMEOUT
-        if status == 502:
-            return Termination.UPSTREAM_ERROR
-        return Termination.FORWARDED
-
-    def as_fields(self) -> dict[str, Any]:
-        """The fields of the log line: ``None`` values dropped, ``duration_ms`` rounded."""
-        fields = {k: v for k, v in asdict(self).items() if v is not None}
-        term = self.resolved_termination()
-        fields["termination"] = term.value
-        fields["term"] = term.code
-        fields["duration_ms"] = round(fields.pop("duration") * 1000, 3)
-        if not self.degraded:
-            fields.pop("degraded")
-        return fields
-
-
-AccessSink = Callable[[AccessEntry], None]
-
-
-class AccessLog:
-    """Writes the access line of each request and hands the entry to live sinks (dashboard).
-
-    The gateway builds one :class:`AccessEntry` per finished request and calls :meth:`emit`.
-    Sinks are called synchronously and must be cheap (append to a buffer); a failing sink is
-    logged and does not fail the request.
-    """
-
-    def __init__(self, logger: Any = None, *, enabled: bool = True) -> None:
-        self._logger = logger if logger is not None else get_logger("access")
-        self.enabled = enabled
-        self._sinks: list[AccessSink] = []
-
-    def add_sink(self, sink: AccessSink) -> None:
-        """Also deliver every entry to ``sink`` (e.g. the dashboard's live window)."""
-        self._sinks.append(sink)
-
-    def remove_sink(self, sink: AccessSink) -> None:
-        """Stop delivering entries to ``sink``."""
-        if sink in self._sinks:
-            self._sinks.remove(sink)
-
-    def emit(self, entry: AccessEntry) -> None:
-        """Log one finished request."""
-        for sink in self._sinks:
-            try:
-                sink(entry)
-            except Exception:  # a dashboard bug must never fail the request it observes
-                self._logger.exception("access sink failed", sink=repr(sink))
-        if self.enabled:
-            self._logger.info("access", **entry.as_fields())
