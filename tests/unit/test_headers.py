@@ -91,8 +91,16 @@ def test_problem_body_is_rfc9457_with_the_limit_state() -> None:
     assert "per-ip" in body["detail"]
 
 
+def test_legacy_fields_on_a_denial() -> None:
+    """A denial's legacy trio says 0 remaining and resets no earlier than Retry-After."""
+    decision = Decision(False, (result("per-ip", False, 100, 0, 1.0, 4.0),))
+    fields = as_dict(rate_limit_headers(decision, legacy=True))
+    assert fields["x-ratelimit-remaining"] == "0"
+    assert fields["x-ratelimit-reset"] == "4"
+
+
 def test_too_many_requests_is_a_complete_response() -> None:
-    """Status 429, problem+json content type, correct content length, rate-limit fields."""
+    """Status 429, problem+json content type, correct content length, Retry-After."""
     decision = Decision(False, (result("per-ip", False, 100, 0, 30.0, 4.0),), degraded=True)
     status, headers, body = too_many_requests(decision, policies=POLICIES, legacy=True)
     fields = as_dict(headers)
@@ -100,5 +108,5 @@ def test_too_many_requests_is_a_complete_response() -> None:
     assert fields["content-type"] == "application/problem+json"
     assert int(fields["content-length"]) == len(body)
     assert fields["retry-after"] == "4"
-    assert fields["x-ratelimit-remaining"] == "0"
+    assert "ratelimit" not in fields  # degraded: nothing true to say about the shared quota
     assert json.loads(body)["degraded"] is True

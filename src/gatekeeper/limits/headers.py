@@ -83,9 +83,12 @@ def rate_limit_headers(
     """The fields for a response decided by ``decision``.
 
     ``policies`` (name -> Policy) supplies each policy's window for ``RateLimit-Policy``'s ``w``;
-    without it, ``w`` is left out (it is optional in the draft).
+    without it, ``w`` is left out (it is optional in the draft). Degraded decisions get only
+    ``Retry-After`` (when denied).
     """
-    results = _enforced(decision)
+    # A degraded decision knows nothing true about the shared quota (fail-open has no state, a
+    # fallback only this replica's share): advertise nothing rather than something wrong.
+    results = [] if decision.degraded else _enforced(decision)
     headers: list[Header] = []
     if results:
         policy_items = []
