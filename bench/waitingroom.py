@@ -12,6 +12,7 @@ enqueueing N users (1M; 100k with ``--quick``), divided by N.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -134,12 +135,21 @@ def run(quick: bool) -> Report:
     )
     n = 20_000 if quick else 100_000
     users = 100_000 if quick else 1_000_000
+    try:  # the event loop every Gatekeeper process runs (see gateway.server.install_uvloop)
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        report.meta["loop"] = "uvloop"
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        report.meta["loop"] = "asyncio"
     server = _PrivateRedis()
     try:
         rates = asyncio.run(_throughput(server.url, n))
         per_user = asyncio.run(_memory(server.url, users))
     finally:
         server.stop()
+        asyncio.set_event_loop_policy(None)
+    report.meta["load_average"] = list(os.getloadavg())
     base = rates["baseline"]
     report.add(
         measure="GET round trips (baseline)", value=base, unit="ops/s", baseline=base, ratio=1.0

@@ -30,7 +30,7 @@ def test_hs256_token_is_a_standard_jwt_with_bound_claims() -> None:
     assert claims["sub"] == "alice"
     assert claims["tkt"] == 7
     assert claims["exp"] - claims["iat"] == 120
-    assert len(claims["jti"]) == 18
+    assert len(claims["jti"]) >= 18
 
 
 def test_decode_round_trip_and_unique_jti() -> None:

@@ -83,7 +83,9 @@ class _Script:
 class RedisStore:
     """:class:`~gatekeeper.waitingroom.store.WaitingRoomStore` on Redis (one or Cluster)."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "gk", owns_client: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, *, prefix: str = "gk", owns_client: bool = False, batch_max: int = 64
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self._owns = owns_client
@@ -91,11 +93,13 @@ class RedisStore:
             name: _Script(redis, _load(name))
             for name in ("enqueue", "status", "finish", "admit", "lease", "release")
         }
+        # Batches of at most `batch_max` keep several script calls in flight, so that Python
+        # finishes one batch's requests while Redis runs the next.
         self._enqueues: Coalescer[tuple[str, float, int], EnqueueResult] = Coalescer(
-            self._enqueue_batch
+            self._enqueue_batch, max_batch=batch_max
         )
         self._statuses: Coalescer[tuple[int, str, float], TicketStatus] = Coalescer(
-            self._status_batch
+            self._status_batch, max_batch=batch_max
         )
 
     @classmethod
