@@ -9,8 +9,9 @@ Rows, all against the same Redis (``GATEKEEPER_BENCH_REDIS_URL``, default: the t
   closest strategies are the fixed window (for token bucket: both O(1) per key) and the
   sliding-window counter (for sliding window).
 - ``raw redis ceiling``: the engine's own Lua script sent as pre-encoded batched EVALSHA calls
-  (64 decisions per call, 4 calls in flight), with no Python work per decision: what the
-  network and Redis allow at most.
+  (64 decisions per call, 4 calls in flight) through redis-py, with no Python work per
+  decision; and the same through a minimal RESP client (an asyncio Protocol + hiredis reader)
+  to show what redis-py's per-call overhead costs.
 - ``memory://``: the Limiter on the in-process store (64 callers), and the store's synchronous
   fast path in a tight loop.
 
@@ -21,6 +22,7 @@ debit (denials would be answered by the over-limit cache and flatter the engine)
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import random
 import time
@@ -28,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from statistics import median
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from bench.report import Report
 from gatekeeper.limits import Limiter, Policy, storage_from_url
@@ -227,6 +230,8 @@ def run(quick: bool) -> Report:
         ceiling = await _raw_ceiling(seconds)
         if ceiling is not None:
             row("raw redis ceiling", "token_bucket", "redis", [ceiling[0]], 0.0, ceiling[1])
+            row("raw ceiling, lean client", "token_bucket", "redis", [ceiling[2]], 0.0,
+                "same batches, asyncio Protocol + hiredis")  # fmt: skip
         through_limiter, fast_path = await _memory(seconds)
         row("gatekeeper", "token_bucket", "memory://", [through_limiter], 0.0, "Limiter.hit")
         row("gatekeeper", "token_bucket", "memory://", [Sample(fast_path, 1e6 / fast_path)], 0.0,
@@ -237,7 +242,73 @@ def run(quick: bool) -> Report:
     return report
 
 
-async def _raw_ceiling(seconds: float) -> tuple[Sample, str] | None:
+class _Resp(asyncio.Protocol):
+    """A minimal pipelining RESP client: enough to send pre-encoded commands and read replies."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.waiters.popleft().set_result(reply)
+
+    def call(self, payload: bytes) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        self.transport.write(payload)
+        return future
+
+
+def _resp(*parts: Any) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+async def _lean_ceiling(seconds: float, commands: list[bytes]) -> Sample:
+    """The pre-encoded batches through :class:`_Resp`, as many in flight as there are batches."""
+    url = urlsplit(REDIS_URL)
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_connection(
+        _Resp, url.hostname or "127.0.0.1", url.port or 6379
+    )
+    try:
+        await proto.call(_resp(b"SELECT", (url.path or "/0").strip("/") or "0"))
+        stop = False
+        calls = [0] * len(commands)
+
+        async def sender(index: int) -> None:
+            while not stop:
+                await proto.call(commands[index])
+                calls[index] += 1
+
+        tasks = [asyncio.create_task(sender(i)) for i in range(len(commands))]
+        await asyncio.sleep(min(0.3, seconds / 4))
+        base = sum(calls)
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        stop = True
+        decisions = max(1, (sum(calls) - base) * CALLERS)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        await asyncio.gather(*tasks)
+    finally:
+        transport.close()
+    return Sample(decisions / elapsed, cpu / decisions * 1e6)
+
+
+async def _raw_ceiling(seconds: float) -> tuple[Sample, str, Sample] | None:
     """Pre-encoded batched EVALSHA of the engine's own script; None if the store offers none.
 
     The batch is encoded ONCE by the store's encoder and re-sent as is: what remains is the
@@ -262,6 +333,9 @@ async def _raw_ceiling(seconds: float) -> tuple[Sample, str] | None:
         batches.append((len(redis_keys), *redis_keys, *args))
     client = storage.client
     await client.script_load(script.text)
+    lean = await _lean_ceiling(
+        seconds, [_resp(b"EVALSHA", script.sha, *payload) for payload in batches]
+    )
     stop = False
     calls = [0] * in_flight
 
@@ -287,4 +361,4 @@ async def _raw_ceiling(seconds: float) -> tuple[Sample, str] | None:
     decisions = max(1, done * CALLERS)
     cpu_us = cpu / decisions * 1e6
     notes = f"pre-encoded EVALSHA x{CALLERS} decisions, {in_flight} in flight"
-    return Sample(decisions / elapsed, cpu_us), notes
+    return Sample(decisions / elapsed, cpu_us), notes, lean
