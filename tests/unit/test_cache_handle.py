@@ -544,3 +544,20 @@ async def test_a_miss_read_before_a_concurrent_store_does_not_fetch_again(
     assert b"".join([c async for c in response.body]) == b"once"
     assert len(up.calls) == 1
     assert dict(response.headers)["cache-status"] == "gatekeeper; fwd=uri-miss; collapsed; ttl=60"
+
+
+async def test_a_short_lived_variant_does_not_hide_a_long_lived_one(fake_clock: FakeClock) -> None:
+    """Variants share one index that outlives each of them: the long-lived one stays a hit."""
+
+    def reply(request: CacheRequest) -> Reply:
+        lang = request.header("accept-language") or ""
+        age = "600" if lang == "en" else "5"
+        return 200, [("cache-control", f"max-age={age}"), ("vary", "accept-language")], b"x"
+
+    cache, up = make(fake_clock), Upstream(fake_clock, reply)
+    await fetch(cache, up, accept_language="en")
+    await fetch(cache, up, accept_language="fr")
+    fake_clock.advance(60)
+    _, headers, _ = await fetch(cache, up, accept_language="en")
+    assert headers["cache-status"] == "gatekeeper; hit; ttl=540"
+    assert len(up.calls) == 2

@@ -62,6 +62,7 @@ __all__ = ["CacheStats", "HttpCache"]
 log = logging.getLogger(__name__)
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_INDEX_TTL = 3600.0
 
 
 @dataclass
@@ -472,7 +473,9 @@ class HttpCache:
         try:
             if not await self.store.set(primary, variant, entry, ttl):
                 return False
-            await self.store.set_vary(primary, names, ttl)
+            # One index serves every variant: with Vary, outlive this variant so that a
+            # shorter-lived sibling stored later does not hide longer-lived ones.
+            await self.store.set_vary(primary, names, max(ttl, _INDEX_TTL) if names else ttl)
         except StorageError as exc:
             self._store_failed("store", exc)
             return False
