@@ -28,7 +28,7 @@ USERS = 40
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper.waitingroom.worker"],
+        [sys.executable, "-m", "gatekeeper", "worker"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -67,3 +67,12 @@ async def test_cache_serves_until_ttl_then_rereads() -> None:
     assert (await cache.get("a")).admission_limit == 99  # type: ignore[union-attr]
     assert await cache.get("b") is not None
     assert await cache.tenants() == ["a", "b"]
+
+
+def test_public_surface_is_sorted_and_importable() -> None:
+    """gatekeeper.waitingroom re-exports a sorted, complete, importable __all__."""
+    import gatekeeper.waitingroom as wr
+
+    assert wr.__all__ == sorted(wr.__all__)
+    for name in wr.__all__:
+        assert getattr(wr, name) is not None

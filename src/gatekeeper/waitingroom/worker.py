@@ -1,6 +1,6 @@
 """The admission worker: every ``admission_frequency`` seconds, ``admission_limit`` become ready.
 
-Run standalone (``gatekeeper worker``, or ``python -m gatekeeper.waitingroom.worker``) or
+Run standalone (``gatekeeper worker``, or ``python -m gatekeeper worker``) or
 embedded in ``serve``/``demo``. Any number may run against one Redis:
 
 1. Each loop, a worker tries to take or renew the lease ``<prefix>:wr:lease:admission`` (a
@@ -173,7 +173,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return await _serve(stop)
 
     return asyncio.run(go())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
