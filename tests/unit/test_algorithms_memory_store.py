@@ -86,3 +86,14 @@ async def test_release_of_an_unknown_lease_is_harmless() -> None:
     assert (await store.decide([[Check(policy, "k", lease_id="a")]]))[0][0].allowed
     await store.release([Check(policy, "k", lease_id="b")], "b")
     assert not (await store.decide([[Check(policy, "k", lease_id="c")]]))[0][0].allowed
+
+
+def test_a_policy_reloaded_with_another_algorithm_starts_afresh() -> None:
+    """Same name, new algorithm (a configuration reload): no crash on the old state's shape."""
+    store = MemoryStorage()
+    before = Policy("api", "2/second", algorithm="sliding_log")
+    after = Policy("api", "2/second", algorithm="sliding_window")
+    store.decide_sync([[Check(before, "k")], [Check(before, "k")]], 0)
+    assert not store.hit(before, "k", 1, 0)
+    assert store.decide_sync([[Check(after, "k")]], 0)[0][0].remaining == 1
+    assert store.hit(after, "k", 1, 0)

@@ -1,7 +1,8 @@
 """The in-process store: exact, asyncio-safe, bounded, and fast.
 
 ``decide`` never awaits while it works, so one batch is atomic on the event loop, like one Lua
-call on Redis. State lives in one dict keyed by ``(subject, policy name)``; every entry carries
+call on Redis. State lives in one dict keyed by ``(subject, policy name, algorithm)`` (so a
+policy whose algorithm changes on a reload starts afresh); every entry carries
 the time at which it is fully reset (its "TTL"). Expired entries are dropped by a sweep that
 runs when the dict has doubled since the last sweep or ``sweep_interval`` seconds have passed,
 so memory stays proportional to the keys that are live.
@@ -26,7 +27,7 @@ from gatekeeper.types import Clock, SystemClock
 
 __all__ = ["MemoryStorage"]
 
-_Key = tuple[str, str]
+_Key = tuple[str, str, Algorithm]
 # (state, now, cost, lease_id) -> Outcome
 _Step = Callable[[Any, int, int, "str | None"], alg.Outcome]
 
@@ -128,7 +129,7 @@ class MemoryStorage:
             )
         decide = self._hit_function(policy)
         data = self._data
-        name = policy.name
+        name, algorithm = policy.name, policy.algorithm
         clock_now = self._clock.now
         # The system clock in integer microseconds without a float round trip: the cheapest
         # way to read it; any other clock goes through its now().
@@ -141,7 +142,7 @@ class MemoryStorage:
                 now = time_ns() // 1000
             else:
                 now = round(clock_now() * 1_000_000)
-            allowed = decide(data, (key, name), cost, now)
+            allowed = decide(data, (key, name, algorithm), cost, now)
             if len(data) > self._sweep_size:
                 self._maybe_sweep(now)
             return allowed
@@ -235,7 +236,7 @@ class MemoryStorage:
             denied = False
             for check in group:
                 policy = check.policy
-                k = (check.key, policy.name)
+                k = (check.key, policy.name, policy.algorithm)
                 entry = data.get(k)
                 state = None if entry is None else entry[0]
                 step = self._step(policy)
@@ -277,7 +278,7 @@ class MemoryStorage:
 
     def _peek(self, check: Check, now: int) -> PolicyResult:
         """The check's state as it is: a cost of 0 is always admitted and debits nothing."""
-        entry = self._data.get((check.key, check.policy.name))
+        entry = self._data.get((check.key, check.policy.name, check.policy.algorithm))
         state = None if entry is None else entry[0]
         _, remaining, reset, _, _ = self._step(check.policy)(state, now, 0, check.lease_id)
         policy = check.policy
@@ -296,7 +297,7 @@ class MemoryStorage:
         for check in checks:
             if check.policy.algorithm is not Algorithm.CONCURRENCY:
                 continue
-            k = (check.key, check.policy.name)
+            k = (check.key, check.policy.name, check.policy.algorithm)
             entry = self._data.get(k)
             if entry is None:
                 continue
@@ -311,7 +312,7 @@ class MemoryStorage:
     async def reset(self, checks: Sequence[Check]) -> None:
         """Forget the state of the checks' keys."""
         for check in checks:
-            self._data.pop((check.key, check.policy.name), None)
+            self._data.pop((check.key, check.policy.name, check.policy.algorithm), None)
 
     async def ping(self) -> None:
         """Always answers: the store is this process."""
