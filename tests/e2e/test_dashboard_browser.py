@@ -35,7 +35,12 @@ class Demo:
 def demo(tmp_path: Path) -> Iterator[Demo]:
     """`gatekeeper demo` on a free port: 3 mock backends, /api/info limited to 5 per 10 s."""
     port = free_port()
-    env = {**os.environ, "GATEKEEPER_ADMIN_TOKEN": ADMIN, "GATEKEEPER_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "GATEKEEPER_ADMIN_TOKEN": ADMIN,
+        "GATEKEEPER_LOG_LEVEL": "warning",
+        "GATEKEEPER_BUSINESS_IDS": "shop",  # one waiting-room tenant
+    }
     env.pop("GATEKEEPER_REDIS_URL", None)
     log = (tmp_path / "demo.log").open("wb")
     process = subprocess.Popen(
@@ -209,3 +214,22 @@ async def test_burst_demo_shows_five_green_then_red_blocks(browser: Browser, dem
     assert await blocks.nth(8).get_attribute("class") == "bad"
     await _shot(page, "dashboard-burst.png")
     assert _script_errors(w.errors, 429) == []
+
+
+async def test_waiting_room_view_shows_each_tenants_queue(browser: Browser, demo: Demo) -> None:
+    """Visitors enqueued through the real /queue API appear in the tenant's row, live."""
+    w = await _open(browser, demo, "/dashboard/waiting-room")
+    page = w.page
+    async with httpx.AsyncClient(base_url=demo.url) as client:
+        for user in range(6):
+            response = await client.post(
+                "/queue/enqueue", headers={"business_id": "shop", "user_id": f"visitor-{user}"}
+            )
+            assert response.status_code == 200, response.text
+    row = page.locator("#rooms tr[data-tenant=shop]")
+    await expect(row.locator("td").last).to_have_text("6", timeout=10_000)  # tokens issued
+    queued = int(await row.locator("[data-field=queue_length]").inner_text())
+    admitted = int(await row.locator("td").nth(3).inner_text())
+    assert queued + admitted == 6
+    await _shot(page, "waiting-room-tenant.png")
+    assert w.errors == []
