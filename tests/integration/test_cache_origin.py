@@ -562,3 +562,29 @@ async def test_redis_store_works_with_a_decoding_client(redis_prefix: str) -> No
     finally:
         await store.aclose()
         await client.aclose()
+
+
+async def test_stale_entry_is_revalidated_once_for_twenty_clients(
+    h: Harness, fake_clock: FakeClock
+) -> None:
+    """When a popular entry goes stale, 20 concurrent clients cause one conditional request."""
+    release = asyncio.Event()
+    plain = etag_origin("max-age=10")
+
+    async def slow(seen: Seen) -> Reply:
+        if seen.headers.get("if-none-match"):
+            await release.wait()
+        return plain(seen)
+
+    h.origin.handler = slow
+    await h.get()
+    fake_clock.advance(11)
+    tasks = [asyncio.create_task(h.get()) for _ in range(20)]
+    for _ in range(100):  # bounded: until the conditional request reached the origin
+        if h.origin.count() == 2:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*tasks)
+    assert {body for _, _, body in results} == {b"doc"}
+    assert h.origin.count() == 2

@@ -561,3 +561,63 @@ async def test_a_short_lived_variant_does_not_hide_a_long_lived_one(fake_clock: 
     _, headers, _ = await fetch(cache, up, accept_language="en")
     assert headers["cache-status"] == "gatekeeper; hit; ttl=540"
     assert len(up.calls) == 2
+
+
+async def test_concurrent_revalidations_are_coalesced(fake_clock: FakeClock) -> None:
+    """20 concurrent requests for one stale entry send a single conditional request."""
+
+    def reply(request: CacheRequest) -> Reply:
+        if request.header("if-none-match") == '"e"':
+            return 304, [("etag", '"e"'), ("cache-control", "max-age=30")], b""
+        return 200, [("etag", '"e"'), ("cache-control", "max-age=30")], b"body"
+
+    cache, up = make(fake_clock), Upstream(fake_clock, reply)
+    await fetch(cache, up)
+    fake_clock.advance(31)
+    gate = asyncio.Event()
+
+    async def gated(request: CacheRequest) -> CacheResponse:
+        await gate.wait()
+        return await up.forward(request)
+
+    request = CacheRequest("GET", "api.test", "/a", [])
+
+    async def one() -> tuple[bytes, str]:
+        response = await cache.handle(request, gated)
+        return b"".join([c async for c in response.body]), dict(response.headers)["cache-status"]
+
+    tasks = [asyncio.create_task(one()) for _ in range(20)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert len(up.calls) == 2  # the first fetch and one revalidation
+    assert {body for body, _ in results} == {b"body"}
+    statuses = [status for _, status in results]
+    assert statuses.count("gatekeeper; fwd=stale; fwd-status=304; ttl=30") == 1
+    assert statuses.count("gatekeeper; fwd=stale; collapsed; ttl=30") == 19
+
+
+async def test_failed_revalidation_releases_waiting_requests(fake_clock: FakeClock) -> None:
+    """When the leading revalidation fails, the others revalidate themselves (and may succeed)."""
+    cache = make(fake_clock)
+    up = Upstream(fake_clock, static(200, cache_control="max-age=1", etag='"e"'))
+    await fetch(cache, up)
+    fake_clock.advance(5)
+    gate = asyncio.Event()
+    attempts = 0
+
+    async def flaky(request: CacheRequest) -> CacheResponse:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await gate.wait()
+            raise UpstreamConnectError("reset")
+        return await up.forward(request)
+
+    request = CacheRequest("GET", "api.test", "/a", [])
+    tasks = [asyncio.create_task(cache.handle(request, flaky)) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], UpstreamConnectError)
+    assert all(isinstance(r, CacheResponse) and r.status == 200 for r in results[1:])

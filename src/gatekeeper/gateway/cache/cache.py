@@ -274,10 +274,52 @@ class HttpCache:
         request_cc: CacheControl,
         fwd: str,
     ) -> CacheResponse:
-        """Ask the upstream about a stored entry; fall back to it on errors if allowed."""
+        """Ask the upstream about a stored entry; fall back to it on errors if allowed.
+
+        Concurrent revalidations of one entry are coalesced like misses: when a popular entry
+        goes stale, the upstream sees one conditional request, not one per client.
+        """
         entry = look.entry
         assert entry is not None
         status = CacheStatus(fwd=fwd)
+        flight: Flight | None = None
+        if self.options.coalesce and request.method.upper() == "GET":
+            flight_key = f"{look.primary}:{look.variant}"
+            flight, leader = self._coalescer.join(flight_key)
+            if leader:  # a revalidation that ended after our lookup already has the answer
+                fresh = self._coalescer.published_since(flight_key, look.ticket)
+                if fresh is not None:
+                    flight.finish(fresh)
+            else:
+                fresh = await flight.wait(self.options.coalesce_timeout)
+            if fresh is not None and self._selects(fresh, request):
+                self.stats.collapsed += 1
+                status.collapsed = True
+                status.ttl = self._ttl(fresh)
+                return self._serve(fresh, request, status)
+            if not leader:
+                flight = None
+        try:
+            return await self._ask_upstream(
+                request, forward, look, entry, state, request_cc, status, flight
+            )
+        except BaseException:
+            if flight is not None:
+                flight.finish(None)  # followers fetch on their own
+            raise
+
+    async def _ask_upstream(
+        self,
+        request: CacheRequest,
+        forward: Forward,
+        look: _Lookup,
+        entry: CacheEntry,
+        state: Freshness,
+        request_cc: CacheControl,
+        status: CacheStatus,
+        flight: Flight | None,
+    ) -> CacheResponse:
+        """One conditional (or, without validators, plain) request; its outcome served."""
         outgoing = request
         if entry.has_validator:
             outgoing = replace(request, headers=conditional_headers(request, entry))
@@ -287,6 +329,8 @@ class HttpCache:
         try:
             response = await forward(outgoing)
         except UpstreamError as exc:
+            if flight is not None:
+                flight.finish(None)
             if serve_stale_on_error(entry, state, request_cc):
                 status.detail = "stale-if-error"
                 status.ttl = state.ttl
@@ -300,8 +344,12 @@ class HttpCache:
             status.fwd_status = 304
             status.ttl = self._ttl(refreshed)
             await self._store(look.primary, look.names or (), look.variant, refreshed)
+            if flight is not None:
+                flight.finish(refreshed)
             return self._serve(refreshed, request, status)
         if response.status >= 500 and serve_stale_on_error(entry, state, request_cc):
+            if flight is not None:
+                flight.finish(None)
             await _discard(response)
             status.fwd_status = response.status
             status.detail = "stale-if-error"
@@ -310,7 +358,7 @@ class HttpCache:
             return self._serve(entry, request, status)
         status.fwd_status = response.status
         return await self._store_while_streaming(
-            request, response, look, status, None, request_time
+            request, response, look, status, flight, request_time
         )
 
     async def _store_while_streaming(
