@@ -253,3 +253,20 @@ async def test_a_malformed_group_fails_only_its_caller(fake_clock: FakeClock) ->
     assert isinstance(results[1], ConfigurationError)
     assert limiter.breaker.failures == 0
     await limiter.aclose()
+
+
+def test_the_fast_admitted_decision_equals_the_regular_one() -> None:
+    """The hot path's hand-built Decision is indistinguishable from the dataclass's own."""
+    from gatekeeper.limits.decision import PolicyResult
+    from gatekeeper.limits.limiter import _admitted
+
+    result = PolicyResult("p", True, 10, 9, 1.0, 0.0)
+    fast = _admitted(result)
+    assert fast == Decision(True, (result,))
+    assert hash(fast) == hash(Decision(True, (result,)))
+    assert (fast.allowed, fast.degraded, fast.shadow_denied, fast.remaining) == (
+        True,
+        False,
+        False,
+        9,
+    )
