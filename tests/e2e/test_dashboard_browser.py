@@ -233,3 +233,68 @@ async def test_waiting_room_view_shows_each_tenants_queue(browser: Browser, demo
     assert queued + admitted == 6
     await _shot(page, "waiting-room-tenant.png")
     assert w.errors == []
+
+
+CONTRAST_JS = """
+(selectors) => {
+  const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 4).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const background = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const c = rgb(getComputedStyle(node).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const selector of selectors) {
+    for (const el of document.querySelectorAll(selector)) {
+      const fg = lum(rgb(getComputedStyle(el).color));
+      const bg = lum(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      out.push([selector, Math.round(ratio * 100) / 100]);
+    }
+  }
+  return out;
+}
+"""
+
+
+async def test_dashboard_is_keyboard_operable_labelled_and_contrasted(
+    browser: Browser, demo: Demo
+) -> None:
+    """Tab reaches every control, each control has a label, and text keeps a 4.5:1 contrast."""
+    w = await _open(browser, demo, "/dashboard")
+    page = w.page
+    await expect(page.locator("#pools article")).to_have_count(1, timeout=10_000)
+    reached: list[str] = []
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        reached.append(
+            await page.evaluate(
+                "(() => { const e = document.activeElement;"
+                " return e.id || e.textContent.trim().slice(0, 40); })()"
+            )
+        )
+    for wanted in ("burst-one", "burst-eight", "strategy-0", "Apply"):
+        assert wanted in reached, (wanted, reached)
+    assert any(text.startswith("Admin token") for text in reached)
+    unlabelled = await page.evaluate(
+        "[...document.querySelectorAll('select, input')]"
+        '.filter(e => !document.querySelector(`label[for="${e.id}"]`)).map(e => e.outerHTML)'
+    )
+    assert unlabelled == []
+    ratios = await page.evaluate(
+        CONTRAST_JS,
+        [".card dt", ".card dd", ".hint", "nav a", "button", "h2", "td", ".badge", "#conn-status"],
+    )
+    assert ratios
+    low = [(selector, ratio) for selector, ratio in ratios if ratio < 4.5]
+    assert low == []
+    assert w.errors == []
