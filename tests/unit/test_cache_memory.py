@@ -122,9 +122,10 @@ def test_route_cache_values() -> None:
     assert route_cache({"namespace": "shared"}, "r") == RouteCache("shared")
     assert route_cache(False, "r") is None
     assert route_cache(None, "r") is None
-    assert route_cache({"enabled": False}, "r") is None
     with pytest.raises(ConfigurationError, match="ttl"):
         route_cache({"ttl": 5}, "r")
+    with pytest.raises(ConfigurationError, match="cache: false"):
+        route_cache({"enabled": False}, "r")
 
 
 async def test_tiered_store_reads_through_and_expires_its_near_copy(fake_clock: FakeClock) -> None:

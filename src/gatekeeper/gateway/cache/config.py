@@ -94,17 +94,18 @@ class RouteCache:
 
 def route_cache(value: dict[str, Any] | bool | None, route_name: str) -> RouteCache | None:
     """The policy for a route's ``cache:`` value (``None``: the route is not cached)."""
-    if value is None or value is False:
+    if not value:  # None, false and {} all mean "not cached", as for the pipeline
         return None
     if value is True:
         return RouteCache(namespace=route_name)
-    unknown = set(value) - {"namespace", "enabled"}
+    # Only ``namespace``: the pipeline caches every route whose value is truthy, so a mapping
+    # must never mean "off" (use ``cache: false``).
+    unknown = set(value) - {"namespace"}
     if unknown:
         raise ConfigurationError(
             f"routes[{route_name}].cache: unknown field(s) {', '.join(sorted(unknown))}"
+            " (allowed: namespace; use cache: false to turn caching off)"
         )
-    if not value.get("enabled", True):
-        return None
     namespace = value.get("namespace", route_name)
     if not isinstance(namespace, str) or not namespace:
         raise ConfigurationError(f"routes[{route_name}].cache.namespace: must be a string")
