@@ -217,3 +217,16 @@ async def test_pages_and_assets_are_served_locally_under_a_strict_csp(gateway: G
             for asset in ("dashboard.css", "common.js"):
                 assert f"/dashboard/static/{asset}" in response.text
                 assert (await client.get(f"/dashboard/static/{asset}")).status_code == 200
+
+
+async def test_pools_report_endpoint_health_once_bound(gateway: Gateway) -> None:
+    """After a tick the gateway's pools report to the shared Metrics: each endpoint is healthy."""
+    await gateway.component.tick()
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        s = _samples((await client.get("/metrics")).text)
+    healthy = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in s.items()
+        if name == "gatekeeper_upstream_endpoint_healthy"
+    }
+    assert healthy == {f"127.0.0.1:{b.port}": 1.0 for b in gateway.backends}

@@ -151,6 +151,7 @@ class ObservabilityComponent:
         """One flush, then (optionally) a new snapshot for the SSE clients. Never raises for a
         store failure: the dashboard keeps its last numbers and says it is stale."""
         self.obs.access_log.flush()
+        self.bind_gateway()
         try:
             await self.obs.live.flush()
             if snapshot:
@@ -162,6 +163,23 @@ class ObservabilityComponent:
                 self._log.warning("live statistics unavailable", error=str(exc))
             if snapshot and self._latest is not None:
                 await self.publish({**self._latest, "stale": True})
+
+    def bind_gateway(self) -> None:
+        """Give the gateway's live state our recorders where it has none yet.
+
+        The gateway state is built (and rebuilt on every reload) after the components start, so
+        its pools' ``metrics`` and its ``access_log`` are bound here, late, on each tick: a
+        reloaded state is reporting again within one flush interval.
+        """
+        gateway = self.context.extras.get("gateway")
+        if gateway is None:
+            return
+        if hasattr(gateway, "access_log") and gateway.access_log is None:
+            gateway.access_log = self.obs.access_log
+        pools = getattr(gateway, "pools", None)
+        for pool in pools.values() if isinstance(pools, dict) else ():
+            if isinstance(getattr(type(pool), "metrics", None), property) and pool.metrics is None:
+                pool.metrics = self.obs.metrics
 
     async def snapshot(self) -> dict[str, Any]:
         """The dashboard's full view: live numbers plus pools and limiter counters."""
