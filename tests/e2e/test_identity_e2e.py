@@ -51,6 +51,28 @@ def _start(tmp_path: Path, env: dict[str, str], name: str) -> tuple[subprocess.P
     return process, port
 
 
+def _launch(tmp_path: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a replica and wait until it answers /health itself. A free port can be taken by
+    someone else between choosing and binding it (the machine is shared): then the replica
+    exits and is started again on another port."""
+    for _attempt in range(3):
+        process, port = _start(tmp_path, env, name)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_for_port(port, 0.5)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except (TimeoutError, httpx.HTTPError):
+                continue
+            if health.status_code == 200 and process.poll() is None:
+                return process, port
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            break
+    pytest.fail((tmp_path / f"{name}.log").read_text()[-3000:])
+
+
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[str]]:
     """Two replicas sharing one migrated database file and the test Redis."""
@@ -65,19 +87,10 @@ def replicas(tmp_path: Path) -> Iterator[list[str]]:
         check=False,
     )
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    processes = [_start(tmp_path, env, f"replica-{i}") for i in range(2)]
+    processes: list[tuple[subprocess.Popen[bytes], int]] = []
     try:
-        for i, (process, port) in enumerate(processes):
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    pytest.fail((tmp_path / f"replica-{i}.log").read_text()[-3000:])
-                try:
-                    wait_for_port(port, 0.5)
-                    break
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        pytest.fail((tmp_path / f"replica-{i}.log").read_text()[-3000:])
+        for i in range(2):
+            processes.append(_launch(tmp_path, env, f"replica-{i}"))
         yield [f"http://127.0.0.1:{port}" for _, port in processes]
     finally:
         for process, _ in processes:
@@ -88,6 +101,10 @@ def replicas(tmp_path: Path) -> Iterator[list[str]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for i in range(2):  # shown by pytest only when the test failed
+            log = tmp_path / f"replica-{i}.log"
+            if log.exists():
+                print(f"--- replica-{i} ---\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture
