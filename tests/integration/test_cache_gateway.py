@@ -235,18 +235,28 @@ async def test_metrics_and_stats_count_lookups(gateway: Gateway, origin: Origin)
 
 
 def test_composition_root_builds_no_cache_without_cached_routes(fake_clock: FakeClock) -> None:
-    """build_state wires a cache only when a route enables it; a bad cache: section is refused."""
-    from gatekeeper.errors import ConfigurationError
-
+    """build_state wires a cache only when some route enables it."""
     upstreams = {"origin": {"endpoints": ["http://127.0.0.1:9"]}}
     plain = parse_config({"upstreams": upstreams, "routes": [{"upstream": "origin"}]})
     assert build_state(Runtime(Settings(), plain, clock=fake_clock), plain).cache is None
-    bad = parse_config(
-        {
-            "upstreams": upstreams,
-            "routes": [{"upstream": "origin", "cache": True}],
-            "cache": {"max_object_bytes": 0},
-        }
-    )
-    with pytest.raises(ConfigurationError, match=r"cache\.max_object_bytes"):
-        build_state(Runtime(Settings(), bad, clock=fake_clock), bad)
+    off = parse_config({"upstreams": upstreams, "routes": [{"upstream": "origin", "cache": False}]})
+    assert build_state(Runtime(Settings(), off, clock=fake_clock), off).cache is None
+
+
+def test_bad_cache_settings_are_listed_with_the_file() -> None:
+    """parse_config lists every cache problem with its path, next to the core's own problems."""
+    from gatekeeper.gateway.config import ConfigFileError
+
+    with pytest.raises(ConfigFileError) as info:
+        parse_config(
+            {
+                "upstreams": {"origin": {"endpoints": ["http://127.0.0.1:9"]}},
+                "routes": [{"upstream": "origin", "cache": {"ttl": 5}}],
+                "cache": {"store": "disk", "max_object_bytes": 0},
+            },
+            source="gk.yaml",
+        )
+    text = str(info.value)
+    assert "gk.yaml: cache.store:" in text
+    assert "gk.yaml: cache.max_object_bytes:" in text
+    assert "gk.yaml: routes.0.cache: unknown field(s) ttl" in text

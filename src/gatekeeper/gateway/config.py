@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.gateway.cache.config import cache_config_problems
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
 
 __all__ = [
@@ -322,6 +323,7 @@ def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{path}: {message}")
     problems += _cross_check(data)
+    problems += cache_config_problems(data)
     if problems or config is None:
         lines = "\n".join(f"  {source}: {p}" for p in problems)
         raise ConfigFileError(

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
     from gatekeeper.types import Clock
 
-__all__ = ["CacheConfig", "RouteCache", "build_cache", "parse_cache_config", "route_cache"]
+__all__ = [
+    "CacheConfig",
+    "RouteCache",
+    "build_cache",
+    "cache_config_problems",
+    "parse_cache_config",
+    "route_cache",
+]
 
 
 class CacheConfig(BaseModel):
@@ -83,6 +90,31 @@ def parse_cache_config(data: dict[str, Any] | None, where: str = "cache") -> Cac
             for error in exc.errors()
         ]
         raise ConfigurationError("; ".join(problems)) from exc
+
+
+def cache_config_problems(data: Any) -> list[str]:
+    """Every problem of the cache settings in a whole configuration mapping, one line each
+    (``cache.max_object_bytes: ...``, ``routes.2.cache: ...``), for the file's error list."""
+    if not isinstance(data, dict):
+        return []
+    problems: list[str] = []
+    section = data.get("cache")
+    if isinstance(section, dict):
+        try:
+            CacheConfig.model_validate(section)
+        except ValidationError as exc:
+            for error in exc.errors():
+                path = ".".join(str(p) for p in error["loc"])
+                problems.append(f"cache.{path}: {error['msg']}")
+    routes = data.get("routes")
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        value = route.get("cache") if isinstance(route, dict) else None
+        if isinstance(value, dict):
+            try:
+                route_cache(value, str(i))
+            except ConfigurationError as exc:
+                problems.append(f"routes.{i}.cache: {str(exc).partition(': ')[2]}")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
