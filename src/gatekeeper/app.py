@@ -350,6 +350,7 @@ async def serve(
     config_path: str | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Runtime], None] | None = None,
+    components: Sequence[str] | None = None,
 ) -> None:
     """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
 
@@ -357,7 +358,9 @@ async def serve(
     components; the gateway state (pools, router, proxy) is built and its health checks start;
     the listener binds; SIGHUP reloads ``config_path``.
     """
-    gateway = Gateway(settings, config, host=host, port=port, config_path=config_path)
+    gateway = Gateway(
+        settings, config, host=host, port=port, config_path=config_path, components=components
+    )
     await gateway.start()
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()

@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: the file's listener.host)")
     serve.add_argument("--port", type=int, help="listen port (default: the file's listener.port)")
     serve.add_argument("--check", action="store_true", help="only validate the file and exit")
+    serve.add_argument(
+        "--bare",
+        action="store_true",
+        help="data plane only: the gateway and its built-in endpoints, no other components",
+    )
     sub.add_parser("worker", help="run the waiting room's admission worker (needs Redis)")
     migrate = sub.add_parser("migrate", help="upgrade (or --downgrade) the SQL schema")
     migrate.add_argument("--url", help="database URL (default: GATEKEEPER_DATABASE_URL)")
@@ -42,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from gatekeeper.demo import run_serve
 
-        return run_serve(args.config, host=args.host, port=args.port, check=args.check)
+        return run_serve(
+            args.config, host=args.host, port=args.port, check=args.check, bare=args.bare
+        )
     if args.command == "worker":
         from gatekeeper.waitingroom.worker import main as run_worker
 

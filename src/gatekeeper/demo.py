@@ -113,7 +113,12 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
 
 
 def run_serve(
-    path: str | None, *, host: str | None = None, port: int | None = None, check: bool = False
+    path: str | None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    check: bool = False,
+    bare: bool = False,
 ) -> int:
     """``gatekeeper serve``: validate the file, then run one replica until SIGTERM/SIGINT."""
     from gatekeeper.app import serve
@@ -139,5 +144,6 @@ def run_serve(
         if problem is not None:
             print(f"gatekeeper serve: {problem}", file=sys.stderr)
             return 1
-    _run(serve(settings, config, host=host, port=port, config_path=path))
+    components = () if bare else None
+    _run(serve(settings, config, host=host, port=port, config_path=path, components=components))
     return 0
