@@ -5,6 +5,8 @@ from __future__ import annotations
 from email.utils import formatdate
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatekeeper.gateway.cache.control import parse_cache_control, parse_http_date
 from gatekeeper.gateway.cache.entry import CacheEntry
@@ -246,3 +248,27 @@ def test_public_surface_is_sorted_and_complete() -> None:
     )
     assert cache.__all__ == sorted(cache.__all__)
     assert cache.__all__ == public
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_cache_control_parsing_never_fails(value: str) -> None:
+    """Any Cache-Control text parses (unknown or malformed parts are ignored), deltas stay >= 0."""
+    control = parse_cache_control(value)
+    for delta in (control.max_age, control.s_maxage, control.stale_if_error):
+        assert delta is None or 0 <= delta <= 2**31
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    status=st.integers(100, 599),
+    headers=st.lists(st.tuples(st.text(min_size=1, max_size=10), st.text(max_size=20)), max_size=5),
+    body=st.binary(max_size=200),
+    times=st.tuples(st.floats(0, 2e9), st.floats(0, 2e9)),
+)
+def test_entry_serialization_round_trips_anything(
+    status: int, headers: list[tuple[str, str]], body: bytes, times: tuple[float, float]
+) -> None:
+    """Any entry survives serialization for the Redis store unchanged."""
+    original = CacheEntry(status, headers, body, times[0], times[1], {"accept": "x", "b": None})
+    assert CacheEntry.from_bytes(original.to_bytes()) == original
