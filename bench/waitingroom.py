@@ -1,12 +1,18 @@
 """Waiting room: enqueues/s and status polls/s per process, Redis bytes per queued user.
 
 Everything runs against a private ``redis-server`` started for the run (nothing shared is
-touched). Throughput is measured through the service layer (``WaitingRoomService``: tenant
-config lookup, token signing/verification, coalesced Lua calls), with 256 concurrent callers in
-one process, the per-IP limiter off. The baseline, measured in the same run, is one plain
-redis-py ``GET`` per call at the same concurrency: what a design with one round trip per
-request could reach at best. Memory is ``INFO memory`` ``used_memory`` before and after
-enqueueing N users (1M; 100k with ``--quick``), divided by N.
+touched). Throughput is measured two ways:
+
+* **service layer** (``WaitingRoomService``: tenant config lookup, token signing/verification,
+  coalesced Lua calls), 256 concurrent callers in this process, per-IP limiter off;
+* **HTTP**: ``wrk`` (1 thread, 64 connections) against one Gatekeeper process (the gateway's
+  own server + the built-in FastAPI app with the waiting-room component, per-IP limits on
+  through the Redis limit store, limits raised so that nothing is refused).
+
+The baseline, measured in the same run, is one plain redis-py ``GET`` per call at the service
+layer's concurrency: what a design with one Redis round trip per request could reach. Memory
+is ``INFO memory`` ``used_memory`` before and after enqueueing N users (1M; 100k with
+``--quick``), divided by N.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -127,6 +134,152 @@ async def _memory(url: str, n: int) -> float:
     return (after - before) / n
 
 
+_SERVER = """
+import asyncio, signal, sys
+from gatekeeper.app import Gateway
+from gatekeeper.gateway.config import parse_config
+from gatekeeper.gateway.server import install_uvloop
+from gatekeeper.settings import Settings
+
+async def main():
+    config = parse_config({"listener": {"host": "127.0.0.1", "port": int(sys.argv[1])}})
+    gateway = Gateway(Settings(), config, port=int(sys.argv[1]),
+                      components=("gatekeeper.waitingroom.component:create_component",))
+    await gateway.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await gateway.stop()
+
+install_uvloop()
+asyncio.run(main())
+"""
+
+_ENQUEUE_LUA = """
+counter = 0
+prefix = tostring(math.random(1, 1000000000))
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/queue/enqueue",
+    {["business_id"] = "bench", ["user_id"] = "h" .. prefix .. "-" .. counter}, "")
+end
+"""
+
+_STATUS_LUA = """
+tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = line end
+i = 0
+request = function()
+  i = i %% #tokens + 1
+  return wrk.format("GET", "/queue/status", {["business_id"] = "bench", ["jwt"] = tokens[i]})
+end
+"""
+
+
+def _wrk(url: str, script: str, seconds: int) -> tuple[float, int]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", "-c64", f"-d{seconds}s", "-s", handle.name, url],
+            capture_output=True, text=True, check=True, timeout=seconds + 30,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(handle.name)
+    rate = float(next(ln for ln in out.splitlines() if ln.startswith("Requests/sec")).split()[1])
+    errors = next((ln for ln in out.splitlines() if "Non-2xx" in ln), "0").split()[-1]
+    return rate, int(errors)
+
+
+def _http(redis_url: str, quick: bool) -> dict[str, float]:
+    """Requests/s through one Gatekeeper process (see the module docstring)."""
+    import json
+    import urllib.request
+
+    from gatekeeper.persistence.db import Database
+    from gatekeeper.persistence.migrate import upgrade
+
+    if shutil.which("wrk") is None:
+        return {}
+    workdir = tempfile.mkdtemp(prefix="gk-bench-http-")
+    db_url = f"sqlite+aiosqlite:///{workdir}/gk.db"
+
+    async def migrate() -> None:
+        database = Database(db_url)
+        await upgrade(database)
+        await database.aclose()
+
+    asyncio.run(migrate())
+    port = _free_port()
+    secret = "bench-secret-bench-secret-bench-secret"
+    env = {
+        **os.environ,
+        "GATEKEEPER_REDIS_URL": redis_url,
+        "GATEKEEPER_DATABASE_URL": db_url,
+        "GATEKEEPER_BUSINESS_IDS": "bench",
+        "GATEKEEPER_JWT_SECRET": secret,
+        "GATEKEEPER_WAITINGROOM_REDIS_PREFIX": "http",
+        "GATEKEEPER_WAITINGROOM_EMBEDDED_WORKER": "false",
+        "GATEKEEPER_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(port)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    seconds = 3 if quick else 8
+    try:
+        assert proc.stdout is not None
+        if b"ready" not in proc.stdout.readline():
+            raise RuntimeError("the Gatekeeper process did not start")
+        limits = {
+            "ip_enqueue_limit": 1_000_000,
+            "ip_enqueue_limit_interval": 1,
+            "ip_status_polling_limit": 1_000_000,
+            "ip_status_polling_limit_interval": 1,
+        }
+        request = urllib.request.Request(
+            url + "/config", data=json.dumps(limits).encode(), method="POST",
+            headers={"business_id": "bench", "Content-Type": "application/json"},
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=10).read()
+        enqueue, enqueue_errors = _wrk(url, _ENQUEUE_LUA, seconds)
+        tokens = asyncio.run(_tokens(redis_url, secret, 5000))
+        token_file = os.path.join(workdir, "tokens.txt")
+        with open(token_file, "w") as handle:
+            handle.write("\n".join(tokens) + "\n")
+        status, status_errors = _wrk(url, _STATUS_LUA % token_file, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "enqueue": enqueue, "enqueue_errors": enqueue_errors,
+        "status": status, "status_errors": status_errors,
+    }  # fmt: skip
+
+
+async def _tokens(redis_url: str, secret: str, n: int) -> list[str]:
+    """Queue tokens of ``n`` users enqueued (directly) in the HTTP run's store."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix="http")
+    codec = TokenCodec(HS256Signer(secret))
+    now = time.time()
+    try:
+        results = await asyncio.gather(
+            *(store.enqueue("bench", f"poller-{i}", now, 60) for i in range(n))
+        )
+    finally:
+        await client.aclose()
+    return [
+        codec.issue("bench", f"poller-{i}", r.ticket, now=now, ttl=600)
+        for i, r in enumerate(results)
+    ]
+
+
 def run(quick: bool) -> Report:
     report = Report(
         "waitingroom",
@@ -145,6 +298,8 @@ def run(quick: bool) -> Report:
     server = _PrivateRedis()
     try:
         rates = asyncio.run(_throughput(server.url, n))
+        asyncio.set_event_loop_policy(None)
+        http = _http(server.url, quick)
         per_user = asyncio.run(_memory(server.url, users))
     finally:
         server.stop()
@@ -156,11 +311,24 @@ def run(quick: bool) -> Report:
     )
     for key, label in (("enqueue", "enqueues"), ("status", "status polls")):
         report.add(
-            measure=label, value=rates[key], unit="ops/s", baseline=base, ratio=rates[key] / base
+            measure=f"{label} (service layer)",
+            value=rates[key],
+            unit="ops/s",
+            baseline=base,
+            ratio=rates[key] / base,
         )
+    for key, label in (("enqueue", "enqueues"), ("status", "status polls")):
+        if key in http:
+            report.add(
+                measure=f"{label} (HTTP, wrk -c64; non-2xx: {http[key + '_errors']:.0f})",
+                value=http[key],
+                unit="req/s",
+                baseline=base,
+                ratio=http[key] / base,
+            )
     report.add(measure=f"Redis bytes per queued user at {users:,}", value=per_user, unit="B")
-    report.target("enqueues/s per process", rates["enqueue"], 10_000)
-    report.target("status polls/s per process", rates["status"], 20_000)
+    report.target("enqueues/s per process (service layer)", rates["enqueue"], 10_000)
+    report.target("status polls/s per process (service layer)", rates["status"], 20_000)
     # Expressed as headroom so that "higher is better" holds for every target.
     report.target("150 B / Redis bytes per queued user", 150 / per_user, 1.0)
     return report
