@@ -260,3 +260,27 @@ def test_bad_cache_settings_are_listed_with_the_file() -> None:
     assert "gk.yaml: cache.store:" in text
     assert "gk.yaml: cache.max_object_bytes:" in text
     assert "gk.yaml: routes.0.cache: unknown field(s) ttl" in text
+
+
+async def test_stale_while_revalidate_through_the_gateway(
+    gateway: Gateway, origin: Origin, fake_clock: FakeClock
+) -> None:
+    """The stale body is served at once; the background refresh goes through the real proxy."""
+    versions = iter([b"v1", b"v2"])
+    origin.handler = lambda seen: (
+        200,
+        [("cache-control", "max-age=10, stale-while-revalidate=60")],
+        next(versions),
+    )
+    client = await gateway()
+    assert (await client.get("/swr")).content == b"v1"
+    fake_clock.advance(20)
+    stale = await client.get("/swr")
+    assert stale.content == b"v1"
+    assert stale.headers["cache-status"] == (
+        "gatekeeper; hit; ttl=-10; detail=stale-while-revalidate"
+    )
+    await client.cache.cache.drain()  # type: ignore[attr-defined]
+    fresh = await client.get("/swr")
+    assert (fresh.content, fresh.headers["cache-status"]) == (b"v2", "gatekeeper; hit; ttl=10")
+    assert origin.count() == 2
