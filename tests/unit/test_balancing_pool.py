@@ -207,3 +207,19 @@ async def test_transitions_reach_the_prometheus_metrics(fake_clock: FakeClock) -
         "gatekeeper_admission_rejections_total", {"upstream": "api", "reason": "full"}
     )
     assert rejected == 1
+
+
+def test_cancelled_attempt_releases_without_judging(fake_clock: FakeClock) -> None:
+    """on_cancel gives back in-flight and a half-open probe slot, and counts no outcome."""
+    pool = _pool(fake_clock, n=1, breaker=BreakerConfig(consecutive_failures=1, open_for=5))
+    ep = pool.endpoints[0]
+    _send(pool, 503, ep)
+    fake_clock.advance(5)
+    probe = pool.pick(CTX)
+    pool.on_start(probe)
+    with pytest.raises(NoHealthyUpstream):
+        pool.pick(CTX)  # the single probe slot is taken
+    pool.on_cancel(probe)
+    assert ep.in_flight == 0
+    assert ep.breaker.state is BreakerState.HALF_OPEN
+    assert pool.pick(CTX) is ep

@@ -136,3 +136,45 @@ def test_invalid_config_is_refused(kwargs: dict[str, float]) -> None:
     """Nonsensical breaker settings raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         BreakerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lost_probe_does_not_keep_the_endpoint_out(fake_clock: FakeClock) -> None:
+    """A half-open probe whose outcome never arrives frees its slot after open_for."""
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=1, open_for=10))
+    _fail(breaker, fake_clock, 1)
+    fake_clock.advance(10)
+    now = fake_clock.monotonic()
+    assert breaker.allows(now)
+    breaker.on_start(now)  # ... and never recorded
+    fake_clock.advance(9.9)
+    assert not breaker.allows(fake_clock.monotonic())
+    fake_clock.advance(0.1)
+    assert breaker.allows(fake_clock.monotonic())
+
+
+def test_released_probe_frees_the_slot_without_judging(fake_clock: FakeClock) -> None:
+    """release_probe (a cancelled request) frees the probe slot and leaves the state alone."""
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=1, open_for=10))
+    _fail(breaker, fake_clock, 1)
+    fake_clock.advance(10)
+    now = fake_clock.monotonic()
+    assert breaker.allows(now)
+    breaker.on_start(now)
+    assert not breaker.allows(now)
+    breaker.release_probe()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allows(now)
+
+
+def test_transitions_are_reported(fake_clock: FakeClock) -> None:
+    """on_change hears open, half_open and closed, once each."""
+    seen: list[BreakerState] = []
+    breaker = CircuitBreaker(BreakerConfig(consecutive_failures=1, open_for=1), seen.append)
+    _fail(breaker, fake_clock, 1)
+    fake_clock.advance(1)
+    now = fake_clock.monotonic()
+    breaker.allows(now)
+    breaker.allows(now)
+    breaker.on_start(now)
+    breaker.record(now, ok=True)
+    assert seen == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]

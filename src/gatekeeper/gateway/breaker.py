@@ -123,6 +123,7 @@ class CircuitBreaker:
     __slots__ = (
         "_consecutive",
         "_half_open_successes",
+        "_probe_deadline",
         "_probes",
         "_window",
         "config",
@@ -145,6 +146,7 @@ class CircuitBreaker:
         self.trips = 0
         self._consecutive = 0
         self._probes = 0
+        self._probe_deadline = 0.0
         self._half_open_successes = 0
         self._window = RollingWindow(self.config.window)
 
@@ -157,12 +159,24 @@ class CircuitBreaker:
             if now < self.opened_at + self.config.open_for:
                 return False
             self._half_open()
-        return self._probes < self.config.half_open_probes
+        if self._probes < self.config.half_open_probes:
+            return True
+        if now >= self._probe_deadline:
+            self._probes = 0  # the probes in flight were lost; let new ones through
+            return True
+        return False
 
     def on_start(self, now: float) -> None:
         """A request was sent; in half-open state it takes one of the probe slots."""
         if self.state is BreakerState.HALF_OPEN:
             self._probes += 1
+            # A probe whose outcome never arrives must not keep the endpoint out for good.
+            self._probe_deadline = now + self.config.open_for
+
+    def release_probe(self) -> None:
+        """A request ended without an outcome (cancelled): free its probe slot, if any."""
+        if self.state is BreakerState.HALF_OPEN and self._probes > 0:
+            self._probes -= 1
 
     def record(self, now: float, ok: bool) -> None:
         """Count the outcome of a request that finished at ``now``."""

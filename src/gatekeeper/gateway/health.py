@@ -16,10 +16,14 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.endpoint import Endpoint
 
 __all__ = ["HealthCheckConfig", "HealthChecker", "probe"]
+
+_log = structlog.get_logger("gatekeeper.gateway.health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class HealthChecker:
             if not ep.healthy and ep.health_successes >= self.config.healthy_threshold:
                 ep.healthy = True
                 ep.ejected_until = 0.0
+                _log.info("endpoint_healthy", endpoint=ep.address)
                 if self.on_change is not None:
                     self.on_change(ep, True)
         else:
@@ -116,6 +121,7 @@ class HealthChecker:
             ep.last_check_error = reason
             if ep.healthy and ep.health_failures >= self.config.unhealthy_threshold:
                 ep.healthy = False
+                _log.warning("endpoint_unhealthy", endpoint=ep.address, reason=reason)
                 if self.on_change is not None:
                     self.on_change(ep, False)
 
@@ -149,6 +155,9 @@ class HealthChecker:
     async def _run(self) -> None:
         config = self.config
         while True:  # ends when stop() cancels the task
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception as exc:  # a bug in one round must not end health checking
+                _log.error("health_check_round_failed", error=repr(exc))
             spread = config.interval * config.jitter
             await asyncio.sleep(config.interval + self._rng.uniform(-spread, spread))

@@ -11,6 +11,7 @@ one circuit breaker per endpoint, the retry budget and the admission queue. The 
         pool.on_start(ep)
         ...forward...
         pool.on_finish(ep, status=status, error=failed, latency=seconds)
+        # (or pool.on_cancel(ep) if the attempt was abandoned without an outcome)
         if failed and idempotent and pool.retry_budget.allow_retry(): try another endpoint
 
 Everything runs on one event loop; nothing here awaits except admission and health checks.
@@ -43,6 +44,7 @@ __all__ = ["UpstreamPool", "pool_from_config"]
 
 _NOTHING: frozenset[Endpoint] = frozenset()
 _HASHED = ("ring_hash", "maglev")
+_CLOSED = BreakerState.CLOSED
 
 
 class UpstreamPool:
@@ -146,7 +148,16 @@ class UpstreamPool:
         """A request is being sent to ``ep`` (the one :meth:`pick` returned)."""
         ep.in_flight += 1
         ep.requests += 1
-        ep.breaker.on_start(0.0)
+        breaker = ep.breaker
+        if breaker.state is not _CLOSED:
+            breaker.on_start(self._clock.monotonic())
+
+    def on_cancel(self, ep: Endpoint) -> None:
+        """The request to ``ep`` was abandoned without an outcome (the client went away, the
+        task was cancelled): release what :meth:`on_start` took, judge nothing."""
+        if ep.in_flight > 0:
+            ep.in_flight -= 1
+        ep.breaker.release_probe()
 
     def on_finish(
         self, ep: Endpoint, status: int | None = None, error: bool = False, latency: float = 0.0
