@@ -70,6 +70,18 @@ def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
     return _json(body, 500)
 
 
+def _headers(*names: str) -> dict[str, Any]:
+    """OpenAPI header parameters. The hot routes read ``request.headers`` themselves: FastAPI's
+    per-request parameter solving would cost more than the rest of an enqueue."""
+    required = {"business_id", "user_id"}
+    return {
+        "parameters": [
+            {"name": n, "in": "header", "required": n in required, "schema": {"type": "string"}}
+            for n in names
+        ]
+    }
+
+
 def _socket_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -112,15 +124,18 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     router = APIRouter(tags=["waiting room"])
     biz = Header(None, alias="business_id", convert_underscores=False)
 
-    @router.post("/queue/enqueue", responses={200: {"model": EnqueueResponse}})
-    async def enqueue(
-        request: Request,
-        business_id: str | None = biz,
-        user_id: str | None = Header(None, alias="user_id", convert_underscores=False),
-    ) -> Response:
+    @router.post(
+        "/queue/enqueue",
+        responses={200: {"model": EnqueueResponse}},
+        openapi_extra=_headers("business_id", "user_id"),
+    )
+    async def enqueue(request: Request) -> Response:
         """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
+        headers = request.headers
         try:
-            answer = await service.enqueue(business_id or "", user_id, ip_of(request))
+            answer = await service.enqueue(
+                headers.get("business_id", ""), headers.get("user_id"), ip_of(request)
+            )
         except GatekeeperError as exc:
             return _error(exc)
         body: dict[str, Any] = {
@@ -134,38 +149,47 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
             body.update(answer.eta.as_dict())
         return _json(body)
 
-    @router.get("/queue/status", responses={200: {"model": StatusResponse}})
-    async def status(
-        request: Request,
-        business_id: str | None = biz,
-        jwt: str | None = Header(None, convert_underscores=False),
-    ) -> Response:
+    @router.get(
+        "/queue/status",
+        responses={200: {"model": StatusResponse}},
+        openapi_extra=_headers("business_id", "jwt"),
+    )
+    async def status(request: Request) -> Response:
         """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next."""
+        headers = request.headers
         try:
-            answer = await service.status(business_id or "", jwt, ip_of(request))
+            answer = await service.status(
+                headers.get("business_id", ""), headers.get("jwt"), ip_of(request)
+            )
         except GatekeeperError as exc:
             return _error(exc)
         return _json(status_body(answer))
 
-    @router.get("/queue/verify", responses={200: {"model": VerifyResponse}})
-    async def verify(
-        business_id: str | None = biz, jwt: str | None = Header(None, convert_underscores=False)
-    ) -> Response:
+    @router.get(
+        "/queue/verify",
+        responses={200: {"model": VerifyResponse}},
+        openapi_extra=_headers("business_id", "jwt"),
+    )
+    async def verify(request: Request) -> Response:
         """For the backend: is this token's holder admitted right now?"""
+        headers = request.headers
         try:
-            ready = await service.verify(business_id or "", jwt)
+            ready = await service.verify(headers.get("business_id", ""), headers.get("jwt"))
         except GatekeeperError as exc:
             return _error(exc, {"message": "Invalid token", "ready": False})
         message = "User is ready" if ready else "User is not ready"
         return _json({"message": message, "ready": ready})
 
-    @router.delete("/queue/finish", responses={200: {"model": FinishResponse}})
-    async def finish(
-        business_id: str | None = biz, jwt: str | None = Header(None, convert_underscores=False)
-    ) -> Response:
+    @router.delete(
+        "/queue/finish",
+        responses={200: {"model": FinishResponse}},
+        openapi_extra=_headers("business_id", "jwt"),
+    )
+    async def finish(request: Request) -> Response:
         """For the backend: end the ready session; the token never verifies again."""
+        headers = request.headers
         try:
-            cleared = await service.finish(business_id or "", jwt)
+            cleared = await service.finish(headers.get("business_id", ""), headers.get("jwt"))
         except GatekeeperError as exc:
             return _error(exc, {"status": "not_ready", "message": "Invalid token"})
         if cleared:
