@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,17 +213,20 @@ class Limiter:
             results = await self._batcher.submit(checks, now_us)
         return self._conclude(checks, results)
 
-    async def hit(
-        self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
-    ) -> Decision:
-        """Decide one policy for one subject, debiting ``cost`` if admitted."""
-        return await self.decide((Check(policy, key, cost),), now_us=now_us)
+    # hit() and peek() hand back decide()'s coroutine instead of wrapping it in one of their
+    # own: one coroutine frame less per decision on the hot path; callers await them alike.
 
-    async def peek(
+    def hit(
         self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
-    ) -> Decision:
-        """Would a hit of ``cost`` be admitted now? Debits nothing."""
-        return await self.decide((Check(policy, key, cost, peek=True),), now_us=now_us)
+    ) -> Coroutine[Any, Any, Decision]:
+        """Decide one policy for one subject, debiting ``cost`` if admitted (await it)."""
+        return self.decide((Check(policy, key, cost),), now_us=now_us)
+
+    def peek(
+        self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
+    ) -> Coroutine[Any, Any, Decision]:
+        """Would a hit of ``cost`` be admitted now? Debits nothing (await it)."""
+        return self.decide((Check(policy, key, cost, peek=True),), now_us=now_us)
 
     @asynccontextmanager
     async def lease(
