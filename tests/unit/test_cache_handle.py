@@ -621,3 +621,15 @@ async def test_failed_revalidation_releases_waiting_requests(fake_clock: FakeClo
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[0], UpstreamConnectError)
     assert all(isinstance(r, CacheResponse) and r.status == 200 for r in results[1:])
+
+
+async def test_stored_ttl_counts_the_age_the_response_already_has(fake_clock: FakeClock) -> None:
+    """A response arriving with Age: 15 and max-age=60 is stored with 45 s of freshness left."""
+    cache = make(fake_clock)
+    up = Upstream(fake_clock, static(200, cache_control="max-age=60", age="15"))
+    _, headers, _ = await fetch(cache, up)
+    assert headers["cache-status"] == "gatekeeper; fwd=uri-miss; stored; ttl=45"
+    fake_clock.advance(5)
+    _, headers, _ = await fetch(cache, up)
+    assert headers["cache-status"] == "gatekeeper; hit; ttl=40"
+    assert headers["age"] == "20"

@@ -41,7 +41,6 @@ from gatekeeper.gateway.cache.policy import (
     Freshness,
     bypass_reason,
     freshness,
-    freshness_lifetime,
     not_storable_reason,
     serve_stale_on_error,
     serve_while_revalidating,
@@ -386,11 +385,12 @@ class HttpCache:
             headers = add_cache_status(response.headers, value)
             return replace(response, headers=headers, cache_status=status)
         status.stored = True
-        lifetime = freshness_lifetime(response.headers, request_time)
-        status.ttl = lifetime if lifetime is not None else 0.0
+        times = (request_time, self.clock.now())
+        # Freshness left counts the age the response already had (Age, Date, transit).
+        probe = CacheEntry(response.status, response.headers, b"", times[0], times[1])
+        status.ttl = (probe.lifetime or 0.0) - probe.age(times[1])
         self._count(status)
         headers = add_cache_status(response.headers, status.render(self.options.name))
-        times = (request_time, self.clock.now())
         if response.content is not None and len(response.content) <= self.options.max_object_bytes:
             # The whole body came with the head (the common small response): store it now.
             entry = self._entry(request, response, response.content, times)
