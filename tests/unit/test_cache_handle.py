@@ -633,3 +633,24 @@ async def test_stored_ttl_counts_the_age_the_response_already_has(fake_clock: Fa
     _, headers, _ = await fetch(cache, up)
     assert headers["cache-status"] == "gatekeeper; hit; ttl=40"
     assert headers["age"] == "20"
+
+
+@pytest.mark.parametrize(
+    ("value", "result"),
+    [
+        (b"gatekeeper; hit; ttl=5", "hit"),
+        (b"gatekeeper; hit; ttl=-5; detail=stale-while-revalidate", "stale"),
+        (b"gatekeeper; fwd=stale; fwd-status=503; detail=stale-if-error", "stale"),
+        (b"gatekeeper; fwd=stale; fwd-status=304; ttl=9", "revalidated"),
+        (b"gatekeeper; fwd=uri-miss; stored; ttl=60", "miss"),
+        (b"gatekeeper; fwd=method", "bypass"),
+    ],
+)
+def test_cache_result_reads_our_cache_status_member(value: bytes, result: str) -> None:
+    """Access logs can recover the cache's result from our Cache-Status member only."""
+    from gatekeeper.gateway.cache.adapter import cache_result
+    from gatekeeper.gateway.messages import Body, ProxyResponse
+
+    headers = [(b"cache-status", b"origin; hit"), (b"cache-status", value)]
+    assert cache_result(ProxyResponse(200, headers, Body.of(b""))) == result
+    assert cache_result(ProxyResponse(200, headers[:1], Body.of(b""))) is None

@@ -18,7 +18,7 @@ from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, itera
 from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.messages import Body, Forward, ProxyRequest, ProxyResponse
 
-__all__ = ["GatewayCache", "metric_result"]
+__all__ = ["GatewayCache", "cache_result", "metric_result"]
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -60,6 +60,30 @@ def metric_result(status: CacheStatus | None) -> str:
     if status.fwd in {"method", "bypass"}:
         return "bypass"
     return "miss"
+
+
+def cache_result(response: ProxyResponse, name: bytes = b"gatekeeper") -> str | None:
+    """The metric result (``hit``, ``stale``, ...) of a response the cache answered, read back
+    from its ``Cache-Status`` member named ``name``; ``None`` when the cache was not involved.
+    For access logs, which see only the response."""
+    member = None
+    for field_name, field_value in response.headers:
+        if field_name == b"cache-status" and field_value.split(b";", 1)[0].strip() == name:
+            member = field_value  # the last one of ours is the outermost (RFC 9211 order)
+    if member is None:
+        return None
+    params = [part.strip() for part in member.split(b";")[1:]]
+    status = CacheStatus(hit=b"hit" in params)
+    for param in params:
+        key, _, raw = param.partition(b"=")
+        text = raw.decode("latin-1").strip('"')
+        if key == b"fwd":
+            status.fwd = text
+        elif key == b"fwd-status" and text.isdigit():
+            status.fwd_status = int(text)
+        elif key == b"detail":
+            status.detail = text
+    return metric_result(status)
 
 
 class GatewayCache:
