@@ -167,7 +167,8 @@ class Proxy:
             parts += (b"x-forwarded-host: ", fhost, b"\r\n")
         element = f"for={_node(peer)};proto={request.scheme}"
         if host:
-            element += f';host="{host}"'
+            quoted = host.replace("\\", "\\\\").replace('"', '\\"')
+            element += f';host="{quoted}"'
         if trusted and fwd is not None:
             parts += (b"forwarded: ", fwd, b", ", element.encode("latin-1"), b"\r\n")
         else:
