@@ -1,20 +1,24 @@
-"""The dashboards in a real Chromium, against a real `gatekeeper demo` process."""
+"""The dashboards in a real Chromium, against a real `gatekeeper serve` process."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
+from gatekeeper.gateway.mock_backend import run_backends
 from tests.servers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,33 +35,64 @@ class Demo:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    """`gatekeeper demo` on a free port: 3 mock backends, /api/info limited to 5 per 10 s."""
-    port = free_port()
+def _config(port: int, backends: list[str]) -> dict[str, object]:
+    """The demo's gateway: ``/api`` round robin over the backends, 5 requests per 10 s per
+    client IP. Counted with a sliding log rather than the demo's fixed window, so that no window
+    boundary falls inside a test's burst and lets a sixth request through."""
+    return {
+        "listener": {"host": "127.0.0.1", "port": port, "shutdown_grace": 1},
+        "policies": {"per-ip": {"rate": "5/10s", "algorithm": "sliding_log"}},
+        "upstreams": {
+            "backends": {"strategy": "round_robin", "endpoints": [{"url": u} for u in backends]}
+        },
+        "routes": [
+            {
+                "name": "api",
+                "path_prefix": "/api",
+                "upstream": "backends",
+                "limits": [{"policy": "per-ip", "key": "ip"}],
+                "retry": {"attempts": 1},
+            }
+        ],
+    }
+
+
+def _spawn(config: Path, cwd: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GATEKEEPER_ADMIN_TOKEN": ADMIN,
         "GATEKEEPER_LOG_LEVEL": "warning",
         "GATEKEEPER_BUSINESS_IDS": "shop",  # one waiting-room tenant
+        "GATEKEEPER_DATABASE_URL": f"sqlite+aiosqlite:///{cwd / 'gk.db'}",
+        "GATEKEEPER_AUTO_MIGRATE": "true",
     }
     env.pop("GATEKEEPER_REDIS_URL", None)
-    log = (tmp_path / "demo.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "gatekeeper", "serve", "--config", str(config)]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    """A `gatekeeper serve` process in front of 3 mock backends, like `gatekeeper demo`."""
+    backends = await run_backends(3)
+    port = free_port()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(json.dumps(_config(port, [b.url for b in backends])))
+    log = (tmp_path / "gatekeeper.log").open("wb")
+    process = _spawn(config, tmp_path, log)
     try:
-        _wait_until_listening(process, port, tmp_path / "demo.log")
+        await asyncio.to_thread(_wait_until_listening, process, port, tmp_path / "gatekeeper.log")
         yield Demo(f"http://127.0.0.1:{port}", process)
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            await asyncio.to_thread(process.wait, 10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            await asyncio.to_thread(process.wait)
         log.close()
+        for backend in backends:
+            await backend.stop()
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -65,13 +100,13 @@ def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"gatekeeper demo exited with {process.returncode}:\n{log.read_text()}")
+            pytest.fail(f"gatekeeper exited with {process.returncode}:\n{log.read_text()}")
         try:
             wait_for_port(port, timeout=0.5)
             return
         except TimeoutError:
             continue
-    pytest.fail(f"gatekeeper demo did not listen within 60 s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"gatekeeper did not listen within 60 s:\n{log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -160,6 +195,9 @@ async def test_numbers_move_when_traffic_flows(browser: Browser, demo: Demo) -> 
         codes = [(await client.get("/api/info")).status_code for _ in range(7)]
     assert codes == [200] * 5 + [429] * 2
     await expect(page.locator("#requests-total")).to_have_text("7", timeout=10_000)
+    await expect(page.locator("#log-lines tr")).to_have_count(7)
+    await expect(page.locator("#log-lines tr").first).to_contain_text("RL")
+    await expect(page.locator("#top-ips")).to_contain_text("127.0.0.1")
     await expect(page.locator("#policies")).to_contain_text("per-ip")
     await expect(page.locator("#pools article")).to_have_count(1)
     assert await page.evaluate("window.__marker") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import subprocess
@@ -17,13 +18,33 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from gatekeeper.app import Runtime, serve
-from gatekeeper.demo import demo_config
+from gatekeeper.gateway.config import parse_config
 from gatekeeper.gateway.mock_backend import MockBackend, run_backends
 from gatekeeper.observability.component import ObservabilityComponent
 from gatekeeper.settings import Settings
 from tests.servers import free_port
 
 ADMIN = "observability-test-token"
+
+
+def demo_like(port: int, backends: list[str]) -> dict[str, Any]:
+    """The demo's gateway (``/api`` over the backends, 5 per 10 s per client IP), counted with a
+    sliding log instead of the demo's fixed window: exactly 5 in any 10 s, so that no window
+    boundary can fall inside a test and let a sixth request through."""
+    return {
+        "listener": {"host": "127.0.0.1", "port": port, "shutdown_grace": 1},
+        "policies": {"per-ip": {"rate": "5/10s", "algorithm": "sliding_log"}},
+        "upstreams": {"backends": {"endpoints": [{"url": url} for url in backends]}},
+        "routes": [
+            {
+                "name": "api",
+                "path_prefix": "/api",
+                "upstream": "backends",
+                "limits": [{"policy": "per-ip", "key": "ip"}],
+                "retry": {"attempts": 1},
+            }
+        ],
+    }
 
 
 @dataclass
@@ -41,7 +62,7 @@ class Gateway:
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     backends = await run_backends(2)
     port = free_port()
-    config = demo_config("127.0.0.1", port, [b.url for b in backends])
+    config = parse_config(demo_like(port, [b.url for b in backends]), "<test>")
     settings = Settings(
         redis_url="",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gk.db'}",
@@ -230,3 +251,38 @@ async def test_pools_report_endpoint_health_once_bound(gateway: Gateway) -> None
         if name == "gatekeeper_upstream_endpoint_healthy"
     }
     assert healthy == {f"127.0.0.1:{b.port}": 1.0 for b in gateway.backends}
+
+
+async def test_access_lines_say_why_and_the_upstream_sees_the_request_id(gateway: Gateway) -> None:
+    """A limited request's line names policy and key (RL); the upstream got the line's id."""
+    await gateway.component.tick()  # binds the access log to the gateway state
+    buffer = io.StringIO()
+    access = gateway.component.obs.access_log
+    access.stream = buffer
+    access.enabled = True
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        first = await client.get("/api/info", headers={"X-Request-ID": "client-chosen-1"})
+        echoed = first.json()["headers"]
+        plain = (await client.get("/api/info")).json()["headers"]
+        codes = await _burst(client, 5)
+    access.flush()
+    assert echoed["x-request-id"] == "client-chosen-1"
+    assert len(plain["x-request-id"]) == 32
+    assert codes == [200] * 3 + [429] * 2
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [line["term"] for line in lines] == ["--"] * 5 + ["RL"] * 2
+    assert lines[0]["request_id"] == "client-chosen-1"
+    assert lines[1]["request_id"] == plain["x-request-id"]
+    assert lines[0]["upstream"] == "backends"
+    limited = lines[-1]
+    assert limited["policy"] == "per-ip"
+    assert limited["limit_key"] == "ip:127.0.0.1"
+    assert limited["status"] == 429
+    assert "upstream" not in limited
+    await gateway.component.tick()
+    view = await gateway.component.latest()
+    assert view["top_limited_ips"] == [["127.0.0.1", 2]] or view["top_limited_ips"] == [
+        ("127.0.0.1", 2)
+    ]
+    assert view["totals"]["terminations"] == {"--": 5, "RL": 2}
+    assert view["recent"][0]["term"] == "RL"

@@ -34,6 +34,8 @@ from gatekeeper.gateway.proxy import Proxy
 from gatekeeper.gateway.routing import Route, Router
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
+from gatekeeper.observability.access import Termination
+from gatekeeper.observability.proxied import ensure_request_id, log_proxied
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.protocol import HttpProtocol
@@ -116,23 +118,38 @@ class GatewayState:
         started = time.monotonic()
         status = 0
         metrics = self.metrics
+        access = self.access_log
+        # Observability: the request id the upstream sees, and what ended the request.
+        note: dict[str, Any] | None = None
+        if access is not None:
+            note = {}
+            ensure_request_id(request)
         try:
-            status = await self._proxy(request, route, conn)
+            status = await self._proxy(request, route, conn, note)
         finally:
             # (The in-flight gauge is not kept per request: it costs two locked updates on
             # the hot path; /stats reports in-flight connections from the server instead.)
+            elapsed = time.monotonic() - started
             if metrics is not None:
-                metrics.request(
-                    route.name, status or 499, route.upstream, time.monotonic() - started
-                )
+                metrics.request(route.name, status or 499, route.upstream, elapsed)
+            if access is not None:
+                log_proxied(access, request, route, status or 499, elapsed, note)
 
-    async def _proxy(self, request: ProxyRequest, route: Route, conn: HttpProtocol) -> int:
+    async def _proxy(
+        self,
+        request: ProxyRequest,
+        route: Route,
+        conn: HttpProtocol,
+        note: dict[str, Any] | None = None,
+    ) -> int:
         extra: Headers | None = None
         if route.limits and self.limiter is not None:
             checks = [Check(rule.policy, subject_key(rule.key, request)) for rule in route.limits]
             decision: Decision = await self.limiter.decide(checks)
             if self.metrics is not None:
                 self._count(decision)
+            if note is not None:
+                note["decision"] = decision
             if not decision.allowed:
                 headers = rate_limit_headers(decision, policies=self.policies)
                 body = problem_body(decision, instance=request.path)
@@ -145,6 +162,8 @@ class GatewayState:
                 request.headers, request.target
             )
             if not verdict.allowed:
+                if note is not None:
+                    note["term"] = Termination.WAITING_ROOM
                 location = (verdict.redirect or "/").encode("latin-1")
                 headers = [(b"location", location), (b"cache-control", b"no-store")]
                 await conn.send_response(ProxyResponse(302, headers, Body.of(b"")), request)
@@ -160,14 +179,19 @@ class GatewayState:
                 await conn.send_response(response, request, extra)
                 return response.status
         except UpstreamTimeout as exc:
+            _note(note, Termination.UPSTREAM_TIMEOUT)
             return await _error(conn, request, 504, "upstream_timeout", str(exc), extra)
         except NoHealthyUpstream as exc:
+            _note(note, Termination.NO_UPSTREAM)
             return await _error(conn, request, 503, "no_healthy_upstream", str(exc), extra)
         except UpstreamConnectError as exc:
+            _note(note, Termination.UPSTREAM_ERROR)
             return await _error(conn, request, 502, "bad_gateway", str(exc), extra)
         except UpstreamError as exc:
+            _note(note, Termination.UPSTREAM_ERROR)
             return await _error(conn, request, 502, "bad_gateway", str(exc), extra)
         except QueueFull as exc:
+            _note(note, Termination.QUEUE_FULL)
             retry = [(b"retry-after", str(exc.retry_after).encode())]
             return await _error(conn, request, 503, "queue_full", str(exc), (extra or []) + retry)
 
@@ -192,6 +216,11 @@ class GatewayState:
         for pool in self.pools.values():
             await pool.stop()
         self.proxy.close()
+
+
+def _note(note: dict[str, Any] | None, term: Termination) -> None:
+    if note is not None:
+        note["term"] = term
 
 
 _TITLES = {

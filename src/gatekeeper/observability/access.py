@@ -194,7 +194,7 @@ class AccessLog:
         from gatekeeper.observability import logging as _logging
 
         output = _logging.configured_output()
-        self._stream = stream
+        self.stream = stream  # None: what ``configure`` chose, looked up at each flush
         self.enabled = output.access_enabled if enabled is None else enabled
         self.fmt = fmt or output.fmt
         self.buffer_lines = max(1, buffer_lines)
@@ -237,7 +237,7 @@ class AccessLog:
         if not self._buffer:
             return
         lines, self._buffer = self._buffer, []
-        stream = self._stream or _default_stream()
+        stream = self.stream or _default_stream()
         try:
             stream.write("\n".join(lines) + "\n")
             stream.flush()

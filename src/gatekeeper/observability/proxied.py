@@ -1,0 +1,85 @@
+"""The access line of a proxied request, as the gateway's pipeline records it.
+
+The pipeline calls :func:`ensure_request_id` when a request enters a route (so that the upstream
+receives the same ``X-Request-ID`` the access line carries) and :func:`log_proxied` when it
+leaves, with a small ``note`` dict the pipeline filled on the way: ``"decision"`` (the limiter's
+:class:`~gatekeeper.limits.decision.Decision`) and ``"term"`` (a :class:`Termination` when the
+pipeline itself ended the request: waiting room, queue, breaker, upstream errors).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatekeeper.observability.access import AccessEntry, AccessLog, Termination
+from gatekeeper.observability.logging import accept_request_id
+
+__all__ = ["ensure_request_id", "log_proxied"]
+
+_HEADER = b"x-request-id"
+# Terminations decided before an upstream answered: the line names no upstream for them.
+_LOCAL = frozenset(
+    {Termination.LIMITED, Termination.WAITING_ROOM, Termination.QUEUE_FULL,
+     Termination.QUEUE_TIMEOUT, Termination.NO_UPSTREAM, Termination.BREAKER_OPEN}
+)  # fmt: skip
+
+
+def ensure_request_id(request: Any) -> str:
+    """The request's id: its own ``X-Request-ID`` if sane, else a new one put in its headers
+    (replacing an insane one), so that the upstream sees it."""
+    given = request.header(_HEADER)
+    rid = accept_request_id(given)
+    if given is None:
+        request.headers.append((_HEADER, rid.encode("latin-1")))
+    elif given.decode("latin-1") != rid:
+        request.headers = [h for h in request.headers if h[0] != _HEADER]
+        request.headers.append((_HEADER, rid.encode("latin-1")))
+    return rid
+
+
+def log_proxied(
+    access: AccessLog,
+    request: Any,
+    route: Any,
+    status: int,
+    seconds: float,
+    note: dict[str, Any] | None,
+) -> None:
+    """Emit the access line of a request that matched ``route``."""
+    note = note or {}
+    decision = note.get("decision")
+    term: Termination | None = note.get("term")
+    policy = limit_key = None
+    degraded = False
+    if decision is not None:
+        degraded = bool(decision.degraded)
+        if not decision.allowed:
+            term = Termination.LIMITED
+            policy = decision.policy
+            limit_key = _subject_of(route, request, policy)
+    rid = request.header(_HEADER)
+    access.emit(
+        AccessEntry(
+            request_id=rid.decode("latin-1") if rid else accept_request_id(None),
+            method=request.method,
+            path=request.path,
+            client_ip=request.client_ip,
+            status=status,
+            duration=seconds,
+            route=route.name,
+            termination=term,
+            upstream=None if term in _LOCAL or status == 429 else route.upstream,
+            policy=policy,
+            limit_key=limit_key,
+            degraded=degraded,
+        )
+    )
+
+
+def _subject_of(route: Any, request: Any, policy: str) -> str | None:
+    from gatekeeper.gateway.pipeline import subject_key
+
+    for rule in route.limits:
+        if rule.policy.name == policy:
+            return str(subject_key(rule.key, request))
+    return None
