@@ -47,7 +47,7 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
     assert config is not None
     await repository.save(T, config.updated({"admission_limit": 1}))
     settings = WaitingRoomSettings(
-        sse_interval_seconds=0.1, poll_min_seconds=0.2, config_cache_seconds=0
+        sse_interval_seconds=0.1, poll_min_seconds=0.2, poll_max_seconds=0.3, config_cache_seconds=0
     )
     room = build(RedisStore(client, prefix=redis_prefix), repository, fake_clock, settings=settings)
     gate = WaitingRoomGate(room.service, T)
@@ -74,19 +74,23 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
         await client.aclose()
 
 
-async def test_waiting_page_shows_position_advances_and_lands(site: Site) -> None:
+async def _visit(site: Site, *, sse: bool) -> None:
     """Two visitors ahead; each tick moves the page's position down until it lands."""
     playwright_api = pytest.importorskip("playwright.async_api")
+    expect = playwright_api.expect
     for user in ("ahead-1", "ahead-2"):
         await site.room.service.enqueue(T, user)
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page()
+            paths: list[str] = []
+            page.on("request", lambda request: paths.append(request.url.split("?")[0]))
+            if not sse:
+                await page.add_init_script("delete window.EventSource;")
             await page.goto(f"{site.url}/protected?item=42")
             assert "/queue/wait" in page.url
             position = page.get_by_test_id("position")
-            expect = playwright_api.expect
             await expect(position).to_have_text("3", timeout=15_000)
             await expect(page.get_by_test_id("eta")).to_contain_text("Estimated wait")
             assert await page.get_by_role("status").count() == 1
@@ -98,5 +102,18 @@ async def test_waiting_page_shows_position_advances_and_lands(site: Site) -> Non
             await site.room.worker.run_once()
             await page.wait_for_url(f"{site.url}/protected?item=42", timeout=15_000)
             await expect(page.locator("#welcome")).to_have_text("Protected checkout")
+            streams = sum(p.endswith("/queue/events") for p in paths)
+            polls = sum(p.endswith("/queue/status") for p in paths)
+            assert (streams > 0, polls > 0) == ((True, False) if sse else (False, True))
         finally:
             await browser.close()
+
+
+async def test_waiting_page_shows_position_advances_and_lands(site: Site) -> None:
+    """With Server-Sent Events: position 3, 2, 1, then the protected page."""
+    await _visit(site, sse=True)
+
+
+async def test_waiting_page_falls_back_to_polling(site: Site) -> None:
+    """Without EventSource the client polls at the advised interval and lands all the same."""
+    await _visit(site, sse=False)
