@@ -286,3 +286,19 @@ async def test_access_lines_say_why_and_the_upstream_sees_the_request_id(gateway
     ]
     assert view["totals"]["terminations"] == {"--": 5, "RL": 2}
     assert view["recent"][0]["term"] == "RL"
+
+
+async def test_upstream_attempts_and_latency_reach_prometheus(gateway: Gateway) -> None:
+    """Each forwarded request is one 'ok' attempt on its endpoint with an upstream latency."""
+    await gateway.component.tick()  # binds the pools to the shared Metrics
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        assert await _burst(client, 4) == [200] * 4
+        s = _samples((await client.get("/metrics")).text)
+    attempts = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in s.items()
+        if name == "gatekeeper_upstream_attempts_total" and ("outcome", "ok") in labels
+    }
+    assert attempts == {f"127.0.0.1:{b.port}": 2.0 for b in gateway.backends}  # round robin
+    count = frozenset({("upstream", "backends")})
+    assert s[("gatekeeper_upstream_request_duration_seconds_count", count)] == 4

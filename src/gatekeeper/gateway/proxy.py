@@ -220,19 +220,21 @@ class Proxy:
                     endpoint, request, head, data, replayable=replayable
                 )
             except UpstreamError as exc:
-                pool.on_finish(
-                    endpoint, status=None, error=True, latency=time.monotonic() - started
-                )
+                elapsed = time.monotonic() - started
+                pool.on_finish(endpoint, status=None, error=True, latency=elapsed)
                 timeout = isinstance(exc, UpstreamTimeout)
+                _observe(
+                    pool, endpoint, "timeout" if timeout else "connect_error", elapsed, attempt
+                )
                 wanted = retry.on_timeout if timeout else retry.on_connect_error
                 if wanted and attempt < attempts and pool.retry_budget.allow_retry():
                     exclude.add(endpoint)
                     continue
                 raise
             status = response.status
-            pool.on_finish(
-                endpoint, status=status, error=status >= 500, latency=time.monotonic() - started
-            )
+            elapsed = time.monotonic() - started
+            pool.on_finish(endpoint, status=status, error=status >= 500, latency=elapsed)
+            _observe(pool, endpoint, "http_5xx" if status >= 500 else "ok", elapsed, attempt)
             if status in retry.on_status and attempt < attempts and pool.retry_budget.allow_retry():
                 exclude.add(endpoint)
                 await _discard(response)
@@ -340,3 +342,11 @@ async def _discard(response: ProxyResponse) -> None:
         await response.body.read_all(limit=64 * 1024)
     except (ValueError, UpstreamError):
         pass
+
+
+def _observe(pool: Any, endpoint: Any, outcome: str, seconds: float, attempt: int) -> None:
+    """Record one attempt (time to the response head) on the pool's metrics, if bound."""
+    metrics = getattr(pool, "metrics", None)
+    if metrics is not None:
+        address = getattr(endpoint, "address", None) or f"{endpoint.host}:{endpoint.port}"
+        metrics.upstream_attempt(pool.name, address, outcome, seconds, retry=attempt > 1)
