@@ -146,8 +146,8 @@ class Metrics:
         r = self.registry
         self.http_requests = Counter(
             "gatekeeper_http_requests_total",
-            "Requests answered, by route name, HTTP status and upstream pool ('none' if not "
-            "forwarded).",
+            "Requests answered on proxied routes, by route name, HTTP status and the route's "
+            "upstream pool.",
             ["route", "status", "upstream"],
             registry=r,
         )
