@@ -382,3 +382,36 @@ async def test_probe_sends_the_configured_path_and_host() -> None:
         await server.wait_closed()
     assert seen[0].startswith(b"GET /livez HTTP/1.1\r\n")
     assert b"\r\nHost: api.internal\r\n" in seen[0]
+
+
+async def test_pool_health_checks_run_between_start_and_stop() -> None:
+    """pool.start() checks in the background: a failing /health takes the endpoint out, a
+    passing one brings it back; pool.stop() ends the checking task."""
+    from gatekeeper.gateway.balancing import RequestContext
+    from gatekeeper.gateway.endpoint import Endpoint
+    from gatekeeper.gateway.health import HealthCheckConfig
+    from gatekeeper.gateway.pool import UpstreamPool
+
+    a, b = await start_upstreams("a", "b")
+    config = HealthCheckConfig(
+        interval=0.02, timeout=0.5, healthy_threshold=1, unhealthy_threshold=1, jitter=0
+    )
+    pool = UpstreamPool(
+        "direct", [Endpoint("127.0.0.1", a.port), Endpoint("127.0.0.1", b.port)], health=config
+    )
+    ctx = RequestContext("127.0.0.1")
+    try:
+        await pool.start()
+        a.health_status = 503
+        await eventually(lambda: not pool.endpoints[0].healthy, what="a marked down")
+        assert {pool.pick(ctx) for _ in range(10)} == {pool.endpoints[1]}
+        a.health_status = 200
+        await eventually(lambda: pool.endpoints[0].healthy, what="a back up")
+        assert pool.health is not None
+        assert pool.health.running
+        await pool.stop()
+        assert not pool.health.running
+    finally:
+        await pool.stop()
+        await a.stop()
+        await b.stop()

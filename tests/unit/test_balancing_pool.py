@@ -146,6 +146,14 @@ def test_duplicate_or_missing_endpoints_are_refused(fake_clock: FakeClock) -> No
         Endpoint("h", 1, weight=0)
 
 
+def test_bad_strategy_or_hash_on_names_the_upstream() -> None:
+    """A pool built with an unknown strategy or hash_on says which upstream is wrong."""
+    with pytest.raises(ConfigurationError, match=r"upstream 'api': unknown balancing strategy"):
+        UpstreamPool("api", [Endpoint("h", 1)], "fastest")
+    with pytest.raises(ConfigurationError, match=r"upstream 'api': hash_on 'query:x'"):
+        UpstreamPool("api", [Endpoint("h", 1)], "maglev", hash_on="query:x")
+
+
 def test_pool_from_the_gateway_configuration() -> None:
     """pool_from_config reads an upstreams: entry of the gateway's YAML model."""
     config_module = pytest.importorskip("gatekeeper.gateway.config")

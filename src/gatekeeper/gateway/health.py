@@ -103,6 +103,11 @@ class HealthChecker:
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the background checking task is alive."""
+        return self._task is not None and not self._task.done()
+
     def record(self, ep: Endpoint, passed: bool, reason: str = "") -> None:
         """Apply one check result to ``ep`` (thresholds of consecutive results)."""
         if passed:

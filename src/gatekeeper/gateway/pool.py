@@ -98,7 +98,10 @@ class UpstreamPool:
         self.hash_on = hash_on
         self.strategy = ""
         self._balancer: Balancer
-        self.set_strategy(strategy, hash_on)
+        try:
+            self.set_strategy(strategy, hash_on)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"upstream {name!r}: {exc}") from exc
         self.no_healthy = 0
 
     @property
