@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from gatekeeper.errors import StorageError, UpstreamError
 from gatekeeper.gateway.cache.coalescing import Coalescer, Flight
@@ -52,6 +52,7 @@ from gatekeeper.gateway.cache.serve import (
     response_from_entry,
     storable_headers,
 )
+from gatekeeper.gateway.cache.stats import CacheStats
 from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.cache.store import Store
 from gatekeeper.types import Clock, SystemClock
@@ -62,38 +63,6 @@ log = logging.getLogger(__name__)
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _INDEX_TTL = 3600.0
-
-
-@dataclass
-class CacheStats:
-    """Counters for ``/stats`` and ``/metrics``."""
-
-    hits: int = 0
-    stale_hits: int = 0
-    misses: int = 0
-    revalidated: int = 0
-    stored: int = 0
-    not_stored: int = 0
-    collapsed: int = 0
-    bypassed: int = 0
-    store_errors: int = 0
-    background_refreshes: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-ready snapshot."""
-        return {
-            "hits": self.hits,
-            "stale_hits": self.stale_hits,
-            "misses": self.misses,
-            "revalidated": self.revalidated,
-            "stored": self.stored,
-            "not_stored": self.not_stored,
-            "collapsed": self.collapsed,
-            "bypassed": self.bypassed,
-            "store_errors": self.store_errors,
-            "background_refreshes": self.background_refreshes,
-        }
 
 
 @dataclass(slots=True)
