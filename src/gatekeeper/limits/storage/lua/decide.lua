@@ -55,19 +55,29 @@ local function ttl_ms(reset_us)
   return ms
 end
 
--- String states (token bucket, GCRA, windows): read once per batch, written back at the end.
+-- String states (token bucket, GCRA, windows): read once per batch (one MGET for the whole
+-- batch on a single node), written back at the end. A state is its integers joined by spaces.
 local states = {}
+local fetched = {}
 local dirty, dirty_order = {}, {}
+
+local function parse(v)
+  local x, y, z = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)$')
+  if x then return {tonumber(x), tonumber(y), tonumber(z)} end
+  x, y = string.match(v, '^(%-?%d+) (%-?%d+)$')
+  if x then return {tonumber(x), tonumber(y)} end
+  local s = {}
+  for n in string.gmatch(v, '%-?%d+') do s[#s + 1] = tonumber(n) end
+  return s
+end
 
 local function load(key)
   local s = states[key]
   if s == nil then
-    local v = redis.call('GET', key)
+    local v = fetched[key]
+    if v == nil then v = redis.call('GET', key) end
     s = false
-    if v then
-      s = {}
-      for n in string.gmatch(v, '%-?%d+') do s[#s + 1] = tonumber(n) end
-    end
+    if v then s = parse(v) end
     states[key] = s
   end
   return s
@@ -95,7 +105,9 @@ local function bucket(deficit, limit, period, capacity, cost)
   return 0, remaining, reset, retry, nil
 end
 
--- Each algorithm returns allowed, remaining, reset, retry, commit (a function or nil).
+-- Each algorithm returns allowed, remaining, reset, retry, commit: nil, the new state of a
+-- string state (a table; stored under the key with the returned reset), or a function (the
+-- sorted-set algorithms). Commits wait until the group is known to pass.
 
 local function token_bucket(key, limit, period, capacity, cost)
   local s = load(key)
@@ -113,11 +125,8 @@ local function token_bucket(key, limit, period, capacity, cost)
     if now < last then t = last end
   end
   local a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
-  local commit = nil
-  if after and cost > 0 then
-    commit = function() store(key, {capacity * period - after, t}, reset) end
-  end
-  return a, rem, reset, retry, commit
+  if after and cost > 0 then return a, rem, reset, retry, {capacity * period - after, t} end
+  return a, rem, reset, retry, nil
 end
 
 local function gcra(key, limit, period, capacity, cost)
@@ -125,14 +134,11 @@ local function gcra(key, limit, period, capacity, cost)
   local deficit = 0
   if s and s[1] >= now then deficit = (s[1] - now) * limit + s[2] end
   local a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
-  local commit = nil
   if after and cost > 0 then
-    commit = function()
-      local whole = idiv(after, limit)
-      store(key, {now + whole, after - whole * limit}, reset)
-    end
+    local whole = idiv(after, limit)
+    return a, rem, reset, retry, {now + whole, after - whole * limit}
   end
-  return a, rem, reset, retry, commit
+  return a, rem, reset, retry, nil
 end
 
 local function fixed_window(key, limit, period, cost)
@@ -145,9 +151,8 @@ local function fixed_window(key, limit, period, cost)
     count = count + cost
     local reset = 0
     if count > 0 then reset = window_end end
-    local commit = nil
-    if cost > 0 then commit = function() store(key, {count, start}, reset) end end
-    return 1, limit - count, reset, 0, commit
+    if cost > 0 then return 1, limit - count, reset, 0, {count, start} end
+    return 1, limit - count, reset, 0, nil
   end
   local reset = 0
   if count > 0 then reset = window_end end
@@ -183,9 +188,8 @@ local function sliding_window(key, limit, period, cost)
     reset = start + period - now
   end
   if allowed == 1 then
-    local commit = nil
-    if cost > 0 then commit = function() store(key, {prev, cur, start}, reset) end end
-    return 1, remaining, reset, 0, commit
+    if cost > 0 then return 1, remaining, reset, 0, {prev, cur, start} end
+    return 1, remaining, reset, 0, nil
   end
   if cost > limit then return 0, remaining, reset, reset, nil end
   local spare = (limit - cur - cost) * period
@@ -321,60 +325,125 @@ if nkeys > 0 then
   end
 end
 
+local function apply(key, commit, reset)
+  if type(commit) == 'function' then commit() else store(key, commit, reset) end
+end
+
+-- On one node, fetch every string state of the batch with one MGET (a call from Lua costs
+-- about as much as the algorithm itself). A cluster node refuses a multi-key command across
+-- slots even here, so there each key is read by its own GET on first use.
+if nkeys == 0 then
+  local wanted = {}
+  local pos, k = 2, 0
+  for _ = 1, batch[1] do
+    local n = batch[pos]
+    pos = pos + 1
+    for _ = 1, n do
+      k = k + 1
+      if policies[batch[pos] * 4 + 1] <= 4 then wanted[#wanted + 1] = keys[k] end
+      pos = pos + 3
+    end
+  end
+  -- MGET in chunks: unpack() of thousands of arguments would overflow Lua's C stack.
+  local i = 1
+  while i <= #wanted do
+    local last = math.min(i + 499, #wanted)
+    local values = redis.call('MGET', unpack(wanted, i, last))
+    for j = i, last do fetched[wanted[j]] = values[j - i + 1] end
+    i = last + 1
+  end
+end
+
 local out = {now}
+local o = 1
 local k = 0
 local pos = 2
 for _ = 1, batch[1] do
   local n = batch[pos]
   pos = pos + 1
-  local checks, results, commits = {}, {}, {}
-  local denied = false
-  for i = 1, n do
+  if n == 1 then
+    -- The common case, a group of one check: it passes exactly when its check allows.
     k = k + 1
     local p = batch[pos] * 4
+    local code = policies[p + 1]
     local lease = ''
-    if policies[p + 1] == 6 then
+    if code == 6 then
       lease = ARGV[lease_arg]
       lease_arg = lease_arg + 1
     end
-    local c = {keys[k], policies[p + 1], policies[p + 2], policies[p + 3], policies[p + 4],
-      batch[pos + 1], batch[pos + 2], lease}
+    local key, limit, period, capacity = keys[k], policies[p + 2], policies[p + 3], policies[p + 4]
+    local cost, flags = batch[pos + 1], batch[pos + 2]
     pos = pos + 3
-    checks[i] = c
-    local a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], c[6], c[8])
-    if a == 1 and c[7] % 2 == 1 and c[6] > 0 then
+    local a, rem, reset, retry, commit = evaluate(key, code, limit, period, capacity, cost, lease)
+    if a == 1 and flags % 2 == 1 and cost > 0 then
       -- A peek reports the state as it is, not as the debit would leave it.
-      a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
+      a, rem, reset, retry = evaluate(key, code, limit, period, capacity, 0, lease)
       commit = nil
     end
-    if a == 0 and c[7] < 2 then denied = true end
-    results[i] = {a, rem, reset, retry}
-    commits[i] = commit
-  end
-  for i = 1, n do
-    local c = checks[i]
-    if denied then
-      if results[i][1] == 1 then
-        -- Nothing of a denied group is debited, so it reports the state as it is.
-        local _, rem, reset = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
-        results[i] = {1, rem, reset, 0}
+    if commit then apply(key, commit, reset) end
+    out[o + 1] = a
+    out[o + 2] = rem
+    out[o + 3] = reset
+    out[o + 4] = retry
+    o = o + 4
+  else
+    local checks, results, commits = {}, {}, {}
+    local denied = false
+    for i = 1, n do
+      k = k + 1
+      local p = batch[pos] * 4
+      local lease = ''
+      if policies[p + 1] == 6 then
+        lease = ARGV[lease_arg]
+        lease_arg = lease_arg + 1
       end
-    elseif commits[i] then
-      commits[i]()
+      local c = {keys[k], policies[p + 1], policies[p + 2], policies[p + 3], policies[p + 4],
+        batch[pos + 1], batch[pos + 2], lease}
+      pos = pos + 3
+      checks[i] = c
+      local a, rem, reset, retry, commit = evaluate(c[1], c[2], c[3], c[4], c[5], c[6], c[8])
+      if a == 1 and c[7] % 2 == 1 and c[6] > 0 then
+        a, rem, reset, retry = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
+        commit = nil
+      end
+      if a == 0 and c[7] < 2 then denied = true end
+      results[i] = {a, rem, reset, retry}
+      commits[i] = commit
     end
-    local r = results[i]
-    out[#out + 1] = r[1]
-    out[#out + 1] = r[2]
-    out[#out + 1] = r[3]
-    out[#out + 1] = r[4]
+    for i = 1, n do
+      local c = checks[i]
+      local r = results[i]
+      if denied then
+        if r[1] == 1 then
+          -- Nothing of a denied group is debited, so it reports the state as it is.
+          local _, rem, reset = evaluate(c[1], c[2], c[3], c[4], c[5], 0, c[8])
+          r = {1, rem, reset, 0}
+        end
+      elseif commits[i] then
+        apply(c[1], commits[i], r[3])
+      end
+      out[o + 1] = r[1]
+      out[o + 2] = r[2]
+      out[o + 3] = r[3]
+      out[o + 4] = r[4]
+      o = o + 4
+    end
   end
 end
 
 for _, key in ipairs(dirty_order) do
   local s = states[key]
-  local parts = {}
-  for i = 1, #s do parts[i] = fmt(s[i]) end
-  redis.call('SET', key, table.concat(parts, ' '), 'PX', dirty[key])
+  local text
+  if #s == 2 then
+    text = string.format('%.0f %.0f', s[1], s[2])
+  elseif #s == 3 then
+    text = string.format('%.0f %.0f %.0f', s[1], s[2], s[3])
+  else
+    local parts = {}
+    for i = 1, #s do parts[i] = fmt(s[i]) end
+    text = table.concat(parts, ' ')
+  end
+  redis.call('SET', key, text, 'PX', dirty[key])
 end
 
 return out
