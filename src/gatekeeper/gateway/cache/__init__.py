@@ -9,13 +9,14 @@ Use::
 
 from __future__ import annotations
 
-from gatekeeper.gateway.cache.cache import CacheStats, HttpCache
+from gatekeeper.gateway.cache.cache import HttpCache
 from gatekeeper.gateway.cache.control import CacheControl, parse_cache_control, parse_http_date
 from gatekeeper.gateway.cache.entry import CacheEntry
 from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, Forward, Headers
 from gatekeeper.gateway.cache.memory import MemoryStore
 from gatekeeper.gateway.cache.options import CacheOptions
 from gatekeeper.gateway.cache.redis import RedisStore
+from gatekeeper.gateway.cache.stats import CacheStats
 from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.cache.store import Store, store_from_url
 from gatekeeper.gateway.cache.tiered import TieredStore

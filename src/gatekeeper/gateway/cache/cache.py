@@ -57,7 +57,7 @@ from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.cache.store import Store
 from gatekeeper.types import Clock, SystemClock
 
-__all__ = ["CacheStats", "HttpCache"]
+__all__ = ["HttpCache"]
 
 log = logging.getLogger(__name__)
 
