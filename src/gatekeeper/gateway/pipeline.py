@@ -95,6 +95,7 @@ class GatewayState:
     metrics: Any = None
     access_log: Any = None
     server_address: tuple[str, int] | None = None
+    _checks: dict[tuple[str, str], Check] = field(default_factory=dict, init=False, repr=False)
     # tenant -> waiting-room gate (``context.extras["waitingroom_gate"]``), or None.
     gate: Any = None
 
@@ -144,7 +145,9 @@ class GatewayState:
     ) -> int:
         extra: Headers | None = None
         if route.limits and self.limiter is not None:
-            checks = [Check(rule.policy, subject_key(rule.key, request)) for rule in route.limits]
+            checks = [
+                self._check(rule.policy, subject_key(rule.key, request)) for rule in route.limits
+            ]
             decision: Decision = await self.limiter.decide(checks)
             if self.metrics is not None:
                 self._count(decision)
@@ -194,6 +197,17 @@ class GatewayState:
             _note(note, Termination.QUEUE_FULL)
             retry = [(b"retry-after", str(exc.retry_after).encode())]
             return await _error(conn, request, 503, "queue_full", str(exc), (extra or []) + retry)
+
+    def _check(self, policy: Any, key: str) -> Check:
+        # Checks are immutable and the same clients come back: reuse them (bounded) instead
+        # of building and validating one per request.
+        cache = self._checks
+        check = cache.get((policy.name, key))
+        if check is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            check = cache[(policy.name, key)] = Check(policy, key)
+        return check
 
     def _count(self, decision: Decision) -> None:
         metrics = self.metrics
