@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError, NoHealthyUpstream
@@ -178,7 +179,7 @@ class UpstreamPool:
         if self.outlier.record(ep, now, status, failed) and self._metrics is not None:
             self._metrics.ejection(self.name, ep.address)
 
-    def admission(self, priority: int = 0) -> Any:
+    def admission(self, priority: int = 0) -> AbstractAsyncContextManager[None]:
         """``async with pool.admission(priority):`` holds a concurrency slot (may queue)."""
         return self.admission_control.slot(priority)
 
