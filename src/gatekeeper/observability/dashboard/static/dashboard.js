@@ -6,6 +6,14 @@
   // Used when a pool does not list its strategies itself.
   const STRATEGIES = ["round_robin", "least_connections", "weighted", "ip_hash", "adaptive"];
   const TOKEN_KEY = "gatekeeper.adminToken";
+  // The access log's termination codes (docs/observability.md).
+  const TERMS = {
+    "--": "forwarded", "C-": "cached", "CS": "stale from cache", "B-": "built-in API",
+    RN: "no route", RD: "denied", RA: "unauthenticated", RL: "rate limited",
+    RW: "waiting room", QF: "queue full", QT: "queue timeout", BO: "breaker open",
+    UN: "no healthy upstream", UT: "upstream timeout", UC: "upstream error",
+    CA: "client aborted", IE: "internal error",
+  };
 
   function renderTraffic(view) {
     const t = view.traffic || {};
@@ -171,7 +179,11 @@
     pairs("cache", { ...cache, "hit ratio": ratio }, (v) =>
       (v === null || v === undefined ? "–" : (v <= 1 && v % 1 ? `${num(v * 100, 1)} %` : num(v))));
     pairs("queues", view.queues);
-    pairs("terms", (view.totals || {}).terminations);
+    const terms = {};
+    for (const [code, n] of Object.entries((view.totals || {}).terminations || {})) {
+      terms[`${code} ${TERMS[code] || ""}`.trim()] = n;
+    }
+    pairs("terms", terms);
     const policies = Object.entries(view.policies || {}).map(([name, o]) =>
       el("tr", {}, el("td", { text: name }), el("td", { text: num(o.allowed || 0) }),
         el("td", { text: num(o.limited || 0) })));
@@ -190,7 +202,8 @@
       el("tr", {},
         el("td", { text: new Date(l.t * 1000).toLocaleTimeString() }),
         el("td", { class: `st-${String(l.status)[0]}`, text: l.status }),
-        el("td", { text: l.term }), el("td", { text: l.method }), el("td", { text: l.path }),
+        el("td", { text: l.term, title: TERMS[l.term] || "" }), el("td", { text: l.method }),
+        el("td", { text: l.path }),
         el("td", { text: num(l.ms, 1) }), el("td", { text: l.upstream || "" }),
         el("td", { text: l.policy || "" }), el("td", { text: l.ip })));
     replace("log-lines", rows.length ? rows
