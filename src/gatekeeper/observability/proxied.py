@@ -9,6 +9,7 @@ pipeline itself ended the request: waiting room, queue, breaker, upstream errors
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from gatekeeper.observability.access import AccessEntry, AccessLog, Termination
@@ -77,9 +78,16 @@ def log_proxied(
 
 
 def _subject_of(route: Any, request: Any, policy: str) -> str | None:
+    """The limited subject as logs and dashboards may show it: IPs as they are, secrets (API
+    keys, header and query values) replaced by a short hash that still groups by client."""
     from gatekeeper.gateway.pipeline import subject_key
 
     for rule in route.limits:
         if rule.policy.name == policy:
-            return str(subject_key(rule.key, request))
+            subject = str(subject_key(rule.key, request))
+            if subject.startswith("ip:") or subject == "global":
+                return subject
+            prefix, _, secret = subject.rpartition(":")
+            digest = hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
+            return f"{prefix}:#{digest}"
     return None
