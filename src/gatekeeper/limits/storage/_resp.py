@@ -1,0 +1,202 @@
+"""A lean Redis client for the one hot command: ``EVALSHA`` of the decide script.
+
+redis-py spends about 4 us of CPU per decision on a batched ``EVALSHA`` (argument packing,
+connection checkout, response callbacks); this client spends about 1 us: an asyncio Protocol
+per connection, replies parsed by hiredis, commands written as one pre-framed RESP buffer, and
+any number of commands pipelined on one connection (replies come back in order). It serves
+single-node ``redis://`` stores only; everything else (TLS, Unix sockets, Sentinel, Cluster,
+the admin commands) stays on redis-py.
+
+A connection that breaks fails every command waiting on it with :class:`StorageError` and is
+opened again by the next command. A caller that gives up (deadline, cancellation) leaves its
+reply to be read and dropped, so the pipeline stays in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+
+from gatekeeper.errors import StorageError, StorageTimeout
+
+__all__ = ["LeanConnection", "LeanPool", "ReplyError", "command"]
+
+ReplyError = hiredis.ReplyError
+
+
+def command(*parts: str | bytes | int) -> bytes:
+    """One RESP command (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def evalsha(sha: str, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """``EVALSHA sha len(keys) *keys *args`` framed in one pass over the arguments."""
+    parts = [f"*{3 + len(keys) + len(args)}\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n"]
+    numkeys = str(len(keys))
+    parts.append(f"${len(numkeys)}\r\n{numkeys}\r\n")
+    for item in (*keys, *args):
+        text = item if type(item) is str else str(item)
+        # Bulk lengths are in bytes: only non-ASCII text needs encoding to be measured.
+        size = len(text) if text.isascii() else len(text.encode())
+        parts.append(f"${size}\r\n{text}\r\n")
+    return "".join(parts).encode()
+
+
+class LeanConnection(asyncio.Protocol):
+    """One pipelined connection: :meth:`call` writes a command, its future gets the reply."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
+        self.closed = False
+
+    @property
+    def pending(self) -> int:
+        """Commands written and not answered yet."""
+        return len(self._waiters)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        waiters = self._waiters
+        reader.feed(data)
+        while (reply := reader.gets()) is not False:
+            future = waiters.popleft()
+            if not future.done():  # its caller may have given up; the reply is dropped
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = StorageError(f"connection to Redis lost: {exc!r}" if exc else "Redis closed")
+        if exc is not None:
+            error.__cause__ = exc
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def call(self, payload: bytes) -> asyncio.Future[Any]:
+        """Send one pre-framed command; the future resolves to hiredis's parsed reply (an error
+        reply arrives as a :data:`ReplyError` value, not raised)."""
+        if self.closed:
+            raise StorageError("connection to Redis is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._transport.write(payload)
+        return future
+
+    def close(self) -> None:
+        """Close the socket; waiting commands fail with :class:`StorageError`."""
+        if self._transport is not None and not self.closed:
+            self._transport.close()
+        self.closed = True
+
+
+class LeanPool:
+    """``size`` lean connections to one Redis, opened on first use and after a failure.
+
+    ``setup`` are the commands each new connection runs first (AUTH, SELECT, CLIENT SETNAME).
+    ``timeout`` bounds each reply (``StorageTimeout``), ``connect_timeout`` each connect.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        setup: Sequence[bytes] = (),
+        size: int = 2,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.setup = list(setup)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._slots: list[LeanConnection | None] = [None] * size
+        self._opening: list[asyncio.Future[LeanConnection] | None] = [None] * size
+
+    async def call(self, payload: bytes) -> Any:
+        """Send one command on the least busy connection; its reply (errors as values)."""
+        connection = self._pick()
+        if connection is None:
+            connection = await self._open_some()
+        future = connection.call(payload)
+        if self.timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError as exc:
+            raise StorageTimeout(f"Redis did not answer within {self.timeout} s") from exc
+
+    def _pick(self) -> LeanConnection | None:
+        best: LeanConnection | None = None
+        for connection in self._slots:
+            if connection is None or connection.closed:
+                return None  # open the missing one first: spreads load once, then steady
+            if best is None or connection.pending < best.pending:
+                best = connection
+        return best
+
+    async def _open_some(self) -> LeanConnection:
+        for index, connection in enumerate(self._slots):
+            if connection is None or connection.closed:
+                opening = self._opening[index]
+                if opening is None:
+                    # One connect per slot, shared by every caller that arrives meanwhile.
+                    opening = asyncio.ensure_future(self._connect(index))
+                    self._opening[index] = opening
+                # A caller that gives up must not cancel the connect the others wait for.
+                return await asyncio.shield(opening)
+        return min((c for c in self._slots if c is not None), key=lambda c: c.pending)
+
+    async def _connect(self, index: int) -> LeanConnection:
+        loop = asyncio.get_running_loop()
+        where = f"{self.host}:{self.port}"
+        try:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, connection = await loop.create_connection(
+                        LeanConnection, self.host, self.port
+                    )
+            except TimeoutError as exc:
+                raise StorageTimeout(f"connecting to Redis at {where} timed out") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot connect to Redis at {where}: {exc}") from exc
+            try:
+                for payload in self.setup:
+                    # Bounded like any reply: a paused server accepts connections, answers none.
+                    async with asyncio.timeout(self.timeout):
+                        reply = await connection.call(payload)
+                    if isinstance(reply, ReplyError):
+                        raise StorageError(f"Redis at {where} refused connection setup: {reply}")
+            except TimeoutError as exc:
+                connection.close()
+                raise StorageTimeout(f"Redis at {where} did not answer the setup") from exc
+            except BaseException:
+                connection.close()
+                raise
+        finally:
+            self._opening[index] = None
+        self._slots[index] = connection
+        return connection
+
+    def close(self) -> None:
+        """Close every connection."""
+        for index, connection in enumerate(self._slots):
+            if connection is not None:
+                connection.close()
+            self._slots[index] = None
