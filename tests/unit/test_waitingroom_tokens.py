@@ -17,6 +17,11 @@ SECRET = "s" * 32
 NOW = 1_700_000_000.0
 
 
+def _flip(token: str, index: int) -> str:
+    """Change one base64url character away from the end (the last one has padding bits)."""
+    return token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1 :]
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -55,7 +60,7 @@ def test_expired_token_raises_with_its_claims_unless_allowed() -> None:
 @pytest.mark.parametrize(
     "mangle",
     [
-        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature
+        lambda t: _flip(t, len(t) - 10),  # signature
         lambda t: _b64(b'{"alg":"none","typ":"JWT"}') + "." + t.split(".")[1] + ".",
         lambda t: _b64(b'{"alg":"HS512","typ":"JWT"}') + "." + ".".join(t.split(".")[1:]),
         lambda t: (
@@ -127,3 +132,17 @@ def test_short_secret_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         HS256Signer("short")
     assert HS256Signer(SECRET).jwks() == {"keys": []}
+
+
+def test_cached_verification_still_checks_tenant_and_expiry() -> None:
+    """A token decoded before is served from the cache, still bound to tenant and expiry."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("a", "u", 1, now=NOW, ttl=60)
+    assert codec.decode(token, "a", now=NOW).ticket == 1
+    assert codec.decode(token, "a", now=NOW + 1).ticket == 1
+    with pytest.raises(TokenError):
+        codec.decode(token, "b", now=NOW)
+    with pytest.raises(TokenExpired):
+        codec.decode(token, "a", now=NOW + 60)
+    with pytest.raises(TokenError):  # one changed character: another, unverified string
+        codec.decode(_flip(token, len(token) - 10), "a", now=NOW)

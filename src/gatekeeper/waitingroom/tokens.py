@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 ISSUER = "gatekeeper"
+VERIFIED_CACHE = 65_536
 
 
 class TokenExpired(TokenError):
@@ -160,6 +161,7 @@ class TokenCodec:
         # jti = a random per-codec prefix + a counter: unique without a syscall per token.
         self._jti_prefix = secrets.token_hex(6)
         self._jti = itertools.count()
+        self._verified: dict[str, QueueClaims] = {}
 
     def issue(self, tenant: str, user: str, ticket: int, *, now: float, ttl: int) -> str:
         """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``."""
@@ -183,6 +185,15 @@ class TokenCodec:
         issuer, and :class:`TokenExpired` (carrying the claims) if it is authentic but expired,
         unless ``allow_expired``.
         """
+        known = self._verified.get(token)
+        if known is not None:
+            # Visitors poll with the same token again and again: an exact string that passed
+            # every check before needs only the tenant and expiry checks again.
+            if known.tenant != tenant:
+                raise TokenError("token was issued for another tenant")
+            if known.exp <= now and not allow_expired:
+                raise TokenExpired(known)
+            return known
         if not token or len(token) > 4096:
             raise TokenError("token missing or too long")
         raw = token.encode("ascii", "replace")
@@ -214,6 +225,9 @@ class TokenCodec:
             raise TokenError(f"token lacks a valid claim: {exc}") from exc
         if payload.get("iss") != ISSUER or payload.get("aud") != f"wr:{tenant}":
             raise TokenError("token was issued for another tenant")
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # bounded; refilling costs one verification per token
+        self._verified[token] = claims
         if claims.exp <= now and not allow_expired:
             raise TokenExpired(claims)
         return claims
