@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 ISSUER = "gatekeeper"
-VERIFIED_CACHE = 65_536
+VERIFIED_CACHE = 16_384  # ~400 B each: a few MB at most
 
 
 class TokenExpired(TokenError):
