@@ -96,6 +96,7 @@ class Proxy:
         self.idle_timeout = idle_timeout
         self._connections: dict[tuple[str, int], ConnectionPool] = {}
         self.watchdog = Watchdog()
+        self._forwarding_lines: dict[tuple[str, str, str], bytes] = {}
 
     def connections(self, host: str, port: int) -> ConnectionPool:
         """The connection pool of one endpoint (created on first use)."""
@@ -155,25 +156,54 @@ class Proxy:
             parts += (b"host: ", host.encode("latin-1"), b"\r\n")
         peer = request.peer_ip
         trusted = bool(self.trusted) and self.trusted.is_trusted(peer)
+        if trusted and (xff is not None or xfp is not None or xfh is not None or fwd is not None):
+            parts.append(self._forwarding(request, xff, xfp, xfh, fwd))
+        else:
+            # The common case: the forwarding lines depend only on the peer, the host and the
+            # scheme, which repeat across a keep-alive connection: build them once.
+            key = (peer, host, request.scheme)
+            lines = self._forwarding_lines.get(key)
+            if lines is None:
+                if len(self._forwarding_lines) >= 4096:
+                    self._forwarding_lines.clear()
+                lines = self._forwarding_lines[key] = self._forwarding(
+                    request, None, None, None, None
+                )
+            parts.append(lines)
+        parts += (framing, b"\r\n")
+        return b"".join(parts)
+
+    @staticmethod
+    def _forwarding(
+        request: ProxyRequest,
+        xff: bytes | None,
+        xfp: bytes | None,
+        xfh: bytes | None,
+        fwd: bytes | None,
+    ) -> bytes:
+        """X-Forwarded-For/-Proto/-Host and Forwarded lines; incoming values (only passed
+        when the peer is trusted) are kept and extended."""
+        peer = request.peer_ip
+        host = request.host
         peer_b = peer.encode()
-        if trusted and xff is not None:
+        parts: list[bytes] = []
+        if xff is not None:
             parts += (b"x-forwarded-for: ", xff, b", ", peer_b, b"\r\n")
         else:
             parts += (b"x-forwarded-for: ", peer_b, b"\r\n")
-        proto = xfp if trusted and xfp is not None else request.scheme.encode()
+        proto = xfp if xfp is not None else request.scheme.encode()
         parts += (b"x-forwarded-proto: ", proto, b"\r\n")
-        fhost = xfh if trusted and xfh is not None else host.encode("latin-1")
+        fhost = xfh if xfh is not None else host.encode("latin-1")
         if fhost:
             parts += (b"x-forwarded-host: ", fhost, b"\r\n")
         element = f"for={_node(peer)};proto={request.scheme}"
         if host:
             quoted = host.replace("\\", "\\\\").replace('"', '\\"')
             element += f';host="{quoted}"'
-        if trusted and fwd is not None:
+        if fwd is not None:
             parts += (b"forwarded: ", fwd, b", ", element.encode("latin-1"), b"\r\n")
         else:
             parts += (b"forwarded: ", element.encode("latin-1"), b"\r\n")
-        parts += (framing, b"\r\n")
         return b"".join(parts)
 
     # -- forwarding ------------------------------------------------------------------------
