@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["Decision", "PolicyResult"]
+__all__ = ["Decision", "PolicyResult", "policy_result"]
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyResult:
+class PolicyResult(NamedTuple):
     """One policy's verdict. Times are seconds as floats (exact to the microsecond).
 
     ``reset_after``: until the policy is fully replenished (window end, bucket full).
     ``retry_after``: until a retry of the same cost could be admitted; 0 when allowed.
+
+    Immutable, compared and hashed by value. A named tuple rather than a frozen dataclass:
+    the stores build one per decision, and a frozen dataclass costs ten times more to build
+    (about 1 us, a sixth of the whole Redis hot path).
     """
 
     policy: str
@@ -23,6 +27,24 @@ class PolicyResult:
     reset_after: float
     retry_after: float
     shadow: bool = False
+
+
+_tuple_new = tuple.__new__
+
+
+def policy_result(
+    policy: str,
+    allowed: bool,
+    limit: int,
+    remaining: int,
+    reset_after: float,
+    retry_after: float,
+    shadow: bool,
+) -> PolicyResult:
+    """``PolicyResult(...)`` with every field given, without the keyword machinery (hot path)."""
+    return _tuple_new(
+        PolicyResult, (policy, allowed, limit, remaining, reset_after, retry_after, shadow)
+    )
 
 
 _NO_POLICY = PolicyResult(

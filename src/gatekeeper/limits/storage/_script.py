@@ -21,7 +21,7 @@ from redis import exceptions as redis_errors
 
 from gatekeeper.errors import StorageError, StorageTimeout
 from gatekeeper.limits.algorithms import ALGORITHM_CODES
-from gatekeeper.limits.decision import PolicyResult
+from gatekeeper.limits.decision import PolicyResult, policy_result
 from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.limits.storage.memory import validate_group
 
@@ -123,12 +123,30 @@ def decode(groups: Sequence[Sequence[Check]], flat: Sequence[Any]) -> list[list[
     """Results per group from the script's flat answer (``flat[0]`` is the time used)."""
     out: list[list[PolicyResult]] = []
     i = 1
+    build = policy_result
     for group in groups:
+        if len(group) == 1:
+            policy = group[0].policy
+            out.append(
+                [
+                    build(
+                        policy.name,
+                        flat[i] == 1,
+                        policy.capacity,
+                        flat[i + 1],
+                        flat[i + 2] / 1_000_000,
+                        flat[i + 3] / 1_000_000,
+                        policy.shadow,
+                    )
+                ]
+            )
+            i += 4
+            continue
         results = []
         for check in group:
             policy = check.policy
             results.append(
-                PolicyResult(
+                build(
                     policy.name,
                     flat[i] == 1,
                     policy.capacity,

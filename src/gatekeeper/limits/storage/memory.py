@@ -21,7 +21,7 @@ from typing import Any
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits import algorithms as alg
-from gatekeeper.limits.decision import PolicyResult
+from gatekeeper.limits.decision import PolicyResult, policy_result
 from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.types import Clock, SystemClock
 
@@ -250,7 +250,7 @@ class MemoryStorage:
                 if not allowed and not policy.shadow:
                     denied = True
                 results.append(
-                    PolicyResult(
+                    policy_result(
                         policy.name,
                         allowed,
                         policy.capacity,
