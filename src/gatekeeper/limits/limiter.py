@@ -220,7 +220,7 @@ class Limiter:
         self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
     ) -> Coroutine[Any, Any, Decision]:
         """Decide one policy for one subject, debiting ``cost`` if admitted (await it)."""
-        return self.decide((Check(policy, key, cost),), now_us=now_us)
+        return self.decide((policy.check(key, cost),), now_us=now_us)
 
     def peek(
         self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None

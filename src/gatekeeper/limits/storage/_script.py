@@ -89,26 +89,33 @@ class Encoder:
         policies: list[int] = []
         numbers: list[int] = [len(groups)]
         prefix = self.prefix
+        concurrency = Algorithm.CONCURRENCY
+        append = numbers.append
         for group in groups:
-            validate_group(group)
-            numbers.append(len(group))
+            if len(group) != 1:
+                validate_group(group)
+            append(len(group))
             for check in group:
                 policy = check.policy
                 at = index.get(id(policy))
                 if at is None:
                     at = index[id(policy)] = len(index)
                     policies.extend(self.fields(policy))
-                if policy.algorithm is Algorithm.CONCURRENCY:
+                if policy.algorithm is concurrency:
+                    if not check.lease_id:
+                        validate_group(group)  # raises, naming the policy
                     leases.append(check.lease_id or "")
                 subject = check.key
                 if "{" in subject or "}" in subject:
                     keys.append(check.storage_key_in(prefix))
                 else:
                     keys.append(f"{prefix}:{{{subject}}}:{policy.name}")
-                flags = (PEEK if check.peek or peek_all else 0) | (SHADOW if policy.shadow else 0)
-                numbers.append(at)
-                numbers.append(check.cost)
-                numbers.append(flags)
+                append(at)
+                append(check.cost)
+                if check.peek or peek_all:
+                    append(PEEK | SHADOW if policy.shadow else PEEK)
+                else:
+                    append(SHADOW if policy.shadow else 0)
         head = [
             "" if now_us is None else now_us,
             " ".join(map(str, policies)),
