@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -358,3 +359,13 @@ async def test_nul_characters_are_refused_not_a_server_error(api: Api) -> None:
         "/auth/create_api_key", json={"name": "a\u0000b"}, headers=bearer(tokens["access_token"])
     )
     assert r.status_code == 422
+
+
+async def test_concurrent_refreshes_spend_the_token_exactly_once(api: Api) -> None:
+    """Two simultaneous refreshes of one token: exactly one wins; the other counts as reuse."""
+    tokens = await api.register("race@example.com")
+    body = {"refresh_token": tokens["refresh_token"]}
+    first, second = await asyncio.gather(
+        api.client.post("/auth/refresh", json=body), api.client.post("/auth/refresh", json=body)
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 401]
