@@ -112,7 +112,13 @@ async def _open_resources(runtime: Runtime) -> None:
 
         runtime.redis = aioredis.Redis.from_url(settings.redis_url)
     runtime.storage = storage_from_url(settings.storage_url, clock=runtime.clock)
-    runtime.limiter = Limiter(runtime.storage, clock=runtime.clock)
+    limiter = runtime.config.limiter
+    runtime.limiter = Limiter(
+        runtime.storage,
+        clock=runtime.clock,
+        deadline=limiter.deadline,
+        batch_max=limiter.batch_max,
+    )
     if runtime.metrics is None:
         runtime.metrics = Metrics()
         if multiprocess_dir() is not None:

@@ -32,6 +32,7 @@ __all__ = [
     "ConfigFileError",
     "EndpointConfig",
     "GatewayConfig",
+    "LimiterConfig",
     "ListenerConfig",
     "PolicyConfig",
     "RouteConfig",
@@ -69,6 +70,14 @@ class ListenerConfig(_Model):
     backlog: int = Field(default=2048, ge=1)
     keepalive_timeout: float = Field(default=75.0, ge=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
+
+
+class LimiterConfig(_Model):
+    """How the limiter talks to its store: ``deadline`` bounds each (batched) store call;
+    past it, each policy's failure mode decides."""
+
+    deadline: float = Field(default=0.020, gt=0, le=10)
+    batch_max: int = Field(default=256, ge=1)
 
 
 class PolicyConfig(_Model):
@@ -268,6 +277,7 @@ class GatewayConfig(_Model):
 
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
+    limiter: LimiterConfig = Field(default_factory=LimiterConfig)
     policies: dict[str, PolicyConfig] = {}
     upstreams: dict[str, UpstreamConfig] = {}
     routes: list[RouteConfig] = []
