@@ -2,9 +2,8 @@
 
 Baseline, measured in the same run: one ``time.monotonic()`` call and one dict increment (what any
 hand-rolled counter would cost). Rows: ``Metrics.request`` alone, with the dashboards' live
-statistics attached, the access line (structlog JSON to /dev/null), and all of it together.
-The target keeps metrics + live statistics under 5 us per request (>= 200k requests/s per core):
-at the gateway's ~15-20k requests/s per process that is under 10 % of the time budget.
+statistics attached, the access line (JSON to /dev/null, batched as the component sets it up,
+with the live sink), and all of it together. Targets are in baseline units (see ``run``).
 """
 
 from __future__ import annotations
@@ -97,9 +96,11 @@ def run(quick: bool) -> Report:
             x_baseline=round(ns / base, 1),
             req_per_s_core=int(1e9 / ns),
         )
-    report.target(
-        "metrics + live stats, requests/s per core",
-        1e9 / results["Metrics.request + live stats"],
-        200_000,
-    )
+    # Targets in baseline units, so that a loaded shared machine does not move them: metrics +
+    # live statistics within 15 baseline operations, everything (with the access line) within 40
+    # (~3 us on an idle core, against ~50 us per request at the gateway's 20k requests/s).
+    live = results["Metrics.request + live stats"] / base
+    full = results["all of the above"] / base
+    report.target("15 / (metrics + live stats, in baseline units)", round(15 / live, 2), 1.0)
+    report.target("40 / (everything recorded, in baseline units)", round(40 / full, 2), 1.0)
     return report

@@ -122,6 +122,9 @@ class LiveStats:
         self._gauges: dict[str, float] = {}
         self._gauges_dirty = False
         self.recorded = 0
+        self._now = clock.now
+        self._raw: dict[tuple[int, int, str | None, int], int] = {}
+        self._micros: dict[int, int] = {}
 
     def _bucket(self) -> Bucket:
         second = int(self.clock.now())
@@ -135,16 +138,38 @@ class LiveStats:
     def request(self, status: int, upstream: str | None, seconds: float) -> None:
         """Count one answered request (``Metrics.request`` forwards here): rates, statuses,
         latency. A 429 counts as limited."""
-        counts = self._bucket().counts
-        counts["req"] += 1
-        counts[_STATUS_FIELDS.get(status // 100, "s0")] += 1
-        if status == 429:
-            counts["lim"] += 1
-        elif upstream:
-            counts["up:" + upstream] += 1
-        counts[_LAT_FIELDS[latency_bucket(seconds)]] += 1
-        counts["lat_us"] += int(seconds * 1_000_000)
-        self.recorded += 1
+        # Hot path: one tuple key in a plain dict; expanded into bucket fields at flush time.
+        key = (int(self._now()), status, upstream, latency_bucket(seconds))
+        raw = self._raw
+        raw[key] = raw.get(key, 0) + 1
+        micros = self._micros
+        micros[key[0]] = micros.get(key[0], 0) + int(seconds * 1_000_000)
+
+    def _expand(self) -> None:
+        """Fold the hot path's raw counts into the per-second buckets."""
+        raw, micros = self._raw, self._micros
+        if not raw and not micros:
+            return
+        self._raw, self._micros = {}, {}
+        pending = self._pending
+        for (second, status, upstream, lat), n in raw.items():
+            bucket = pending.get(second)
+            if bucket is None:
+                bucket = pending[second] = _new_bucket()
+            counts = bucket.counts
+            counts["req"] += n
+            counts[_STATUS_FIELDS.get(status // 100, "s0")] += n
+            if status == 429:
+                counts["lim"] += n
+            elif upstream:
+                counts["up:" + upstream] += n
+            counts[_LAT_FIELDS[lat]] += n
+            self.recorded += n
+        for second, total in micros.items():
+            bucket = pending.get(second)
+            if bucket is None:
+                bucket = pending[second] = _new_bucket()
+            bucket.counts["lat_us"] += total
 
     def record(self, entry: AccessEntry) -> None:
         """Account the access line of one request (the access log's sink): why it ended, who
@@ -172,6 +197,7 @@ class LiveStats:
     async def flush(self) -> None:
         """Add the pending increments to the shared store (raises StorageError on failure;
         the increments are then kept and sent with the next flush)."""
+        self._expand()
         pending, lines = self._pending, [_line(*item) for item in self._lines]
         if not pending and not lines and not self._gauges_dirty:
             await self.store.heartbeat(self.replica, self.clock.now(), None)
