@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.decision import PolicyResult, policy_result
-from gatekeeper.limits.policy import Check, Policy
+from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.limits.storage._script import Encoder
+from gatekeeper.limits.storage.memory import MemoryStorage
+from gatekeeper.testing import FakeClock
 
 POLICY = Policy.parse("hot", "10/second")
 
@@ -56,3 +59,25 @@ def test_encoder_still_refuses_a_concurrency_check_without_lease() -> None:
     policy = Policy.parse("slots", "2/second", algorithm="concurrency")
     with pytest.raises(ConfigurationError, match="lease_id"):
         Encoder("gk").encode([[Check(policy, "k")]], None)
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_memory_decide_one_matches_decide_sync(algorithm: Algorithm) -> None:
+    """decide_one gives the results decide_sync gives for one-check groups, step by step:
+    hits, peeks, free looks, shadow policies and denials alike."""
+    enforced = Policy.parse("one", "3/second", algorithm=algorithm)
+    shadow = Policy.parse("two", "2/second", algorithm=algorithm, shadow=True)
+    one, grouped = MemoryStorage(clock=FakeClock()), MemoryStorage(clock=FakeClock())
+    rng = random.Random(5)
+    now = 1_700_000_000_000_000
+    for step in range(300):
+        now += rng.choice((0, 1, 1_000, 150_000, 400_000))
+        policy = rng.choice((enforced, shadow))
+        check = Check(
+            policy,
+            rng.choice(("a", "b")),
+            rng.choice((0, 1, 1, 2, 5)),
+            peek=rng.random() < 0.2,
+            lease_id=f"lease{step % 4}" if algorithm is Algorithm.CONCURRENCY else None,
+        )
+        assert one.decide_one(check, now) == grouped.decide_sync([[check]], now)[0][0], step

@@ -162,6 +162,9 @@ class Limiter:
         )
         # The memory store has no I/O: deciding synchronously beats any batching.
         self._sync: _SyncDecide | None = getattr(storage, "decide_sync", None)
+        self._sync_one: Callable[[Check, int | None], PolicyResult] | None = getattr(
+            storage, "decide_one", None
+        )
         self._batcher: Batcher[Sequence[Check], _Results] = Batcher(
             self._run_batch, batch_max=batch_max
         )
@@ -204,7 +207,11 @@ class Limiter:
                 return self._cached_denial(hits)
         sync = self._sync
         if sync is not None:
-            results: _Results = sync((checks,), now_us)[0]
+            one = self._sync_one
+            if one is not None and len(checks) == 1:
+                results: _Results = [one(checks[0], now_us)]
+            else:
+                results = sync((checks,), now_us)[0]
         else:
             # A malformed group must fail its own caller here, not poison a whole batch (and
             # count as a store failure towards the breaker). One plain check is always valid.

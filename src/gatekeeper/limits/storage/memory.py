@@ -16,7 +16,7 @@ code that is not on an event loop, or that wants the cheapest possible decision:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from time import time_ns
+from time import monotonic, time_ns
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError
@@ -275,6 +275,49 @@ class MemoryStorage:
         if len(data) > self._sweep_size or self._clock.monotonic() >= self._next_sweep:
             self._maybe_sweep(self._latest)
         return out
+
+    def decide_one(self, check: Check, now_us: int | None = None) -> PolicyResult:
+        """``decide_sync([[check]], now_us)[0][0]``, without the group machinery: a group of
+        one check passes exactly when its check allows (or is shadow), so nothing waits."""
+        policy = check.policy
+        if policy.algorithm is Algorithm.CONCURRENCY:
+            validate_group((check,))
+        system = type(self._clock) is SystemClock
+        if now_us is not None:
+            now = now_us
+        elif system:
+            now = time_ns() // 1000  # the system clock without a float round trip
+        else:
+            now = self._now()
+        if now > self._latest:
+            self._latest = now
+        data = self._data
+        k = (check.key, policy.name, policy.algorithm)
+        entry = data.get(k)
+        state = None if entry is None else entry[0]
+        step = self._step(policy)
+        cost = check.cost
+        allowed, remaining, reset, retry, new = step(state, now, cost, check.lease_id)
+        if check.peek and allowed and cost:
+            allowed, remaining, reset, retry, _ = step(state, now, 0, check.lease_id)
+        elif new is not None and (allowed or policy.shadow):
+            if type(new) is alg.LogAppend:
+                new = new.apply()
+            data[k] = (new, now + reset)
+        if (
+            len(data) > self._sweep_size
+            or (monotonic() if system else self._clock.monotonic()) >= self._next_sweep
+        ):
+            self._maybe_sweep(self._latest)
+        return policy_result(
+            policy.name,
+            allowed,
+            policy.capacity,
+            remaining,
+            reset / 1_000_000,
+            retry / 1_000_000,
+            policy.shadow,
+        )
 
     def _peek(self, check: Check, now: int) -> PolicyResult:
         """The check's state as it is: a cost of 0 is always admitted and debits nothing."""
