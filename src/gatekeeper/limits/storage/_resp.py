@@ -37,17 +37,26 @@ def command(*parts: str | bytes | int) -> bytes:
     return b"".join(out)
 
 
-def evalsha(sha: str, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+def evalsha(sha: str, keys: Sequence[str], args: Sequence[str | int | bytes]) -> bytes:
     """``EVALSHA sha len(keys) *keys *args`` framed in one pass over the arguments."""
-    parts = [f"*{3 + len(keys) + len(args)}\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n"]
     numkeys = str(len(keys))
-    parts.append(f"${len(numkeys)}\r\n{numkeys}\r\n")
+    text = [
+        f"*{3 + len(keys) + len(args)}\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n"
+        f"${len(numkeys)}\r\n{numkeys}\r\n"
+    ]
+    out: list[bytes] = []
     for item in (*keys, *args):
-        text = item if type(item) is str else str(item)
+        if type(item) is bytes:
+            out.append("".join(text).encode())
+            text = []
+            out.append(b"$%d\r\n%s\r\n" % (len(item), item))
+            continue
+        value = item if type(item) is str else str(item)
         # Bulk lengths are in bytes: only non-ASCII text needs encoding to be measured.
-        size = len(text) if text.isascii() else len(text.encode())
-        parts.append(f"${size}\r\n{text}\r\n")
-    return "".join(parts).encode()
+        size = len(value) if value.isascii() else len(value.encode())
+        text.append(f"${size}\r\n{value}\r\n")
+    out.append("".join(text).encode())
+    return b"".join(out)
 
 
 class LeanConnection(asyncio.Protocol):

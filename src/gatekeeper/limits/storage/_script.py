@@ -11,6 +11,7 @@ retry_us, ...]``.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,8 +119,8 @@ class Encoder:
                     append(SHADOW if policy.shadow else 0)
         head = [
             "" if now_us is None else now_us,
-            " ".join(map(str, policies)),
-            " ".join(map(str, numbers)),
+            struct.pack(f"<{len(policies)}d", *policies),
+            struct.pack(f"<{len(numbers)}d", *numbers),
         ]
         if keys_in_argv and keys:
             return keys[:1], [*head, len(keys), *keys, *leases]

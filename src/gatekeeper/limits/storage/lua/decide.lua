@@ -4,10 +4,12 @@
 --
 -- KEYS: one per check, in order; or (on a Redis Cluster node) one routing key.
 -- ARGV[1]: now in microseconds, or "" to use Redis TIME (never a replica's clock)
--- ARGV[2]: the batch's distinct policies, 4 numbers each, space separated: algorithm code,
---          limit, period_us (lease ttl_us for concurrency), capacity
--- ARGV[3]: the batch, space separated numbers: the number of groups, then per group its
---          number of checks n and n times (policy index, cost, flags: 1 = peek, 2 = shadow)
+-- ARGV[2]: the batch's distinct policies, 4 numbers each: algorithm code, limit, period_us
+--          (lease ttl_us for concurrency), capacity
+-- ARGV[3]: the batch: the number of groups, then per group its number of checks n and n times
+--          (policy index, cost, flags: 1 = peek, 2 = shadow)
+--          Both are little-endian doubles back to back (struct '<d'): one C call unpacks them,
+--          where parsing decimal text cost about 1 us per decision.
 -- ARGV[4]: 0 when the keys are KEYS; else the number n of keys in ARGV[5 .. 4+n].
 --          Cluster nodes refuse declared KEYS of several slots even for scripts flagged
 --          allow-cross-slot-keys, so a node's batch passes its keys here instead.
@@ -15,6 +17,10 @@
 -- Returns {now, then per check: allowed (0/1), remaining, reset_us, retry_us}.
 -- Numbers travel packed in two strings: one argument per check field made the client spend
 -- more time packing the command than Redis spent running it.
+--
+-- String states are a zero byte then their integers as little-endian doubles ('<dd', '<ddd'):
+-- struct packs and unpacks them at a third of the cost of formatting and parsing decimal
+-- text. States written as text ("123 456", by earlier versions) are still read.
 --
 -- All numbers are doubles holding integers below 2^53, so every operation is exact;
 -- divisions go through idiv, which corrects the rounding of a / b.
@@ -56,12 +62,20 @@ local function ttl_ms(reset_us)
 end
 
 -- String states (token bucket, GCRA, windows): read once per batch (one MGET for the whole
--- batch on a single node), written back at the end. A state is its integers joined by spaces.
+-- batch on a single node), written back at the end.
 local states = {}
 local fetched = {}
 local dirty, dirty_order = {}, {}
 
 local function parse(v)
+  if string.byte(v, 1) == 0 then
+    if #v == 17 then
+      local a, b = struct.unpack('<dd', v, 2)
+      return {a, b}
+    end
+    local a, b, c = struct.unpack('<ddd', v, 2)
+    return {a, b, c}
+  end
   local x, y, z = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)$')
   if x then return {tonumber(x), tonumber(y), tonumber(z)} end
   x, y = string.match(v, '^(%-?%d+) (%-?%d+)$')
@@ -301,9 +315,18 @@ local function evaluate(key, code, limit, period, capacity, cost, lease)
   error('unknown algorithm code ' .. tostring(code))
 end
 
-local function numbers(text)
+local function numbers(blob)
+  -- In chunks: every unpacked value takes a slot of Lua's C stack.
   local out = {}
-  for n in string.gmatch(text, '%d+') do out[#out + 1] = tonumber(n) end
+  local count = #blob / 8
+  local pos, done = 1, 0
+  while done < count do
+    local m = math.min(200, count - done)
+    local values = {struct.unpack('<' .. string.rep('d', m), blob, pos)}
+    for j = 1, m do out[done + j] = values[j] end
+    pos = values[m + 1]
+    done = done + m
+  end
   return out
 end
 
@@ -433,17 +456,13 @@ end
 
 for _, key in ipairs(dirty_order) do
   local s = states[key]
-  local text
+  local blob
   if #s == 2 then
-    text = string.format('%.0f %.0f', s[1], s[2])
-  elseif #s == 3 then
-    text = string.format('%.0f %.0f %.0f', s[1], s[2], s[3])
+    blob = '\0' .. struct.pack('<dd', s[1], s[2])
   else
-    local parts = {}
-    for i = 1, #s do parts[i] = fmt(s[i]) end
-    text = table.concat(parts, ' ')
+    blob = '\0' .. struct.pack('<ddd', s[1], s[2], s[3])
   end
-  redis.call('SET', key, text, 'PX', dirty[key])
+  redis.call('SET', key, blob, 'PX', dirty[key])
 end
 
 return out

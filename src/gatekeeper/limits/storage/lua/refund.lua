@@ -25,18 +25,32 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
+-- States as decide.lua writes them: a zero byte then '<dd' / '<ddd' doubles, or (written by
+-- earlier versions) integers as decimal text.
 local function load(key)
   local v = redis.call('GET', key)
   if not v then return nil end
+  if string.byte(v, 1) == 0 then
+    if #v == 17 then
+      local a, b = struct.unpack('<dd', v, 2)
+      return {a, b}
+    end
+    local a, b, c = struct.unpack('<ddd', v, 2)
+    return {a, b, c}
+  end
   local s = {}
   for n in string.gmatch(v, '%-?%d+') do s[#s + 1] = tonumber(n) end
   return s
 end
 
 local function save(key, s)
-  local parts = {}
-  for i = 1, #s do parts[i] = fmt(s[i]) end
-  redis.call('SET', key, table.concat(parts, ' '), 'KEEPTTL')
+  local blob
+  if #s == 2 then
+    blob = '\0' .. struct.pack('<dd', s[1], s[2])
+  else
+    blob = '\0' .. struct.pack('<ddd', s[1], s[2], s[3])
+  end
+  redis.call('SET', key, blob, 'KEEPTTL')
 end
 
 for i = 1, n do
