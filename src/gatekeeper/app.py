@@ -229,6 +229,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 preserve_host=rc.preserve_host,
                 ratelimit_headers=rc.ratelimit_headers,
                 waiting_room=rc.waiting_room,
+                auth=None if rc.auth == "none" else rc.auth,
             )
         )
     return routes
@@ -257,6 +258,7 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         metrics=runtime.metrics,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
         gate=runtime.context.extras.get("waitingroom_gate") if runtime.context else None,
+        guard=runtime.context.extras.get("identity_guard") if runtime.context else None,
     )
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state

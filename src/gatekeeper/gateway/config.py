@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -252,6 +252,8 @@ class RouteConfig(_Model):
     ratelimit_headers: bool = True
     # A business_id: visitors without a ready token wait on the hosted page (/queue/wait).
     waiting_room: str | None = None
+    # Who may call the route: the identity guard checks credentials and the principal's tier.
+    auth: Literal["none", "api_key", "jwt", "any"] = "none"
 
     @field_validator("path_prefix")
     @classmethod

@@ -2,6 +2,7 @@
 
     client IP (socket; X-Forwarded-For only from trusted proxies)
     -> route match (host, path prefix, method); no route: the built-in ASGI app
+    -> authentication on routes with ``auth`` (the identity guard: credentials, bans, tier limits)
     -> rate limits: every policy of the route in ONE limiter call (batched per loop turn)
     -> admission (the pool's concurrency limit and priority queue)
     -> cache lookup for GET/HEAD on routes with a cache (``ResponseCache.handle``)
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import (
+    GatekeeperError,
     NoHealthyUpstream,
     QueueFull,
     UpstreamConnectError,
@@ -98,6 +100,8 @@ class GatewayState:
     _checks: dict[tuple[str, str], Check] = field(default_factory=dict, init=False, repr=False)
     # tenant -> waiting-room gate (``context.extras["waitingroom_gate"]``), or None.
     gate: Any = None
+    # The identity guard (``context.extras["identity_guard"]``) for routes with ``auth``.
+    guard: Any = None
 
     async def handle(self, request: ProxyRequest, conn: HttpProtocol) -> None:
         """Serve one request, writing its response to ``conn``."""
@@ -144,6 +148,13 @@ class GatewayState:
         note: dict[str, Any] | None = None,
     ) -> int:
         extra: Headers | None = None
+        priority = route.priority
+        if route.auth is not None:
+            verdict = await self._authenticate(request, route, conn)
+            if isinstance(verdict, int):
+                return verdict
+            priority += verdict.priority
+            extra = verdict.headers
         if route.limits and self.limiter is not None:
             checks = [
                 self._check(rule.policy, subject_key(rule.key, request)) for rule in route.limits
@@ -159,6 +170,7 @@ class GatewayState:
                 await _send_bytes(conn, request, 429, headers, body)
                 return 429
             if route.ratelimit_headers:
+                # The route's own limits replace the tier's fields (one RateLimit set only).
                 extra = rate_limit_headers(decision, policies=self.policies)
         if route.waiting_room is not None and self.gate is not None:
             verdict = await self.gate(route.waiting_room).check_headers(
@@ -173,7 +185,7 @@ class GatewayState:
                 return 302
         pool = self.pools[route.upstream]
         try:
-            async with pool.admission(route.priority):
+            async with pool.admission(priority):
                 cache = self.cache
                 if cache is not None and route.cache is not None and request.method in _CACHEABLE:
                     response = await cache.handle(request, self.proxy.forward)
@@ -197,6 +209,48 @@ class GatewayState:
             _note(note, Termination.QUEUE_FULL)
             retry = [(b"retry-after", str(exc.retry_after).encode())]
             return await _error(conn, request, 503, "queue_full", str(exc), (extra or []) + retry)
+
+    async def _authenticate(
+        self, request: ProxyRequest, route: Route, conn: HttpProtocol
+    ) -> _Admitted | int:
+        """Ask the identity guard; the status already answered, or what admission needs."""
+        mode = route.auth
+        bearer, api_key = _credentials(mode, request)
+        guard = self.guard
+        if guard is None:
+            body = {"error": "auth_unavailable", "status": 503, "detail": "identity is not running"}
+            await _send_json(conn, request, 503, [], body)
+            return 503
+        if bearer is None and api_key is None:
+            wanted = {"api_key": "an X-API-Key", "jwt": "a Bearer token"}.get(
+                mode or "", "an X-API-Key or a Bearer token"
+            )
+            body = {"error": "unauthorized", "status": 401, "detail": f"this route needs {wanted}"}
+            challenge = [] if mode == "api_key" else [(b"www-authenticate", b"Bearer")]
+            await _send_json(conn, request, 401, challenge, body)
+            return 401
+        verdict = await guard.check(request.client_ip, bearer=bearer, api_key=api_key)
+        headers: Headers = []
+        if verdict.decision is not None and route.ratelimit_headers:
+            policies = {p.name: p for p in verdict.policies}
+            headers = [
+                h
+                for h in rate_limit_headers(verdict.decision, policies=policies)
+                if h[0] != b"retry-after"
+            ]
+        principal = verdict.principal
+        if not verdict.allowed:
+            if verdict.retry_after:
+                headers.append((b"retry-after", str(verdict.retry_after).encode()))
+            body = {"error": verdict.reason, "status": verdict.status, "detail": verdict.message}
+            if principal is not None:
+                body["tier"] = principal.tier
+            await _send_json(conn, request, verdict.status, headers, body)
+            return int(verdict.status)
+        priority = 0
+        if principal is not None and principal.via != "admin_token":
+            priority = await _tier_priority(guard, principal.tier)
+        return _Admitted(priority, headers or None)
 
     def _check(self, policy: Any, key: str) -> Check:
         # Checks are immutable and the same clients come back: reuse them (bounded) instead
@@ -230,6 +284,42 @@ class GatewayState:
         for pool in self.pools.values():
             await pool.stop()
         self.proxy.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """An authenticated request: its tier's queue priority and RateLimit fields."""
+
+    priority: int
+    headers: Headers | None
+
+
+def _credentials(mode: str | None, request: ProxyRequest) -> tuple[str | None, str | None]:
+    """``(bearer, api_key)`` as the route's ``auth`` mode accepts them."""
+    bearer = api_key = None
+    if mode != "api_key":
+        scheme, _, value = (request.header(b"authorization") or b"").partition(b" ")
+        if scheme.lower() == b"bearer" and value.strip():
+            bearer = value.strip().decode("latin-1")
+    if mode != "jwt":
+        key = request.header(b"x-api-key") or _query_param(request.target, b"api_key")
+        if key:
+            api_key = key.decode("latin-1")
+    return bearer, api_key
+
+
+async def _tier_priority(guard: Any, tier: str) -> int:
+    """The admission priority of ``tier`` (the tier's ``priority``; cached like its policies,
+    for the identity cache's TTL; an unknown tier queues as 0)."""
+    identity = guard.identity
+
+    async def load() -> int:
+        try:
+            return int((await identity.tiers.get(tier)).priority)
+        except GatekeeperError:
+            return 0
+
+    return int(await identity.cache.get_or_load("tier-priority", tier, load))
 
 
 def _note(note: dict[str, Any] | None, term: Termination) -> None:
@@ -269,6 +359,14 @@ async def _error(
     body = json.dumps(payload, separators=(",", ":")).encode()
     await _send_bytes(conn, request, status, list(extra or ()), body)
     return status
+
+
+async def _send_json(
+    conn: HttpProtocol, request: ProxyRequest, status: int, headers: Headers, body: Any
+) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [*headers, (b"content-type", b"application/json")]
+    await conn.send_response(ProxyResponse(status, headers, Body.of(data)), request)
 
 
 async def _send_bytes(

@@ -64,6 +64,8 @@ class Route:
     ratelimit_headers: bool = True
     # The tenant (business_id) whose waiting room protects this route, or None.
     waiting_room: str | None = None
+    # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).
+    auth: str | None = None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""
