@@ -12,7 +12,8 @@ objects to each other through ``context.extras``; the gateway's ``GatewayState``
 
 What the lifespan opens, in order: the Redis client (when ``GATEKEEPER_REDIS_URL`` is set), the
 limit storage and :class:`~gatekeeper.limits.Limiter`, the SQL ``Database`` (when the
-persistence package is present), the metrics; then the components. It closes them in reverse.
+persistence package is present), the metrics; then it warms the limit store up (connections
+and script ready before the first request) and starts the components. It closes them in reverse.
 """
 
 from __future__ import annotations
@@ -131,6 +132,30 @@ async def _open_resources(runtime: Runtime) -> None:
         runtime.database = Database.from_settings(settings)
 
 
+async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.0) -> None:
+    """Make the limit store ready before traffic: a fresh replica's first decisions would
+    otherwise pay for connecting and loading the script, overrun the limiter's deadline and
+    fail open. Pings, then runs a few concurrent zero-cost decisions on a key of its own (opens
+    the pooled connections, loads the Lua script). A store that is down only logs: the
+    policies' failure modes take over, as they would later."""
+    from gatekeeper.limits.policy import Check, Policy, parse_rate
+
+    storage = runtime.storage
+    if storage is None:
+        return
+    check = Check(Policy("gatekeeper-warmup", parse_rate("1/second")), "warmup", 0)
+    try:
+        async with asyncio.timeout(within):
+            await storage.ping()
+            await asyncio.gather(*(storage.decide([[check]]) for _ in range(connections)))
+            if runtime.redis is not None:
+                await runtime.redis.ping()
+    except (GatekeeperError, TimeoutError, OSError) as exc:
+        logger.warning("limit store warm-up failed, starting anyway: %s", exc)
+    except Exception as exc:  # redis-py's own errors (the shared client): never fatal here
+        logger.warning("Redis warm-up failed, starting anyway: %s", exc)
+
+
 async def _close_resources(runtime: Runtime) -> None:
     if runtime.limiter is not None:
         await runtime.limiter.aclose()
@@ -149,6 +174,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await _open_resources(runtime)
+        await _warm_up(runtime)
         context = Context(
             settings=runtime.settings,
             clock=runtime.clock,
