@@ -261,6 +261,11 @@ class Proxy:
                     exclude.add(endpoint)
                     continue
                 raise
+            except BaseException:
+                # Cancelled (client gone, shutdown) or failed without an outcome: give back the
+                # in-flight slot (and a half-open probe) without judging the endpoint.
+                pool.on_cancel(endpoint)
+                raise
             status = response.status
             elapsed = time.monotonic() - started
             pool.on_finish(endpoint, status=status, error=status >= 500, latency=elapsed)
