@@ -9,6 +9,8 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatekeeper.errors import ConfigurationError, TokenError
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec, TokenExpired
@@ -146,3 +148,87 @@ def test_cached_verification_still_checks_tenant_and_expiry() -> None:
         codec.decode(token, "a", now=NOW + 60)
     with pytest.raises(TokenError):  # one changed character: another, unverified string
         codec.decode(_flip(token, len(token) - 10), "a", now=NOW)
+
+
+def _signed(payload: bytes, signer: HS256Signer) -> str:
+    """A token over an arbitrary payload, signed with ``signer`` (an authentic foreign shape)."""
+    signing_input = signer.header + b"." + _b64(payload).encode()
+    return (signing_input + b"." + _b64(signer.sign(signing_input)).encode()).decode()
+
+
+@given(user=st.text(max_size=40), tenant=st.text(min_size=1, max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_issued_payload_is_byte_for_byte_json_dumps(user: str, tenant: str) -> None:
+    """The hand-formatted payload equals json.dumps' bytes and decodes back, for any strings."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue(tenant, user, 42, now=NOW, ttl=60)
+    body = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert (
+        base64.urlsafe_b64decode(token.split(".")[1] + "==")
+        == json.dumps(body, separators=(",", ":")).encode()
+    )
+    claims = TokenCodec(HS256Signer(SECRET)).decode(token, tenant, now=NOW)
+    assert (claims.tenant, claims.user, claims.ticket, claims.jti) == (
+        tenant,
+        user,
+        42,
+        body["jti"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "user"),
+    [
+        # Another key order, escaped strings, raw UTF-8: the general JSON path reads them.
+        (
+            b'{"sub":"bob","aud":"wr:shop","iss":"gatekeeper","tkt":9,"jti":"j","iat":1,'
+            b'"exp":9999999999}',
+            "bob",
+        ),
+        (
+            b'{"iss":"gatekeeper","aud":"wr:shop","sub":"a\\"b\\u00e9","tkt":9,"jti":"j",'
+            b'"iat":1,"exp":9999999999}',
+            'a"b\u00e9',
+        ),
+        (
+            '{"iss":"gatekeeper","aud":"wr:shop","sub":"\u00e9","tkt":9,"jti":"j","iat":1,'
+            '"exp":9999999999}'.encode(),
+            "\u00e9",
+        ),
+    ],
+)
+def test_authentic_payloads_of_other_shapes_decode_like_json(payload: bytes, user: str) -> None:
+    """Signed payloads not in the issuer's exact layout still decode, to json.loads' values."""
+    signer = HS256Signer(SECRET)
+    claims = TokenCodec(signer).decode(_signed(payload, signer), "shop", now=NOW)
+    assert (claims.user, claims.ticket, claims.exp) == (user, 9, 9_999_999_999)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"iss":"gatekeeper","aud":"wr:shop","sub":"u","tkt":09,"jti":"j","iat":1,"exp":2}',
+        b'{"iss":"gatekeeper","aud":"wr:shop","sub":"u\x01","tkt":9,"jti":"j","iat":1,"exp":2}',
+        b'{"iss":"other","aud":"wr:shop","sub":"u","tkt":9,"jti":"j","iat":1,"exp":2}',
+        b'{"iss":"gatekeeper","aud":"wr:shop","sub":"\xff","tkt":9,"jti":"j","iat":1,"exp":2}',
+        b'["gatekeeper"]',
+    ],
+)
+def test_authentic_but_invalid_payloads_are_rejected(payload: bytes) -> None:
+    """Correctly signed, but invalid JSON, a foreign issuer or a non-object: TokenError."""
+    signer = HS256Signer(SECRET)
+    with pytest.raises(TokenError):
+        TokenCodec(signer).decode(_signed(payload, signer), "shop", now=NOW, allow_expired=True)
+
+
+@given(index=st.integers(min_value=0, max_value=10_000))
+@settings(max_examples=200, deadline=None)
+def test_any_changed_character_is_rejected(index: int) -> None:
+    """Changing any one character of a token (header, payload or signature) is rejected."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("shop", "alice", 7, now=NOW, ttl=60)
+    at = index % (len(token) - 1)  # the last character carries padding bits
+    if token[at] == ".":
+        return
+    with pytest.raises(TokenError):
+        TokenCodec(HS256Signer(SECRET)).decode(_flip(token, at), "shop", now=NOW)

@@ -19,6 +19,7 @@ import binascii
 import hmac
 import itertools
 import json
+import re
 import secrets
 from typing import Any, NamedTuple, Protocol
 
@@ -61,6 +62,27 @@ class QueueClaims(NamedTuple):
 
 
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+# The exact payload ``issue`` writes when every string is plain (no escapes, no control
+# characters) and every number is canonical: any match is valid JSON that json.loads would read
+# to the same values, so an authentic payload of that shape skips the general parser.
+_STR = rb'"([^"\\\x00-\x1f]*)"'
+_INT = rb"(0|[1-9][0-9]*)"
+_OWN_PAYLOAD = re.compile(
+    rb'\{"iss":"gatekeeper","aud":"wr:' + _STR[1:] + rb',"sub":' + _STR + rb',"tkt":' + _INT
+    + rb',"jti":' + _STR + rb',"iat":' + _INT + rb',"exp":' + _INT + rb"\}\Z"
+)  # fmt: skip
+# How json.loads decodes a UTF-8 document (lone surrogates pass), for exact equivalence.
+_UTF8, _SURR = "utf-8", "surrogatepass"
+# Printable ASCII but the quote and the backslash: what json.dumps writes as itself.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*\Z")
+
+
+def _json_str(value: str) -> str:
+    """``json.dumps(value)``, without the encoder call for the common plain strings."""
+    if _PLAIN.match(value):
+        return f'"{value}"'
+    return json.dumps(value)
 
 
 def _b64(data: bytes) -> bytes:
@@ -171,10 +193,10 @@ class TokenCodec:
         """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``."""
         iat = int(now)
         jti = f"{self._jti_prefix}{next(self._jti):06x}"
-        # Hand-formatted compact JSON (the strings go through json.dumps for escaping): the
-        # same bytes json.dumps(payload) gives, at a third of the cost.
+        # Hand-formatted compact JSON (strings escaped exactly as json.dumps does): the same
+        # bytes json.dumps(payload) gives, at a fraction of the cost.
         payload = (
-            f'{{"iss":"{ISSUER}","aud":{json.dumps("wr:" + tenant)},"sub":{json.dumps(user)},'
+            f'{{"iss":"{ISSUER}","aud":{_json_str("wr:" + tenant)},"sub":{_json_str(user)},'
             f'"tkt":{int(ticket)},"jti":"{jti}","iat":{iat},"exp":{iat + int(ttl)}}}'
         )
         signing_input = self._prefix + _b64(payload.encode())
@@ -209,29 +231,56 @@ class TokenCodec:
             raise TokenError("token header does not match this issuer's algorithm and key")
         try:
             sig = _unb64(signature)
-            payload = json.loads(_unb64(body))
+            payload = _unb64(body)
         except (binascii.Error, ValueError) as exc:
             raise TokenError("token is not valid base64url JSON") from exc
         if not self.signer.verify(header + b"." + body, sig):
             raise TokenError("token signature is invalid")
-        if not isinstance(payload, dict):
-            raise TokenError("token payload is not an object")
-        try:
-            claims = QueueClaims(
-                tenant=str(payload["aud"]).removeprefix("wr:"),
-                user=str(payload["sub"]),
-                ticket=int(payload["tkt"]),
-                jti=str(payload["jti"]),
-                iat=int(payload["iat"]),
-                exp=int(payload["exp"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TokenError(f"token lacks a valid claim: {exc}") from exc
-        if payload.get("iss") != ISSUER or payload.get("aud") != f"wr:{tenant}":
-            raise TokenError("token was issued for another tenant")
+        own = _OWN_PAYLOAD.match(payload)
+        if own is not None:
+            aud, sub, tkt, jti, iat, exp = own.groups()
+            try:
+                claims = QueueClaims(
+                    aud.decode(_UTF8, _SURR),
+                    sub.decode(_UTF8, _SURR),
+                    int(tkt),
+                    jti.decode(_UTF8, _SURR),
+                    int(iat),
+                    int(exp),
+                )
+            except UnicodeDecodeError as exc:
+                raise TokenError("token is not valid base64url JSON") from exc
+            if claims.tenant != tenant:
+                raise TokenError("token was issued for another tenant")
+        else:
+            claims = _general_claims(payload, tenant)
         if len(self._verified) >= VERIFIED_CACHE:
             self._verified.clear()  # bounded; refilling costs one verification per token
         self._verified[token] = claims
         if claims.exp <= now and not allow_expired:
             raise TokenExpired(claims)
         return claims
+
+
+def _general_claims(payload: bytes, tenant: str) -> QueueClaims:
+    """The claims of an authentic payload of any JSON shape (escaped strings, other order)."""
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise TokenError("token is not valid base64url JSON") from exc
+    if not isinstance(document, dict):
+        raise TokenError("token payload is not an object")
+    try:
+        claims = QueueClaims(
+            tenant=str(document["aud"]).removeprefix("wr:"),
+            user=str(document["sub"]),
+            ticket=int(document["tkt"]),
+            jti=str(document["jti"]),
+            iat=int(document["iat"]),
+            exp=int(document["exp"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenError(f"token lacks a valid claim: {exc}") from exc
+    if document.get("iss") != ISSUER or document.get("aud") != f"wr:{tenant}":
+        raise TokenError("token was issued for another tenant")
+    return claims
