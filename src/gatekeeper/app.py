@@ -370,6 +370,10 @@ class Gateway:
                 await runtime.server.stop()
             if runtime.state is not None:
                 await runtime.state.stop()
+                # The cache outlives reloads (not in GatewayState.stop): close it once, here.
+                cache = runtime.state.cache
+                if cache is not None and hasattr(cache, "aclose"):
+                    await cache.aclose()
         finally:
             if self._lifespan is not None:
                 await self._lifespan.shutdown()

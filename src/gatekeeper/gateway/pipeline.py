@@ -5,7 +5,8 @@
     -> authentication on routes with ``auth`` (the identity guard: credentials, bans, tier limits)
     -> rate limits: every policy of the route in ONE limiter call (batched per loop turn)
     -> admission (the pool's concurrency limit and priority queue)
-    -> cache lookup for GET/HEAD on routes with a cache (``ResponseCache.handle``)
+    -> on routes with a cache, every method goes through ``ResponseCache.handle`` (it serves
+       GET/HEAD and forwards the others itself, invalidating the URI an unsafe one changed)
     -> forward (balancer, retries, timeouts) -> response with RateLimit headers, metrics
 
 A :class:`GatewayState` is immutable once built: a reload builds a new one and swaps it in, so a
@@ -48,7 +49,6 @@ __all__ = ["GatewayState", "subject_key"]
 logger = logging.getLogger("gatekeeper.gateway")
 
 _PROBLEM = b"application/problem+json"
-_CACHEABLE = frozenset({"GET", "HEAD"})
 
 
 def subject_key(kind: str, request: ProxyRequest) -> str:
@@ -187,7 +187,7 @@ class GatewayState:
         try:
             async with pool.admission(priority):
                 cache = self.cache
-                if cache is not None and route.cache is not None and request.method in _CACHEABLE:
+                if cache is not None and route.cache is not None:
                     response = await cache.handle(request, self.proxy.forward)
                 else:
                     response = await self.proxy.forward(request)
