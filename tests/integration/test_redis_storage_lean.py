@@ -129,3 +129,27 @@ async def test_a_killed_redis_fails_waiting_calls_then_reconnects(
         assert (await store.decide([[check]], NOW))[0][0].allowed
     finally:
         await store.aclose()
+
+
+def test_a_store_outlives_its_first_event_loop(redis_prefix: str) -> None:
+    """A store used under one event loop and then another opens new connections for the
+    second loop instead of writing to the first loop's sockets (and closes those)."""
+    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
+    check = Check(Policy("loops", "5/minute"), "k")
+
+    async def decide() -> int:
+        # Bounded: a reply sent on the first loop's socket would never be read here.
+        async with asyncio.timeout(5):
+            return (await store.decide([[check]], NOW))[0][0].remaining
+
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(decide()) == 4
+        assert second.run_until_complete(decide()) == 3
+        assert second.run_until_complete(decide()) == 2
+        first.run_until_complete(asyncio.sleep(0.01))  # let the first loop finish its closes
+        second.run_until_complete(store.aclose())
+        second.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        first.close()
+        second.close()

@@ -67,6 +67,7 @@ class LeanConnection(asyncio.Protocol):
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
         self.closed = False
+        self.loop = asyncio.get_running_loop()
 
     @property
     def pending(self) -> int:
@@ -107,7 +108,8 @@ class LeanConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the socket; waiting commands fail with :class:`StorageError`."""
-        if self._transport is not None and not self.closed:
+        # A transport of a loop that is closed already cannot be closed any more.
+        if self._transport is not None and not self.closed and not self.loop.is_closed():
             self._transport.close()
         self.closed = True
 
@@ -153,7 +155,13 @@ class LeanPool:
 
     def _pick(self) -> LeanConnection | None:
         best: LeanConnection | None = None
-        for connection in self._slots:
+        loop = asyncio.get_running_loop()
+        for index, connection in enumerate(self._slots):
+            if connection is not None and connection.loop is not loop:
+                # Opened under another event loop (a second asyncio.run): unusable here.
+                connection.close()
+                self._slots[index] = None
+                connection = None
             if connection is None or connection.closed:
                 return None  # open the missing one first: spreads load once, then steady
             if best is None or connection.pending < best.pending:
