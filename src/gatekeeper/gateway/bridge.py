@@ -80,10 +80,12 @@ async def serve_asgi(
             more = not body.at_eof
             body_done = not more
             return {"type": "http.request", "body": chunk, "more_body": more}
-        if conn.disconnected is None:
+        if conn.disconnected is None or conn.disconnected.cancelled():
             conn.disconnected = asyncio.get_running_loop().create_future()
         if not conn.closed and not response_done:
-            await conn.disconnected
+            # Shielded: Starlette's is_disconnected() cancels this wait at once; unshielded,
+            # that would cancel the shared future and cut the streaming that follows.
+            await asyncio.shield(conn.disconnected)
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
