@@ -129,7 +129,35 @@ async def _open_resources(runtime: Runtime) -> None:
     except ImportError:
         runtime.database = None
     else:
+        fresh = bool(runtime.component_specs) and _fresh_sqlite(settings.database_url)
         runtime.database = Database.from_settings(settings)
+        if fresh:
+            # Like `gatekeeper serve`: a SQLite file that does not exist yet is created at head
+            # (it cannot hold a half-built schema), so in-process replicas never run their
+            # components on an empty database ("no such table").
+            from gatekeeper.persistence.migrate import upgrade
+
+            await upgrade(runtime.database)
+
+
+def _fresh_sqlite(database_url: str) -> bool:
+    """Whether ``database_url`` names a SQLite file that does not exist yet."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return False  # Database.from_settings names the problem
+    name = url.database
+    return (
+        url.drivername.startswith("sqlite")
+        and bool(name)
+        and name != ":memory:"
+        and (not Path(str(name)).exists())
+    )
 
 
 async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.0) -> None:

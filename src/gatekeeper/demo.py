@@ -3,7 +3,9 @@
 The demo runs everything on one machine with embedded defaults (memory store, SQLite in a
 temporary directory): three mock backends on free ports and the gateway in front of them.
 ``GET /api/info`` is proxied round robin to the backends and limited to 5 requests per 10 s per
-client IP (fixed window); ``GET /health`` answers ``{"status": "healthy"}``.
+client IP (fixed window); ``GET /shop`` goes to the same backends behind the waiting room of the
+tenant ``demo`` (visitors without a ready token are sent to ``/queue/wait``); ``GET /health``
+answers ``{"status": "healthy"}``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ __all__ = ["demo_config", "run_demo", "run_serve"]
 
 logger = logging.getLogger("gatekeeper.demo")
 
+# The waiting room's tenant (business_id) in the demo; its /shop route is protected by it.
+DEMO_TENANT = "demo"
+
 
 def demo_config(host: str, port: int, backends: list[str]) -> GatewayConfig:
-    """The demo's configuration: ``/api`` round robin over ``backends``, 5 per 10 s per IP."""
+    """The demo's configuration: ``/api`` round robin over ``backends``, 5 per 10 s per IP;
+    ``/shop`` over the same backends behind the ``demo`` tenant's waiting room."""
     data: dict[str, Any] = {
         "listener": {"host": host, "port": port, "shutdown_grace": 2},
         "policies": {"per-ip": {"rate": "5/10s", "algorithm": "fixed_window"}},
@@ -45,7 +51,14 @@ def demo_config(host: str, port: int, backends: list[str]) -> GatewayConfig:
                 "upstream": "backends",
                 "limits": [{"policy": "per-ip", "key": "ip"}],
                 "retry": {"attempts": 1},
-            }
+            },
+            {
+                "name": "shop",
+                "path_prefix": "/shop",
+                "upstream": "backends",
+                "waiting_room": DEMO_TENANT,
+                "retry": {"attempts": 1},
+            },
         ],
     }
     return parse_config(data, "<demo>")
@@ -78,6 +91,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
         database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'gatekeeper.db'}",
         log_format="console",
         auto_migrate=True,  # a throw-away SQLite file: build its schema at start-up
+        business_ids=[DEMO_TENANT],
     )
     if settings.admin_token is None:
         settings.admin_token = SecretStr(secrets.token_urlsafe(18))
@@ -95,6 +109,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
                 f"Gatekeeper demo on http://{server.host}:{server.port}\n"
                 f"  backends: {', '.join(b.url for b in backends)}\n"
                 f"  try:      curl http://{server.host}:{server.port}/api/info\n"
+                f"  queue:    http://{server.host}:{server.port}/shop (waiting room)\n"
                 f"  admin token (this run): {token}",
                 flush=True,
             )
