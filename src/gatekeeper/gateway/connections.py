@@ -89,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -238,8 +239,7 @@ class UpstreamConnection(asyncio.Protocol):
         """
         transport = self.transport
         assert transport is not None
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
+        self._waiter = waiter = self._loop.create_future()
         self._body = None
         self._head_only = head_only
         self._message_done = False
@@ -338,9 +338,11 @@ class ConnectionPool:
         self.opened = 0
         self.reused = 0
 
-    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
-        """An idle connection, or a new one within ``connect_timeout`` seconds."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle connection still fit for reuse, or None (synchronous: the hot path)."""
         idle = self._idle
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             conn = idle.pop()
@@ -348,6 +350,13 @@ class ConnectionPool:
                 self.reused += 1
                 return conn
             conn.abort()
+        return None
+
+    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
+        """An idle connection, or a new one within ``connect_timeout`` seconds."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):

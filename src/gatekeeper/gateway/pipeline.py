@@ -127,8 +127,7 @@ class GatewayState:
         # Observability: the request id the upstream sees, and what ended the request.
         note: dict[str, Any] | None = None
         if access is not None:
-            note = {}
-            ensure_request_id(request)
+            note = {"rid": ensure_request_id(request)}
         try:
             status = await self._proxy(request, route, conn, note)
         finally:
@@ -184,15 +183,13 @@ class GatewayState:
                 await conn.send_response(ProxyResponse(302, headers, Body.of(b"")), request)
                 return 302
         pool = self.pools[route.upstream]
+        control = getattr(pool, "admission_control", None)
         try:
+            if control is not None and control.max_concurrency is None:
+                # No concurrency limit: skip the (allocating) async context manager.
+                return await self._respond(request, route, conn, extra)
             async with pool.admission(priority):
-                cache = self.cache
-                if cache is not None and route.cache is not None:
-                    response = await cache.handle(request, self.proxy.forward)
-                else:
-                    response = await self.proxy.forward(request)
-                await conn.send_response(response, request, extra)
-                return response.status
+                return await self._respond(request, route, conn, extra)
         except UpstreamTimeout as exc:
             _note(note, Termination.UPSTREAM_TIMEOUT)
             return await _error(conn, request, 504, "upstream_timeout", str(exc), extra)
@@ -251,6 +248,17 @@ class GatewayState:
         if principal is not None and principal.via != "admin_token":
             priority = await _tier_priority(guard, principal.tier)
         return _Admitted(priority, headers or None)
+
+    async def _respond(
+        self, request: ProxyRequest, route: Route, conn: HttpProtocol, extra: Headers | None
+    ) -> int:
+        cache = self.cache
+        if cache is not None and route.cache is not None:
+            response = await cache.handle(request, self.proxy.forward)
+        else:
+            response = await self.proxy.forward(request)
+        await conn.send_response(response, request, extra)
+        return response.status
 
     def _check(self, policy: Any, key: str) -> Check:
         # Checks are immutable and the same clients come back: reuse them (bounded) instead

@@ -48,6 +48,7 @@ _REWRITTEN = HOP_BY_HOP | {
     b"forwarded",
 }
 _IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+_NOTHING: frozenset[Any] = frozenset()
 
 
 def _listed(headers: Headers) -> frozenset[bytes] | None:
@@ -240,7 +241,7 @@ class Proxy:
         attempt = 0
         while True:
             attempt += 1
-            endpoint = pool.pick(request, frozenset(exclude) if exclude else frozenset())
+            endpoint = pool.pick(request, frozenset(exclude) if exclude else _NOTHING)
             if not route.preserve_host:
                 head = self._with_host(head, endpoint)
             pool.on_start(endpoint)
@@ -297,8 +298,10 @@ class Proxy:
         cpool = self.connections(endpoint.host, endpoint.port)
         head_only = request.method == "HEAD"
         for fresh_try in (False, True):
-            reused = cpool.idle > 0 and not fresh_try
-            conn = await cpool.acquire(timeouts.connect)
+            conn = None if fresh_try else cpool.take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await cpool.acquire(timeouts.connect)
             if replayable:
                 future = conn.send(
                     head + data if data else head,

@@ -45,6 +45,8 @@ gatekeeper_waitingroom_tokens_verified_total        counter   tenant, outcome
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -58,6 +60,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.registry import Collector
 
 from gatekeeper.errors import ConfigurationError
 
@@ -143,7 +146,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._multiprocess_dir = multiprocess_dir()
+        # Hot-path recordings are tallied in plain numbers and folded into the children when
+        # the registry is collected (a scrape, get_sample_value): registered before every
+        # metric below, so it is collected first. Several processes share files instead: each
+        # recording is written through at once there (another worker may render the files).
+        self._tallies: dict[tuple[Any, Any], list[float]] = {}
+        self._deferred = self._multiprocess_dir is None
         r = self.registry
+        r.register(_Fold(self.fold))
         self.http_requests = Counter(
             "gatekeeper_http_requests_total",
             "Requests answered on proxied routes, by route name, HTTP status and the route's "
@@ -288,7 +298,45 @@ class Metrics:
         )
         # Pre-bound children, keyed by label values: hot paths skip the labels() lock.
         self._req: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._attempts: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # (policy, outcome) -> [counter child, live field, count not folded yet]
+        self._verdicts: dict[tuple[str, str], list[Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _tally(self, children: tuple[Any, Any], seconds: float) -> None:
+        """Count one event on ``children`` (a counter child, a histogram child) and observe
+        ``seconds``: three plain-number additions instead of three locked updates."""
+        tally = self._tallies.get(children)
+        if tally is None:
+            if not self._deferred:
+                children[0].inc()
+                children[1].observe(seconds)
+                return
+            bounds = children[1]._upper_bounds
+            # [count, sum, one count per bucket]; the bounds are kept for fold().
+            tally = self._tallies[children] = [0, 0.0] + [0] * len(bounds)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(children[1]._upper_bounds, seconds)] += 1
+
+    def fold(self) -> None:
+        """Add the tallied recordings to the Prometheus children (done before each collect)."""
+        for entry in self._verdicts.values():
+            if entry[2]:
+                n, entry[2] = entry[2], 0
+                entry[0].inc(n)
+        tallies, self._tallies = self._tallies, {}
+        for (counter, histogram), tally in tallies.items():
+            if not tally[0]:
+                continue
+            counter.inc(tally[0])
+            # prometheus-client 0.2x: a histogram child's sum and per-bucket values (the
+            # same updates observe() makes, once per fold instead of once per request).
+            histogram._sum.inc(tally[1])
+            buckets = histogram._buckets
+            for index, n in enumerate(tally[2:]):
+                if n:
+                    buckets[index].inc(n)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -309,8 +357,7 @@ class Metrics:
                 self.http_requests.labels(name, str(status), _label(upstream or "")),
                 self._child(self.http_duration, name),
             )
-        pair[0].inc()
-        pair[1].observe(seconds)
+        self._tally(pair, seconds)
         if self.live is not None:
             self.live.request(status, upstream, seconds)
 
@@ -327,8 +374,15 @@ class Metrics:
     ) -> None:
         """One attempt against an endpoint: ``outcome`` is ok, http_5xx, timeout or
         connect_error."""
-        self._child(self.upstream_attempts, upstream, endpoint, outcome).inc()
-        self._child(self.upstream_duration, upstream).observe(seconds)
+        # Hot path (once per proxied request): one dict lookup for both children.
+        key = (upstream, endpoint, outcome)
+        children = self._attempts.get(key)
+        if children is None:
+            children = self._attempts[key] = (
+                self._child(self.upstream_attempts, upstream, endpoint, outcome),
+                self._child(self.upstream_duration, upstream),
+            )
+        self._tally(children, seconds)
         if retry:
             self._child(self.upstream_retries, upstream).inc()
 
@@ -336,9 +390,17 @@ class Metrics:
 
     def decision(self, policy: str, outcome: DecisionOutcome, count: int = 1) -> None:
         """Count ``count`` verdicts of one policy (batched engines may pass several at once)."""
-        self._child(self.decisions, _label(policy), outcome).inc(count)
+        key = (policy, outcome)
+        entry = self._verdicts.get(key)
+        if entry is None:
+            child = self._child(self.decisions, _label(policy), outcome)
+            entry = self._verdicts[key] = [child, f"pol:{policy}:{outcome}", 0]
+        if self._deferred:
+            entry[2] += count
+        else:
+            entry[0].inc(count)
         if self.live is not None:
-            self.live.count(f"pol:{policy}:{outcome}", count)
+            self.live.count(entry[1], count)
 
     def degraded_decision(self, mode: str, count: int = 1) -> None:
         """Count decisions made without the store (``fail_open``, ``fail_closed``, ``local``)."""
@@ -432,6 +494,7 @@ class Metrics:
         for the whole process group.
         """
         if self._multiprocess_dir is not None:
+            self.fold()
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
@@ -441,3 +504,18 @@ class Metrics:
         """Forget this process's live gauges (call when a worker exits)."""
         if self._multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self._multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+class _Fold(Collector):
+    """Collected first: folds the tallies of :class:`Metrics` into its children; yields no
+    metric of its own."""
+
+    def __init__(self, fold: Any) -> None:
+        self._fold = fold
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        self._fold()
+        return []
