@@ -293,7 +293,8 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
     """A complete :class:`GatewayState` for ``config`` (pools, router, proxy) on ``runtime``."""
     policies = {name: pc.build(name) for name, pc in config.policies.items()}
     pools = {
-        name: build_pool(name, uc, clock=runtime.clock) for name, uc in config.upstreams.items()
+        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics)
+        for name, uc in config.upstreams.items()
     }
     trusted = TrustedProxies(config.trusted_proxies)
     max_idle = max((uc.max_idle_connections for uc in config.upstreams.values()), default=128)

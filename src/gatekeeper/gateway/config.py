@@ -25,7 +25,9 @@ from pydantic import (
 )
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.gateway.balancing import canonical_strategy
 from gatekeeper.gateway.cache.config import cache_config_problems
+from gatekeeper.gateway.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
 
 __all__ = [
@@ -192,6 +194,19 @@ class UpstreamConfig(_Model):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     max_idle_connections: int = Field(default=128, ge=0)
     idle_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        canonical_strategy(value)  # ConfigurationError (a ValueError) naming the choices
+        return value
+
+    @field_validator("hash_on")
+    @classmethod
+    def _hash_on(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hash_on(value)
+        return value
 
 
 class LimitRef(_Model):

@@ -97,8 +97,9 @@ class RoundRobinPool:
         return None
 
 
-def build_pool(name: str, config: UpstreamConfig, *, clock: Any = None) -> Any:
-    """The pool for one ``upstreams:`` entry (the resilience pool when available)."""
+def build_pool(name: str, config: UpstreamConfig, *, clock: Any = None, metrics: Any = None) -> Any:
+    """The pool for one ``upstreams:`` entry (the resilience pool when available), reporting
+    breaker, health, ejection and queue events to ``metrics`` when given."""
     try:
         pool_module = importlib.import_module("gatekeeper.gateway.pool")
     except ImportError:
@@ -107,4 +108,4 @@ def build_pool(name: str, config: UpstreamConfig, *, clock: Any = None) -> Any:
     if factory is None:
         endpoints = [SimpleEndpoint(e.host, e.port, e.weight) for e in config.endpoints]
         return RoundRobinPool(name, endpoints)
-    return factory(name, config, clock=clock)
+    return factory(name, config, clock=clock, metrics=metrics)
