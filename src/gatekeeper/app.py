@@ -238,6 +238,11 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="Gatekeeper", version="0.1.0", lifespan=lifespan)
     app.include_router(builtin_router(runtime))
+    # Every built-in API request gets an id (the client's X-Request-ID if sane), echoed back and
+    # bound to the log lines written while serving it.
+    from gatekeeper.observability.logging import RequestIdMiddleware
+
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(GatekeeperError)
     async def _gatekeeper_error(request: Request, exc: GatekeeperError) -> JSONResponse:
@@ -314,6 +319,8 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
         gate=runtime.context.extras.get("waitingroom_gate") if runtime.context else None,
         guard=runtime.context.extras.get("identity_guard") if runtime.context else None,
+        # Bound now, not on observability's next tick: the first requests get ids and lines too.
+        access_log=runtime.context.extras.get("access_log") if runtime.context else None,
     )
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state

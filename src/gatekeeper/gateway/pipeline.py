@@ -146,14 +146,19 @@ class GatewayState:
         conn: HttpProtocol,
         note: dict[str, Any] | None = None,
     ) -> int:
-        extra: Headers | None = None
+        # The request id goes back to the client on every answer (when observability is on).
+        echo: Headers | None = None
+        if note is not None:
+            echo = [(b"x-request-id", note["rid"].encode("latin-1"))]
+        extra = echo
         priority = route.priority
         if route.auth is not None:
-            verdict = await self._authenticate(request, route, conn)
+            verdict = await self._authenticate(request, route, conn, echo)
             if isinstance(verdict, int):
                 return verdict
             priority += verdict.priority
-            extra = verdict.headers
+            if verdict.headers:
+                extra = [*echo, *verdict.headers] if echo else verdict.headers
         if route.limits and self.limiter is not None:
             checks = [
                 self._check(rule.policy, subject_key(rule.key, request)) for rule in route.limits
@@ -166,11 +171,12 @@ class GatewayState:
             if not decision.allowed:
                 headers = rate_limit_headers(decision, policies=self.policies)
                 body = problem_body(decision, instance=request.path)
-                await _send_bytes(conn, request, 429, headers, body)
+                await _send_bytes(conn, request, 429, [*echo, *headers] if echo else headers, body)
                 return 429
             if route.ratelimit_headers:
                 # The route's own limits replace the tier's fields (one RateLimit set only).
-                extra = rate_limit_headers(decision, policies=self.policies)
+                fields = rate_limit_headers(decision, policies=self.policies)
+                extra = [*echo, *fields] if echo else fields
         if route.waiting_room is not None and self.gate is not None:
             verdict = await self.gate(route.waiting_room).check_headers(
                 request.headers, request.target
@@ -179,7 +185,7 @@ class GatewayState:
                 if note is not None:
                     note["term"] = Termination.WAITING_ROOM
                 location = (verdict.redirect or "/").encode("latin-1")
-                headers = [(b"location", location), (b"cache-control", b"no-store")]
+                headers = [(b"location", location), (b"cache-control", b"no-store"), *(echo or ())]
                 await conn.send_response(ProxyResponse(302, headers, Body.of(b"")), request)
                 return 302
         pool = self.pools[route.upstream]
@@ -208,15 +214,16 @@ class GatewayState:
             return await _error(conn, request, 503, "queue_full", str(exc), (extra or []) + retry)
 
     async def _authenticate(
-        self, request: ProxyRequest, route: Route, conn: HttpProtocol
+        self, request: ProxyRequest, route: Route, conn: HttpProtocol, echo: Headers | None
     ) -> _Admitted | int:
         """Ask the identity guard; the status already answered, or what admission needs."""
         mode = route.auth
+        base: Headers = echo or []
         bearer, api_key = _credentials(mode, request)
         guard = self.guard
         if guard is None:
             body = {"error": "auth_unavailable", "status": 503, "detail": "identity is not running"}
-            await _send_json(conn, request, 503, [], body)
+            await _send_json(conn, request, 503, base, body)
             return 503
         if bearer is None and api_key is None:
             wanted = {"api_key": "an X-API-Key", "jwt": "a Bearer token"}.get(
@@ -224,7 +231,7 @@ class GatewayState:
             )
             body = {"error": "unauthorized", "status": 401, "detail": f"this route needs {wanted}"}
             challenge = [] if mode == "api_key" else [(b"www-authenticate", b"Bearer")]
-            await _send_json(conn, request, 401, challenge, body)
+            await _send_json(conn, request, 401, [*base, *challenge], body)
             return 401
         verdict = await guard.check(request.client_ip, bearer=bearer, api_key=api_key)
         headers: Headers = []
@@ -242,7 +249,7 @@ class GatewayState:
             body = {"error": verdict.reason, "status": verdict.status, "detail": verdict.message}
             if principal is not None:
                 body["tier"] = principal.tier
-            await _send_json(conn, request, verdict.status, headers, body)
+            await _send_json(conn, request, verdict.status, [*base, *headers], body)
             return int(verdict.status)
         priority = 0
         if principal is not None and principal.via != "admin_token":
