@@ -3,10 +3,15 @@ URI they changed), and the cache is closed when the gateway shuts down."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from gatekeeper.app import Gateway
 from gatekeeper.gateway.cache.adapter import GatewayCache
@@ -14,6 +19,7 @@ from gatekeeper.gateway.cache.memory import MemoryStore
 from gatekeeper.gateway.config import parse_config
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
+from tests.integration.gateway_fixtures import ADMIN_TOKEN
 from tests.integration.test_cache_origin import Origin
 
 
@@ -79,3 +85,53 @@ async def test_shutdown_closes_the_cache(origin: Origin, fake_clock: FakeClock) 
     finally:
         await gateway.stop()
     assert len(store) == 0
+
+
+async def test_reload_with_new_cache_settings_closes_the_old_cache(
+    origin: Origin, fake_clock: FakeClock, tmp_path: Path
+) -> None:
+    """A reload that rebuilds the cache (its settings changed) closes the replaced one after
+    the shutdown grace (0 here); the new state has a cache of its own."""
+    data: dict[str, Any] = {
+        "listener": {"shutdown_grace": 0},
+        "upstreams": {"origin": {"endpoints": [f"http://127.0.0.1:{origin.port}"]}},
+        "routes": [{"name": "cached", "path_prefix": "/", "upstream": "origin", "cache": True}],
+        "cache": {"max_object_bytes": 100_000},
+    }
+    path = tmp_path / "gk.yaml"
+    path.write_text(json.dumps(data))
+    gateway = Gateway(
+        Settings(admin_token=SecretStr(ADMIN_TOKEN)),
+        parse_config(data),
+        host="127.0.0.1",
+        port=0,
+        components=(),
+        clock=fake_clock,
+        config_path=str(path),
+    )
+    await gateway.start()
+    try:
+        state = gateway.runtime.state
+        assert state is not None
+        assert isinstance(state.cache, GatewayCache)
+        old_store = state.cache.cache.store
+        assert isinstance(old_store, MemoryStore)
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            assert (await http.get("/page")).status_code == 200
+            assert len(old_store) > 0
+            data["cache"] = {"max_object_bytes": 50_000}
+            path.write_text(json.dumps(data))
+            reloaded = await http.post(
+                "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            assert reloaded.status_code == 200, reloaded.text
+        new_state = gateway.runtime.state
+        assert new_state is not None
+        assert new_state.cache is not state.cache
+        for _ in range(100):  # the close runs in a task of its own: let it have its turns
+            if len(old_store) == 0:
+                break
+            await asyncio.sleep(0)
+        assert len(old_store) == 0
+    finally:
+        await gateway.stop()

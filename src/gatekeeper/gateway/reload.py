@@ -4,7 +4,8 @@ A reload reads and validates the file, builds a complete new
 :class:`~gatekeeper.gateway.pipeline.GatewayState` (pools, router, proxy), starts it, and swaps
 it into the server. Requests already in flight finish on the old state (they hold a reference
 to it); its health checks stop at once and its idle upstream connections are closed after the
-shutdown grace period. An invalid file raises
+shutdown grace period, and so is its response cache when the new state did not keep it (the
+``cache:`` settings changed, or no route caches any more). An invalid file raises
 :class:`~gatekeeper.gateway.config.ConfigFileError` listing every problem, is logged, and
 changes nothing.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.config import ConfigFileError, GatewayConfig, load_config
@@ -37,6 +38,7 @@ class Reloader:
         self.path = Path(path)
         self.generation = 0
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def reload(self) -> GatewayConfig:
         """Apply the file now; raises ConfigFileError (and keeps the old config) if invalid."""
@@ -64,6 +66,10 @@ class Reloader:
         await old.stop()  # idle connections only; in-flight ones finish and close on release
         loop = asyncio.get_running_loop()
         loop.call_later(self.server.shutdown_grace, old.proxy.close)
+        if old.cache is not None and old.cache is not state.cache:
+            task = loop.create_task(_close_later(old.cache, self.server.shutdown_grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return config
 
     def install_sighup(self) -> None:
@@ -76,6 +82,15 @@ class Reloader:
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
         task.add_done_callback(_swallow_refusal)
+
+
+async def _close_later(cache: Any, delay: float) -> None:
+    """Close a replaced cache once the requests still using it have had their grace."""
+    await asyncio.sleep(delay)
+    try:
+        await cache.aclose()
+    except Exception:
+        logger.exception("closing the replaced response cache failed")
 
 
 def _swallow_refusal(task: asyncio.Task[GatewayConfig]) -> None:
