@@ -322,6 +322,8 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         # Bound now, not on observability's next tick: the first requests get ids and lines too.
         access_log=runtime.context.extras.get("access_log") if runtime.context else None,
     )
+    if state.guard is None and any(route.auth is not None for route in router.routes):
+        logger.warning("routes with auth answer 503: the identity component is not running")
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state
     return state

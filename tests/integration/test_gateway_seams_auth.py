@@ -15,7 +15,7 @@ from gatekeeper.app import Gateway
 from gatekeeper.gateway.config import parse_config
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
-from tests.integration.gateway_fixtures import backends, config_for
+from tests.integration.gateway_fixtures import backends, config_for, running_gateway
 
 ADMIN_TOKEN = "seams-admin-token-0123456789abcdef"
 PASSWORD = "correct horse battery"
@@ -130,3 +130,17 @@ async def test_denied_address_gets_403(http: httpx.AsyncClient) -> None:
     denied = await http.get("/api/item", headers={"X-API-Key": key})
     assert denied.status_code == 403
     assert denied.json()["error"] == "ip_denied"
+
+
+async def test_auth_route_without_identity_is_503() -> None:
+    """With no identity component running, an auth route answers 503 JSON, not 500 or open."""
+    async with backends(1) as started:
+        data = config_for([started[0].url])
+        data["routes"][0]["auth"] = "any"
+        async with (
+            running_gateway(data) as gateway,
+            httpx.AsyncClient(base_url=gateway.url) as client,
+        ):
+            response = await client.get("/api/x", headers={"X-API-Key": "whatever"})
+            assert response.status_code == 503
+            assert response.json()["error"] == "auth_unavailable"
