@@ -14,8 +14,7 @@ all call this class; it owns the rules that make the queue fair and honest:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gatekeeper.errors import AuthenticationError, GatekeeperError, RateLimitExceeded, TokenError
 from gatekeeper.limits.policy import Algorithm, Check, Policy, Rate
@@ -46,8 +45,7 @@ class InvalidRequest(GatekeeperError, ValueError):
     """The request lacks a required value or carries a malformed one (-> 400)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Eta:
+class Eta(NamedTuple):
     """Seconds until admission: the expected value and a range; when to poll next."""
 
     seconds: int
@@ -76,24 +74,38 @@ def eta_for(
     the tick period to the one measured over recent ticks (a slow or restarting worker shows
     there) plus a quarter for safety. Abandonment ahead can only make things faster.
     """
+    return _eta(position, stats.next_tick, measured_period(stats), config, settings, now)
+
+
+def measured_period(stats: QueueStats) -> float:
+    """The mean tick period over the recorded ticks (0.0 with fewer than two)."""
+    history = stats.history
+    if len(history) < 2:
+        return 0.0
+    return (history[-1][0] - history[0][0]) / (len(history) - 1)
+
+
+def _eta(
+    position: int,
+    next_tick: float | None,
+    measured: float,
+    config: TenantConfig,
+    settings: WaitingRoomSettings,
+    now: float,
+) -> Eta:
     freq = config.admission_frequency
-    first = freq if stats.next_tick is None else min(freq, max(0.0, stats.next_tick - now))
-    ticks = max(0, math.ceil(position / config.admission_limit) - 1)
-    period = float(freq)
-    times = [t for t, _ in stats.history]
-    if len(times) >= 2:
-        period = max(period, (times[-1] - times[0]) / (len(times) - 1))
+    period = max(float(freq), measured)
+    first = freq if next_tick is None else min(freq, max(0.0, next_tick - now))
+    ticks = max(0, -(-position // config.admission_limit) - 1)  # ceil, in integers
     low = first + ticks * freq
     high = first + ticks * period * 1.25
-    expected = (low + high) / 2
     # Poll often near the front, rarely far back, and always well inside the grace period.
     ceiling = min(settings.poll_max_seconds, settings.grace_seconds / 4)
     poll = min(ceiling, max(settings.poll_min_seconds, low / 10))
-    return Eta(round(expected), math.floor(low), math.ceil(high), round(poll, 1))
+    return Eta(round((low + high) / 2), math.floor(low), math.ceil(high), round(poll, 1))
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueAnswer:
+class EnqueueAnswer(NamedTuple):
     """What ``enqueue`` tells the client (the seed's fields plus ready and ETA)."""
 
     jwt: str
@@ -103,8 +115,7 @@ class EnqueueAnswer:
     eta: Eta | None
 
 
-@dataclass(frozen=True, slots=True)
-class StatusAnswer:
+class StatusAnswer(NamedTuple):
     """What ``status`` tells the client (the seed's fields plus ETA)."""
 
     warning_msg: str | None
@@ -137,17 +148,19 @@ class WaitingRoomService:
         self.limiter = limiter
         self.metrics = metrics
         self._policies: dict[tuple[str, int, int], Policy] = {}
-        self._stats: dict[str, tuple[float, QueueStats]] = {}
+        self._stats: dict[str, tuple[float, QueueStats, float]] = {}
 
-    async def _queue_stats(self, tenant: str, now: float) -> QueueStats:
+    async def _eta(self, tenant: str, position: int, config: TenantConfig, now: float) -> Eta:
         # ETAs need the tick schedule and history, which change once per tick: reading them
-        # once per second per tenant keeps a round trip off every enqueue and poll.
+        # (and deriving the measured period) once per second per tenant keeps a round trip and
+        # the history walk off every enqueue and poll.
         entry = self._stats.get(tenant)
         mono = self.clock.monotonic()
         if entry is None or entry[0] <= mono:
-            entry = (mono + STATS_TTL, await self.store.stats(tenant, now))
+            stats = await self.store.stats(tenant, now)
+            entry = (mono + STATS_TTL, stats, measured_period(stats))
             self._stats[tenant] = entry
-        return entry[1]
+        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
 
     # -- tenants and config -------------------------------------------------------------------
 
@@ -208,7 +221,7 @@ class WaitingRoomService:
         if result.state is TicketState.READY:
             return EnqueueAnswer("", None, "User is already ready.", True, None)
         position = result.position or 1
-        eta = eta_for(position, await self._queue_stats(tenant, now), config, self.settings, now)
+        eta = await self._eta(tenant, position, config, now)
         if result.duplicate:
             return EnqueueAnswer("", position, "User is already in the queue.", False, eta)
         token = self.codec.issue(
@@ -269,7 +282,7 @@ class WaitingRoomService:
         if st.state is TicketState.READY:
             return StatusAnswer(None, fresh, None, True, None)
         position = st.position or 1
-        eta = eta_for(position, await self._queue_stats(tenant, now), config, self.settings, now)
+        eta = await self._eta(tenant, position, config, now)
         return StatusAnswer(None, fresh, position, False, eta)
 
     async def verify(self, tenant: str, token: str | None) -> bool:

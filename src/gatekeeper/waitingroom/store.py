@@ -28,7 +28,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "USER_BUCKETS",
@@ -60,8 +60,7 @@ class TicketState(IntEnum):
     """Finished, expired, abandoned or unknown: the holder must enqueue again."""
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
+class EnqueueResult(NamedTuple):
     """``duplicate`` is true when the user already held a live ticket (returned as is)."""
 
     ticket: int
@@ -70,8 +69,7 @@ class EnqueueResult:
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
-class TicketStatus:
+class TicketStatus(NamedTuple):
     """``position`` for queued tickets; ``ready_until`` (epoch seconds) for ready ones."""
 
     state: TicketState

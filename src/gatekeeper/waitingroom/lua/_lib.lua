@@ -50,3 +50,18 @@ local function ready_until(t, now)
   if s and tonumber(s) > now then return tonumber(s) end
   return nil
 end
+
+-- Batch items packed into one argument as "<number>:<byte length>:<user>" back to back (user
+-- ids may hold any byte, so they are length-prefixed). Yields number (as a string), user.
+local function items(packed)
+  local pos, size = 1, #packed
+  return function()
+    if pos > size then return nil end
+    local c1 = string.find(packed, ':', pos, true)
+    local c2 = string.find(packed, ':', c1 + 1, true)
+    local n = string.sub(packed, pos, c1 - 1)
+    local last = c2 + tonumber(string.sub(packed, c1 + 1, c2 - 1))
+    pos = last + 1
+    return n, string.sub(packed, c2 + 1, last)
+  end
+end

@@ -1,4 +1,4 @@
--- ARGV: base, now, epoch, live_ttl, then (user, bucket) pairs.
+-- ARGV: base, now, epoch, live_ttl, items (bucket, user; see items() in _lib.lua).
 -- Returns per user: ticket, state (0 queued, 1 ready), position (-1 if none), duplicate (0/1).
 local now, e, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local head = num(redis.call('GET', base .. 'head'))
@@ -7,8 +7,7 @@ local issued = seq
 -- Every gone ticket is above head and below any new ticket: one count serves the batch.
 local gone_ahead = redis.call('ZCARD', base .. 'gone')
 local out = {}
-for i = 5, #ARGV, 2 do
-  local user, bucket = ARGV[i], ARGV[i + 1]
+for bucket, user in items(ARGV[5]) do
   local ukey = base .. 'u:' .. bucket
   local t = num(redis.call('HGET', ukey, user))
   local dup, state, pos = 0, 0, -1

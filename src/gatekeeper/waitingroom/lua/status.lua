@@ -1,10 +1,10 @@
--- ARGV: base, now, epoch, live_ttl, touch (0/1), then (ticket, user) pairs.
+-- ARGV: base, now, epoch, live_ttl, touch (0/1), items (ticket, user; see _lib.lua).
 -- Returns per ticket: state (0 queued, 1 ready, 2 gone), position or ready-until (ms), -1 if none.
 local now, e, ttl, do_touch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local head = num(redis.call('GET', base .. 'head'))
 local out = {}
-for i = 6, #ARGV, 2 do
-  local t, user = tonumber(ARGV[i]), ARGV[i + 1]
+for n, user in items(ARGV[6]) do
+  local t = tonumber(n)
   local owner = record(t)
   local state, value = 2, -1
   if owner == user then
