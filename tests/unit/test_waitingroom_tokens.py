@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 
 import jwt as pyjwt
@@ -232,3 +233,14 @@ def test_any_changed_character_is_rejected(index: int) -> None:
         return
     with pytest.raises(TokenError):
         TokenCodec(HS256Signer(SECRET)).decode(_flip(token, at), "shop", now=NOW)
+
+
+@pytest.mark.parametrize("size", [32, 63, 64, 65, 200])
+def test_hs256_signature_is_standard_hmac_sha256(size: int) -> None:
+    """Precomputed-pad HMAC equals hmac.digest for keys below, at and above the block size."""
+    key = bytes(range(size))
+    signer = HS256Signer(key)
+    for message in (b"", b"a.b", b"x" * 1000):
+        assert signer.sign(message) == hmac.digest(key, message, "sha256")
+        assert signer.verify(message, hmac.digest(key, message, "sha256"))
+        assert not signer.verify(message, hmac.digest(key + b"!", message, "sha256"))

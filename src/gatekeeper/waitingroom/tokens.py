@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import itertools
 import json
@@ -115,7 +116,12 @@ class HS256Signer:
         key = secret.encode() if isinstance(secret, str) else secret
         if len(key) < 32:
             raise ConfigurationError("jwt secret must be at least 32 bytes for HS256")
-        self._key = key
+        # HMAC (RFC 2104) with the key's inner and outer pad states hashed once: each token
+        # then costs two copies and the message blocks, not a key schedule.
+        block = hashlib.sha256(key).digest() if len(key) > 64 else key
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self.header = _b64(b'{"alg":"HS256","typ":"JWT"}')
 
     @classmethod
@@ -124,8 +130,11 @@ class HS256Signer:
         return cls(secrets.token_bytes(32))
 
     def sign(self, signing_input: bytes) -> bytes:
-        # hmac.digest is the one-shot C path: no HMAC object per token.
-        return hmac.digest(self._key, signing_input, "sha256")
+        inner = self._inner.copy()
+        inner.update(signing_input)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         return hmac.compare_digest(self.sign(signing_input), signature)
