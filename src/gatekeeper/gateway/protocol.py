@@ -73,6 +73,12 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = 0.0  # loop time when the connection became idle; 0 while busy
         self._expect_continue = False
+        # One task per connection serves its requests in turn (a task per request costs
+        # more than the future that wakes an idle worker): the next request to serve, the
+        # worker task, and the future it waits on while the connection is idle.
+        self._next: ProxyRequest | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,6 +100,9 @@ class HttpProtocol(asyncio.Protocol):
             self._drain.set_exception(ConnectionError("client disconnected"))
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)  # the idle worker sees ``closed`` and ends
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -194,7 +203,32 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         self.keep_alive = keep_alive
         self.response_started = False
-        self.loop.create_task(self._run(request))
+        self._next = request
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+        elif self._worker is None:
+            self._worker = self.loop.create_task(self._serve())
+        # else: the worker is finishing the previous request and takes this one next.
+
+    async def _serve(self) -> None:
+        """Serve this connection's requests in order, waiting while it is idle."""
+        try:
+            while True:
+                request = self._next
+                if request is None:
+                    if self.closed:
+                        return
+                    self._wake = wake = self.loop.create_future()
+                    await wake
+                    continue
+                self._next = None
+                await self._run(request)
+        finally:
+            self._worker = None
+            self._wake = None
 
     async def _run(self, request: ProxyRequest) -> None:
         try:

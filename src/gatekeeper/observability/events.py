@@ -49,6 +49,7 @@ _RATE_WINDOW = 5  # seconds averaged for the "per second" figures
 _SUMMED_GAUGES = ("queue:",)
 _STATUS_FIELDS = {1: "s1", 2: "s2", 3: "s3", 4: "s4", 5: "s5"}
 _LAT_FIELDS = tuple(f"lat:{i}" for i in range(_LAST_BUCKET + 1))
+_TERM_FIELDS = {term.code: "t:" + term.code for term in Termination}
 
 
 def latency_bucket(seconds: float) -> int:
@@ -174,14 +175,20 @@ class LiveStats:
     def record(self, entry: AccessEntry) -> None:
         """Account the access line of one request (the access log's sink): why it ended, who
         was limited, and the line itself for the "recent requests" table."""
-        bucket = self._bucket()
+        # Hot path: one clock read for the bucket and the line.
+        now = self._now()
+        second = int(now)
+        bucket = self._pending.get(second)
+        if bucket is None:
+            bucket = self._pending[second] = _new_bucket()
         term = entry.resolved_termination()
-        bucket.counts["t:" + term.code] += 1
+        code = term.code
+        bucket.counts[_TERM_FIELDS.get(code) or "t:" + code] += 1
         if term is Termination.LIMITED:
             bucket.limited_keys[entry.limit_key or "ip:" + entry.client_ip] += 1
             bucket.limited_ips[entry.client_ip] += 1
         # Only the newest lines are shown: keep the entries, turn them into dicts at flush time.
-        self._lines.append((self.clock.now(), entry, term.code))
+        self._lines.append((now, entry, code))
 
     def count(self, field: str, n: int = 1) -> None:
         """Add ``n`` to a named per-second counter (see the module docstring for names)."""
