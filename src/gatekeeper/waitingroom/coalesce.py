@@ -37,7 +37,11 @@ class Coalescer(Generic[Item, Result]):
         # The event loop keeps only weak references to tasks: hold them until they finish.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, group: Hashable, item: Item) -> Result:
+    def submit(self, group: Hashable, item: Item) -> asyncio.Future[Result]:
+        """Add ``item`` to ``group``'s batch of this loop turn; await the returned future.
+
+        A plain function returning the future, not a coroutine: one frame less per request.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         batch = self._pending.get(group)
@@ -49,7 +53,7 @@ class Coalescer(Generic[Item, Result]):
             # Full: send it now; later callers start a new batch.
             del self._pending[group]
             self._spawn(group, batch)
-        return await future
+        return future
 
     def _flush(self, group: Hashable) -> None:
         batch = self._pending.pop(group, None)

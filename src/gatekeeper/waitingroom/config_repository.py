@@ -122,6 +122,13 @@ class CachedConfigs:
         self._entries: dict[str, tuple[float, TenantConfig | None]] = {}
         self._tenants: tuple[float, list[str]] | None = None
 
+    def fresh(self, tenant: str) -> TenantConfig | None:
+        """The cached config of a known tenant if still fresh, else None (then ``get``)."""
+        entry = self._entries.get(tenant)
+        if entry is not None and entry[0] > self.clock.monotonic():
+            return entry[1]
+        return None
+
     async def get(self, tenant: str) -> TenantConfig | None:
         now = self.clock.monotonic()
         entry = self._entries.get(tenant)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -117,10 +117,10 @@ class RedisStore:
     # whole batch instead of two per item: redis-py's per-argument packing cost more than the
     # rest of the batch), and a user id that cannot be encoded fails only its own call.
 
-    async def enqueue(self, tenant: str, user: str, now: float, grace: int) -> EnqueueResult:
+    def enqueue(self, tenant: str, user: str, now: float, grace: int) -> Awaitable[EnqueueResult]:
         raw = user.encode()
         item = b"%d:%d:%s" % (zlib.crc32(raw) % USER_BUCKETS, len(raw), raw)
-        return await self._enqueues.submit((tenant, grace), (item, now))
+        return self._enqueues.submit((tenant, grace), (item, now))
 
     async def _enqueue_batch(
         self, group: Hashable, items: Sequence[tuple[bytes, float]]
@@ -141,12 +141,12 @@ class RedisStore:
             for i in range(0, len(flat), 4)
         ]
 
-    async def status(
+    def status(
         self, tenant: str, ticket: int, user: str, now: float, grace: int
-    ) -> TicketStatus:
+    ) -> Awaitable[TicketStatus]:
         raw = user.encode()
         item = b"%d:%d:%s" % (ticket, len(raw), raw)
-        return await self._statuses.submit((tenant, grace), (item, now))
+        return self._statuses.submit((tenant, grace), (item, now))
 
     async def verify(self, tenant: str, ticket: int, user: str, now: float) -> bool:
         status = await self.status(tenant, ticket, user, now, 0)

@@ -164,6 +164,12 @@ class WaitingRoomService:
 
     # -- tenants and config -------------------------------------------------------------------
 
+    def _fresh_config(self, tenant: str | None) -> TenantConfig | None:
+        # Enqueue and status: a known tenant's fresh cached config without a coroutine.
+        if tenant and len(tenant) <= 64:
+            return self.configs.fresh(tenant)
+        return None
+
     async def tenant_config(self, tenant: str | None) -> TenantConfig:
         """The config of a known tenant; :class:`AuthenticationError` for anything else."""
         if not tenant or len(tenant) > 64:
@@ -210,12 +216,13 @@ class WaitingRoomService:
 
     async def enqueue(self, tenant: str, user: str | None, ip: str | None = None) -> EnqueueAnswer:
         """Take a place in line for ``user`` (or return the place they hold)."""
-        config = await self.tenant_config(tenant)
+        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
         if not user or len(user) > MAX_ID:
             raise InvalidRequest("user_id header is required (at most 256 characters)")
-        await self._limit(
-            tenant, "enqueue", ip, config.ip_enqueue_limit, config.ip_enqueue_limit_interval
-        )
+        if self.limiter is not None and ip:
+            await self._limit(
+                tenant, "enqueue", ip, config.ip_enqueue_limit, config.ip_enqueue_limit_interval
+            )
         now = self.clock.now()
         result = await self.store.enqueue(tenant, user, now, self.settings.grace_seconds)
         if result.state is TicketState.READY:
@@ -250,14 +257,15 @@ class WaitingRoomService:
 
     async def status(self, tenant: str, token: str | None, ip: str | None = None) -> StatusAnswer:
         """Where the token's holder stands; renews the token if it expired (still authentic)."""
-        config = await self.tenant_config(tenant)
-        await self._limit(
-            tenant,
-            "status",
-            ip,
-            config.ip_status_polling_limit,
-            config.ip_status_polling_limit_interval,
-        )
+        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
+        if self.limiter is not None and ip:
+            await self._limit(
+                tenant,
+                "status",
+                ip,
+                config.ip_status_polling_limit,
+                config.ip_status_polling_limit_interval,
+            )
         claims = self._claims(tenant, token, allow_expired=True)
         now = self.clock.now()
         st = await self.store.status(

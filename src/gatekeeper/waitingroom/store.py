@@ -26,6 +26,7 @@ ticket untouched for between one and two grace periods is therefore abandoned.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple, Protocol
@@ -108,15 +109,18 @@ class QueueStats:
 
 class WaitingRoomStore(Protocol):
     """Atomic queue operations. ``now`` is epoch seconds from the caller's clock; ``grace`` the
-    abandonment period in seconds (must be the same on every replica)."""
+    abandonment period in seconds (must be the same on every replica).
 
-    async def enqueue(self, tenant: str, user: str, now: float, grace: int) -> EnqueueResult:
+    ``enqueue`` and ``status`` return an awaitable (a coroutine, or a future of a batch) so
+    that the hot path needs no coroutine of its own."""
+
+    def enqueue(self, tenant: str, user: str, now: float, grace: int) -> Awaitable[EnqueueResult]:
         """Give ``user`` the next ticket, or return the live ticket they already hold."""
         ...
 
-    async def status(
+    def status(
         self, tenant: str, ticket: int, user: str, now: float, grace: int
-    ) -> TicketStatus:
+    ) -> Awaitable[TicketStatus]:
         """Where ``ticket`` (held by ``user``) stands; a queued ticket is marked alive."""
         ...
 
