@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
+from gatekeeper.errors import StorageError
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config import CONFIG_KEYS, TenantConfig
 from gatekeeper.waitingroom.config_repository import CachedConfigs, MemoryConfigRepository
@@ -76,3 +79,41 @@ def test_public_surface_is_sorted_and_importable() -> None:
     assert wr.__all__ == sorted(wr.__all__)
     for name in wr.__all__:
         assert getattr(wr, name) is not None
+
+
+class _CountingRepository(MemoryConfigRepository):
+    """Counts reads and holds each one until released, so that callers pile up."""
+
+    def __init__(self, tenants: list[str]) -> None:
+        super().__init__(tenants)
+        self.reads = 0
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def get(self, tenant: str) -> TenantConfig | None:
+        self.reads += 1
+        await self.release.wait()
+        if self.fail:
+            raise StorageError("database down")
+        return await super().get(tenant)
+
+
+async def test_concurrent_misses_read_the_repository_once() -> None:
+    """Fifty requests arriving as an entry expires share one read; a failed read is shared
+    too and the next request reads again."""
+    clock = FakeClock()
+    repository = _CountingRepository(["a"])
+    cache = CachedConfigs(repository, clock, ttl=2.0)
+    waiters = [asyncio.ensure_future(cache.get("a")) for _ in range(50)]
+    await asyncio.sleep(0)
+    repository.release.set()
+    assert all(c == TenantConfig() for c in await asyncio.gather(*waiters))
+    assert repository.reads == 1
+    clock.advance(2.0)
+    repository.fail = True
+    results = await asyncio.gather(*(cache.get("a") for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results)
+    assert repository.reads == 2
+    repository.fail = False
+    assert await cache.get("a") == TenantConfig()
+    assert repository.reads == 3

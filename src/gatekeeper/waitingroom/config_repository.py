@@ -8,6 +8,7 @@ flood of bad ``business_id`` values cannot hammer the database.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -121,6 +122,7 @@ class CachedConfigs:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, TenantConfig | None]] = {}
         self._tenants: tuple[float, list[str]] | None = None
+        self._loading: dict[str, asyncio.Future[TenantConfig | None]] = {}
 
     def fresh(self, tenant: str) -> TenantConfig | None:
         """The cached config of a known tenant if still fresh, else None (then ``get``)."""
@@ -130,16 +132,32 @@ class CachedConfigs:
         return None
 
     async def get(self, tenant: str) -> TenantConfig | None:
-        now = self.clock.monotonic()
         entry = self._entries.get(tenant)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > self.clock.monotonic():
             return entry[1]
+        # One read per tenant at a time: when an entry expires under load, every request
+        # of that moment would otherwise run its own SQL query (a stampede on each expiry).
+        loading = self._loading.get(tenant)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(tenant))
+            self._loading[tenant] = loading
+            loading.add_done_callback(lambda done: self._loaded(tenant, done))
+        # Shielded: a cancelled caller does not cancel the read the others wait for.
+        return await asyncio.shield(loading)
+
+    async def _load(self, tenant: str) -> TenantConfig | None:
         config = await self.repository.get(tenant)
         if len(self._entries) > 10_000:
             # Bounded: random business ids must not grow the cache without limit.
             self._entries.clear()
-        self._entries[tenant] = (now + self.ttl, config)
+        self._entries[tenant] = (self.clock.monotonic() + self.ttl, config)
         return config
+
+    def _loaded(self, tenant: str, done: asyncio.Future[TenantConfig | None]) -> None:
+        if self._loading.get(tenant) is done:
+            del self._loading[tenant]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter got it already
 
     async def save(self, tenant: str, config: TenantConfig) -> TenantConfig:
         saved = await self.repository.save(tenant, config)
