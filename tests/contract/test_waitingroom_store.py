@@ -219,3 +219,24 @@ async def test_leases_are_exclusive_until_released(
     assert not await store.acquire_lease("w", "b", 5, fake_clock.now())
     await store.release_lease("w", "a")
     assert await store.acquire_lease("w", "b", 5, fake_clock.now())
+
+
+async def test_odd_user_ids_in_one_batch_stay_apart(
+    store: WaitingRoomStore, fake_clock: FakeClock
+) -> None:
+    """User ids with separators, digits, multibyte text or spaces, batched together, keep
+    their own tickets; a poll of one never answers for another."""
+    users = ["a:b", "1:2:", "3", ":", "ü:ßé", "日本:語", " x ", "a:bc", "x" * 256]
+    now = fake_clock.now()
+    results = await asyncio.gather(*(store.enqueue(T, u, now, GRACE) for u in users))
+    assert sorted(r.ticket for r in results) == list(range(1, len(users) + 1))
+    again = await asyncio.gather(*(store.enqueue(T, u, now, GRACE) for u in users))
+    assert [r.ticket for r in again] == [r.ticket for r in results]
+    assert all(r.duplicate for r in again)
+    polls = await asyncio.gather(
+        *(store.status(T, r.ticket, u, now, GRACE) for u, r in zip(users, results, strict=True)),
+        # Someone else's ticket with a user id that shares a prefix: not theirs.
+        store.status(T, results[0].ticket, "a:bc", now, GRACE),
+    )
+    assert [p.position for p in polls[:-1]] == [r.position for r in results]
+    assert polls[-1].state is TicketState.GONE
