@@ -221,6 +221,10 @@ def run(quick: bool) -> Report:
         GATEKEEPER_ADMIN_TOKEN=uuid.uuid4().hex,
         GATEKEEPER_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'gk.db'}",
     )
+    # serve refuses an unmigrated database: both gateways share this one SQLite file.
+    subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "migrate"], env=env, check=True, capture_output=True
+    )
     gk = [sys.executable, "-m", "gatekeeper", "serve", "--config"]
     report = Report(
         "gateway",
