@@ -244,3 +244,37 @@ def test_hs256_signature_is_standard_hmac_sha256(size: int) -> None:
         assert signer.sign(message) == hmac.digest(key, message, "sha256")
         assert signer.verify(message, hmac.digest(key, message, "sha256"))
         assert not signer.verify(message, hmac.digest(key + b"!", message, "sha256"))
+
+
+class _CountingSigner(HS256Signer):
+    """Counts signature checks (cache misses)."""
+
+    checks = 0
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        self.checks += 1
+        return super().verify(signing_input, signature)
+
+
+def test_verified_cache_is_bounded_and_keeps_hitting_past_its_size() -> None:
+    """With more polling visitors than cache slots, the cache stays at its size and still
+    spares a good share of the checks (dropping everything when full would spare none)."""
+    signer = _CountingSigner(SECRET)
+    codec = TokenCodec(signer, cache_size=100)
+    tokens = [codec.issue("shop", f"u{i}", i, now=NOW, ttl=60) for i in range(300)]
+    for token in tokens:  # the first cycle: every token checked once
+        codec.decode(token, "shop", now=NOW)
+    assert signer.checks == 300
+    for _ in range(5):
+        for token in tokens:
+            assert codec.decode(token, "shop", now=NOW).user == f"u{tokens.index(token)}"
+    assert len(codec._verified) == len(codec._slots) == 100
+    assert set(codec._slots) == set(codec._verified)
+    hits = 5 * 300 - (signer.checks - 300)
+    # At most 1/3 can hit (100 of 300 cached); ~1/4 expected. Clearing when full would give
+    # ~0, replacing a random entry on every miss ~1/18.
+    assert hits > 5 * 300 * 0.15
+    expired = codec.issue("shop", "late", 1, now=NOW - 120, ttl=60)
+    for _ in range(50):  # cached or not, an expired token is refused every time
+        with pytest.raises(TokenExpired):
+            codec.decode(expired, "shop", now=NOW)

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import random
 import re
 import secrets
 from typing import Any, NamedTuple, Protocol
@@ -41,6 +42,7 @@ __all__ = [
 
 ISSUER = "gatekeeper"
 VERIFIED_CACHE = 16_384  # ~400 B each: a few MB at most
+REPLACE_ODDS = 8  # a full verified-token cache replaces an entry on one miss in this many
 
 
 class TokenExpired(TokenError):
@@ -190,13 +192,21 @@ class EdDSASigner:
 class TokenCodec:
     """Issues and verifies queue tokens with one :class:`Signer`."""
 
-    def __init__(self, signer: Signer) -> None:
+    def __init__(self, signer: Signer, *, cache_size: int = VERIFIED_CACHE) -> None:
         self.signer = signer
         self._prefix = signer.header + b"."
         # jti = a random per-codec prefix + a counter: unique without a syscall per token.
         self._jti_prefix = secrets.token_hex(6)
         self._jti = itertools.count()
         self._verified: dict[str, QueueClaims] = {}
+        # The cached tokens again, by slot. Visitors poll in a cycle, so dropping everything
+        # (or the oldest) when full leaves nothing to hit once more visitors poll than the
+        # cache holds. A full cache instead lets one miss in REPLACE_ODDS replace a random
+        # slot: most cached tokens survive a whole cycle (close to size/visitors of polls
+        # hit), and the tokens of visitors who left still age out.
+        self._slots: list[str] = []
+        self._cache_size = cache_size
+        self._evict = random.Random(secrets.randbits(64)).randrange
 
     def issue(self, tenant: str, user: str, ticket: int, *, now: float, ttl: int) -> str:
         """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``."""
@@ -263,12 +273,22 @@ class TokenCodec:
                 raise TokenError("token was issued for another tenant")
         else:
             claims = _general_claims(payload, tenant)
-        if len(self._verified) >= VERIFIED_CACHE:
-            self._verified.clear()  # bounded; refilling costs one verification per token
-        self._verified[token] = claims
+        self._remember(token, claims)
         if claims.exp <= now and not allow_expired:
             raise TokenExpired(claims)
         return claims
+
+    def _remember(self, token: str, claims: QueueClaims) -> None:
+        slots = self._slots
+        if len(slots) < self._cache_size:
+            slots.append(token)
+        else:
+            slot = self._evict(len(slots) * REPLACE_ODDS)
+            if slot >= len(slots):
+                return  # not cached this time (see __init__)
+            del self._verified[slots[slot]]
+            slots[slot] = token
+        self._verified[token] = claims
 
 
 def _general_claims(payload: bytes, tenant: str) -> QueueClaims:
