@@ -15,38 +15,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 from bench.gateway import wrk
+from bench.net import free_port, wait_port
 from bench.report import Report
 
 REDIS_URL = os.environ.get("GATEKEEPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 BODY = '{"backend":"upstream","ok":true,"n":12345}'
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def _nginx_upstream(workdir: Path, port: int) -> Path:
@@ -117,7 +99,7 @@ def run(quick: bool) -> Report:
     seconds = 3.0 if quick else 10.0
     workdir = Path(tempfile.mkdtemp(prefix="gk-bench-cache-"))
     prefix = f"bench-cache-{uuid.uuid4().hex[:8]}"
-    ports = {k: _free_port() for k in ("up", "plain", "memory", "redis", "redis_far")}
+    ports = {k: free_port() for k in ("up", "plain", "memory", "redis", "redis_far")}
     env = dict(
         os.environ, GATEKEEPER_REDIS_URL=REDIS_URL, GATEKEEPER_LOG_LEVEL="warning",
         GATEKEEPER_JWT_SECRET=uuid.uuid4().hex, GATEKEEPER_ADMIN_TOKEN=uuid.uuid4().hex,
@@ -148,7 +130,7 @@ def run(quick: bool) -> Report:
             start([*gk, str(conf)])
         for name, port in ports.items():
             try:
-                _wait_port(port)
+                wait_port(port)
             except RuntimeError:
                 tail = (workdir / "stderr.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} did not start on port {port}:\n{tail}") from None

@@ -20,35 +20,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
+from bench.net import free_port, wait_port
 from bench.report import Report
 
 REDIS_URL = os.environ.get("GATEKEEPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 BODY = '{"backend":"upstream","ok":true,"n":12345}'
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def _nginx_conf(workdir: Path, name: str, port: int, upstream_port: int | None) -> Path:
@@ -211,7 +193,7 @@ def run(quick: bool) -> Report:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     seconds = 3.0 if quick else 10.0
     workdir = Path(tempfile.mkdtemp(prefix="gk-bench-gw-"))
-    ports = {k: _free_port() for k in ("up", "nginx", "haproxy", "gk", "gk_plain")}
+    ports = {k: free_port() for k in ("up", "nginx", "haproxy", "gk", "gk_plain")}
     procs = _Procs(workdir / "stderr.log")
     env = dict(
         os.environ,
@@ -249,7 +231,7 @@ def run(quick: bool) -> Report:
         )
         for name, port in ports.items():
             try:
-                _wait_port(port)
+                wait_port(port)
             except RuntimeError:
                 log = (workdir / "stderr.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} did not start on port {port}:\n{log}") from None
