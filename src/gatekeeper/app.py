@@ -321,6 +321,7 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         guard=runtime.context.extras.get("identity_guard") if runtime.context else None,
         # Bound now, not on observability's next tick: the first requests get ids and lines too.
         access_log=runtime.context.extras.get("access_log") if runtime.context else None,
+        native=runtime.context.extras.get("native_handlers") if runtime.context else None,
     )
     if state.guard is None and any(route.auth is not None for route in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")

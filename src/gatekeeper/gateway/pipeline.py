@@ -33,6 +33,7 @@ from gatekeeper.errors import (
 from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
+from gatekeeper.gateway.native import NativeTable, serve_native
 from gatekeeper.gateway.proxy import Proxy
 from gatekeeper.gateway.routing import Route, Router
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
@@ -102,6 +103,8 @@ class GatewayState:
     gate: Any = None
     # The identity guard (``context.extras["identity_guard"]``) for routes with ``auth``.
     guard: Any = None
+    # (method, path) -> native handler of a built-in endpoint (``gateway/native.py``), or None.
+    native: NativeTable | None = None
 
     async def handle(self, request: ProxyRequest, conn: HttpProtocol) -> None:
         """Serve one request, writing its response to ``conn``."""
@@ -112,6 +115,12 @@ class GatewayState:
             )
         route = self.router.match(request.host, request.path, request.method)
         if route is None:
+            native = self.native
+            if native:
+                handler = native.get((request.method, request.path))
+                if handler is not None:
+                    await serve_native(handler, request, conn)
+                    return
             if self.app is None:
                 await conn.send_json(404, {"error": "not_found", "status": 404})
                 return

@@ -39,35 +39,88 @@ from gatekeeper.waitingroom.config import TenantConfig
 from gatekeeper.waitingroom.service import InvalidRequest, WaitingRoomService
 from gatekeeper.waitingroom.sse import status_body, status_events
 
-__all__ = ["build_router"]
+__all__ = ["Reply", "build_router", "enqueue_reply", "status_reply", "verify_reply"]
 
 IpOf = Callable[[Request], str | None]
 
 
+Reply = tuple[int, bytes, dict[str, str] | None]
+"""An answer before it becomes a response: status, JSON body, extra headers. The FastAPI routes
+and the gateway's native handlers (``native.py``) build the same replies, so they answer alike."""
+
+
+def _reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    return status, json.dumps(body, separators=(",", ":")).encode(), headers
+
+
+def _response(reply: Reply) -> Response:
+    status, body, headers = reply
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return _response(_reply(body, status, headers))
 
 
-def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
+def _error_reply(exc: Exception, extra: dict[str, Any] | None = None) -> Reply:
     """The JSON answer for an error raised by the service (never a 500 for bad input)."""
     body: dict[str, Any] = {"detail": str(exc), **(extra or {})}
     if isinstance(exc, RateLimitExceeded):
         retry = exc.decision.retry_after
-        return _json({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
+        return _reply({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
     if isinstance(exc, AuthenticationError | TokenError):
-        return _json(body, 401)
+        return _reply(body, 401)
     if isinstance(exc, InvalidRequest):
-        return _json(body, 400)
+        return _reply(body, 400)
     if isinstance(exc, StorageError):
-        return _json(
+        return _reply(
             {**body, "detail": "waiting room store unavailable"}, 503, {"Retry-After": "1"}
         )
-    return _json(body, 500)
+    return _reply(body, 500)
+
+
+def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
+    return _response(_error_reply(exc, extra))
+
+
+async def enqueue_reply(
+    service: WaitingRoomService, tenant: str, user_id: str | None, ip: str | None
+) -> Reply:
+    """``POST /queue/enqueue``'s answer."""
+    try:
+        answer = await service.enqueue(tenant, user_id, ip)
+    except GatekeeperError as exc:
+        return _error_reply(exc)
+    body: dict[str, Any] = {
+        "jwt": answer.jwt,
+        "position": answer.position,
+        "message": answer.message,
+    }
+    if answer.ready:
+        body["ready"] = True
+    if answer.eta is not None:
+        body.update(answer.eta.as_dict())
+    return _reply(body)
+
+
+async def status_reply(
+    service: WaitingRoomService, tenant: str, token: str | None, ip: str | None
+) -> Reply:
+    """``GET /queue/status``'s answer."""
+    try:
+        answer = await service.status(tenant, token, ip)
+    except GatekeeperError as exc:
+        return _error_reply(exc)
+    return _reply(status_body(answer))
+
+
+async def verify_reply(service: WaitingRoomService, tenant: str, token: str | None) -> Reply:
+    """``GET /queue/verify``'s answer."""
+    try:
+        ready = await service.verify(tenant, token)
+    except GatekeeperError as exc:
+        return _error_reply(exc, {"message": "Invalid token", "ready": False})
+    return _reply({"message": "User is ready" if ready else "User is not ready", "ready": ready})
 
 
 def _headers(*names: str) -> dict[str, Any]:
@@ -132,22 +185,11 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     async def enqueue(request: Request) -> Response:
         """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
         headers = request.headers
-        try:
-            answer = await service.enqueue(
-                headers.get("business_id", ""), headers.get("user_id"), ip_of(request)
+        return _response(
+            await enqueue_reply(
+                service, headers.get("business_id", ""), headers.get("user_id"), ip_of(request)
             )
-        except GatekeeperError as exc:
-            return _error(exc)
-        body: dict[str, Any] = {
-            "jwt": answer.jwt,
-            "position": answer.position,
-            "message": answer.message,
-        }
-        if answer.ready:
-            body["ready"] = True
-        if answer.eta is not None:
-            body.update(answer.eta.as_dict())
-        return _json(body)
+        )
 
     @router.get(
         "/queue/status",
@@ -157,13 +199,11 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     async def status(request: Request) -> Response:
         """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next."""
         headers = request.headers
-        try:
-            answer = await service.status(
-                headers.get("business_id", ""), headers.get("jwt"), ip_of(request)
+        return _response(
+            await status_reply(
+                service, headers.get("business_id", ""), headers.get("jwt"), ip_of(request)
             )
-        except GatekeeperError as exc:
-            return _error(exc)
-        return _json(status_body(answer))
+        )
 
     @router.get(
         "/queue/verify",
@@ -173,12 +213,9 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     async def verify(request: Request) -> Response:
         """For the backend: is this token's holder admitted right now?"""
         headers = request.headers
-        try:
-            ready = await service.verify(headers.get("business_id", ""), headers.get("jwt"))
-        except GatekeeperError as exc:
-            return _error(exc, {"message": "Invalid token", "ready": False})
-        message = "User is ready" if ready else "User is not ready"
-        return _json({"message": message, "ready": ready})
+        return _response(
+            await verify_reply(service, headers.get("business_id", ""), headers.get("jwt"))
+        )
 
     @router.delete(
         "/queue/finish",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
+from gatekeeper.gateway.native import native_table
 from gatekeeper.waitingroom.api import build_router
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
@@ -26,6 +27,7 @@ from gatekeeper.waitingroom.config_repository import (
 )
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.memory_store import MemoryStore
+from gatekeeper.waitingroom.native import register_native
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.service import WaitingRoomService
 from gatekeeper.waitingroom.store import WaitingRoomStore
@@ -106,6 +108,9 @@ class WaitingRoomComponent:
         self._task: asyncio.Task[None] | None = None
         context.extras["waitingroom"] = self.service
         context.extras["waitingroom_gate"] = self.gate
+        if wr.native_http and context.extras.get("client_ip") is None:
+            # (A custom client-IP resolver is only known to the FastAPI routes.)
+            register_native(native_table(context.extras), self.service)
 
     def gate(self, tenant: str) -> WaitingRoomGate:
         """The gate protecting routes with ``tenant``'s waiting room (one per tenant)."""

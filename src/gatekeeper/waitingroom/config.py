@@ -82,3 +82,6 @@ class WaitingRoomSettings(BaseSettings):
     redis_prefix: str = "gk"
     # Run the admission worker inside serve/demo (the lease keeps it to one replica per tick).
     embedded_worker: bool = True
+    # Answer enqueue/status/verify from the gateway's native handler table (no ASGI, FastAPI):
+    # same answers, ~5x less CPU. false: every request goes through the FastAPI routes.
+    native_http: bool = True

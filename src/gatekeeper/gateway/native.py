@@ -1,0 +1,53 @@
+"""Native handlers: built-in endpoints the gateway answers without the ASGI bridge and FastAPI.
+
+A few built-in endpoints are hot (the waiting room's enqueue and status polls): through the
+bridge, Starlette's routing and the middleware they cost ~5x a proxied request. A component may
+register a coroutine for an exact ``(method, path)`` in the table published as
+``context.extras["native_handlers"]``; the gateway consults it (one dict lookup) only for
+requests no proxied route matched, before handing them to the ASGI app. The FastAPI routes stay
+registered, so OpenAPI still documents them; the native handler just answers first.
+
+A handler takes the parsed :class:`ProxyRequest` and returns ``(status, headers, body)``. What
+the app's middleware adds to every answer is added here too: the request id (the client's
+``X-Request-ID`` if sane, else a new one) echoed back and bound to the log lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+from gatekeeper.observability.logging import accept_request_id
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.protocol import HttpProtocol
+
+__all__ = ["NativeHandler", "NativeReply", "NativeTable", "native_table", "serve_native"]
+
+NativeReply = tuple[int, Headers, bytes]
+NativeHandler = Callable[[ProxyRequest], Awaitable[NativeReply]]
+NativeTable = dict[tuple[str, str], NativeHandler]
+
+_REQUEST_ID = b"x-request-id"
+
+
+def native_table(extras: MutableMapping[str, Any]) -> NativeTable:
+    """The process's table of native handlers in ``extras`` (created on first use)."""
+    table: NativeTable = extras.setdefault("native_handlers", {})
+    return table
+
+
+async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> None:
+    """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have."""
+    rid = accept_request_id(request.header(_REQUEST_ID))
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        status, headers, body = await handler(request)
+    headers = [h for h in headers if h[0] != _REQUEST_ID]
+    headers.append((_REQUEST_ID, rid.encode("latin-1")))
+    await conn.send_response(ProxyResponse(status, headers, Body.of(body)), request)
+    if not request.body.at_eof:
+        # The handler did not read the body: the connection cannot be reused (as the bridge).
+        conn.keep_alive = False

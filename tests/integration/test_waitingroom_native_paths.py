@@ -1,0 +1,204 @@
+"""The gateway's native waiting-room handlers answer exactly like the FastAPI routes.
+
+Two gateways run the same script of requests: one with the native handlers (the default), one
+with ``GATEKEEPER_WAITINGROOM_NATIVE_HTTP=false`` (every request through the ASGI bridge and
+FastAPI). Each has its own in-process store and limiter and the same fake clock, so the same
+requests must get the same answers: status, headers, JSON bodies (tokens compared by their
+claims: their ``jti`` is random per process).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from gatekeeper.app import Gateway
+from gatekeeper.gateway.config import parse_config
+from gatekeeper.gateway.messages import ProxyRequest
+from gatekeeper.gateway.native import NativeHandler, NativeReply
+from gatekeeper.persistence.db import Database
+from gatekeeper.persistence.migrate import upgrade
+from gatekeeper.settings import Settings
+from gatekeeper.testing import FakeClock
+from tests.integration.gateway_fixtures import config_for
+
+T = "shop"
+SECRET = SecretStr("native-test-secret-0123456789abcdef")
+# Headers whose values legitimately differ between two processes.
+_VOLATILE = {"date", "server"}
+
+
+@asynccontextmanager
+async def _gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, *, native: bool
+) -> AsyncIterator[Gateway]:
+    """A gateway with the waiting room (memory store and limiter, own SQLite database)."""
+    monkeypatch.setenv("GATEKEEPER_WAITINGROOM_EMBEDDED_WORKER", "false")
+    monkeypatch.setenv("GATEKEEPER_WAITINGROOM_NATIVE_HTTP", "true" if native else "false")
+    database_url = f"sqlite+aiosqlite:///{tmp_path / ('native.db' if native else 'asgi.db')}"
+    database = Database(database_url)
+    await upgrade(database)
+    await database.aclose()
+    settings = Settings(database_url=database_url, business_ids=[T], jwt_secret=SECRET)
+    gateway = Gateway(
+        settings,
+        parse_config(config_for(["http://127.0.0.1:9"])),
+        port=0,
+        clock=clock,
+        components=("gatekeeper.waitingroom.component:create_component",),
+    )
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    claims.pop("jti", None)
+    return claims
+
+
+def _normal(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    """What must be equal on both paths: status, headers (but Date/Server), body (tokens by
+    their claims)."""
+    headers = {k: v for k, v in response.headers.items() if k not in _VOLATILE}
+    body: Any = response.json()
+    if isinstance(body, dict):
+        for key in ("jwt", "jwt_token"):
+            if body.get(key):
+                body[key] = _claims(body[key])
+                headers.pop("content-length", None)  # token lengths differ with the jti
+    return response.status_code, headers, body
+
+
+def _counting(gateway: Gateway) -> dict[tuple[str, str], int]:
+    """Wrap the gateway's native handlers to count the requests they answer."""
+    context = gateway.runtime.context
+    assert context is not None
+    table: dict[tuple[str, str], NativeHandler] = context.extras["native_handlers"]
+    calls = dict.fromkeys(table, 0)
+
+    def wrap(key: tuple[str, str], handler: NativeHandler) -> NativeHandler:
+        async def counted(request: ProxyRequest) -> NativeReply:
+            calls[key] += 1
+            return await handler(request)
+
+        return counted
+
+    for key, handler in list(table.items()):
+        table[key] = wrap(key, handler)
+    return calls
+
+
+Step = Callable[[httpx.AsyncClient, dict[str, str]], Any]
+
+
+async def test_native_and_asgi_paths_answer_the_same_script_identically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enqueue/status/verify: success, duplicate, 400, 401, 429 and request ids all match."""
+    clock = FakeClock()
+    async with (
+        _gateway(tmp_path, monkeypatch, clock, native=True) as fast,
+        _gateway(tmp_path, monkeypatch, clock, native=False) as slow,
+    ):
+        calls = _counting(fast)
+        slow_context = slow.runtime.context
+        assert slow_context is not None
+        assert not slow_context.extras.get("native_handlers")
+        async with (
+            httpx.AsyncClient(base_url=fast.url) as a,
+            httpx.AsyncClient(base_url=slow.url) as b,
+        ):
+
+            async def same(method: str, path: str, **kw: Any) -> tuple[Any, Any]:
+                # A fixed request id: a fresh one would differ (its echo is checked below).
+                kw["headers"] = {"x-request-id": "same", **kw["headers"]}
+                ra = await a.request(method, path, **kw)
+                rb = await b.request(method, path, **kw)
+                assert _normal(ra) == _normal(rb), (method, path, kw)
+                return ra.json(), ra
+
+            rid = {"x-request-id": "req-42"}
+            first, resp = await same(
+                "POST", "/queue/enqueue", headers={"business_id": T, "user_id": "u1", **rid}
+            )
+            assert resp.headers["x-request-id"] == "req-42"
+            assert first["position"] == 1
+            assert first["jwt"]
+            again, _ = await same(
+                "POST", "/queue/enqueue", headers={"business_id": T, "user_id": "u1"}
+            )
+            assert again["jwt"] == ""
+            second, _ = await same(
+                "POST", "/queue/enqueue?x=1", headers={"business_id": T, "user_id": "u2"}
+            )
+            assert second["position"] == 2
+            await same("POST", "/queue/enqueue", headers={"user_id": "u3"})  # 400
+            await same("POST", "/queue/enqueue", headers={"business_id": T})  # 400
+            await same("POST", "/queue/enqueue", headers={"business_id": "nope", "user_id": "x"})
+            await same("POST", "/queue/enqueue", headers={"business_id": T, "user_id": "u" * 300})
+            # Each path's own token, so that both see a valid one of their own.
+            ta = (await a.post("/queue/enqueue", headers={"business_id": T, "user_id": "p"})).json()
+            tb = (await b.post("/queue/enqueue", headers={"business_id": T, "user_id": "p"})).json()
+            for path in ("/queue/status", "/queue/verify"):
+                own = {"business_id": T, "x-request-id": "own"}
+                ra = await a.get(path, headers={**own, "jwt": ta["jwt"]})
+                rb = await b.get(path, headers={**own, "jwt": tb["jwt"]})
+                assert _normal(ra) == _normal(rb)
+                assert ra.status_code == 200
+                await same("GET", path, headers={"business_id": T, "jwt": "not.a.token"})
+                await same("GET", path, headers={"business_id": T})
+                await same("GET", path, headers={"business_id": "nope", "jwt": ta["jwt"]})
+                await same("GET", path, headers={"jwt": ta["jwt"]})
+            # The same per-IP limit: enqueue until both refuse with the same 429 + Retry-After.
+            limited = None
+            for i in range(200):
+                _, resp = await same(
+                    "POST", "/queue/enqueue", headers={"business_id": T, "user_id": f"f{i}"}
+                )
+                if resp.status_code == 429:
+                    limited = resp
+                    break
+            assert limited is not None
+            assert limited.headers["retry-after"]
+            # A request id that is not sane is replaced by a fresh one on both paths.
+            bad = {"business_id": T, "user_id": "u1", "x-request-id": "bad id\t!"}
+            ra = await a.post("/queue/enqueue", headers=bad)
+            rb = await b.post("/queue/enqueue", headers=bad)
+            assert len(ra.headers["x-request-id"]) == len(rb.headers["x-request-id"]) == 32
+        assert calls[("POST", "/queue/enqueue")] >= 10
+        assert calls[("GET", "/queue/status")] == 5
+        assert calls[("GET", "/queue/verify")] == 5
+
+
+async def test_routes_stay_documented_and_other_methods_fall_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAPI still lists the hot routes; HEAD/other paths still reach FastAPI."""
+    async with _gateway(tmp_path, monkeypatch, FakeClock(), native=True) as gateway:
+        calls = _counting(gateway)
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            spec = (await http.get("/openapi.json")).json()
+            assert "post" in spec["paths"]["/queue/enqueue"]
+            assert "get" in spec["paths"]["/queue/status"]
+            wrong = await http.get("/queue/enqueue")
+            assert wrong.status_code == 405
+            slash = await http.post("/queue/enqueue/", headers={"business_id": T})
+            assert slash.status_code in (307, 404)
+            finish = await http.delete("/queue/finish", headers={"business_id": T, "jwt": "x.y"})
+            assert finish.status_code == 401
+        assert sum(calls.values()) == 0
