@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-__all__ = ["RedisServer", "free_port", "wait_for_port"]
+__all__ = ["RedisServer", "free_port", "launch_replica", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -32,6 +37,38 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def launch_replica(
+    workdir: Path, env: dict[str, str], name: str, config: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``gatekeeper serve`` with ``config`` (its listener filled in) and wait until it
+    answers ``/health`` itself. A free port can be taken by someone else between choosing and
+    binding it (the machine is shared): then the replica exits and starts again on another port.
+    Its output goes to ``workdir/<name>.log``, shown if it never comes up."""
+    for _attempt in range(3):
+        port = free_port()
+        path = workdir / f"{name}.yaml"
+        path.write_text(json.dumps({**config, "listener": {"host": "127.0.0.1", "port": port}}))
+        with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gatekeeper", "serve", "--config", str(path)],
+                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_for_port(port, 0.5)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except (TimeoutError, httpx.HTTPError):
+                continue
+            if health.status_code == 200 and process.poll() is None:
+                return process, port
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            break
+    pytest.fail((workdir / f"{name}.log").read_text()[-3000:])
 
 
 class RedisServer:

@@ -5,7 +5,6 @@ sharing Redis and the database: register, create a key, call an ``auth: api_key`
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from gatekeeper.gateway.mock_backend import MockBackend, run_backends
 from tests.conftest import REDIS_URL
-from tests.servers import free_port, wait_for_port
+from tests.servers import launch_replica
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -40,43 +39,12 @@ def _env(database: Path) -> dict[str, str]:
 def _launch(
     tmp_path: Path, env: dict[str, str], name: str, backend: str
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a replica whose ``/shop`` route needs an API key; retried on a lost port race."""
-    for _attempt in range(3):
-        port = free_port()
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "listener": {"host": "127.0.0.1", "port": port},
-                    "upstreams": {"shop": {"endpoints": [{"url": backend}]}},
-                    "routes": [
-                        {"name": "shop", "path_prefix": "/shop", "upstream": "shop", "auth": "any"}
-                    ],
-                }
-            )
-        )
-        with (tmp_path / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gatekeeper", "serve", "--config", str(config)],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                wait_for_port(port, 0.5)
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            except (TimeoutError, httpx.HTTPError):
-                continue
-            if health.status_code == 200 and process.poll() is None:
-                return process, port
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-            break
-    pytest.fail((tmp_path / f"{name}.log").read_text()[-3000:])
+    """Start a replica whose ``/shop`` route needs an API key or a JWT."""
+    config = {
+        "upstreams": {"shop": {"endpoints": [{"url": backend}]}},
+        "routes": [{"name": "shop", "path_prefix": "/shop", "upstream": "shop", "auth": "any"}],
+    }
+    return launch_replica(tmp_path, env, name, config)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, launch_replica
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -36,41 +36,9 @@ def _env(tmp_path: Path, database: Path) -> dict[str, str]:
     }
 
 
-def _start(tmp_path: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(json.dumps({"listener": {"host": "127.0.0.1", "port": port}}))
-    with (tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gatekeeper", "serve", "--config", str(config)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port
-
-
 def _launch(tmp_path: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a replica and wait until it answers /health itself. A free port can be taken by
-    someone else between choosing and binding it (the machine is shared): then the replica
-    exits and is started again on another port."""
-    for _attempt in range(3):
-        process, port = _start(tmp_path, env, name)
-        deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                wait_for_port(port, 0.5)
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            except (TimeoutError, httpx.HTTPError):
-                continue
-            if health.status_code == 200 and process.poll() is None:
-                return process, port
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-            break
-    pytest.fail((tmp_path / f"{name}.log").read_text()[-3000:])
+    """A replica with no proxied routes: the built-in API only."""
+    return launch_replica(tmp_path, env, name, {})
 
 
 @pytest.fixture
