@@ -23,41 +23,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.gateway import wrk
+from bench.gateway import nginx_conf, wrk
 from bench.net import free_port, wait_port
 from bench.report import Report
 
 REDIS_URL = os.environ.get("GATEKEEPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 BODY = '{"backend":"upstream","ok":true,"n":12345}'
-
-
-def _nginx_upstream(workdir: Path, port: int) -> Path:
-    tmp = workdir / "nginx"
-    tmp.mkdir(exist_ok=True)
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log crit;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
-  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
-  keepalive_requests 1000000;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      default_type application/json;
-      add_header Cache-Control "max-age=3600" always;
-      return 200 '{BODY}';
-    }}
-  }}
-}}
-"""
-    )
-    return conf
 
 
 def _gatekeeper_conf(
@@ -119,7 +90,7 @@ def run(quick: bool) -> Report:
     try:
         gk = [sys.executable, "-m", "gatekeeper"]
         subprocess.run([*gk, "migrate"], env=env, check=True, capture_output=True, timeout=120)
-        start([nginx, "-c", str(_nginx_upstream(workdir, ports["up"]))])
+        start([nginx, "-c", str(nginx_conf(workdir, "nginx", ports["up"], None, "max-age=3600"))])
         gk += ["serve", "--config"]
         setups = [("plain", None, 1.0), ("memory", "memory", 1.0), ("redis", "redis", 1.0),
                   ("redis_far", "redis", 0.0)]  # fmt: skip

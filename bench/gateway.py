@@ -33,9 +33,14 @@ REDIS_URL = os.environ.get("GATEKEEPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379
 BODY = '{"backend":"upstream","ok":true,"n":12345}'
 
 
-def _nginx_conf(workdir: Path, name: str, port: int, upstream_port: int | None) -> Path:
+def nginx_conf(
+    workdir: Path, name: str, port: int, upstream_port: int | None, cache_control: str = ""
+) -> Path:
+    """nginx as the origin (``upstream_port`` None: answers BODY itself, with ``cache_control``
+    if given) or as a keep-alive reverse proxy to ``upstream_port``."""
     if upstream_port is None:
-        location = f"location / {{ default_type application/json; return 200 '{BODY}'; }}"
+        header = f'add_header Cache-Control "{cache_control}" always; ' if cache_control else ""
+        location = f"location / {{ default_type application/json; {header}return 200 '{BODY}'; }}"
         upstream = ""
     else:
         upstream = f"upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}"
@@ -222,8 +227,8 @@ def run(quick: bool) -> Report:
         ],
     )
     try:
-        procs.start([nginx, "-c", str(_nginx_conf(workdir, "up", ports["up"], None))])
-        procs.start([nginx, "-c", str(_nginx_conf(workdir, "px", ports["nginx"], ports["up"]))])
+        procs.start([nginx, "-c", str(nginx_conf(workdir, "up", ports["up"], None))])
+        procs.start([nginx, "-c", str(nginx_conf(workdir, "px", ports["nginx"], ports["up"]))])
         procs.start([haproxy, "-f", str(_haproxy_conf(workdir, ports["haproxy"], ports["up"]))])
         procs.start([*gk, str(_gatekeeper_conf(workdir, ports["gk"], ports["up"], True))], env)
         procs.start(
