@@ -137,8 +137,10 @@ async def test_redis_paused_past_the_deadline_then_resumed(
         assert_follows_policy(mode, [d for d, _ in outage])
         assert max(t for _, t in outage) < DEADLINE + MARGIN
         reasons = limiter.stats.degraded_by_reason
-        assert reasons.get("timeout", 0) >= 2 * CALLERS  # two batches waited out the deadline
-        assert reasons.get("breaker_open", 0) >= CALLERS  # later ones did not wait at all
+        # Two store calls (the first round's two half-batches) waited out the deadline and
+        # opened the breaker (threshold 2)...
+        assert reasons.get("timeout", 0) >= CALLERS
+        assert reasons.get("breaker_open", 0) >= CALLERS  # ...so later ones did not wait at all
 
         private_redis.resume()
         decision = await recover(limiter, policy, fake_clock)

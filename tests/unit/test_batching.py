@@ -28,11 +28,44 @@ class Echo:
 async def test_concurrent_submissions_become_one_call_in_order() -> None:
     """100 submissions in one loop turn are run as one batch and each gets its own result."""
     run = Echo()
-    batcher: Batcher[int, int] = Batcher(run, batch_max=1000)
+    batcher: Batcher[int, int] = Batcher(run, batch_max=1000, split_at=1000)
     results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
     assert results == [i * 2 for i in range(100)]
     assert len(run.batches) == 1
     assert run.batches[0][0] == list(range(100))
+
+
+async def test_a_large_batch_with_nothing_in_flight_leaves_as_two_halves() -> None:
+    """The store runs one half while this process handles the other: 40 items at split_at=16
+    go as 20 + 20; the next turn's batch, sent while one is still out, goes whole."""
+    gate = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def slow(items: list[int], now_us: int | None) -> list[int]:
+        seen.append(list(items))
+        if len(seen) == 2:
+            await gate.wait()  # the second half stays in flight
+        return items
+
+    batcher: Batcher[int, int] = Batcher(slow, split_at=16)
+    first = [batcher.submit(i) for i in range(40)]
+    await asyncio.gather(*first[:20])
+    assert [len(s) for s in seen] == [20, 20]
+    assert batcher.in_flight == 1
+    second = asyncio.gather(*(batcher.submit(i) for i in range(100, 130)))
+    for _ in range(3):
+        await asyncio.sleep(0)  # loop turns, not wall time
+    assert [len(s) for s in seen] == [20, 20, 30]
+    gate.set()
+    assert await asyncio.gather(*first[20:]) == list(range(20, 40))
+    assert await second == list(range(100, 130))
+
+
+async def test_a_batch_below_split_at_is_never_split() -> None:
+    run = Echo()
+    batcher: Batcher[int, int] = Batcher(run, split_at=16)
+    await asyncio.gather(*(batcher.submit(i) for i in range(15)))
+    assert [len(items) for items, _ in run.batches] == [15]
 
 
 async def test_batch_max_splits_a_turn_into_bounded_batches() -> None:
@@ -92,20 +125,23 @@ def test_batch_max_must_be_a_positive_integer(bad: object) -> None:
     """A nonsensical batch_max is a configuration error naming the option."""
     with pytest.raises(ConfigurationError, match="batch_max"):
         Batcher(Echo(), batch_max=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="split_at"):
+        Batcher(Echo(), split_at=bad)  # type: ignore[arg-type]
 
 
-async def test_limiter_sends_n_concurrent_callers_as_one_store_call(
+async def test_limiter_sends_n_concurrent_callers_as_two_half_batches(
     fake_clock: FakeClock,
 ) -> None:
-    """64 concurrent hits on one limiter reach the store as ONE decide call of 64 groups."""
+    """64 concurrent hits on one limiter reach the store as two decide calls of 32 groups (one
+    batch, halved so that the store and this process work side by side)."""
     storage = RecordingStorage(fake_clock)
     limiter = Limiter(storage, clock=fake_clock)
     policy = Policy.parse("per-ip", "50/minute")
     decisions = await asyncio.gather(*(limiter.hit(policy, "ip:1") for _ in range(64)))
-    assert storage.calls == [64]
+    assert storage.calls == [32, 32]
     assert sum(d.allowed for d in decisions) == 50
-    assert limiter.stats.batches == 1
-    assert limiter.stats.largest_batch == 64
+    assert limiter.stats.batches == 2
+    assert limiter.stats.largest_batch == 32
     await limiter.aclose()
 
 

