@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +50,20 @@ _set_allowed = _slots["allowed"].__set__
 _set_results = _slots["results"].__set__
 _set_degraded = _slots["degraded"].__set__
 _set_shadow_denied = _slots["shadow_denied"].__set__
+
+
+def _ready(decision: Decision) -> asyncio.Future[Decision]:
+    """A future already resolved to ``decision`` (awaiting it does not suspend)."""
+    future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+    future.set_result(decision)
+    return future
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Decision]:
+    """A future already failed with ``exc`` (raised where the caller awaits it)."""
+    future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 def _admitted(result: PolicyResult) -> Decision:
@@ -165,8 +179,8 @@ class Limiter:
         self._sync_one: Callable[[Check, int | None], PolicyResult] | None = getattr(
             storage, "decide_one", None
         )
-        self._batcher: Batcher[Sequence[Check], _Results] = Batcher(
-            self._run_batch, batch_max=batch_max
+        self._batcher: Batcher[Sequence[Check], Decision] = Batcher(
+            self._run_and_conclude, batch_max=batch_max
         )
         self._stats = LimiterStats()
         self._closed = False
@@ -185,15 +199,20 @@ class Limiter:
         stats.breaker_state = self.breaker.state.value
         return stats
 
-    async def decide(self, checks: Sequence[Check], *, now_us: int | None = None) -> Decision:
-        """Decide the checks of ONE request, all-or-nothing; never raises for store failures.
+    def decide(self, checks: Sequence[Check], *, now_us: int | None = None) -> Awaitable[Decision]:
+        """Decide the checks of ONE request, all-or-nothing (await it); never fails for store
+        failures. A malformed group fails with :class:`ConfigurationError` when awaited.
 
         ``now_us`` overrides the store's clock (tests and simulations only).
+
+        Not a coroutine function: on Redis the awaitable is the batch's own future for this
+        group, already resolved to the :class:`Decision` (concluded once per batch), so a
+        decision costs no coroutine frame of its own; the other paths answer at once.
         """
         if not checks:
-            return Decision(True, ())
+            return _ready(Decision(True, ()))
         cache = self.over_limit
-        if cache is not None and cache:  # an empty cache costs no clock read
+        if cache is not None and cache._entries:  # an empty cache costs no clock read
             now = self.clock.monotonic()
             hits: list[PolicyResult] | None = None
             for check in checks:
@@ -204,34 +223,39 @@ class Limiter:
                     else:
                         hits.append(hit)
             if hits is not None:
-                return self._cached_denial(hits)
+                return _ready(self._cached_denial(hits))
         sync = self._sync
         if sync is not None:
-            one = self._sync_one
-            if one is not None and len(checks) == 1:
-                results: _Results = [one(checks[0], now_us)]
-            else:
-                results = sync((checks,), now_us)[0]
-        else:
-            # A malformed group must fail its own caller here, not poison a whole batch (and
-            # count as a store failure towards the breaker). One plain check is always valid.
-            if len(checks) > 1 or checks[0].policy.algorithm is Algorithm.CONCURRENCY:
+            try:
+                one = self._sync_one
+                if one is not None and len(checks) == 1:
+                    results: _Results = [one(checks[0], now_us)]
+                else:
+                    results = sync((checks,), now_us)[0]
+            except ConfigurationError as exc:
+                return _failed(exc)
+            return _ready(self._conclude(checks, results))
+        # A malformed group must fail its own caller here, not poison a whole batch (and
+        # count as a store failure towards the breaker). One plain check is always valid.
+        if len(checks) > 1 or checks[0].policy.algorithm is Algorithm.CONCURRENCY:
+            try:
                 validate_group(checks)
-            results = await self._batcher.submit(checks, now_us)
-        return self._conclude(checks, results)
+            except ConfigurationError as exc:
+                return _failed(exc)
+        return self._batcher.submit(checks, now_us)
 
-    # hit() and peek() hand back decide()'s coroutine instead of wrapping it in one of their
-    # own: one coroutine frame less per decision on the hot path; callers await them alike.
+    # hit() and peek() hand back decide()'s awaitable instead of wrapping it in a coroutine of
+    # their own: no coroutine frame per decision on the hot path; callers await them alike.
 
     def hit(
         self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
-    ) -> Coroutine[Any, Any, Decision]:
+    ) -> Awaitable[Decision]:
         """Decide one policy for one subject, debiting ``cost`` if admitted (await it)."""
         return self.decide((policy.check(key, cost),), now_us=now_us)
 
     def peek(
         self, policy: Policy, key: str, cost: int = 1, *, now_us: int | None = None
-    ) -> Coroutine[Any, Any, Decision]:
+    ) -> Awaitable[Decision]:
         """Would a hit of ``cost`` be admitted now? Debits nothing (await it)."""
         return self.decide((Check(policy, key, cost, peek=True),), now_us=now_us)
 
@@ -352,6 +376,14 @@ class Limiter:
                     metrics.degraded_decision("local")
                 else:
                     metrics.degraded_decision("fail_open")
+
+    async def _run_and_conclude(
+        self, groups: list[Sequence[Check]], now_us: int | None
+    ) -> list[Decision]:
+        """One store call for the batch, then each group's :class:`Decision`."""
+        results = await self._run_batch(groups, now_us)
+        conclude = self._conclude
+        return [conclude(group, result) for group, result in zip(groups, results, strict=True)]
 
     async def _run_batch(self, groups: list[Sequence[Check]], now_us: int | None) -> list[_Results]:
         """One store call for the whole batch, bounded by the deadline, guarded by the breaker."""
