@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
 from gatekeeper.observability.logging import accept_request_id
@@ -43,8 +43,12 @@ def native_table(extras: MutableMapping[str, Any]) -> NativeTable:
 async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> None:
     """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have."""
     rid = accept_request_id(request.header(_REQUEST_ID))
-    with structlog.contextvars.bound_contextvars(request_id=rid):
+    # bind/reset rather than the bound_contextvars() context manager: a third of the cost.
+    tokens = bind_contextvars(request_id=rid)
+    try:
         status, headers, body = await handler(request)
+    finally:
+        reset_contextvars(**tokens)
     headers = [h for h in headers if h[0] != _REQUEST_ID]
     headers.append((_REQUEST_ID, rid.encode("latin-1")))
     await conn.send_response(ProxyResponse(status, headers, Body.of(body)), request)
