@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
-from gatekeeper.errors import AuthenticationError, RateLimitExceeded, TokenError
+from gatekeeper.errors import AuthenticationError, RateLimitExceeded, StorageError, TokenError
 from gatekeeper.limits import Limiter, storage_from_url
 from gatekeeper.observability.metrics import Metrics
 from gatekeeper.testing import FakeClock
@@ -17,7 +17,7 @@ from gatekeeper.waitingroom.config import TenantConfig, WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.gate import WaitingRoomGate, cookie_name
 from gatekeeper.waitingroom.memory_store import MemoryStore
-from gatekeeper.waitingroom.service import InvalidRequest, eta_for
+from gatekeeper.waitingroom.service import STATS_TTL, InvalidRequest, eta_for
 from gatekeeper.waitingroom.sse import status_events
 from gatekeeper.waitingroom.store import QueueStats
 from gatekeeper.waitingroom.testing import WaitingRoom, build
@@ -190,3 +190,68 @@ async def test_worker_records_metrics(fake_clock: FakeClock) -> None:
     text = metrics.render().decode()
     assert 'gatekeeper_waitingroom_admissions_total{tenant="shop"} 10.0' in text
     assert 'gatekeeper_waitingroom_queue_length{tenant="shop"} 2.0' in text
+
+
+class CountingStore(MemoryStore):
+    """The in-process store, counting its ``stats`` reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats_reads = 0
+
+    async def stats(self, tenant: str, now: float) -> QueueStats:
+        self.stats_reads += 1
+        await asyncio.sleep(0)  # a round trip: concurrent callers arrive meanwhile
+        return await super().stats(tenant, now)
+
+
+async def test_queue_stats_are_read_once_per_expiry_by_concurrent_requests(
+    fake_clock: FakeClock,
+) -> None:
+    """The ETA's queue stats: one read for a burst of requests, and when the cached stats
+    expire one read again, the other requests of that moment answering from the old ones."""
+    store = CountingStore()
+    room = build(store, MemoryConfigRepository([T]), fake_clock)
+    answers = await asyncio.gather(*(room.service.enqueue(T, f"u{i}") for i in range(20)))
+    assert store.stats_reads == 1
+    assert all(a.eta is not None for a in answers)
+    fake_clock.advance(STATS_TTL + 0.5)
+    polls = await asyncio.gather(*(room.service.status(T, a.jwt) for a in answers))
+    assert store.stats_reads == 2
+    assert all(p.eta is not None for p in polls)
+    assert [p.position for p in polls] == list(range(1, 21))
+
+
+async def test_a_failed_stats_read_fails_its_callers_and_is_tried_again(
+    fake_clock: FakeClock,
+) -> None:
+    store = CountingStore()
+    room = build(store, MemoryConfigRepository([T]), fake_clock)
+    real = store.stats
+
+    async def broken(tenant: str, now: float) -> QueueStats:
+        raise StorageError("down")
+
+    store.stats = broken  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        await room.service.enqueue(T, "a")
+    store.stats = real  # type: ignore[method-assign]
+    assert (await room.service.enqueue(T, "b")).eta is not None
+
+
+async def test_per_ip_limits_follow_a_config_change(fake_clock: FakeClock) -> None:
+    """Raising ip_status_polling_limit takes effect at once for an address already limited."""
+    repository = MemoryConfigRepository([T])
+    await repository.save(
+        T, TenantConfig(ip_status_polling_limit=2, ip_status_polling_limit_interval=60)
+    )
+    limiter = Limiter(storage_from_url("memory://"))
+    room = build(MemoryStore(), repository, fake_clock, limiter=limiter)
+    token = (await room.service.enqueue(T, "a")).jwt
+    for _ in range(2):
+        await room.service.status(T, token, "10.0.0.1")
+    with pytest.raises(RateLimitExceeded):
+        await room.service.status(T, token, "10.0.0.1")
+    await room.service.update_config(T, {"ip_status_polling_limit": 5})
+    await room.service.status(T, token, "10.0.0.1")
+    await limiter.aclose()
