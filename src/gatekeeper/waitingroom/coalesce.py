@@ -42,12 +42,16 @@ class Coalescer(Generic[Item, Result]):
 
         A plain function returning the future, not a coroutine: one frame less per request.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
         batch = self._pending.get(group)
         if batch is None:
+            loop = asyncio.get_running_loop()
             batch = self._pending[group] = []
             loop.call_soon(self._flush, group)
+        else:
+            # The loop of this turn's batch: get_running_loop() costs a getpid() system call
+            # on every call (CPython checks for a fork), once per request otherwise.
+            loop = batch[0][1].get_loop()
+        future: asyncio.Future[Result] = loop.create_future()
         batch.append((item, future))
         if len(batch) >= self._max:
             # Full: send it now; later callers start a new batch.
