@@ -156,6 +156,15 @@ class WaitingRoomService:
         self._stats: dict[str, tuple[float, QueueStats, float]] = {}
         self._stats_reads: dict[str, asyncio.Future[tuple[float, QueueStats, float]]] = {}
 
+    def _cached_eta(
+        self, tenant: str, position: int, config: TenantConfig, now: float
+    ) -> Eta | None:
+        # The usual case, without a coroutine: the tenant's stats are cached and fresh.
+        entry = self._stats.get(tenant)
+        if entry is None or entry[0] <= self.clock.monotonic():
+            return None
+        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
+
     async def _eta(self, tenant: str, position: int, config: TenantConfig, now: float) -> Eta:
         # ETAs need the tick schedule and history, which change once per tick: reading them
         # (and deriving the measured period) once per second per tenant keeps a round trip and
@@ -266,7 +275,9 @@ class WaitingRoomService:
         if result.state is TicketState.READY:
             return EnqueueAnswer("", None, "User is already ready.", True, None)
         position = result.position or 1
-        eta = await self._eta(tenant, position, config, now)
+        eta = self._cached_eta(tenant, position, config, now) or await self._eta(
+            tenant, position, config, now
+        )
         if result.duplicate:
             return EnqueueAnswer("", position, "User is already in the queue.", False, eta)
         token = self.codec.issue(
@@ -333,7 +344,9 @@ class WaitingRoomService:
         if st.state is TicketState.READY:
             return StatusAnswer(None, fresh, None, True, None)
         position = st.position or 1
-        eta = await self._eta(tenant, position, config, now)
+        eta = self._cached_eta(tenant, position, config, now) or await self._eta(
+            tenant, position, config, now
+        )
         return StatusAnswer(None, fresh, position, False, eta)
 
     async def verify(self, tenant: str, token: str | None) -> bool:
