@@ -74,6 +74,22 @@ def _enforced(decision: Decision) -> list[PolicyResult]:
     return results
 
 
+_SINGLE: dict[tuple[str, int, int | None], tuple[bytes, str]] = {}
+
+
+def _single(result: PolicyResult, policies: Mapping[str, Policy] | None) -> tuple[bytes, str]:
+    """The ``RateLimit-Policy`` field of one policy and its quoted name, built once."""
+    window = _window(result, policies)
+    key = (result.policy, result.limit, window)
+    cached = _SINGLE.get(key)
+    if cached is None:
+        if len(_SINGLE) >= 4096:
+            _SINGLE.clear()
+        item = _policy_item(result.policy, result.limit, window)
+        cached = _SINGLE[key] = (item.encode("ascii"), _name(result.policy))
+    return cached
+
+
 def rate_limit_headers(
     decision: Decision,
     *,
@@ -86,6 +102,13 @@ def rate_limit_headers(
     without it, ``w`` is left out (it is optional in the draft). Degraded decisions get only
     ``Retry-After`` (when denied).
     """
+    only = decision.results
+    if len(only) == 1 and decision.allowed and not decision.degraded and not legacy:
+        r = only[0]
+        if not r.shadow:  # the common answer, one admitted policy: no lists, cached names
+            policy_field, name = _single(r, policies)
+            state = f"{name};r={max(0, r.remaining)};t={_seconds(r.reset_after)}"
+            return [(b"ratelimit-policy", policy_field), (b"ratelimit", state.encode("ascii"))]
     # A degraded decision knows nothing true about the shared quota (fail-open has no state, a
     # fallback only this replica's share): advertise nothing rather than something wrong.
     results = [] if decision.degraded else _enforced(decision)
