@@ -62,12 +62,16 @@ class Batcher(Generic[T, R]):
 
     def submit(self, item: T, now_us: int | None = None) -> asyncio.Future[R]:
         """Add ``item`` to this turn's batch; the future resolves to its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
         pending = self._pending
         entry = pending.get(now_us)
         if entry is None:
+            loop = asyncio.get_running_loop()
             entry = pending[now_us] = ([], [])
+        else:
+            # The batch's first future knows the loop: asyncio.get_running_loop() makes a
+            # getpid() system call each time, once per decision otherwise.
+            loop = entry[1][0].get_loop()
+        future: asyncio.Future[R] = loop.create_future()
         items, futures = entry
         items.append(item)
         futures.append(future)
