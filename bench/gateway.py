@@ -3,8 +3,10 @@
 Setup: one upstream (nginx, 1 worker, a fixed 40-byte JSON answer) and four ways to reach it:
 (a) direct, (b) nginx as a reverse proxy with upstream keep-alive, (c) HAProxy (1 thread,
 ``http-reuse always``), (d) Gatekeeper (1 process) with a Redis-backed limit on every request,
-high enough to admit everything; plus (e) Gatekeeper without a limit, to show the limiter's cost.
-Every proxy runs one worker/process.
+high enough to admit everything; plus (e) Gatekeeper without a limit, to show the limiter's cost,
+and (f) the Python floor (``bench/floor_proxy.py``): a proxy on the same uvloop + httptools that
+does nothing but parse and relay, the ceiling of any Python design on this stack. Every proxy
+runs one worker/process.
 
 Throughput: ``wrk -t1 -c64`` (closed loop, saturating). Because this machine is shared, each row
 also reports the serving process's CPU time per request (from /proc), the figure least
@@ -198,7 +200,7 @@ def run(quick: bool) -> Report:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     seconds = 3.0 if quick else 10.0
     workdir = Path(tempfile.mkdtemp(prefix="gk-bench-gw-"))
-    ports = {k: free_port() for k in ("up", "nginx", "haproxy", "gk", "gk_plain")}
+    ports = {k: free_port() for k in ("up", "nginx", "haproxy", "gk", "gk_plain", "floor")}
     procs = _Procs(workdir / "stderr.log")
     env = dict(
         os.environ,
@@ -234,6 +236,8 @@ def run(quick: bool) -> Report:
         procs.start(
             [*gk, str(_gatekeeper_conf(workdir, ports["gk_plain"], ports["up"], False))], env
         )
+        floor = Path(__file__).with_name("floor_proxy.py")
+        procs.start([sys.executable, str(floor), str(ports["floor"]), str(ports["up"])], env)
         for name, port in ports.items():
             try:
                 wait_port(port)
@@ -247,6 +251,7 @@ def run(quick: bool) -> Report:
             ("haproxy", ports["haproxy"], pids[2]),
             ("gatekeeper + redis limit", ports["gk"], pids[3]),
             ("gatekeeper, no limit", ports["gk_plain"], pids[4]),
+            ("python floor (parse + relay only)", ports["floor"], pids[5]),
         ]
         for _, port, _ in contenders:  # warm up: connections, JIT-free but caches and pools
             wrk(f"http://127.0.0.1:{port}/bench", 64, 1)
@@ -293,6 +298,9 @@ def run(quick: bool) -> Report:
         report.target(
             "gatekeeper + redis limit throughput / nginx proxy", saturation / nginx_rps, 0.6
         )
+        floor_rps = results["python floor (parse + relay only)"]["rps"]
+        report.meta["python_floor_vs_nginx"] = round(floor_rps / nginx_rps, 3)
+        report.meta["gatekeeper_limited_vs_python_floor"] = round(saturation / floor_rps, 3)
         # Report "2 ms minus the added p99" so that >= 0 means the target is met.
         report.target("p99 headroom at half load: 2 ms - added p99 (ms)", 2.0 - added, 0.0)
     finally:
