@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatekeeper.errors import ConfigurationError, TokenError
+from gatekeeper.waitingroom import tokens
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec, TokenExpired
 
 SECRET = "s" * 32
@@ -278,3 +279,26 @@ def test_verified_cache_is_bounded_and_keeps_hitting_past_its_size() -> None:
     for _ in range(50):  # cached or not, an expired token is refused every time
         with pytest.raises(TokenExpired):
             codec.decode(expired, "shop", now=NOW)
+
+
+def test_one_codec_issues_for_many_tenants_each_bound_to_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The payload opening kept per tenant never leaks into another tenant's tokens, also
+    after the kept openings are dropped for being too many."""
+    monkeypatch.setattr(tokens, "HEADS_CACHE", 3)
+    codec = TokenCodec(HS256Signer(SECRET))
+    tenants = ["a", 'q"uote', "b", "caf\u00e9", "a", "c", "d", "b"]
+    for round_ in range(2):
+        for i, tenant in enumerate(tenants):
+            token = codec.issue(tenant, f"user-{i}", i, now=NOW, ttl=60)
+            claims = pyjwt.decode(
+                token,
+                SECRET,
+                algorithms=["HS256"],
+                audience=f"wr:{tenant}",
+                issuer="gatekeeper",
+                options={"verify_exp": False},  # NOW is a fixed past instant
+            )
+            assert (claims["sub"], claims["tkt"]) == (f"user-{i}", i), round_
+            assert TokenCodec(HS256Signer(SECRET)).decode(token, tenant, now=NOW).tenant == tenant
