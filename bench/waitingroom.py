@@ -9,7 +9,8 @@ touched). Throughput is measured two ways:
   own server + the built-in FastAPI app with the waiting-room component, per-IP limits on
   through the Redis limit store, limits raised so that nothing is refused), twice: with the
   gateway's native handlers for enqueue/status (the default), and with them off (every request
-  through the ASGI bridge and FastAPI: the HTTP rows' baseline).
+  through the ASGI bridge and FastAPI: the HTTP rows' baseline). Each HTTP row also reports
+  the Gatekeeper process's CPU microseconds per request (``/proc``; 0 where there is none).
 
 Status polls are measured twice: the first poll of each token at a replica that has not seen
 it (full signature check), and repeated polls over a working set that fits the verified-token
