@@ -67,7 +67,9 @@ local function ttl_ms(reset_us)
 end
 
 -- String states (token bucket, GCRA, windows): read once per batch (one MGET for the whole
--- batch on a single node), written back at the end.
+-- batch on a single node), written back at the end; except a lone token-bucket or
+-- sliding-window check on a key not decided yet in the batch (the hot case, see the main
+-- loop), whose state is written at once and its new value kept in `fetched`.
 local states = {}
 local fetched = {}
 local dirty, dirty_order = {}, {}
@@ -128,21 +130,25 @@ end
 -- string state (a table; stored under the key with the returned reset), or a function (the
 -- sorted-set algorithms). Commits wait until the group is known to pass.
 
+-- A token bucket's deficit (scaled units) and the state's time, from its stored tokens and
+-- last refill time.
+local function tb_deficit(tokens, last, limit, period, capacity)
+  local deficit, t = capacity * period - tokens, now
+  if now > last and deficit > 0 then
+    if now - last >= cdiv(deficit, limit) then
+      deficit = 0
+    else
+      deficit = deficit - (now - last) * limit
+    end
+  end
+  if now < last then t = last end
+  return deficit, t
+end
+
 local function token_bucket(key, limit, period, capacity, cost)
   local s = load(key)
   local deficit, t = 0, now
-  if s then
-    local tokens, last = s[1], s[2]
-    deficit = capacity * period - tokens
-    if now > last and deficit > 0 then
-      if now - last >= cdiv(deficit, limit) then
-        deficit = 0
-      else
-        deficit = deficit - (now - last) * limit
-      end
-    end
-    if now < last then t = last end
-  end
+  if s then deficit, t = tb_deficit(s[1], s[2], limit, period, capacity) end
   local a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
   if after and cost > 0 then return a, rem, reset, retry, {capacity * period - after, t} end
   return a, rem, reset, retry, nil
@@ -179,17 +185,17 @@ local function fixed_window(key, limit, period, cost)
   return 0, limit - count, reset, window_end, nil
 end
 
-local function sliding_window(key, limit, period, cost)
-  local s = load(key)
+-- The sliding-window counter's decision from its stored counts (previous window, current
+-- window, start of the current window; nil for no state). The new state, when the hit is
+-- debited, comes back as its three numbers after the usual four values.
+local function sliding_core(sprev, scur, sstart, limit, period, cost)
   local start = idiv(now, period) * period
   local elapsed = now - start
   local prev, cur = 0, 0
-  if s then
-    if s[3] == start then
-      prev, cur = s[1], s[2]
-    elseif s[3] == start - period then
-      prev = s[2]
-    end
+  if sstart == start then
+    prev, cur = sprev, scur
+  elseif sstart == start - period then
+    prev = scur
   end
   local weighted = prev * (period - elapsed)
   local allowed = 0
@@ -207,7 +213,7 @@ local function sliding_window(key, limit, period, cost)
     reset = start + period - now
   end
   if allowed == 1 then
-    if cost > 0 then return 1, remaining, reset, 0, {prev, cur, start} end
+    if cost > 0 then return 1, remaining, reset, 0, prev, cur, start end
     return 1, remaining, reset, 0, nil
   end
   if cost > limit then return 0, remaining, reset, reset, nil end
@@ -220,6 +226,18 @@ local function sliding_window(key, limit, period, cost)
   if wait < 0 then wait = 0 end
   if wait < period then return 0, remaining, reset, start + period + wait - now, nil end
   return 0, remaining, reset, start + 2 * period - now, nil
+end
+
+local function sliding_window(key, limit, period, cost)
+  local s = load(key)
+  local a, rem, reset, retry, prev, cur, start
+  if s then
+    a, rem, reset, retry, prev, cur, start = sliding_core(s[1], s[2], s[3], limit, period, cost)
+  else
+    a, rem, reset, retry, prev, cur, start = sliding_core(0, 0, nil, limit, period, cost)
+  end
+  if prev then return a, rem, reset, retry, {prev, cur, start} end
+  return a, rem, reset, retry, nil
 end
 
 local function zscore_at(key, index)
@@ -402,7 +420,38 @@ for _ = 1, batch[1] do
     local key, limit, period, capacity = keys[k], policies[p + 2], policies[p + 3], policies[p + 4]
     local cost, flags = batch[pos + 1], batch[pos + 2]
     pos = pos + 3
-    local a, rem, reset, retry, commit = evaluate(key, code, limit, period, capacity, cost, lease)
+    local a, rem, reset, retry, commit
+    local v = fetched[key]
+    if flags % 2 == 0 and v ~= nil and states[key] == nil
+        and ((code == 1 and (v == false or (#v == 17 and byte(v, 1) == 0)))
+          or (code == 4 and (v == false or (#v == 25 and byte(v, 1) == 0)))) then
+      -- The hot case without tables or deferred writes: a token bucket or sliding window
+      -- (not a peek) that this batch has not decided yet, with its binary state (or none)
+      -- from the MGET. Its state is written at once and kept in `fetched` for a later check
+      -- of the same key in this batch.
+      local blob
+      if code == 1 then
+        local deficit, t = 0, now
+        if v then
+          local tokens, last = unpack_struct('<dd', v, 2)
+          deficit, t = tb_deficit(tokens, last, limit, period, capacity)
+        end
+        local after
+        a, rem, reset, retry, after = bucket(deficit, limit, period, capacity, cost)
+        if after and cost > 0 then blob = pack_struct('<Bdd', 0, capacity * period - after, t) end
+      else
+        local p1, p2, p3 = 0, 0, nil
+        if v then p1, p2, p3 = unpack_struct('<ddd', v, 2) end
+        a, rem, reset, retry, p1, p2, p3 = sliding_core(p1, p2, p3, limit, period, cost)
+        if p1 then blob = pack_struct('<Bddd', 0, p1, p2, p3) end
+      end
+      if blob then
+        rcall('SET', key, blob, 'PX', ttl_ms(reset))
+        fetched[key] = blob
+      end
+    else
+      a, rem, reset, retry, commit = evaluate(key, code, limit, period, capacity, cost, lease)
+    end
     if a == 1 and flags % 2 == 1 and cost > 0 then
       -- A peek reports the state as it is, not as the debit would leave it.
       a, rem, reset, retry = evaluate(key, code, limit, period, capacity, 0, lease)
