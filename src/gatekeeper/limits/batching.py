@@ -129,8 +129,10 @@ class Batcher(Generic[T, R]):
                     future.set_exception(exc)
             return
         for future, result in zip(futures, results, strict=True):
-            if not future.done():  # a caller that gave up (cancelled) no longer listens
+            try:
                 future.set_result(result)
+            except asyncio.InvalidStateError:  # a caller that gave up (cancelled) no longer listens
+                pass
 
     async def drain(self) -> None:
         """Send what is pending and wait for every batch in flight."""

@@ -41,7 +41,8 @@ from gatekeeper.types import Clock, Storage, SystemClock
 __all__ = ["Limiter", "LimiterStats"]
 
 _Results = list[PolicyResult]
-_GROUP_CACHE = 65_536  # one-check groups kept by Limiter.hit (cleared when full)
+_GROUP_CACHE = 65_536
+_CONCURRENCY = Algorithm.CONCURRENCY  # one-check groups kept by Limiter.hit (cleared when full)
 _SyncDecide = Callable[[Sequence[Sequence[Check]], "int | None"], list[list[PolicyResult]]]
 
 
@@ -263,6 +264,14 @@ class Limiter:
                 if len(groups) >= _GROUP_CACHE:
                     groups.clear()
                 group = groups[(id(policy), key)] = (policy.check(key, 1),)
+            cache = self.over_limit
+            if (
+                self._sync is None
+                and (cache is None or not cache._entries)
+                and policy.algorithm is not _CONCURRENCY
+            ):
+                # What decide() would do for this group, without its call: straight to the batch.
+                return self._batcher.submit(group, now_us)
             return self.decide(group, now_us=now_us)
         return self.decide((policy.check(key, cost),), now_us=now_us)
 
