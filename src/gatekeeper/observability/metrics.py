@@ -300,7 +300,8 @@ class Metrics:
         self._req: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._attempts: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # (policy, outcome) -> [counter child, live field, count not folded yet]
-        self._verdicts: dict[tuple[str, str], list[Any]] = {}
+        # (policy, outcome) or ("cache", route, result) -> [child, live name, counts to fold]
+        self._verdicts: dict[tuple[str, ...], list[Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _tally(self, children: tuple[Any, Any], seconds: float) -> None:
@@ -448,10 +449,18 @@ class Metrics:
             self._child(self.queue_rejections, upstream, rejected).inc()
 
     def cache(self, route: str, result: CacheResult) -> None:
-        """Count one cache lookup."""
-        self._child(self.cache_lookups, _label(route), result).inc()
+        """Count one cache lookup (tallied like the limiter's verdicts: a hit is cheap)."""
+        key = ("cache", route, result)
+        entry = self._verdicts.get(key)
+        if entry is None:
+            child = self._child(self.cache_lookups, _label(route), result)
+            entry = self._verdicts[key] = [child, f"cache:{result}", 0]
+        if self._deferred:
+            entry[2] += 1
+        else:
+            entry[0].inc()
         if self.live is not None:
-            self.live.count(f"cache:{result}")
+            self.live.count(entry[1])
 
     # -- waiting room -------------------------------------------------------------------------
 
