@@ -91,6 +91,47 @@ async def test_script_flush_is_recovered_by_reloading(private_redis: RedisServer
         await store.aclose()
 
 
+async def test_limiter_batches_sent_without_a_task_recover_from_script_flush(
+    private_redis: RedisServer,
+) -> None:
+    """The limiter's callback path (decide_soon/settle) meets NOSCRIPT after SCRIPT FLUSH,
+    resends the batch through the store's decide (which loads the script) and debits once."""
+    from gatekeeper.limits import Limiter
+
+    limiter = Limiter(storage_from_url(private_redis.url), deadline=1.0)
+    client = aioredis.Redis.from_url(private_redis.url)
+    policy = Policy("flush-fast", "10/minute")
+    try:
+        first = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(4)))
+        assert sorted(d.remaining for d in first) == [6, 7, 8, 9]
+        await client.script_flush()
+        again = await asyncio.gather(*(limiter.hit(policy, "k") for _ in range(4)))
+        assert sorted(d.remaining for d in again) == [2, 3, 4, 5]  # each hit debited once
+        assert not any(d.degraded for d in first + again)
+        assert limiter.stats.storage_errors == 0
+    finally:
+        await client.aclose()
+        await limiter.aclose()
+
+
+async def test_a_store_without_an_open_connection_takes_the_task_path(
+    private_redis: RedisServer,
+) -> None:
+    """decide_soon answers None until the lean connection is open: the first batch goes
+    through decide (which opens it), the next ones through the callback path."""
+    store = storage_from_url(private_redis.url)
+    try:
+        check = Check(Policy("soon", "5/minute"), "k")
+        assert store.decide_soon([[check]], NOW) is None  # type: ignore[attr-defined]
+        await store.decide([[check]], NOW)
+        reply = store.decide_soon([[check]], NOW)  # type: ignore[attr-defined]
+        assert reply is not None
+        results = store.settle([[check]], await reply)  # type: ignore[attr-defined]
+        assert results[0][0].remaining == 3
+    finally:
+        await store.aclose()
+
+
 async def test_decisions_resume_after_a_redis_restart(private_redis: RedisServer) -> None:
     """A restarted Redis (empty, no scripts) serves the next decisions; at most the first
     call on a dead connection fails, as a StorageError."""

@@ -165,3 +165,39 @@ async def test_memory_store_takes_the_synchronous_path(fake_clock: FakeClock) ->
     assert [d.allowed for d in decisions] == [True, True, False]
     assert limiter.stats.batches == 0
     await limiter.aclose()
+
+
+async def test_a_launch_hook_takes_batches_without_a_task_and_counts_as_in_flight() -> None:
+    """A batch the hook takes is resolved by the hook, counts as in flight (so the next
+    turn's batch is not split) and is awaited by drain(); a batch it declines runs as usual."""
+    loop = asyncio.get_running_loop()
+    taken: list[tuple[list[int], list[asyncio.Future[int]], asyncio.Future[None]]] = []
+
+    def launch(
+        items: list[int], futures: list[asyncio.Future[int]], now_us: int | None
+    ) -> asyncio.Future[None] | None:
+        if items[0] < 0:
+            return None  # declined: the task path runs it
+        done: asyncio.Future[None] = loop.create_future()
+        taken.append((items, futures, done))
+        return done
+
+    run = Echo()
+    batcher: Batcher[int, int] = Batcher(run, split_at=4, launch=launch)
+    first = [batcher.submit(i) for i in range(8)]
+    await asyncio.sleep(0)
+    assert [len(items) for items, _, _ in taken] == [4, 4]  # split: nothing was in flight
+    assert batcher.in_flight == 2
+    second = [batcher.submit(i) for i in range(10, 18)]
+    await asyncio.sleep(0)
+    assert [len(items) for items, _, _ in taken] == [4, 4, 8]  # in flight: not split
+    declined = await batcher.submit(-1)
+    assert declined == -2
+    assert run.batches == [([-1], None)]
+    for items, futures, done in taken:
+        for item, future in zip(items, futures, strict=True):
+            future.set_result(item * 3)
+        loop.call_soon(done.set_result, None)
+    await batcher.drain()
+    assert batcher.in_flight == 0
+    assert await asyncio.gather(*first, *second) == [i * 3 for i in [*range(8), *range(10, 18)]]

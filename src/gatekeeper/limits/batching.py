@@ -32,25 +32,40 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 RunBatch = Callable[[list[T], "int | None"], Awaitable[list[R]]]
+# Takes a batch on without a task: returns a future done once every caller's future is
+# resolved, or None to leave the batch to ``run`` (see Batcher).
+LaunchBatch = Callable[
+    [list[T], "list[asyncio.Future[R]]", "int | None"], "asyncio.Future[None] | None"
+]
 
 
 class Batcher(Generic[T, R]):
     """Collects items submitted during one loop turn and runs them as one batch.
 
     ``run(items, now_us)`` must return one result per item, in order. If it raises, every
-    caller of the batch gets the exception.
+    caller of the batch gets the exception. ``launch(items, futures, now_us)``, if given, is
+    offered each batch first: it may take it on with callbacks instead of a task and a chain
+    of coroutines (a few microseconds a batch), resolving every future itself.
     """
 
-    def __init__(self, run: RunBatch[T, R], *, batch_max: int = 256, split_at: int = 16) -> None:
+    def __init__(
+        self,
+        run: RunBatch[T, R],
+        *,
+        batch_max: int = 256,
+        split_at: int = 16,
+        launch: LaunchBatch[T, R] | None = None,
+    ) -> None:
         for name, value in (("batch_max", batch_max), ("split_at", split_at)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
         self._run = run
+        self._fast = launch
         self.batch_max = batch_max
         self.split_at = max(2, split_at)
         self._pending: dict[int | None, tuple[list[T], list[asyncio.Future[R]]]] = {}
         self._scheduled = False
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[None]] = set()
         self.batches = 0
         self.items = 0
         self.largest = 0
@@ -110,9 +125,12 @@ class Batcher(Generic[T, R]):
         self.items += size
         if size > self.largest:
             self.largest = size
-        task = loop.create_task(self._execute(items, futures, now_us))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        fast = self._fast
+        done = fast(items, futures, now_us) if fast is not None else None
+        if done is None:
+            done = loop.create_task(self._execute(items, futures, now_us))
+        self._inflight.add(done)
+        done.add_done_callback(self._inflight.discard)
 
     async def _execute(
         self, items: list[T], futures: list[asyncio.Future[R]], now_us: int | None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ from gatekeeper.limits.batching import Batcher
 from gatekeeper.limits.decision import Decision, PolicyResult
 from gatekeeper.limits.overlimit import OverLimitCache
 from gatekeeper.limits.policy import Algorithm, Check, FailureMode, Policy
-from gatekeeper.limits.resilience import Breaker, Degraded, FailurePolicy, LogThrottle
+from gatekeeper.limits.resilience import Breaker, BreakerState, Degraded, FailurePolicy, LogThrottle
 from gatekeeper.limits.storage.memory import validate_group
 from gatekeeper.types import Clock, Storage, SystemClock
 
@@ -66,6 +66,27 @@ def _failed(exc: BaseException) -> asyncio.Future[Decision]:
     future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
+
+
+def _resolve(futures: list[asyncio.Future[Decision]], decisions: list[Decision]) -> None:
+    for future, decision in zip(futures, decisions, strict=True):
+        try:
+            future.set_result(decision)
+        except asyncio.InvalidStateError:  # a caller that gave up (cancelled) no longer listens
+            pass
+
+
+def _fail(
+    futures: list[asyncio.Future[Decision]], done: asyncio.Future[None], exc: BaseException
+) -> None:
+    for future in futures:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+    if not done.done():
+        done.set_result(None)
 
 
 def _admitted(result: PolicyResult) -> Decision:
@@ -181,9 +202,17 @@ class Limiter:
         self._sync_one: Callable[[Check, int | None], PolicyResult] | None = getattr(
             storage, "decide_one", None
         )
-        self._batcher: Batcher[Sequence[Check], Decision] = Batcher(
-            self._run_and_conclude, batch_max=batch_max
+        # A store that can send a batch without a coroutine (Redis on a lean connection):
+        # batches then go out through _launch, callbacks instead of a task per batch.
+        self._decide_soon: Callable[..., asyncio.Future[Any] | None] | None = getattr(
+            storage, "decide_soon", None
         )
+        self._settle: Callable[..., list[_Results] | None] | None = getattr(storage, "settle", None)
+        fast = self._decide_soon is not None and self._settle is not None
+        self._batcher: Batcher[Sequence[Check], Decision] = Batcher(
+            self._run_and_conclude, batch_max=batch_max, launch=self._launch if fast else None
+        )
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self._stats = LimiterStats()
         self._groups: dict[tuple[int, str], tuple[Check]] = {}
         self._closed = False
@@ -403,7 +432,12 @@ class Limiter:
         self, groups: list[Sequence[Check]], now_us: int | None
     ) -> list[Decision]:
         """One store call for the batch, then each group's :class:`Decision`."""
-        results = await self._run_batch(groups, now_us)
+        return self._conclude_batch(groups, await self._run_batch(groups, now_us))
+
+    def _conclude_batch(
+        self, groups: list[Sequence[Check]], results: list[_Results]
+    ) -> list[Decision]:
+        """Each group's :class:`Decision` from the store's results."""
         # The common case inline (one admitted policy per group), the rest via _conclude: at
         # 32 decisions a batch, a call per decision is a measurable share of the CPU.
         out: list[Decision] = []
@@ -426,6 +460,93 @@ class Limiter:
         stats.decisions += admitted
         stats.allowed += admitted
         return out
+
+    def _launch(
+        self,
+        groups: list[Sequence[Check]],
+        futures: list[asyncio.Future[Decision]],
+        now_us: int | None,
+    ) -> asyncio.Future[None] | None:
+        """Send a batch with callbacks only (see Batcher); None leaves it to the task path,
+        which also carries every breaker probe."""
+        decide_soon = self._decide_soon
+        if decide_soon is None or self.breaker.state is not BreakerState.CLOSED:
+            return None
+        try:
+            reply = decide_soon(groups, now_us)
+        except Exception:  # the task path meets the same failure and reports it
+            return None
+        if reply is None:
+            return None
+        loop = reply.get_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        # The deadline: cancelling the reply's future drops the late answer when it comes.
+        timer = loop.call_later(self.deadline, reply.cancel)
+        started = time.perf_counter() if self.metrics is not None else 0.0
+
+        def landed(reply: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            try:
+                self._landed(groups, futures, now_us, done, reply, started)
+            except BaseException as exc:  # never leave a caller waiting
+                _fail(futures, done, exc)
+                raise
+
+        reply.add_done_callback(landed)
+        return done
+
+    def _landed(
+        self,
+        groups: list[Sequence[Check]],
+        futures: list[asyncio.Future[Decision]],
+        now_us: int | None,
+        done: asyncio.Future[None],
+        reply: asyncio.Future[Any],
+        started: float,
+    ) -> None:
+        assert self._settle is not None
+        try:
+            if reply.cancelled():
+                raise TimeoutError(f"Redis did not answer within {self.deadline} s")
+            results = self._settle(groups, reply.result())
+        except TimeoutError as exc:
+            self.breaker.failure()
+            self._follow_up(self._degrade(groups, "timeout", exc), groups, futures, done)
+            return
+        except Exception as exc:  # StorageError, or the connection's loss
+            self.breaker.failure()
+            self._follow_up(self._degrade(groups, "error", exc), groups, futures, done)
+            return
+        if results is None:  # NOSCRIPT: nothing ran; the task path loads the script, resends
+            self._follow_up(self._run_batch(groups, now_us), groups, futures, done)
+            return
+        self.breaker.success()
+        if self.metrics is not None:
+            self.metrics.store_call(self._store_label, time.perf_counter() - started)
+        _resolve(futures, self._conclude_batch(groups, results))
+        done.set_result(None)
+
+    def _follow_up(
+        self,
+        work: Coroutine[Any, Any, list[_Results]],
+        groups: list[Sequence[Check]],
+        futures: list[asyncio.Future[Decision]],
+        done: asyncio.Future[None],
+    ) -> None:
+        """Finish a launched batch on the task path (degrading, or resending after NOSCRIPT)."""
+
+        async def finish() -> None:
+            try:
+                decisions = self._conclude_batch(groups, await work)
+            except BaseException as exc:
+                _fail(futures, done, exc)
+                raise
+            _resolve(futures, decisions)
+            done.set_result(None)
+
+        task = done.get_loop().create_task(finish())
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
 
     async def _run_batch(self, groups: list[Sequence[Check]], now_us: int | None) -> list[_Results]:
         """One store call for the whole batch, bounded by the deadline, guarded by the breaker."""

@@ -153,6 +153,13 @@ class LeanPool:
         except TimeoutError as exc:
             raise StorageTimeout(f"Redis did not answer within {self.timeout} s") from exc
 
+    def send(self, payload: bytes) -> asyncio.Future[Any] | None:
+        """Write one command on an open connection now and return its reply's future (errors
+        as values; no ``timeout``: the caller bounds it); None while a connection is missing
+        (then :meth:`call` opens it)."""
+        connection = self._pick()
+        return None if connection is None else connection.call(payload)
+
     def _pick(self) -> LeanConnection | None:
         best: LeanConnection | None = None
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ carries a TTL until its state is fully reset. Errors leave as
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -78,6 +79,32 @@ class RedisStorage:
         else:
             flat = await self._evalsha(keys, args)
         return decode(groups, flat)
+
+    def decide_soon(
+        self, groups: Sequence[Sequence[Check]], now_us: int | None = None
+    ) -> asyncio.Future[Any] | None:
+        """Send a batch now and return the future of Redis's raw reply, for :meth:`settle`; None
+        when this store cannot (no lean connection open yet): use :meth:`decide`.
+
+        The limiter's hot path: no coroutine, no task; the caller bounds the wait itself.
+        """
+        lean = self.lean
+        if lean is None or not groups:
+            return None
+        keys, args = self._encoder.encode(groups, now_us)
+        return lean.send(evalsha(self._decide.sha, keys, args))
+
+    def settle(
+        self, groups: Sequence[Sequence[Check]], reply: Any
+    ) -> list[list[PolicyResult]] | None:
+        """The results of a :meth:`decide_soon` reply; None if Redis lost the script (NOSCRIPT:
+        nothing ran, so :meth:`decide` may send the batch again). Raises
+        :class:`StorageError` for any other error reply."""
+        if isinstance(reply, ReplyError):
+            if str(reply).startswith("NOSCRIPT"):
+                return None
+            raise StorageError(f"deciding limits: Redis answered {reply}")
+        return decode(groups, reply)
 
     async def _lean_evalsha(self, lean: LeanPool, keys: list[str], args: list[Any]) -> list[Any]:
         script = self._decide
