@@ -26,10 +26,11 @@ async def store(
         yield MemoryStore()
         return
     client = aioredis.Redis.from_url(REDIS_URL)
-    redis_store = RedisStore(client, prefix=redis_prefix)
+    redis_store = RedisStore(client, prefix=redis_prefix, lean=True)
     try:
         yield redis_store
     finally:
+        await redis_store.aclose()
         await client.aclose()
 
 

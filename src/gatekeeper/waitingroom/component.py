@@ -78,7 +78,7 @@ class WaitingRoomComponent:
         wr = self.settings
         shared = context.redis is not None
         self.store: WaitingRoomStore = (
-            RedisStore(context.redis, prefix=wr.redis_prefix)
+            RedisStore(context.redis, prefix=wr.redis_prefix, lean=True)
             if context.redis is not None
             else MemoryStore()
         )

@@ -34,7 +34,13 @@ from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evals
 from gatekeeper.limits.storage._script import Encoder, decode, load_script, translate_errors
 from gatekeeper.types import Clock, Storage
 
-__all__ = ["RedisStorage", "parse_hosts", "redis_options", "redis_storage_from_url"]
+__all__ = [
+    "RedisStorage",
+    "lean_pool_for",
+    "parse_hosts",
+    "redis_options",
+    "redis_storage_from_url",
+]
 
 # Query-string options passed on to redis-py, with their types.
 _FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval")
@@ -246,14 +252,14 @@ def redis_storage_from_url(
         raise ConfigurationError(f"storage URL {url!r}: the path must be a database number")
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     client = Redis.from_url(base, **kwargs)
-    return RedisStorage(client, prefix=prefix, lean=_lean_pool(client))
+    return RedisStorage(client, prefix=prefix, lean=lean_pool_for(client))
 
 
-def _lean_pool(client: Redis) -> LeanPool | None:
-    """A :class:`LeanPool` to the server ``client`` talks to, when it is plain TCP (TLS and Unix
-    sockets stay with redis-py)."""
-    pool = client.connection_pool
-    if pool.connection_class is not Connection:
+def lean_pool_for(client: Any) -> LeanPool | None:
+    """A :class:`LeanPool` to the server a ``redis.asyncio.Redis`` talks to, when it is plain
+    TCP (TLS, Unix sockets, Sentinel and Cluster clients stay with redis-py: None)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or pool.connection_class is not Connection:
         return None
     options = pool.connection_kwargs
     setup = []
