@@ -162,10 +162,11 @@ class LeanPool:
 
     def _pick(self) -> LeanConnection | None:
         best: LeanConnection | None = None
-        loop = asyncio.get_running_loop()
         for index, connection in enumerate(self._slots):
-            if connection is not None and connection.loop is not loop:
-                # Opened under another event loop (a second asyncio.run): unusable here.
+            if connection is not None and not connection.loop.is_running():
+                # Opened under an event loop that is not running (a second asyncio.run): unusable
+                # here. (A pool serves one running loop; asking asyncio.get_running_loop() would
+                # cost a getpid() system call per batch.)
                 connection.close()
                 self._slots[index] = None
                 connection = None
