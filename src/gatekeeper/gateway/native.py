@@ -15,11 +15,12 @@ the app's middleware adds to every answer is added here too: the request id (the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+from gatekeeper.gateway.messages import Headers, ProxyRequest
 from gatekeeper.observability.logging import accept_request_id
 
 if TYPE_CHECKING:
@@ -40,18 +41,29 @@ def native_table(extras: MutableMapping[str, Any]) -> NativeTable:
     return table
 
 
+def _request_id_var() -> ContextVar[Any]:
+    """The context variable behind structlog's bound ``request_id`` (read off the token that
+    binding returns), so that a request can set and reset it directly: structlog's
+    bind/reset pair costs about 1 us a request, the variable's own set/reset a tenth."""
+    tokens = bind_contextvars(request_id=None)
+    reset_contextvars(**tokens)
+    return tokens["request_id"].var
+
+
+_RID = _request_id_var()
+
+
 async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> None:
     """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have."""
     rid = accept_request_id(request.header(_REQUEST_ID))
-    # bind/reset rather than the bound_contextvars() context manager: a third of the cost.
-    tokens = bind_contextvars(request_id=rid)
+    token = _RID.set(rid)  # log lines of the handler carry the request id
     try:
         status, headers, body = await handler(request)
     finally:
-        reset_contextvars(**tokens)
+        _RID.reset(token)
     headers = [h for h in headers if h[0] != _REQUEST_ID]
     headers.append((_REQUEST_ID, rid.encode("latin-1")))
-    await conn.send_response(ProxyResponse(status, headers, Body.of(body)), request)
+    conn.send_bytes(status, headers, body, request)
     if not request.body.at_eof:
         # The handler did not read the body: the connection cannot be reused (as the bridge).
         conn.keep_alive = False

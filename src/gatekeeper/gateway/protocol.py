@@ -390,6 +390,25 @@ class HttpProtocol(asyncio.Protocol):
         if chunked:
             transport.write(b"0\r\n\r\n")
 
+    def send_bytes(self, status: int, headers: Headers, body: bytes, request: ProxyRequest) -> None:
+        """Write a complete response whose body is in hand, in one write (what
+        :meth:`send_response` does for such a body, without the response and body objects)."""
+        self.response_started = True
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if status in _NO_BODY_STATUS or status < 200:
+            body = b""
+        else:
+            parts.append(b"content-length: %d\r\n" % len(body))
+            if request.method == "HEAD":
+                body = b""
+        parts += (self.connection_header(request.version == "1.0"), b"\r\n", body)
+        transport = self.transport
+        if transport is None or self.closed:
+            raise ConnectionError("client disconnected")
+        transport.write(b"".join(parts))
+
     async def send_json(
         self, status: int, payload: Any, extra: Headers | None = None, *, version_10: bool = False
     ) -> None:
