@@ -179,6 +179,28 @@ async def test_per_ip_limits_use_the_tenant_config(fake_clock: FakeClock) -> Non
     await limiter.aclose()
 
 
+async def test_status_poll_limit_decides_before_the_token_and_the_queue(
+    fake_clock: FakeClock,
+) -> None:
+    """The limit check and the queue read go out together, but a poll over the limit is a
+    429 whatever its token, and leaves nothing behind (no warning, no stray exception)."""
+    repository = MemoryConfigRepository([T])
+    await repository.save(
+        T, TenantConfig(ip_status_polling_limit=1, ip_status_polling_limit_interval=60)
+    )
+    limiter = Limiter(storage_from_url("memory://"))
+    room = build(MemoryStore(), repository, fake_clock, limiter=limiter)
+    token = (await room.service.enqueue(T, "a", "10.0.0.1")).jwt
+    assert (await room.service.status(T, token, "10.0.0.1")).position == 1
+    with pytest.raises(RateLimitExceeded):
+        await room.service.status(T, token, "10.0.0.1")
+    with pytest.raises(RateLimitExceeded):
+        await room.service.status(T, "not-a-token", "10.0.0.1")
+    with pytest.raises(TokenError):
+        await room.service.status(T, "not-a-token", "10.0.0.2")  # within its own limit
+    await limiter.aclose()
+
+
 async def test_worker_records_metrics(fake_clock: FakeClock) -> None:
     """Admissions, abandonment and queue length reach the Prometheus metrics."""
     metrics = Metrics()

@@ -14,6 +14,7 @@ all call this class; it owns the rules that make the queue fair and honest:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,6 +26,7 @@ from gatekeeper.waitingroom.tokens import QueueClaims, TokenExpired
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from gatekeeper.limits.decision import Decision
     from gatekeeper.types import Clock
     from gatekeeper.waitingroom.config import TenantConfig, WaitingRoomSettings
     from gatekeeper.waitingroom.config_repository import CachedConfigs
@@ -308,8 +310,9 @@ class WaitingRoomService:
         """Where the token's holder stands; renews the token if it expired (still authentic)."""
         config = self._fresh_config(tenant) or await self.tenant_config(tenant)
         limiter = self.limiter
+        limited: Awaitable[Decision] | None = None
         if limiter is not None and ip:
-            decision = await limiter.decide(
+            limited = limiter.decide(
                 self._ip_checks(
                     "status",
                     tenant,
@@ -318,13 +321,23 @@ class WaitingRoomService:
                     config.ip_status_polling_limit_interval,
                 )
             )
-            if not decision.allowed:
-                raise RateLimitExceeded(decision)
-        claims = self._claims(tenant, token, allow_expired=True)
+        # The limit check and the queue read leave in the same loop turn, so their answers
+        # usually land together: one wait per poll instead of two. The limit's verdict still
+        # decides first, as if the read had never been asked.
+        try:
+            claims = self._claims(tenant, token, allow_expired=True)
+        except GatekeeperError:
+            if limited is not None and not (decision := await limited).allowed:
+                raise RateLimitExceeded(decision) from None
+            raise
         now = self.clock.now()
-        st = await self.store.status(
+        pending = self.store.status(
             tenant, claims.ticket, claims.user, now, self.settings.grace_seconds
         )
+        if limited is not None and not (decision := await limited).allowed:
+            _abandon(pending)
+            raise RateLimitExceeded(decision)
+        st = await pending
         if st.state is TicketState.GONE:
             return StatusAnswer(
                 "User not found in the queue (finished, expired or left); enqueue again.",
@@ -365,3 +378,17 @@ class WaitingRoomService:
         await self.tenant_config(tenant)
         claims = self._claims(tenant, token, allow_expired=True)
         return await self.store.finish(tenant, claims.ticket, claims.user, self.clock.now())
+
+
+def _abandon(pending: Awaitable[Any]) -> None:
+    """Let an awaitable nobody will await end quietly: a coroutine not started is closed, a
+    future's eventual failure is marked as seen."""
+    if inspect.iscoroutine(pending):
+        pending.close()
+    elif isinstance(pending, asyncio.Future):
+        pending.add_done_callback(_seen)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
