@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gatekeeper.gateway.messages import Body, Headers, ProxyResponse
 
-__all__ = ["ConnectionPool", "UpstreamConnection", "Watchdog"]
+__all__ = ["ConnectionPool", "ResponseSink", "UpstreamConnection", "Watchdog"]
 
 # Consumed while parsing: never forwarded (RFC 9110 7.6.1), framing re-done by the writer.
 _HOP_BY_HOP = frozenset(
@@ -35,6 +35,33 @@ _HOP_BY_HOP = frozenset(
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
 # Statuses whose responses never have a body whatever their headers say (RFC 9110 6.4.1).
 _NO_BODY = frozenset({204, 304})
+
+
+class ResponseSink(Protocol):
+    """Where a relayed response goes as it is parsed (see :meth:`UpstreamConnection.relay`)."""
+
+    def on_head(
+        self, status: int, reason: bytes, headers: Headers, length: int | None, chunked: bool
+    ) -> bool:
+        """The final response head (end-to-end headers only); False discards the response
+        (the connection is then closed, not reused)."""
+        ...
+
+    def on_body(self, data: bytes) -> None:
+        """A piece of the body (de-chunked)."""
+        ...
+
+    def on_flush(self) -> None:
+        """The end of one read that did not end the response."""
+        ...
+
+    def on_end(self) -> None:
+        """The response is complete; the connection is released already."""
+        ...
+
+    def on_error(self, exc: UpstreamError, head_seen: bool) -> None:
+        """The exchange failed (timeout, connection lost, bad HTTP) after the head or not."""
+        ...
 
 
 class Watchdog:
@@ -73,6 +100,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable = True
         self.idle_since = 0.0
         self._waiter: asyncio.Future[ProxyResponse] | None = None
+        self._sink: ResponseSink | None = None  # relay mode: the response goes here
+        self._head_seen = False
+        self._reset_parser = False
         self._body: Body | None = None
         self._headers: Headers = []
         self._reason = b""
@@ -98,17 +128,32 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(UpstreamConnectError(f"upstream {self.pool.address} sent bad HTTP: {exc}"))
             return
-        if self._head_only and self._message_done:
+        if self._reset_parser:
             # httptools cannot be told a response answers HEAD: start a fresh parser so that
             # the Content-Length of the HEAD response is not awaited as a body.
+            self._reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
+        sink = self._sink
+        if sink is not None:
+            sink.on_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
         self._cancel_timer()
         body = self._body
-        if self._waiter is not None and not self._waiter.done():
+        sink = self._sink
+        if sink is not None and not self._message_done:
+            self._sink = None
+            self._message_done = True
+            if self._head_seen and self._length is None and not self._chunked:
+                sink.on_end()  # a body delimited by the connection closing: it ended well
+            else:
+                sink.on_error(
+                    UpstreamConnectError(f"upstream {self.pool.address} closed the connection"),
+                    self._head_seen,
+                )
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
                 UpstreamConnectError(f"upstream {self.pool.address} closed the connection")
             )
@@ -186,6 +231,24 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers = [(n, v) for n, v in self._headers if n not in listed]
         if chunked:
             length = None
+        if self._head_only:
+            self._reset_parser = True
+        sink = self._sink
+        if sink is not None:
+            self._head_seen = True
+            if not self.parser.should_keep_alive():
+                self.reusable = False
+            reason, self._reason = self._reason, b""
+            if not sink.on_head(status, reason, self._headers, length, chunked):
+                self._sink = None
+                self.abort()  # discarded: the rest of the response is not worth reading
+                return
+            if self._head_only:
+                self._message_done = True
+                self._sink = None
+                self._finish()
+                sink.on_end()
+            return
         if self._head_only or status in _NO_BODY:
             body = Body.of(b"")
             body.length = length if self._head_only else None
@@ -211,13 +274,22 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish()
 
     def on_body(self, data: bytes) -> None:
-        if self._body is not None:
+        sink = self._sink
+        if sink is not None:
+            sink.on_body(data)
+        elif self._body is not None:
             self._body.feed(data)
 
     def on_message_complete(self) -> None:
         if self.parser.get_status_code() < 200 or self._message_done:
             return
         self._message_done = True
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            self._finish()
+            sink.on_end()
+            return
         if self._body is not None:
             self._body.feed_eof()
         self._finish()
@@ -252,6 +324,47 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.watchdog.watch(self)
         transport.write(data)
         return waiter
+
+    def relay(
+        self,
+        data: bytes,
+        sink: ResponseSink,
+        *,
+        head_only: bool,
+        read_timeout: float,
+        total_timeout: float,
+    ) -> None:
+        """Write a complete request and pass its response to ``sink`` while parsing it (no
+        future, no response or body objects: the express lane's exchange)."""
+        transport = self.transport
+        assert transport is not None
+        self._sink = sink
+        self._waiter = None
+        self._body = None
+        self._head_only = head_only
+        self._message_done = False
+        self._head_seen = False
+        self._request_sent = True
+        now = time.monotonic()
+        self._last_activity = now
+        self._read_timeout = read_timeout
+        self._deadline = now + total_timeout
+        self.pool.watchdog.watch(self)
+        transport.write(data)
+
+    def abandon(self) -> None:
+        """Stop relaying (the client went away): the connection is closed, not reused."""
+        self._sink = None
+        self.abort()
+
+    def pause_reading(self) -> None:
+        """Stop reading the response (the client is slower than the upstream)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     async def write(self, data: bytes) -> None:
         """Write part of a streamed request body, waiting while the upstream is slow."""
@@ -295,6 +408,14 @@ class UpstreamConnection(asyncio.Protocol):
     def _fail(self, exc: UpstreamError) -> None:
         self._cancel_timer()
         self.reusable = False
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            self._message_done = True
+            if self.transport is not None:
+                self.transport.abort()
+            sink.on_error(exc, self._head_seen)
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)

@@ -17,6 +17,7 @@ import http
 import json
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes
 
@@ -25,6 +26,7 @@ import httptools
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
 
 if TYPE_CHECKING:
+    from gatekeeper.gateway.express import Exchange
     from gatekeeper.gateway.server import Server
 
 __all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
@@ -68,8 +70,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: Body = EMPTY_BODY
         self._message_done = False
         self._pending: deque[tuple[ProxyRequest, bool]] = deque()
-        self._current_done = True
-        self._write_paused = False
+        self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = 0.0  # loop time when the connection became idle; 0 while busy
         self._expect_continue = False
@@ -79,6 +80,10 @@ class HttpProtocol(asyncio.Protocol):
         self._next: ProxyRequest | None = None
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
+        # The request on the express lane (gateway/express.py), and a task of its that must
+        # not be collected while it runs (a connect, or its hand-over to the pipeline).
+        self.exchange: Exchange | None = None
+        self.detached: asyncio.Task[Any] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,6 +99,9 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         self._cancel_idle()
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.cancel()
         if not self._message_done and self._body is not EMPTY_BODY:
             self._body.set_exception(ConnectionError("client disconnected"))
         if self._drain is not None and not self._drain.done():
@@ -113,12 +121,14 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, f"malformed HTTP request: {exc}")
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.exchange is not None:
+            self.exchange.resume_reading()
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -203,6 +213,8 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         self.keep_alive = keep_alive
         self.response_started = False
+        if self.server.state.begin(request, self):
+            return  # on the express lane, which calls finish() when it is done
         self._next = request
         wake = self._wake
         if wake is not None:
@@ -225,14 +237,19 @@ class HttpProtocol(asyncio.Protocol):
                     await wake
                     continue
                 self._next = None
-                await self._run(request)
+                await self._run(request, self.server.state.handle(request, self))
         finally:
             self._worker = None
             self._wake = None
 
-    async def _run(self, request: ProxyRequest) -> None:
+    def run(self, request: ProxyRequest, work: Coroutine[Any, Any, None]) -> None:
+        """Serve ``request`` with ``work`` on a task of its own (the express lane hands a
+        request over to the pipeline this way), then go on as after any request."""
+        self.detached = self.loop.create_task(self._run(request, work))
+
+    async def _run(self, request: ProxyRequest, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await self.server.state.handle(request, self)
+            await work
         except ConnectionError:
             self.keep_alive = False
         except Exception:
@@ -240,9 +257,11 @@ class HttpProtocol(asyncio.Protocol):
             if not self.response_started and not self.closed:
                 await self.send_json(500, {"error": "internal_error", "status": 500})
             self.keep_alive = False
-        self._finish(request)
+        self.detached = None
+        self.finish(request)
 
-    def _finish(self, request: ProxyRequest) -> None:
+    def finish(self, request: ProxyRequest) -> None:
+        """The response to ``request`` is written: read the next request, or close."""
         self.busy = False
         transport = self.transport
         if self.closed or transport is None:
@@ -307,7 +326,7 @@ class HttpProtocol(asyncio.Protocol):
         """Wait until the client has taken what was written (backpressure)."""
         if self.closed:
             raise ConnectionError("client disconnected")
-        if self._write_paused:
+        if self.write_paused:
             self._drain = self.loop.create_future()
             try:
                 await self._drain
@@ -375,7 +394,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self.closed:
                     raise ConnectionError("client disconnected")
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                if self._write_paused:
+                if self.write_paused:
                     await self.drain()
         except ConnectionError:
             raise

@@ -208,15 +208,9 @@ class Proxy:
         return b"".join(parts)
 
     # -- forwarding ------------------------------------------------------------------------
-    async def forward(self, request: ProxyRequest) -> ProxyResponse:
-        """Send ``request`` to an endpoint of its route's pool; retry per the route's policy.
-
-        Raises :class:`UpstreamConnectError` (-> 502), :class:`UpstreamTimeout` (-> 504) or
-        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503).
-        """
-        route = request.route
-        assert route is not None
-        pool = self.pools[route.upstream]
+    def prepare(self, request: ProxyRequest) -> tuple[bytes, bytes, bool]:
+        """The upstream request head, the body bytes sent with it, and whether the request can
+        be replayed (its body is complete, so another attempt can resend it)."""
         body = request.body
         method = request.method
         replayable = body.complete
@@ -234,31 +228,39 @@ class Proxy:
                 framing = b"content-length: %d\r\n" % body.length
             else:
                 framing = b"transfer-encoding: chunked\r\n"
-        head = self.request_head(request, framing)
+        return self.request_head(request, framing), data, replayable
+
+    async def forward(
+        self, request: ProxyRequest, *, attempt: int = 0, exclude: set[Any] | None = None
+    ) -> ProxyResponse:
+        """Send ``request`` to an endpoint of its route's pool; retry per the route's policy.
+
+        ``attempt`` and ``exclude`` resume a request whose earlier attempts were made
+        elsewhere (the express lane): how many were made and on which endpoints.
+
+        Raises :class:`UpstreamConnectError` (-> 502), :class:`UpstreamTimeout` (-> 504) or
+        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503).
+        """
+        route = request.route
+        assert route is not None
+        pool = self.pools[route.upstream]
+        head, data, replayable = self.prepare(request)
         retry = route.retry
-        attempts = retry.attempts if replayable and method in retry.methods else 1
-        exclude: set[Any] = set()
-        attempt = 0
+        attempts = retry.attempts if replayable and request.method in retry.methods else 1
+        exclude = exclude if exclude is not None else set()
         while True:
             attempt += 1
             endpoint = pool.pick(request, frozenset(exclude) if exclude else _NOTHING)
-            if not route.preserve_host:
-                head = self._with_host(head, endpoint)
+            sent = head if route.preserve_host else self.with_host(head, endpoint)
             pool.on_start(endpoint)
             started = time.monotonic()
             try:
                 response = await self._exchange(
-                    endpoint, request, head, data, replayable=replayable
+                    endpoint, request, sent, data, replayable=replayable
                 )
             except UpstreamError as exc:
                 elapsed = time.monotonic() - started
-                pool.on_finish(endpoint, status=None, error=True, latency=elapsed)
-                timeout = isinstance(exc, UpstreamTimeout)
-                _observe(
-                    pool, endpoint, "timeout" if timeout else "connect_error", elapsed, attempt
-                )
-                wanted = retry.on_timeout if timeout else retry.on_connect_error
-                if wanted and attempt < attempts and pool.retry_budget.allow_retry():
+                if self.failed(request, pool, endpoint, exc, elapsed, attempt, attempts):
                     exclude.add(endpoint)
                     continue
                 raise
@@ -268,17 +270,50 @@ class Proxy:
                 pool.on_cancel(endpoint)
                 raise
             status = response.status
-            elapsed = time.monotonic() - started
-            pool.on_finish(endpoint, status=status, error=status >= 500, latency=elapsed)
-            _observe(pool, endpoint, "http_5xx" if status >= 500 else "ok", elapsed, attempt)
-            if status in retry.on_status and attempt < attempts and pool.retry_budget.allow_retry():
+            if self.answered(request, pool, endpoint, status, started, attempt, attempts):
                 exclude.add(endpoint)
                 await _discard(response)
                 continue
             return response  # its headers are end-to-end already (filtered while parsing)
 
     @staticmethod
-    def _with_host(head: bytes, endpoint: Any) -> bytes:
+    def failed(
+        request: ProxyRequest,
+        pool: Any,
+        endpoint: Any,
+        exc: UpstreamError,
+        elapsed: float,
+        attempt: int,
+        attempts: int,
+    ) -> bool:
+        """Account an attempt that got no response; whether to retry on another endpoint."""
+        pool.on_finish(endpoint, status=None, error=True, latency=elapsed)
+        timeout = isinstance(exc, UpstreamTimeout)
+        _observe(pool, endpoint, "timeout" if timeout else "connect_error", elapsed, attempt)
+        retry = request.route.retry  # type: ignore[union-attr]
+        wanted = retry.on_timeout if timeout else retry.on_connect_error
+        return bool(wanted and attempt < attempts and pool.retry_budget.allow_retry())
+
+    @staticmethod
+    def answered(
+        request: ProxyRequest,
+        pool: Any,
+        endpoint: Any,
+        status: int,
+        started: float,
+        attempt: int,
+        attempts: int,
+    ) -> bool:
+        """Account an attempt whose response head arrived; whether to discard it and retry
+        on another endpoint (a retryable status within the retry budget)."""
+        elapsed = time.monotonic() - started
+        pool.on_finish(endpoint, status=status, error=status >= 500, latency=elapsed)
+        _observe(pool, endpoint, "http_5xx" if status >= 500 else "ok", elapsed, attempt)
+        retry = request.route.retry  # type: ignore[union-attr]
+        return status in retry.on_status and attempt < attempts and pool.retry_budget.allow_retry()
+
+    @staticmethod
+    def with_host(head: bytes, endpoint: Any) -> bytes:
         line_end = head.index(b"\r\n") + 2
         host = f"host: {endpoint.host}:{endpoint.port}\r\n".encode()
         return head[:line_end] + host + head[line_end:]
