@@ -21,6 +21,8 @@ from typing import Any, cast
 
 import httptools
 
+from gatekeeper.gateway.protocol import status_line
+
 __all__ = ["MockBackend", "run_backends"]
 
 _CHUNK = b"x" * 65536
@@ -165,8 +167,8 @@ class _Conn(asyncio.Protocol):
                 "body_bytes": self.body_bytes,
             }
         body = json.dumps(payload).encode()
-        head = b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-backend: %b\r\n" % (
-            status,
+        head = b"%bcontent-type: application/json\r\nx-backend: %b\r\n" % (
+            status_line(status),
             name,
         )
         if status in (204, 304):
