@@ -309,20 +309,9 @@ class UpstreamConnection(asyncio.Protocol):
         ``streaming`` says the body follows through :meth:`write`; the connection is then
         reused only after :meth:`request_complete`.
         """
-        transport = self.transport
-        assert transport is not None
         self._waiter = waiter = self._loop.create_future()
-        self._body = None
-        self._head_only = head_only
-        self._message_done = False
-        self._chunked = False
-        self._request_sent = not streaming
-        now = time.monotonic()
-        self._last_activity = now
-        self._read_timeout = read_timeout
-        self._deadline = now + total_timeout
-        self.pool.watchdog.watch(self)
-        transport.write(data)
+        self._sink = None
+        self._start(data, head_only, read_timeout, total_timeout, request_sent=not streaming)
         return waiter
 
     def relay(
@@ -336,15 +325,28 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> None:
         """Write a complete request and pass its response to ``sink`` while parsing it (no
         future, no response or body objects: the express lane's exchange)."""
-        transport = self.transport
-        assert transport is not None
         self._sink = sink
         self._waiter = None
+        self._start(data, head_only, read_timeout, total_timeout, request_sent=True)
+
+    def _start(
+        self,
+        data: bytes,
+        head_only: bool,
+        read_timeout: float,
+        total_timeout: float,
+        *,
+        request_sent: bool,
+    ) -> None:
+        """Reset the exchange's state, start watching its timeouts and write ``data``."""
+        transport = self.transport
+        assert transport is not None
         self._body = None
         self._head_only = head_only
         self._message_done = False
         self._head_seen = False
-        self._request_sent = True
+        self._chunked = False
+        self._request_sent = request_sent
         now = time.monotonic()
         self._last_activity = now
         self._read_timeout = read_timeout
