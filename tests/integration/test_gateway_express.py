@@ -6,44 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 
-from tests.integration.gateway_fixtures import config_for, raw_exchange, running_gateway
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class ScriptedUpstream:
-    """An upstream whose every connection runs ``handler``; it remembers its writers."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.writers: list[asyncio.StreamWriter] = []
-        self.closed = asyncio.Event()  # a connection ended from the gateway's side
-        self.port = 0
-        self._server: asyncio.AbstractServer | None = None
-
-    async def __aenter__(self) -> ScriptedUpstream:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.writers.append(writer)
-            try:
-                await self.handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+from tests.integration.gateway_fixtures import (
+    Handler,
+    ScriptedUpstream,
+    config_for,
+    raw_exchange,
+    running_gateway,
+)
 
 
 def _route(**extra: object) -> dict[str, object]:

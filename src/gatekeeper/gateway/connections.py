@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
 
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gatekeeper.gateway.messages import Body, Headers, ProxyResponse
+from gatekeeper.gateway.messages import Body, Headers, ProxyResponse, status_line
 
 __all__ = ["ConnectionPool", "ResponseSink", "UpstreamConnection", "Watchdog"]
 
@@ -114,6 +115,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = 0.0
         self._deadline = 0.0
         self._last_activity = 0.0
+        self._interim: Callable[[bytes], None] | None = None  # passes 1xx heads on
+        self._upgrading = False  # the request asks to switch protocols (WebSocket)
+        self._upgrade_to = b""
+        self.tunnel_data = b""  # the upgraded protocol's first bytes, read with the 101
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,6 +130,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_activity = time.monotonic()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self._upgrading and self._message_done:  # the 101 it asked for: see _switch
+                self.tunnel_data = data[exc.args[0] :]
+                return
+            self._fail(UpstreamConnectError(f"upstream {self.pool.address} switched unasked"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(UpstreamConnectError(f"upstream {self.pool.address} sent bad HTTP: {exc}"))
             return
@@ -209,6 +220,8 @@ class UpstreamConnection(asyncio.Protocol):
                 listed = [t for t in tokens if t and t not in _CONNECTION_OPTIONS]
                 if listed:
                     self._listed = (self._listed or set()).union(listed)
+            elif name == b"upgrade":
+                self._upgrade_to = value
             return
         if name.startswith(b"proxy-"):
             return
@@ -217,7 +230,14 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:
-            # 1xx: interim (100 Continue, 103 Early Hints); the final response follows.
+            if status == 101 and self._upgrading and self._upgrade_to:
+                self._switch()
+                return
+            # 1xx: interim (103 Early Hints, 102 Processing); the final response follows. They
+            # are passed on (RFC 9110 15.2), except 100 Continue, which the gateway answers
+            # itself when it starts reading a request body, and an unasked 101.
+            if status != 100 and status != 101 and self._interim is not None:
+                self._interim(self._interim_head(status))
             self._headers = []
             self._reason = b""
             self._length = None
@@ -273,6 +293,39 @@ class UpstreamConnection(asyncio.Protocol):
         if self._message_done:
             self._finish()
 
+    def _interim_head(self, status: int) -> bytes:
+        listed = self._listed
+        parts = [status_line(status, self._reason)]
+        for name, value in self._headers:
+            if listed is None or name not in listed:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _switch(self) -> None:
+        """The 101 this exchange asked for: answer it; the connection now belongs to the
+        tunnel the client side builds (it is never reused, and its timeouts stop)."""
+        self._cancel_timer()
+        self.reusable = False
+        self._message_done = True
+        if self.transport is not None:
+            self.transport.pause_reading()  # until the tunnel takes it over
+        headers = [*self._headers, (b"connection", b"upgrade"), (b"upgrade", self._upgrade_to)]
+        reason, self._reason = self._reason, b""
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(
+                ProxyResponse(
+                    101,
+                    headers,
+                    Body.of(b""),
+                    reason=reason,
+                    upstream=self.pool.address,
+                    switched=self,
+                )
+            )
+
     def on_body(self, data: bytes) -> None:
         sink = self._sink
         if sink is not None:
@@ -303,14 +356,22 @@ class UpstreamConnection(asyncio.Protocol):
         read_timeout: float,
         total_timeout: float,
         streaming: bool = False,
+        interim: Callable[[bytes], None] | None = None,
+        upgrade: bool = False,
     ) -> asyncio.Future[ProxyResponse]:
         """Write a request (head, and its body when complete) and return the response future.
 
         ``streaming`` says the body follows through :meth:`write`; the connection is then
-        reused only after :meth:`request_complete`.
+        reused only after :meth:`request_complete`. ``interim`` is given the head of each
+        interim (1xx) response to pass on. ``upgrade``: the request asks to switch protocols;
+        a 101 answer resolves the future with ``switched`` set to this connection.
         """
         self._waiter = waiter = self._loop.create_future()
         self._sink = None
+        self._interim = interim
+        self._upgrading = upgrade
+        if upgrade:
+            self._upgrade_to = b""
         self._start(data, head_only, read_timeout, total_timeout, request_sent=not streaming)
         return waiter
 
@@ -322,11 +383,14 @@ class UpstreamConnection(asyncio.Protocol):
         head_only: bool,
         read_timeout: float,
         total_timeout: float,
+        interim: Callable[[bytes], None] | None = None,
     ) -> None:
         """Write a complete request and pass its response to ``sink`` while parsing it (no
         future, no response or body objects: the express lane's exchange)."""
         self._sink = sink
         self._waiter = None
+        self._interim = interim
+        self._upgrading = False
         self._start(data, head_only, read_timeout, total_timeout, request_sent=True)
 
     def _start(

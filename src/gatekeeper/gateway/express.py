@@ -54,7 +54,7 @@ _TRAILER = b"0\r\n\r\n"
 def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> bool:
     """Serve ``request`` on the express lane if it qualifies (True); False leaves it to
     :meth:`GatewayState.handle <gatekeeper.gateway.pipeline.GatewayState.handle>`."""
-    if request.body is not EMPTY_BODY:
+    if request.body is not EMPTY_BODY or request.upgrade is not None:
         return False
     trusted = state.trusted
     if trusted:
@@ -257,6 +257,7 @@ class Exchange:
             head_only=self.request.method == "HEAD",
             read_timeout=timeouts.read,
             total_timeout=timeouts.total,
+            interim=self.request.on_interim,
         )
 
     # -- the upstream connection's sink ------------------------------------------------------

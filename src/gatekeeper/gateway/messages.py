@@ -17,11 +17,13 @@ upstream's response with hop-by-hop headers already removed.
 from __future__ import annotations
 
 import asyncio
+import http
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from gatekeeper.gateway.connections import UpstreamConnection
     from gatekeeper.gateway.routing import Route
 
 __all__ = [
@@ -31,11 +33,24 @@ __all__ = [
     "ProxyResponse",
     "ResponseCache",
     "find_header",
+    "status_line",
 ]
 
 Headers = list[tuple[bytes, bytes]]
 
 _EMPTY = b""
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
+}
+
+
+def status_line(status: int, reason: bytes = b"") -> bytes:
+    """``HTTP/1.1 200 OK\\r\\n`` (the standard phrase unless ``reason`` is given)."""
+    if not reason:
+        line = _STATUS_LINES.get(status)
+        if line is not None:
+            return line
+    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
 
 
 def find_header(headers: Headers, name: bytes) -> bytes | None:
@@ -199,6 +214,10 @@ class ProxyRequest:
     string, used for routing. ``headers`` are the end-to-end headers the upstream will see once
     the proxy adds the forwarding headers. ``client_ip`` is the resolved client address (socket
     peer, or X-Forwarded-For when the peer is a trusted proxy).
+
+    ``upgrade`` is the protocol a WebSocket handshake asks to switch to (the ``Upgrade`` value;
+    None for every other request). ``on_interim`` writes an interim (1xx) response head to the
+    client; None where the client must not get one (HTTP/1.0, RFC 9110 15.2).
     """
 
     __slots__ = (
@@ -207,11 +226,13 @@ class ProxyRequest:
         "headers",
         "host",
         "method",
+        "on_interim",
         "path",
         "peer_ip",
         "route",
         "scheme",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -229,6 +250,8 @@ class ProxyRequest:
         client_ip: str = "",
         peer_ip: str = "",
         route: Route | None = None,
+        upgrade: bytes | None = None,
+        on_interim: Callable[[bytes], None] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -241,6 +264,8 @@ class ProxyRequest:
         self.client_ip = client_ip
         self.peer_ip = peer_ip
         self.route = route
+        self.upgrade = upgrade
+        self.on_interim = on_interim
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case bytes)."""
@@ -260,6 +285,8 @@ class ProxyRequest:
             client_ip=self.client_ip,
             peer_ip=self.peer_ip,
             route=self.route,
+            upgrade=self.upgrade,
+            on_interim=self.on_interim,
         )
 
     def __repr__(self) -> str:
@@ -272,10 +299,11 @@ class ProxyResponse:
     ``headers`` hold end-to-end headers only (no Connection, Transfer-Encoding or
     Content-Length: the writer frames the body itself from ``body.length``/``body.complete``).
     ``upstream`` names the endpoint that answered (``"host:port"``) or ``""`` for responses the
-    gateway made itself.
+    gateway made itself. ``switched`` is the upstream connection of a 101 (Switching Protocols)
+    answer: from then on it carries the upgraded protocol, tunnelled to the client.
     """
 
-    __slots__ = ("body", "headers", "reason", "status", "upstream")
+    __slots__ = ("body", "headers", "reason", "status", "switched", "upstream")
 
     def __init__(
         self,
@@ -285,12 +313,14 @@ class ProxyResponse:
         *,
         reason: bytes = b"",
         upstream: str = "",
+        switched: UpstreamConnection | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.reason = reason
         self.upstream = upstream
+        self.switched = switched
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case bytes)."""

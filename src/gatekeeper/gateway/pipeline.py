@@ -362,10 +362,13 @@ class GatewayState:
         exclude: set[Any] | None = None,
     ) -> int:
         cache = self.cache
-        if cache is not None and route.cache is not None:
+        if cache is not None and route.cache is not None and request.upgrade is None:
             response = await cache.handle(request, self.proxy.forward)
         else:
             response = await self.proxy.forward(request, attempt=attempt, exclude=exclude)
+        if response.switched is not None:
+            conn.switch(response, extra)  # a WebSocket: the connections are joined from now
+            return 101
         await conn.send_response(response, request, extra)
         return response.status
 

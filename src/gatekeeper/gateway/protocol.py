@@ -5,6 +5,13 @@ parsed; its body keeps arriving through :class:`~gatekeeper.gateway.messages.Bod
 paused when the handler falls behind). Requests on one connection are answered in order: a
 pipelined request waits (with reading paused) until the previous response is written.
 
+Protocol upgrades (RFC 9110 7.8): a WebSocket handshake (``GET`` without a body, HTTP/1.1,
+``Connection: upgrade``, ``Upgrade: websocket``) is served like any request, limits and all;
+if the upstream answers 101, :meth:`HttpProtocol.switch` joins the two connections in a
+:class:`~gatekeeper.gateway.tunnel.Tunnel`. Other upgrades without a body are ignored (the
+request is served over HTTP/1.1, as the RFC allows); ``CONNECT`` and upgrades with a body are
+refused with 501.
+
 The protocol is also the response writer the pipeline and the ASGI bridge use: ``write_head``,
 ``write``, ``drain`` and :meth:`send_response`, which frames a body by Content-Length when it is
 known or complete and by chunked encoding otherwise (close-delimited for HTTP/1.0 clients).
@@ -23,7 +30,15 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+from gatekeeper.gateway.messages import (
+    Body,
+    Headers,
+    ProxyRequest,
+    ProxyResponse,
+    find_header,
+    status_line,
+)
+from gatekeeper.gateway.tunnel import Tunnel
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.express import Exchange
@@ -34,19 +49,7 @@ __all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
 logger = logging.getLogger("gatekeeper.gateway")
 
 EMPTY_BODY = Body.of(b"")
-_STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
-}
 _NO_BODY_STATUS = frozenset({204, 304})
-
-
-def status_line(status: int, reason: bytes = b"") -> bytes:
-    """``HTTP/1.1 200 OK\\r\\n`` (the standard phrase unless ``reason`` is given)."""
-    if not reason:
-        line = _STATUS_LINES.get(status)
-        if line is not None:
-            return line
-    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -84,6 +87,12 @@ class HttpProtocol(asyncio.Protocol):
         # not be collected while it runs (a connect, or its hand-over to the pipeline).
         self.exchange: Exchange | None = None
         self.detached: asyncio.Task[Any] | None = None
+        # Upgrades: what to do when the parser stops at one ("tunnel", "ignore", "refuse"),
+        # the bytes that followed a WebSocket handshake, and the tunnel once switched.
+        self._upgrading: str | None = None
+        self._early = b""
+        self.tunnel: Tunnel | None = None
+        self._interim_writer = self.write_interim  # (one bound method, not one per request)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,10 +124,28 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(501, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
+
+    def _upgraded(self, rest: bytes) -> None:
+        """The parser stopped after a request asking to switch protocols; ``rest`` is what the
+        client sent after that request's head."""
+        mode, self._upgrading = self._upgrading, None
+        if mode is None or mode == "refuse":
+            self._reject(501, "CONNECT and protocol upgrades with a request body are not supported")
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        if mode == "tunnel":
+            # A WebSocket client waits for the 101 before sending more (RFC 6455 4.1): what
+            # came early is kept for the tunnel, and reading waits for the answer.
+            self._early = rest
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        if rest:  # an upgrade we ignore: HTTP/1.1 goes on (RFC 9110 7.8)
+            self.data_received(rest)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -137,6 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._message_done = False
         self._expect_continue = False
+        self._upgrading = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -171,6 +199,12 @@ class HttpProtocol(asyncio.Protocol):
                 body.on_first_read = self._send_continue
         else:
             body = EMPTY_BODY
+        upgrade: bytes | None = None
+        if parser.should_upgrade():
+            upgrade = self._upgrade_of(headers, body is not EMPTY_BODY)
+            if self._upgrading == "refuse":
+                self._body = EMPTY_BODY
+                return  # answered when the parser stops (data_received)
         self._body = body
         url = self._url
         query = url.find(b"?")
@@ -179,17 +213,20 @@ class HttpProtocol(asyncio.Protocol):
             path = raw_path.decode("ascii") if b"%" not in raw_path else _unquote(raw_path)
         except UnicodeDecodeError:
             path = raw_path.decode("latin-1")
+        version = parser.get_http_version()
         request = ProxyRequest(
             parser.get_method().decode("ascii"),
             url,
             path,
             headers,
             body,
-            version=parser.get_http_version(),
+            version=version,
             host=host,
             scheme=self.scheme,
             client_ip=self.peer_ip,
             peer_ip=self.peer_ip,
+            upgrade=upgrade,
+            on_interim=self._interim_writer if version == "1.1" else None,
         )
         keep_alive = parser.should_keep_alive()
         if self.busy:
@@ -199,6 +236,23 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.pause_reading()
         else:
             self._start(request, keep_alive)
+
+    def _upgrade_of(self, headers: Headers, has_body: bool) -> bytes | None:
+        """Classify a request that asks to switch protocols; the protocol to tunnel, if any."""
+        method = self.parser.get_method()
+        token = find_header(headers, b"upgrade") or b""
+        if method == b"CONNECT" or has_body:
+            self._upgrading = "refuse"
+            return None
+        if (
+            method == b"GET"
+            and self.parser.get_http_version() == "1.1"
+            and b"websocket" in token.lower()
+        ):
+            self._upgrading = "tunnel"
+            return token
+        self._upgrading = "ignore"
+        return None
 
     def on_body(self, data: bytes) -> None:
         self._body.feed(data)
@@ -262,10 +316,17 @@ class HttpProtocol(asyncio.Protocol):
 
     def finish(self, request: ProxyRequest) -> None:
         """The response to ``request`` is written: read the next request, or close."""
+        if self.tunnel is not None:
+            return  # switched protocols: the tunnel owns the connection now
         self.busy = False
         transport = self.transport
         if self.closed or transport is None:
             return
+        if self._early:
+            # Bytes that followed a WebSocket handshake that was not switched: nothing says
+            # they are HTTP, so the connection ends here.
+            self._early = b""
+            self.keep_alive = False
         if not self.keep_alive or not request.body.complete:
             # Closing, or the client's body did not arrive whole: the byte stream cannot be
             # resynchronised for another request.
@@ -280,6 +341,37 @@ class HttpProtocol(asyncio.Protocol):
             return
         transport.resume_reading()
         self._arm_idle()
+
+    def write_interim(self, head: bytes) -> None:
+        """Pass an interim (1xx) response head on, while the final one has not started."""
+        if self.transport is not None and not self.closed and not self.response_started:
+            self.transport.write(head)
+
+    def switch(self, response: ProxyResponse, extra: Headers | None = None) -> None:
+        """Answer a 101 from the upstream and join both connections in a tunnel."""
+        upstream = response.switched
+        assert upstream is not None
+        transport = self.transport
+        if transport is None or self.closed or upstream.transport is None or upstream.closed:
+            upstream.abort()
+            raise ConnectionError("a side of the tunnel went away before the switch")
+        self.response_started = True
+        parts = [status_line(101, response.reason)]
+        for name, value in response.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if extra:
+            for name, value in extra:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        transport.write(b"".join(parts))
+        early, self._early = self._early, b""
+        self.tunnel = Tunnel(transport, upstream.transport, self._tunnel_closed)
+        self.tunnel.start(early, upstream.tunnel_data)
+
+    def _tunnel_closed(self) -> None:
+        # The protocol was switched away: this is its connection_lost.
+        self.busy = False
+        self.connection_lost(None)
 
     def _send_continue(self) -> None:
         if self.transport is not None and not self.closed and not self.response_started:

@@ -8,7 +8,10 @@ What crosses the proxy (RFC 9110 7.6, RFC 9112):
 - ``X-Forwarded-For``/``-Proto``/``-Host`` and ``Forwarded`` (RFC 7239) are set; values
   arriving from the client are kept (and appended to) only when the peer is a trusted proxy,
   otherwise they are replaced, so the upstream never sees a client's forgery;
-- ``Expect: 100-continue`` is answered by the gateway itself when it starts reading the body.
+- ``Expect: 100-continue`` is answered by the gateway itself when it starts reading the body;
+  other interim responses (103 Early Hints, 102) are passed on to HTTP/1.1 clients;
+- a WebSocket handshake keeps its ``Connection: upgrade`` and ``Upgrade`` (hop-by-hop, so they
+  are re-sent for the next hop): a 101 answer switches the client connection to a tunnel.
 
 Endpoint choice, retries and accounting go through the pool (``pick``/``on_start``/
 ``on_finish``/``retry_budget``), connections through :class:`ConnectionPool` per endpoint.
@@ -171,6 +174,8 @@ class Proxy:
                     request, None, None, None, None
                 )
             parts.append(lines)
+        if request.upgrade is not None:
+            parts += (b"connection: upgrade\r\nupgrade: ", request.upgrade, b"\r\n")
         parts += (framing, b"\r\n")
         return b"".join(parts)
 
@@ -343,6 +348,8 @@ class Proxy:
                     head_only=head_only,
                     read_timeout=timeouts.read,
                     total_timeout=timeouts.total,
+                    interim=request.on_interim,
+                    upgrade=request.upgrade is not None,
                 )
                 try:
                     return await future
@@ -372,6 +379,7 @@ class Proxy:
             read_timeout=timeouts.read,
             total_timeout=timeouts.total,
             streaming=True,
+            interim=request.on_interim,
         )
         sender = asyncio.ensure_future(_send_body(conn, request.body))
         try:
