@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import pytest
+
 from tests.integration.gateway_fixtures import (
     Handler,
     ScriptedUpstream,
@@ -104,13 +106,24 @@ async def test_an_upstream_dying_mid_body_cuts_the_client_connection() -> None:
     assert len(body) < 1000
 
 
-async def test_a_client_that_leaves_abandons_its_upstream_exchange() -> None:
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n", id="express-lane"),
+        pytest.param(
+            b"POST /api/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", id="pipeline"
+        ),
+    ],
+)
+async def test_a_client_that_leaves_abandons_its_upstream_exchange(request_bytes: bytes) -> None:
     """The upstream's connection is closed as soon as the client goes, and the endpoint's
-    in-flight count is given back (nothing is judged)."""
+    in-flight count is given back (nothing is judged), on either lane."""
     got_request = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"POST"):
+            await reader.readexactly(2)
         got_request.set()
         await reader.read()  # never answers; returns when the gateway closes the connection
         up.closed.set()
@@ -120,7 +133,7 @@ async def test_a_client_that_leaves_abandons_its_upstream_exchange() -> None:
         running_gateway(config_for([up.url], routes=[_route()])) as gw,
     ):
         _, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
-        writer.write(b"GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        writer.write(request_bytes)
         await asyncio.wait_for(got_request.wait(), 5)
         endpoint = gw.runtime.state.pools["backends"].endpoints[0]  # type: ignore[union-attr]
         assert endpoint.in_flight == 1

@@ -362,10 +362,14 @@ class GatewayState:
         exclude: set[Any] | None = None,
     ) -> int:
         cache = self.cache
-        if cache is not None and route.cache is not None and request.upgrade is None:
-            response = await cache.handle(request, self.proxy.forward)
-        else:
-            response = await self.proxy.forward(request, attempt=attempt, exclude=exclude)
+        conn.abandonable = True
+        try:
+            if cache is not None and route.cache is not None and request.upgrade is None:
+                response = await cache.handle(request, self.proxy.forward)
+            else:
+                response = await self.proxy.forward(request, attempt=attempt, exclude=exclude)
+        finally:
+            conn.abandonable = False
         if response.switched is not None:
             conn.switch(response, extra)  # a WebSocket: the connections are joined from now
             return 101

@@ -92,6 +92,9 @@ class HttpProtocol(asyncio.Protocol):
         self._upgrading: str | None = None
         self._early = b""
         self.tunnel: Tunnel | None = None
+        # True while a pipeline request waits for its upstream's answer: a client that goes
+        # away then abandons it (see connection_lost).
+        self.abandonable = False
         self._interim_writer = self.write_interim  # (one bound method, not one per request)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -111,6 +114,15 @@ class HttpProtocol(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.cancel()
+        if self.abandonable:
+            # A proxied request still waiting for its answer is abandoned with its client, as
+            # nginx does: cancelling it closes its upstream connection and gives the endpoint's
+            # in-flight slot back (the request is accounted as 499). Elsewhere (limits,
+            # authentication, a streaming answer) the request ends at its next step.
+            self.abandonable = False
+            task = self.detached or self._worker
+            if task is not None:
+                task.cancel()
         if not self._message_done and self._body is not EMPTY_BODY:
             self._body.set_exception(ConnectionError("client disconnected"))
         if self._drain is not None and not self._drain.done():
