@@ -255,3 +255,56 @@ async def test_a_retried_request_names_each_endpoint_as_its_host_once() -> None:
     for head, up in zip(heads, (bad, good), strict=True):
         hosts = [line for line in head.lower().split(b"\r\n") if line.startswith(b"host:")]
         assert hosts == [f"host: 127.0.0.1:{up.port}".encode()]
+
+
+async def test_a_small_body_is_read_whole_and_takes_the_express_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A POST whose body arrives after its head, in pieces, starts once the body is whole, on
+    the express lane; the body reaches the upstream intact, also when a stale keep-alive
+    connection makes it go again on a fresh one."""
+    from gatekeeper.gateway import express
+
+    started: list[str] = []
+    original = express.Exchange.start
+
+    def spy(self: express.Exchange) -> None:
+        started.append(self.request.method)
+        original(self)
+
+    monkeypatch.setattr(express.Exchange, "start", spy)
+    bodies: list[bytes] = []
+    heads = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal heads
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads += 1
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        bodies.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: dropped
+
+    payload = b'{"order": "' + b"x" * 40_000 + b'"}'
+    async with (
+        ScriptedUpstream(handler) as up,
+        running_gateway(config_for([up.url], routes=[_route()])) as gw,
+    ):
+        for turn in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+            writer.write(
+                b"POST /api/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (len(payload), payload[:1000])
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            assert heads == turn  # nothing was forwarded before the body was whole
+            writer.write(payload[1000:])
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 201")
+            assert await reader.readexactly(2) == b"ok"
+            writer.close()
+    assert bodies == [payload, payload]  # (the second went on a fresh connection)
+    assert len(up.writers) == 2
+    assert started == ["POST", "POST"]

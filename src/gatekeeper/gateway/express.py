@@ -1,11 +1,12 @@
 """The express lane: the common proxied request served on callbacks alone.
 
-Most requests a gateway carries are uneventful: no body, a route without authentication,
-waiting room, cache or concurrency limit, an idle keep-alive connection to the chosen endpoint,
-a response that arrives whole. The general pipeline (:mod:`gatekeeper.gateway.pipeline`) serves
-every request through a chain of coroutines, futures and response and body objects; the express
-lane serves the common one with callbacks alone (10-15% less CPU per request, measured in
-docs/gateway-performance.md):
+Most requests a gateway carries are uneventful: no body or a small one (read whole before the
+request starts, see ``SMALL_BODY`` in :mod:`~gatekeeper.gateway.protocol`), a route without
+authentication, waiting room, cache or concurrency limit, an idle keep-alive connection to the
+chosen endpoint, a response that arrives whole. The general pipeline
+(:mod:`gatekeeper.gateway.pipeline`) serves every request through a chain of coroutines,
+futures and response and body objects; the express lane serves the common one with callbacks
+alone (10-15% less CPU per request, measured in docs/gateway-performance.md):
 
     head parsed -> route -> limiter batch (the decision's future calls back) -> balancer pick
     -> request head written on an idle upstream connection -> the response relayed while that
@@ -54,8 +55,8 @@ _TRAILER = b"0\r\n\r\n"
 def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> bool:
     """Serve ``request`` on the express lane if it qualifies (True); False leaves it to
     :meth:`GatewayState.handle <gatekeeper.gateway.pipeline.GatewayState.handle>`."""
-    if request.body is not EMPTY_BODY or request.upgrade is not None:
-        return False
+    if (request.body is not EMPTY_BODY and not request.body.complete) or request.upgrade:
+        return False  # a streamed body, or a WebSocket handshake: the pipeline's
     trusted = state.trusted
     if trusted:
         request.client_ip = trusted.client_ip(request.peer_ip, request.header(b"x-forwarded-for"))
@@ -204,8 +205,10 @@ class Exchange:
         except NoHealthyUpstream:
             self._resume()  # the pipeline answers 503 (and counts the attempt) the usual way
             return
-        head, _, _ = proxy.prepare(request)
-        self.head = head if route.preserve_host else proxy.with_host(head, endpoint)
+        head, data, _ = proxy.prepare(request)  # (a body here is complete: replayable)
+        if not route.preserve_host:
+            head = proxy.with_host(head, endpoint)
+        self.head = head + data if data else head
         retry = route.retry
         self.attempts = retry.attempts if request.method in retry.methods else 1
         self.attempt = 1

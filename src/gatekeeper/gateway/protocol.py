@@ -49,6 +49,9 @@ __all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
 logger = logging.getLogger("gatekeeper.gateway")
 
 EMPTY_BODY = Body.of(b"")
+# Request bodies up to this size (with a Content-Length, without Expect: 100-continue) are
+# read whole before the request starts, as nginx buffers request bodies.
+SMALL_BODY = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -95,6 +98,7 @@ class HttpProtocol(asyncio.Protocol):
         # True while a pipeline request waits for its upstream's answer: a client that goes
         # away then abandons it (see connection_lost).
         self.abandonable = False
+        self._deferred: tuple[ProxyRequest, bool] | None = None  # waits for its small body
         self._interim_writer = self.write_interim  # (one bound method, not one per request)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -246,6 +250,15 @@ class HttpProtocol(asyncio.Protocol):
             self._pending.append((request, keep_alive))
             if self.transport is not None:
                 self.transport.pause_reading()
+        elif (
+            length is not None
+            and length <= SMALL_BODY
+            and body is not EMPTY_BODY
+            and not self._expect_continue
+        ):
+            # A small body is awaited whole before the request starts (it usually came with
+            # the head): the request is then replayable and can take the express lane.
+            self._deferred = (request, keep_alive)
         else:
             self._start(request, keep_alive)
 
@@ -273,6 +286,10 @@ class HttpProtocol(asyncio.Protocol):
         self._message_done = True
         if self._body is not EMPTY_BODY:
             self._body.feed_eof()
+            deferred = self._deferred
+            if deferred is not None:
+                self._deferred = None
+                self._start(*deferred)
 
     # -- request cycle ---------------------------------------------------------------------
     def _start(self, request: ProxyRequest, keep_alive: bool) -> None:
