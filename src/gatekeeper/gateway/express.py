@@ -48,6 +48,7 @@ __all__ = ["Exchange", "begin"]
 logger = logging.getLogger("gatekeeper.gateway")
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_CACHEABLE = frozenset({"GET", "HEAD"})
 _PROBLEM = (b"content-type", b"application/problem+json")
 _TRAILER = b"0\r\n\r\n"
 
@@ -65,14 +66,17 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
         route is None
         or route.auth is not None
         or (route.waiting_room is not None and state.gate is not None)
-        or (route.cache is not None and state.cache is not None)
     ):
         return False
+    cached = route.cache is not None and state.cache is not None
+    if cached and request.method not in _CACHEABLE:
+        return False  # the cache forwards it (and invalidates what an unsafe method changes)
     control = getattr(state.pools[route.upstream], "admission_control", None)
     if control is None or control.max_concurrency is not None:
         return False  # a concurrency limit queues requests: the pipeline's admission does
     request.route = route
     exchange = Exchange(state, request, conn, route)
+    exchange.cached = cached
     conn.exchange = exchange
     exchange.start()
     return True
@@ -89,6 +93,7 @@ class Exchange:
     __slots__ = (
         "attempt",
         "attempts",
+        "cached",
         "chunked",
         "conn",
         "endpoint",
@@ -128,6 +133,7 @@ class Exchange:
         self.attempts = 1
         self.reused = False
         self.sent = 0.0
+        self.cached = False  # the route has a cache: a stored answer is looked for first
 
     # -- limits ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -197,6 +203,14 @@ class Exchange:
     # -- the attempt -------------------------------------------------------------------------
     def forward(self) -> None:
         request = self.request
+        if self.cached:
+            cache = self.state.cache
+            hit = cache.fresh_hit(request) if cache is not None else None
+            if hit is None:
+                self._resume()  # a miss, a stale entry, Vary, a shared store: the cache's way
+            else:
+                self._answer_stored(*hit)
+            return
         route = self.route
         pool = self.pool
         proxy = self.state.proxy
@@ -262,6 +276,23 @@ class Exchange:
             total_timeout=timeouts.total,
             interim=self.request.on_interim,
         )
+
+    def _answer_stored(self, status: int, lines: bytes, body: bytes, length: int | None) -> None:
+        """Write a cache hit (see ``GatewayCache.fresh_hit``) as the pipeline would."""
+        conn = self.conn
+        conn.response_started = True
+        parts = [status_line(status), lines]
+        extra = self.extra
+        if extra:
+            for name, value in extra:
+                parts += (name, b": ", value, b"\r\n")
+        if length is not None and status not in _NO_BODY_STATUS:
+            parts.append(b"content-length: %d\r\n" % length)
+        parts += (conn.connection_header(self.request.version == "1.0"), b"\r\n", body)
+        transport = conn.transport
+        if transport is not None and not conn.closed:
+            transport.write(b"".join(parts))
+        self._done(status)
 
     # -- the upstream connection's sink ------------------------------------------------------
     def on_head(

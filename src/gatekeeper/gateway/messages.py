@@ -340,3 +340,8 @@ class ResponseCache(Protocol):
     async def handle(self, request: ProxyRequest, forward: Forward) -> ProxyResponse:
         """Answer from the cache, or call ``forward`` (possibly with conditional headers)."""
         ...
+
+    def fresh_hit(self, request: ProxyRequest) -> tuple[int, bytes, bytes, int | None] | None:
+        """A usable stored answer found without awaiting: status, header lines, body and the
+        Content-Length to announce; ``None``: call :meth:`handle`."""
+        ...

@@ -10,17 +10,20 @@ streamed: the client's :class:`Body` pulls from the cache's tee, chunk by chunk.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sized
-from typing import Any
+from typing import Any, NamedTuple
 
 from gatekeeper.gateway.cache.cache import HttpCache
 from gatekeeper.gateway.cache.config import RouteCache
 from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, iterate_once
+from gatekeeper.gateway.cache.keys import primary_key
 from gatekeeper.gateway.cache.status import CacheStatus
 from gatekeeper.gateway.messages import Body, Forward, ProxyRequest, ProxyResponse
 
-__all__ = ["GatewayCache", "cache_result", "metric_result"]
+__all__ = ["GatewayCache", "StoredAnswer", "cache_result", "metric_result"]
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Request fields that can change a hit's answer: such requests take the cache's general way.
+_DIRECTIVES = frozenset({b"cache-control", b"if-none-match", b"if-modified-since", b"range"})
 
 
 class _PulledBody(Body):
@@ -97,6 +100,7 @@ class GatewayCache:
         self.cache = cache
         self.metrics = metrics
         self.config = config  # the CacheConfig it was built from, to reuse it across reloads
+        self._keys: dict[tuple[Any, str, bytes], str] = {}
 
     def stats(self) -> dict[str, Any]:
         """A JSON snapshot for ``/stats``: counters and the store's occupancy."""
@@ -111,22 +115,75 @@ class GatewayCache:
             body["records"] = len(store)
         return body
 
+    def fresh_hit(self, request: ProxyRequest) -> StoredAnswer | None:
+        """A usable stored answer found without awaiting (see :meth:`HttpCache.fresh_hit`);
+        ``None``: call :meth:`handle`.
+
+        A request without cache directives, validators or a range (the common one) is answered
+        from the entry's pre-encoded fields, without converting the request or the response;
+        the others go through :meth:`HttpCache.fresh_hit`. Both give the bytes :meth:`handle`
+        and the pipeline would (a test holds them to it).
+        """
+        if request.method != "GET" and request.method != "HEAD":
+            return None
+        route = request.route
+        for name, _ in request.headers:
+            if name in _DIRECTIVES:
+                return self._converted_hit(request, _namespace(route))
+        found = self.cache.peek_fresh(self._primary(request, route))
+        if found is None:
+            return None
+        entry, status = found
+        if entry.serve_lines is None:
+            return None  # fields that do not encode: the cache's general way says what to do
+        cache = self.cache
+        cache.count_hit(status)
+        if self.metrics is not None:
+            self.metrics.cache(route.name if route is not None else "", "hit")
+        lines = b"%bage: %d\r\ncache-status: %b\r\n" % (
+            entry.serve_lines,
+            int(entry.age(cache.clock.now())),
+            status.render(cache.options.name).encode("latin-1"),
+        )
+        body = entry.body
+        return StoredAnswer(
+            entry.status, lines, b"" if request.method == "HEAD" else body, len(body)
+        )
+
+    def _converted_hit(self, request: ProxyRequest, namespace: str) -> StoredAnswer | None:
+        answer = self.cache.fresh_hit(_cache_request(request), namespace=namespace)
+        if answer is None:
+            return None
+        route = request.route
+        if self.metrics is not None:
+            self.metrics.cache(route.name if route is not None else "", "hit")
+        length: int | None = None
+        lines: list[bytes] = []
+        for key, value in answer.headers:
+            name = key.lower().encode("latin-1")
+            if name == b"content-length":
+                length = int(value)
+            elif name not in _FRAMING:
+                lines += (name, b": ", value.encode("latin-1"), b"\r\n")
+        return StoredAnswer(answer.status, b"".join(lines), answer.content or b"", length)
+
+    def _primary(self, request: ProxyRequest, route: Any) -> str:
+        """The URI key of ``request`` (remembered: a digest per request costs more)."""
+        memo = (route, request.host, request.target)
+        key = self._keys.get(memo)
+        if key is None:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            target = request.target.decode("latin-1")
+            key = primary_key(CacheRequest("GET", request.host, target), _namespace(route))
+            self._keys[memo] = key
+        return key
+
     async def handle(self, request: ProxyRequest, forward: Forward) -> ProxyResponse:
         """Answer ``request`` from the cache, or through ``forward``."""
         route = request.route
-        policy = route.cache if route is not None else None
-        if isinstance(policy, RouteCache):
-            namespace = policy.namespace
-        elif isinstance(policy, dict) and isinstance(policy.get("namespace"), str):
-            namespace = policy["namespace"]  # the raw YAML mapping, validated at start-up
-        else:
-            namespace = route.name if route is not None else ""
-        cache_request = CacheRequest(
-            request.method,
-            request.host,
-            request.target.decode("latin-1"),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
-        )
+        namespace = _namespace(route)
+        cache_request = _cache_request(request)
         upstream_info: dict[str, str] = {}
 
         async def forward_adapted(outgoing: CacheRequest) -> CacheResponse:
@@ -152,6 +209,35 @@ class GatewayCache:
     async def aclose(self) -> None:
         """Stop background refreshes and close the store."""
         await self.cache.aclose()
+
+
+class StoredAnswer(NamedTuple):
+    """A hit ready to write (see :meth:`GatewayCache.fresh_hit`): the status, the header lines
+    (``name: value\\r\\n``, framing excluded), the body (empty for HEAD) and the
+    Content-Length to announce (``None``: none, as for a 304)."""
+
+    status: int
+    lines: bytes
+    body: bytes
+    length: int | None
+
+
+def _namespace(route: Any) -> str:
+    policy = route.cache if route is not None else None
+    if isinstance(policy, RouteCache):
+        return policy.namespace
+    if isinstance(policy, dict) and isinstance(policy.get("namespace"), str):
+        return str(policy["namespace"])  # the raw YAML mapping, validated at start-up
+    return str(route.name) if route is not None else ""
+
+
+def _cache_request(request: ProxyRequest) -> CacheRequest:
+    return CacheRequest(
+        request.method,
+        request.host,
+        request.target.decode("latin-1"),
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+    )
 
 
 async def _iterate(body: Body) -> AsyncIterator[bytes]:

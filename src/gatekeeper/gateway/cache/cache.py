@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _INDEX_TTL = 3600.0
+_NO_DIRECTIVES = parse_cache_control(None)
 
 
 @dataclass(slots=True)
@@ -133,6 +134,51 @@ class HttpCache:
         fresh_but_refused = state.ttl > 0 and not look.entry.cache_control.no_cache
         fwd = "request" if fresh_but_refused else "stale"
         return await self._revalidate(request, forward, look, state, request_cc, fwd)
+
+    def fresh_hit(self, request: CacheRequest, *, namespace: str = "") -> CacheResponse | None:
+        """The answer to ``request`` when the store holds a usable entry in this process
+        (no Vary), found synchronously; ``None``: call :meth:`handle`, which decides the rest.
+
+        The same rules as :meth:`handle` for the case it covers (a fresh hit, or the 304 a
+        client's own validators earn), for callers that must not await (the express lane).
+        """
+        if bypass_reason(request) is not None:
+            return None
+        request_cc = parse_cache_control(request.header("cache-control"))
+        found = self.peek_fresh(primary_key(request, namespace), request_cc)
+        if found is None:
+            return None
+        entry, status = found
+        self.stats.hits += 1
+        return self._serve(entry, request, status)
+
+    def peek_fresh(
+        self, primary: str, request_cc: CacheControl = _NO_DIRECTIVES
+    ) -> tuple[CacheEntry, CacheStatus] | None:
+        """The usable entry of URI key ``primary`` (no Vary) held in this process, and its
+        Cache-Status; ``None`` when the store cannot tell without awaiting. The caller that
+        serves it calls :meth:`count_hit`."""
+        peek = getattr(self.store, "peek", None)
+        if peek is None:
+            return None
+        try:
+            names, entry = peek(primary)
+        except StorageError:
+            return None
+        if entry is None or names != ():
+            return None
+        now = self.clock.now()
+        state = freshness(
+            entry, request_cc, now, honor_request=self.options.honor_request_directives
+        )
+        if not state.usable:
+            return None
+        return entry, CacheStatus(hit=True, ttl=state.ttl)
+
+    def count_hit(self, status: CacheStatus) -> None:
+        """Count a hit served from :meth:`peek_fresh`."""
+        self.stats.hits += 1
+        self._count(status)
 
     # -- steps ----------------------------------------------------------------------------
 

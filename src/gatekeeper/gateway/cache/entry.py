@@ -46,6 +46,9 @@ class CacheEntry:
     last_modified: str | None = field(init=False, compare=False, repr=False)
     serve_headers: Headers = field(init=False, compare=False, repr=False)
     """The fields sent to clients, before ``Content-Length``, ``Age`` and ``Cache-Status``."""
+    serve_lines: bytes | None = field(init=False, compare=False, repr=False)
+    """``serve_headers`` as the gateway writes them (``name: value\\r\\n``, lower-case names),
+    encoded once for the express lane's hits; ``None`` if a field is not Latin-1."""
     _fields: dict[str, str] = field(init=False, compare=False, repr=False)
     _initial_age: float = field(init=False, compare=False, repr=False)
 
@@ -76,11 +79,17 @@ class CacheEntry:
         )
         set_(self, "etag", fields.get("etag"))
         set_(self, "last_modified", fields.get("last-modified"))
-        set_(
-            self,
-            "serve_headers",
-            [(k, v) for k, v in self.headers if k.lower() not in {"age", "content-length"}],
-        )
+        serve = [(k, v) for k, v in self.headers if k.lower() not in {"age", "content-length"}]
+        set_(self, "serve_headers", serve)
+        try:
+            lines: bytes | None = b"".join(
+                b"%s: %s\r\n" % (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in serve
+                if k.lower() != "transfer-encoding"
+            )
+        except UnicodeEncodeError:
+            lines = None
+        set_(self, "serve_lines", lines)
 
     def header(self, name: str) -> str | None:
         """The combined value of header ``name`` of the stored response."""

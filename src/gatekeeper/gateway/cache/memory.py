@@ -96,6 +96,12 @@ class MemoryStore:
         names = await self.get_vary(key)
         return names, (await self.get(key, "") if names == () else None)
 
+    def peek(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        """:meth:`lookup`, synchronously (the store is in process): the express lane's hits."""
+        names = cast("tuple[str, ...] | None", self._lookup(_INDEX + key))
+        entry = self._lookup(f"{_ENTRY}{key}:") if names == () else None
+        return names, cast("CacheEntry | None", entry)
+
     async def set_vary(self, key: str, names: tuple[str, ...], ttl: float) -> None:
         """Record the vary index of primary ``key``."""
         self._insert(_INDEX + key, names, 64 + sum(len(n) for n in names), ttl)

@@ -68,6 +68,10 @@ class TieredStore:
                 await self.near.set(key, "", entry, self.near_ttl)
         return names, entry
 
+    def peek(self, key: str) -> tuple[tuple[str, ...] | None, CacheEntry | None]:
+        """The near tier's index and no-Vary entry, synchronously (no shared-store trip)."""
+        return self.near.peek(key)
+
     async def set_vary(self, key: str, names: tuple[str, ...], ttl: float) -> None:
         """Write the index through both tiers."""
         await self.far.set_vary(key, names, ttl)
