@@ -172,13 +172,18 @@ async def test_an_idle_connection_the_upstream_dropped_is_retried_on_a_fresh_one
             b"GET /api/2 HTTP/1.1\r\nHost: t\r\n\r\n",
             read_until_close=False,
         )
-        endpoint = gw.runtime.state.pools["backends"].endpoints[0]  # type: ignore[union-attr]
+        pool = gw.runtime.state.pools["backends"]  # type: ignore[union-attr]
+        endpoint = pool.endpoints[0]
+        budget = pool.retry_budget.snapshot()
     for answer in (data, again):
         assert answer.startswith(b"HTTP/1.1 200")
         assert answer.endswith(b"ok")
     assert served == 2
     assert len(up.writers) == 2
     assert endpoint.failures == 0
+    assert endpoint.in_flight == 0
+    # Two requests, each counted once in the retry budget (the fresh connection is no retry).
+    assert (budget["window_requests"], budget["window_retries"]) == (2, 0)
 
 
 async def test_a_retryable_status_is_retried_on_another_endpoint() -> None:

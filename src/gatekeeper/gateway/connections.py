@@ -539,11 +539,13 @@ class ConnectionPool:
             conn.abort()
         return None
 
-    async def acquire(self, connect_timeout: float) -> UpstreamConnection:
-        """An idle connection, or a new one within ``connect_timeout`` seconds."""
-        conn = self.take_idle()
-        if conn is not None:
-            return conn
+    async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> UpstreamConnection:
+        """An idle connection, or a new one within ``connect_timeout`` seconds (always a new
+        one when ``fresh``: after a kept-alive one turned out closed, the others may be too)."""
+        if not fresh:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):

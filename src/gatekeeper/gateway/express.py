@@ -235,10 +235,11 @@ class Exchange:
         self.reused = True
         self._send(upstream)
 
-    def _connect(self) -> None:
+    def _connect(self, *, fresh: bool = False) -> None:
         endpoint = self.endpoint
         pool = self.state.proxy.connections(endpoint.host, endpoint.port)
-        task = self.conn.loop.create_task(pool.acquire(self.route.timeouts.connect))
+        connect = pool.acquire(self.route.timeouts.connect, fresh=fresh)
+        task = self.conn.loop.create_task(connect)
         task.add_done_callback(self._connected)
         self.conn.detached = task  # (a strong reference while it runs)
 
@@ -379,9 +380,11 @@ class Exchange:
             return
         if self.reused and isinstance(exc, UpstreamConnectError):
             # A reused connection the upstream closed while idle: nothing of the response was
-            # seen, so the pipeline tries again on a fresh connection (and judges nothing).
-            self.pool.on_cancel(self.endpoint)
-            self._resume()
+            # seen, so the same attempt goes again on a fresh connection to the same endpoint
+            # (judging nothing, and without a second pick: that would count the request twice
+            # in the retry budget).
+            self.reused = False
+            self._connect(fresh=True)
             return
         elapsed = time.monotonic() - self.sent
         retry = self.state.proxy.failed(

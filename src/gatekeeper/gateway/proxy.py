@@ -341,7 +341,7 @@ class Proxy:
             conn = None if fresh_try else cpool.take_idle()
             reused = conn is not None
             if conn is None:
-                conn = await cpool.acquire(timeouts.connect)
+                conn = await cpool.acquire(timeouts.connect, fresh=fresh_try)
             if replayable:
                 future = conn.send(
                     head + data if data else head,
