@@ -39,6 +39,7 @@ from gatekeeper.gateway.config import GatewayConfig
 from gatekeeper.gateway.pipeline import GatewayState
 from gatekeeper.gateway.proxy import Proxy
 from gatekeeper.gateway.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
+from gatekeeper.gateway.tls import server_context
 from gatekeeper.gateway.upstreams import build_pool
 from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
@@ -388,6 +389,11 @@ class Gateway:
                 backlog=listener.backlog,
                 keepalive_timeout=listener.keepalive_timeout,
                 shutdown_grace=listener.shutdown_grace,
+                tls=(
+                    server_context(listener.tls.cert_file, listener.tls.key_file)
+                    if listener.tls is not None
+                    else None
+                ),
             )
             runtime.server = server
             runtime.state = state

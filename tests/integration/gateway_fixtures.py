@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -111,8 +112,9 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class ScriptedUpstream:
     """An upstream whose every connection runs ``handler``; it remembers its writers."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.writers: list[asyncio.StreamWriter] = []
         self.closed = asyncio.Event()  # a connection ended from the gateway's side
         self.port = 0
@@ -128,7 +130,7 @@ class ScriptedUpstream:
             finally:
                 writer.close()
 
-        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -138,4 +140,4 @@ class ScriptedUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"

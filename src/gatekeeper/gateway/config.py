@@ -64,6 +64,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ListenerTLSConfig(_Model):
+    """HTTPS on the listener: the certificate chain and its key (PEM files)."""
+
+    cert_file: str
+    key_file: str
+
+    @model_validator(mode="after")
+    def _loadable(self) -> ListenerTLSConfig:
+        from gatekeeper.gateway.tls import server_context
+
+        server_context(self.cert_file, self.key_file)  # ConfigurationError naming the file
+        return self
+
+
 class ListenerConfig(_Model):
     """Where the gateway listens."""
 
@@ -72,6 +86,7 @@ class ListenerConfig(_Model):
     backlog: int = Field(default=2048, ge=1)
     keepalive_timeout: float = Field(default=75.0, ge=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
+    tls: ListenerTLSConfig | None = None
 
 
 class LimiterConfig(_Model):
@@ -113,11 +128,13 @@ class PolicyConfig(_Model):
 
 
 class EndpointConfig(_Model):
-    """One backend: ``url: http://host:port`` (or ``host`` + ``port``) and a weight."""
+    """One backend: ``url: http://host:port`` or ``https://host:port`` (or ``host`` +
+    ``port`` + ``tls``) and a weight."""
 
     host: str
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=1, le=1000)
+    tls: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -127,13 +144,32 @@ class EndpointConfig(_Model):
         if isinstance(data, dict) and "url" in data:
             data = dict(data)
             url = urlsplit(str(data.pop("url")))
-            if url.scheme != "http" or not url.hostname:
+            if url.scheme not in ("http", "https") or not url.hostname:
                 raise ValueError(
-                    f"endpoint url must look like http://host:port, got {url.geturl()!r}"
+                    "endpoint url must look like http://host:port or https://host:port, "
+                    f"got {url.geturl()!r}"
                 )
+            tls = url.scheme == "https"
             data.setdefault("host", url.hostname)
-            data.setdefault("port", url.port or 80)
+            data.setdefault("port", url.port or (443 if tls else 80))
+            data.setdefault("tls", tls)
         return data
+
+
+class UpstreamTLSConfig(_Model):
+    """How a pool's HTTPS endpoints are verified: against the system's CAs or ``ca_file``,
+    for the endpoint's host name or ``server_name`` (also sent as SNI)."""
+
+    verify: bool = True
+    ca_file: str | None = None
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _loadable(self) -> UpstreamTLSConfig:
+        from gatekeeper.gateway.tls import client_context
+
+        client_context(verify=self.verify, ca_file=self.ca_file)  # names a bad ca_file
+        return self
 
 
 class HealthConfig(_Model):
@@ -194,6 +230,7 @@ class UpstreamConfig(_Model):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     max_idle_connections: int = Field(default=128, ge=0)
     idle_timeout: float = Field(default=60.0, gt=0)
+    tls: UpstreamTLSConfig = Field(default_factory=UpstreamTLSConfig)
 
     @field_validator("strategy")
     @classmethod

@@ -16,6 +16,7 @@ and a streaming body costs nothing per chunk).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -514,11 +515,15 @@ class ConnectionPool:
         max_idle: int = 128,
         idle_timeout: float = 60.0,
         watchdog: Watchdog | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.watchdog = watchdog or Watchdog()
         self.host = host
         self.port = port
         self.address = f"{host}:{port}"
+        self.tls = tls  # HTTPS: the context, and the name verified and sent as SNI
+        self.server_name = server_name or host
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: deque[UpstreamConnection] = deque()
@@ -549,9 +554,19 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConnection(self), self.host, self.port
-                )
+                if self.tls is None:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(self), self.host, self.port
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(self),
+                        self.host,
+                        self.port,
+                        ssl=self.tls,
+                        server_hostname=self.server_name,
+                        ssl_handshake_timeout=connect_timeout,
+                    )
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"upstream {self.address}: no connection within {connect_timeout:g}s"

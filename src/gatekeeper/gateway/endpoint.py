@@ -10,6 +10,7 @@ access happens on one event loop).
 from __future__ import annotations
 
 import math
+import ssl
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError
@@ -44,14 +45,25 @@ class Endpoint:
         "health_successes",
         "healthy",
         "host",
+        "host_header",
         "in_flight",
         "last_check_error",
         "port",
         "requests",
+        "server_name",
+        "tls",
         "weight",
     )
 
-    def __init__(self, host: str, port: int, weight: int = 1) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        weight: int = 1,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> None:
         if not host:
             raise ConfigurationError("endpoint host must not be empty")
         if not 0 < port < 65536:
@@ -62,6 +74,14 @@ class Endpoint:
         self.port = port
         self.weight = weight
         self.address = f"{host}:{port}"
+        # HTTPS endpoints: the context connections use, and the name verified and sent as SNI.
+        self.tls = tls
+        self.server_name = server_name or host
+        # The Host value a request gets when its route does not preserve the client's (the
+        # port left out when it is the scheme's default, as clients do).
+        name = f"[{host}]" if ":" in host else host
+        default_port = 443 if tls is not None else 80
+        self.host_header = (name if port == default_port else f"{name}:{port}").encode()
         self.in_flight = 0
         self.requests = 0
         self.failures = 0

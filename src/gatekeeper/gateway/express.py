@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamError
 from gatekeeper.gateway.messages import Headers, ProxyRequest
 from gatekeeper.gateway.protocol import EMPTY_BODY, status_line
+from gatekeeper.gateway.proxy import Attempts
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 from gatekeeper.observability.proxied import ensure_request_id
@@ -228,7 +229,7 @@ class Exchange:
         self.attempt = 1
         self.endpoint = endpoint
         pool.on_start(endpoint)
-        upstream = proxy.connections(endpoint.host, endpoint.port).take_idle()
+        upstream = proxy.connections(endpoint).take_idle()
         if upstream is None:
             self._connect()
             return
@@ -236,8 +237,7 @@ class Exchange:
         self._send(upstream)
 
     def _connect(self, *, fresh: bool = False) -> None:
-        endpoint = self.endpoint
-        pool = self.state.proxy.connections(endpoint.host, endpoint.port)
+        pool = self.state.proxy.connections(self.endpoint)
         connect = pool.acquire(self.route.timeouts.connect, fresh=fresh)
         task = self.conn.loop.create_task(connect)
         task.add_done_callback(self._connected)
@@ -305,7 +305,7 @@ class Exchange:
             request, self.pool, self.endpoint, status, self.sent, self.attempt, self.attempts
         ):
             self.upstream = None
-            self._resume(attempt=self.attempt, exclude={self.endpoint})
+            self._resume(resumed=Attempts(self.attempt, {self.endpoint}))
             return False
         conn = self.conn
         conn.response_started = True
@@ -391,9 +391,9 @@ class Exchange:
             self.request, self.pool, self.endpoint, exc, elapsed, self.attempt, self.attempts
         )
         if retry:
-            self._resume(attempt=self.attempt, exclude={self.endpoint})
+            self._resume(resumed=Attempts(self.attempt, {self.endpoint}, exc))
         else:
-            self._resume(attempt=self.attempt, error=exc)
+            self._resume(error=exc)
 
     # -- the client connection's side --------------------------------------------------------
     def cancel(self) -> None:
@@ -424,11 +424,7 @@ class Exchange:
         conn.finish(self.request)
 
     def _resume(
-        self,
-        *,
-        attempt: int = 0,
-        exclude: set[Any] | None = None,
-        error: UpstreamError | None = None,
+        self, *, resumed: Attempts | None = None, error: UpstreamError | None = None
     ) -> None:
         """Hand the request to the pipeline (retries, error answers, no healthy endpoint)."""
         conn = self.conn
@@ -439,8 +435,7 @@ class Exchange:
             self.started,
             self.note,
             self.extra,
-            attempt=attempt,
-            exclude=exclude,
+            resumed=resumed,
             error=error,
         )
         conn.run(self.request, work)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,9 +51,17 @@ class HealthCheckConfig:
 
 
 async def probe(
-    host: str, port: int, path: str = "/health", seconds: float = 1.0, host_header: str = ""
+    host: str,
+    port: int,
+    path: str = "/health",
+    seconds: float = 1.0,
+    host_header: str = "",
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> tuple[bool, str]:
-    """GET ``path`` from ``host:port`` within ``seconds``: (passed, reason).
+    """GET ``path`` from ``host:port`` (over TLS with ``tls``) within ``seconds``:
+    (passed, reason).
 
     Never raises for network trouble: every failure becomes ``(False, reason)``.
     """
@@ -62,7 +71,12 @@ async def probe(
     ).encode("latin-1")
     try:
         async with asyncio.timeout(seconds):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=server_name or host
+                )
             try:
                 writer.write(request)
                 await writer.drain()
@@ -136,7 +150,15 @@ class HealthChecker:
         endpoints = list(self._endpoints())
         results = await asyncio.gather(
             *(
-                probe(e.host, e.port, config.path, config.timeout, config.host_header or "")
+                probe(
+                    e.host,
+                    e.port,
+                    config.path,
+                    config.timeout,
+                    config.host_header or e.host_header.decode(),
+                    tls=e.tls,
+                    server_name=e.server_name,
+                )
                 for e in endpoints
             )
         )

@@ -36,7 +36,7 @@ from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
 from gatekeeper.gateway.native import NativeTable, serve_native
-from gatekeeper.gateway.proxy import Proxy
+from gatekeeper.gateway.proxy import Attempts, Proxy
 from gatekeeper.gateway.routing import Route, Router
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
@@ -202,19 +202,18 @@ class GatewayState:
         started: float,
         note: dict[str, Any] | None,
         extra: Headers | None,
-        attempt: int = 0,
-        exclude: set[Any] | None = None,
+        resumed: Attempts | None = None,
         error: UpstreamError | None = None,
     ) -> None:
         """Finish a request the express lane began, from forwarding on (its limits are
-        decided): ``attempt`` attempts were made already, on the endpoints in ``exclude``;
-        ``error``, if given, ended the last one and is answered without another attempt."""
+        decided): ``resumed`` says which attempts were made already; ``error``, if given,
+        ended the last one and is answered without another attempt."""
         route = request.route
         assert route is not None
         status = 0
         try:
             status = await self._forward(
-                request, route, conn, note, extra, attempt=attempt, exclude=exclude, error=error
+                request, route, conn, note, extra, resumed=resumed, error=error
             )
         finally:
             self.account(conn.loop, request, route, status, started, note)
@@ -276,8 +275,7 @@ class GatewayState:
         extra: Headers | None,
         priority: int = 0,
         *,
-        attempt: int = 0,
-        exclude: set[Any] | None = None,
+        resumed: Attempts | None = None,
         error: UpstreamError | None = None,
     ) -> int:
         """Admission, forwarding (or the cache) and the answer, upstream errors mapped to
@@ -289,9 +287,9 @@ class GatewayState:
                 raise error
             if control is not None and control.max_concurrency is None:
                 # No concurrency limit: skip the (allocating) async context manager.
-                return await self._respond(request, route, conn, extra, attempt, exclude)
+                return await self._respond(request, route, conn, extra, resumed)
             async with pool.admission(priority):
-                return await self._respond(request, route, conn, extra, attempt, exclude)
+                return await self._respond(request, route, conn, extra, resumed)
         except UpstreamTimeout as exc:
             _note(note, Termination.UPSTREAM_TIMEOUT)
             return await _error(conn, request, 504, "upstream_timeout", str(exc), extra)
@@ -358,8 +356,7 @@ class GatewayState:
         route: Route,
         conn: HttpProtocol,
         extra: Headers | None,
-        attempt: int = 0,
-        exclude: set[Any] | None = None,
+        resumed: Attempts | None = None,
     ) -> int:
         cache = self.cache
         conn.abandonable = True
@@ -367,7 +364,7 @@ class GatewayState:
             if cache is not None and route.cache is not None and request.upgrade is None:
                 response = await cache.handle(request, self.proxy.forward)
             else:
-                response = await self.proxy.forward(request, attempt=attempt, exclude=exclude)
+                response = await self.proxy.forward(request, resumed=resumed)
         finally:
             conn.abandonable = False
         if response.switched is not None:

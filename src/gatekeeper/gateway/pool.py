@@ -39,6 +39,7 @@ from gatekeeper.gateway.endpoint import Endpoint
 from gatekeeper.gateway.health import HealthCheckConfig, HealthChecker
 from gatekeeper.gateway.outlier import OutlierConfig, OutlierDetector
 from gatekeeper.gateway.retry import RetryBudget, RetryBudgetConfig
+from gatekeeper.gateway.tls import client_context
 from gatekeeper.types import Clock, SystemClock
 
 __all__ = ["UpstreamPool", "pool_from_config"]
@@ -256,7 +257,23 @@ def pool_from_config(
 
     Read by attribute so that this module does not depend on the configuration models.
     """
-    endpoints = [Endpoint(e.host, e.port, e.weight) for e in config.endpoints]
+    tls = getattr(config, "tls", None)
+    context = None
+    if any(getattr(e, "tls", False) for e in config.endpoints):
+        context = client_context(
+            verify=tls.verify if tls is not None else True,
+            ca_file=tls.ca_file if tls is not None else None,
+        )
+    endpoints = [
+        Endpoint(
+            e.host,
+            e.port,
+            e.weight,
+            tls=context if getattr(e, "tls", False) else None,
+            server_name=tls.server_name if tls is not None else None,
+        )
+        for e in config.endpoints
+    ]
     health = None
     if config.health is not None:
         h = config.health

@@ -65,7 +65,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.peer_port = 0
-        self.scheme = "http"
+        self.scheme = server.scheme
         self.closed = False
         self.busy = False
         self.keep_alive = True

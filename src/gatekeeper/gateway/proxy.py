@@ -20,15 +20,22 @@ Endpoint choice, retries and accounting go through the pool (``pick``/``on_start
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gatekeeper.errors import (
+    NoHealthyUpstream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.connections import ConnectionPool, UpstreamConnection, Watchdog
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
 
-__all__ = ["HOP_BY_HOP", "Proxy", "response_headers"]
+__all__ = ["HOP_BY_HOP", "Attempts", "Proxy", "response_headers"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -79,6 +86,17 @@ def response_headers(headers: Headers) -> Headers:
     ]
 
 
+@dataclass(slots=True)
+class Attempts:
+    """Where a request's attempts stand when another step takes it over (the express lane
+    hands a retry to the pipeline): how many were made, on which endpoints, and the failure
+    that made the last one retry (answered if no other endpoint is left to try)."""
+
+    made: int = 0
+    tried: set[Any] = field(default_factory=set)
+    last_error: UpstreamError | None = None
+
+
 def _node(ip: str) -> str:
     return f'"[{ip}]"' if ":" in ip else ip
 
@@ -98,21 +116,23 @@ class Proxy:
         self.trusted = trusted
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self._connections: dict[tuple[str, int], ConnectionPool] = {}
+        self._connections: dict[tuple[str, int, ssl.SSLContext | None], ConnectionPool] = {}
         self.watchdog = Watchdog()
         self._forwarding_lines: dict[tuple[str, str, str], bytes] = {}
 
-    def connections(self, host: str, port: int) -> ConnectionPool:
+    def connections(self, endpoint: Any) -> ConnectionPool:
         """The connection pool of one endpoint (created on first use)."""
-        key = (host, port)
+        key = (endpoint.host, endpoint.port, endpoint.tls)
         pool = self._connections.get(key)
         if pool is None:
             pool = self._connections[key] = ConnectionPool(
-                host,
-                port,
+                endpoint.host,
+                endpoint.port,
                 max_idle=self.max_idle,
                 idle_timeout=self.idle_timeout,
                 watchdog=self.watchdog,
+                tls=endpoint.tls,
+                server_name=endpoint.server_name,
             )
         return pool
 
@@ -236,15 +256,17 @@ class Proxy:
         return self.request_head(request, framing), data, replayable
 
     async def forward(
-        self, request: ProxyRequest, *, attempt: int = 0, exclude: set[Any] | None = None
+        self, request: ProxyRequest, *, resumed: Attempts | None = None
     ) -> ProxyResponse:
         """Send ``request`` to an endpoint of its route's pool; retry per the route's policy.
 
-        ``attempt`` and ``exclude`` resume a request whose earlier attempts were made
-        elsewhere (the express lane): how many were made and on which endpoints.
+        ``resumed`` continues a request whose earlier attempts were made elsewhere (the
+        express lane).
 
         Raises :class:`UpstreamConnectError` (-> 502), :class:`UpstreamTimeout` (-> 504) or
-        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503).
+        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503). When a failed attempt is to be
+        retried but no other endpoint is left, its own error is raised (as nginx answers the
+        last failure), not NoHealthyUpstream.
         """
         route = request.route
         assert route is not None
@@ -252,10 +274,20 @@ class Proxy:
         head, data, replayable = self.prepare(request)
         retry = route.retry
         attempts = retry.attempts if replayable and request.method in retry.methods else 1
-        exclude = exclude if exclude is not None else set()
+        attempt = 0
+        exclude: set[Any] = set()
+        last_error: UpstreamError | None = None
+        if resumed is not None:
+            attempt, exclude, last_error = resumed.made, resumed.tried, resumed.last_error
         while True:
             attempt += 1
-            endpoint = pool.pick(request, frozenset(exclude) if exclude else _NOTHING)
+            try:
+                endpoint = pool.pick(request, frozenset(exclude) if exclude else _NOTHING)
+            except NoHealthyUpstream:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            last_error = None
             sent = head if route.preserve_host else self.with_host(head, endpoint)
             pool.on_start(endpoint)
             started = time.monotonic()
@@ -267,6 +299,7 @@ class Proxy:
                 elapsed = time.monotonic() - started
                 if self.failed(request, pool, endpoint, exc, elapsed, attempt, attempts):
                     exclude.add(endpoint)
+                    last_error = exc
                     continue
                 raise
             except BaseException:
@@ -320,8 +353,7 @@ class Proxy:
     @staticmethod
     def with_host(head: bytes, endpoint: Any) -> bytes:
         line_end = head.index(b"\r\n") + 2
-        host = f"host: {endpoint.host}:{endpoint.port}\r\n".encode()
-        return head[:line_end] + host + head[line_end:]
+        return b"%bhost: %b\r\n%b" % (head[:line_end], endpoint.host_header, head[line_end:])
 
     async def _exchange(
         self,
@@ -335,7 +367,7 @@ class Proxy:
         route = request.route
         assert route is not None
         timeouts = route.timeouts
-        cpool = self.connections(endpoint.host, endpoint.port)
+        cpool = self.connections(endpoint)
         head_only = request.method == "HEAD"
         for fresh_try in (False, True):
             conn = None if fresh_try else cpool.take_idle()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from gatekeeper.gateway.protocol import HttpProtocol
@@ -52,8 +53,11 @@ class Server:
         keepalive_timeout: float = 75.0,
         shutdown_grace: float = 30.0,
         sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
+        self.tls = tls  # HTTPS on the listener (see gateway/tls.py)
+        self.scheme = "https" if tls is not None else "http"
         self.host = host
         self.port = port
         self.backlog = backlog
@@ -70,7 +74,7 @@ class Server:
         loop = asyncio.get_running_loop()
         if self._sock is not None:
             self._server = await loop.create_server(
-                lambda: HttpProtocol(self), sock=self._sock, backlog=self.backlog
+                lambda: HttpProtocol(self), sock=self._sock, backlog=self.backlog, ssl=self.tls
             )
         else:
             self._server = await loop.create_server(
@@ -79,6 +83,7 @@ class Server:
                 self.port,
                 backlog=self.backlog,
                 reuse_address=True,
+                ssl=self.tls,
             )
         sockets = self._server.sockets
         if sockets:
