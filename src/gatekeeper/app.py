@@ -288,6 +288,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 strip_prefix=rc.strip_prefix,
                 preserve_host=rc.preserve_host,
                 ratelimit_headers=rc.ratelimit_headers,
+                max_body_bytes=rc.max_body_bytes,
                 waiting_room=rc.waiting_room,
                 auth=None if rc.auth == "none" else rc.auth,
             )
@@ -389,6 +390,8 @@ class Gateway:
                 backlog=listener.backlog,
                 keepalive_timeout=listener.keepalive_timeout,
                 shutdown_grace=listener.shutdown_grace,
+                max_header_bytes=listener.max_header_bytes,
+                header_timeout=listener.header_timeout,
                 tls=(
                     server_context(listener.tls.cert_file, listener.tls.key_file)
                     if listener.tls is not None

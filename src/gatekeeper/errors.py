@@ -13,6 +13,7 @@ Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the e
     │   ├── UpstreamConnectError ... the backend refused or reset the connection (-> 502)
     │   └── NoHealthyUpstream   ... every backend of the pool is ejected or broken (-> 503)
     ├── QueueFull               the admission queue is full or the wait timed out (-> 503)
+    ├── BodyTooLarge            a request body is larger than its route accepts (-> 413)
     ├── TokenError              a JWT or ticket is malformed, forged or expired
     ├── AuthenticationError     no or wrong credentials                      (-> 401)
     ├── PermissionDenied        authenticated, but not allowed               (-> 403)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "BodyTooLarge",
     "ConfigurationError",
     "Conflict",
     "GatekeeperError",
@@ -92,6 +94,10 @@ class UpstreamConnectError(UpstreamError):
 
 class NoHealthyUpstream(UpstreamError):
     """No endpoint of the pool is healthy and closed-circuit."""
+
+
+class BodyTooLarge(GatekeeperError):
+    """A request body is larger than its route's ``max_body_bytes``."""
 
 
 class QueueFull(GatekeeperError):

@@ -87,6 +87,8 @@ class ListenerConfig(_Model):
     keepalive_timeout: float = Field(default=75.0, ge=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
     tls: ListenerTLSConfig | None = None
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    header_timeout: float = Field(default=30.0, ge=0)
 
 
 class LimiterConfig(_Model):
@@ -302,6 +304,7 @@ class RouteConfig(_Model):
     strip_prefix: bool = False
     preserve_host: bool = True
     ratelimit_headers: bool = True
+    max_body_bytes: int | None = Field(default=None, ge=0)
     # A business_id: visitors without a ready token wait on the hosted page (/queue/wait).
     waiting_room: str | None = None
     # Who may call the route: the identity guard checks credentials and the principal's tier.

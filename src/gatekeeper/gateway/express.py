@@ -69,6 +69,9 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
         or (route.waiting_room is not None and state.gate is not None)
     ):
         return False
+    limit = route.max_body_bytes
+    if limit is not None and request.body.received > limit:
+        return False  # the pipeline answers 413
     cached = route.cache is not None and state.cache is not None
     if cached and request.method not in _CACHEABLE:
         return False  # the cache forwards it (and invalidates what an unsafe method changes)

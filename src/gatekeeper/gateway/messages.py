@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gatekeeper.errors import BodyTooLarge
+
 if TYPE_CHECKING:
     from gatekeeper.gateway.connections import UpstreamConnection
     from gatekeeper.gateway.routing import Route
@@ -82,6 +84,7 @@ class Body:
         "_waiter",
         "high_water",
         "length",
+        "limit",
         "on_first_read",
         "received",
     )
@@ -98,6 +101,7 @@ class Body:
         self.high_water = high_water
         self.length = length
         self.received = 0
+        self.limit: int | None = None  # bytes accepted; more fails the body (BodyTooLarge)
         # Called once when a consumer first waits for bytes: the client protocol uses it to
         # send "100 Continue" only when somebody actually wants the body.
         self.on_first_read: Callable[[], Any] | None = None
@@ -123,6 +127,12 @@ class Body:
         self._chunks.append(data)
         self._size += len(data)
         self.received += len(data)
+        if self.limit is not None and self.received > self.limit:
+            self.set_exception(BodyTooLarge(f"the request body is larger than {self.limit} bytes"))
+            if self._pause is not None and not self._paused:
+                self._paused = True
+                self._pause()  # nothing more is wanted from this body
+            return
         if self._size > self.high_water and not self._paused and self._pause is not None:
             self._paused = True
             self._pause()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import (
+    BodyTooLarge,
     GatekeeperError,
     NoHealthyUpstream,
     QueueFull,
@@ -36,6 +37,7 @@ from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
 from gatekeeper.gateway.native import NativeTable, serve_native
+from gatekeeper.gateway.protocol import EMPTY_BODY
 from gatekeeper.gateway.proxy import Attempts, Proxy
 from gatekeeper.gateway.routing import Route, Router
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
@@ -147,12 +149,21 @@ class GatewayState:
         request.route = route
         started = time.monotonic()
         status = 0
+        limit = route.max_body_bytes
+        if limit is not None and request.body is not EMPTY_BODY:
+            request.body.limit = limit
         # Observability: the request id the upstream sees, and what ended the request.
         note: dict[str, Any] | None = None
         if self.access_log is not None:
             note = {"rid": ensure_request_id(request)}
         try:
-            status = await self._proxy(request, route, conn, note)
+            if limit is not None and max(request.body.length or 0, request.body.received) > limit:
+                # Declared (or sent) larger than accepted: refused before anything else, and
+                # the connection closes (the rest of the body is never read).
+                detail = f"the request body is larger than {limit} bytes"
+                status = await _error(conn, request, 413, "payload_too_large", detail, None)
+            else:
+                status = await self._proxy(request, route, conn, note)
         finally:
             self.account(conn.loop, request, route, status, started, note)
 
@@ -302,6 +313,8 @@ class GatewayState:
         except UpstreamError as exc:
             _note(note, Termination.UPSTREAM_ERROR)
             return await _error(conn, request, 502, "bad_gateway", str(exc), extra)
+        except BodyTooLarge as exc:  # a body without Content-Length grew past the bound
+            return await _error(conn, request, 413, "payload_too_large", str(exc), extra)
         except QueueFull as exc:
             _note(note, Termination.QUEUE_FULL)
             retry = [(b"retry-after", str(exc.retry_after).encode())]
@@ -468,6 +481,7 @@ def _note(note: dict[str, Any] | None, term: Termination) -> None:
 
 
 _TITLES = {
+    413: "Content Too Large",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",

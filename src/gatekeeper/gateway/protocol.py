@@ -52,6 +52,8 @@ EMPTY_BODY = Body.of(b"")
 # Request bodies up to this size (with a Content-Length, without Expect: 100-continue) are
 # read whole before the request starts, as nginx buffers request bodies.
 SMALL_BODY = 64 * 1024
+# How long a connection closed with an unread request body keeps reading (see _Lingering).
+LINGER_SECONDS = 2.0
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -100,6 +102,8 @@ class HttpProtocol(asyncio.Protocol):
         self.abandonable = False
         self._deferred: tuple[ProxyRequest, bool] | None = None  # waits for its small body
         self._interim_writer = self.write_interim  # (one bound method, not one per request)
+        self._head_room = 0
+        self.head_since = 0.0  # the server's clock when the current head began; 0: none
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,6 +146,11 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, _HeadTooLarge):
+                raise
+            self._reject(cause.status, str(cause))
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
 
@@ -181,17 +190,28 @@ class HttpProtocol(asyncio.Protocol):
         self._message_done = False
         self._expect_continue = False
         self._upgrading = None
+        # Bounds on the head: its size (counted per field) and how long it may take to arrive
+        # (the server's sweeper compares head_since with its coarse clock: no timer here).
+        self._head_room = self.server.max_header_bytes
+        self.head_since = self.server.now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_room -= len(url)
+        if self._head_room < 0:
+            raise _HeadTooLarge(414, "the request target is longer than the gateway accepts")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_room -= len(name) + len(value) + 4
+        if self._head_room < 0:
+            raise _HeadTooLarge(431, "the request's header fields are larger than accepted")
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_since = 0.0
         parser = self.parser
         headers = self._headers
         length: int | None = None
@@ -359,6 +379,14 @@ class HttpProtocol(asyncio.Protocol):
         if not self.keep_alive or not request.body.complete:
             # Closing, or the client's body did not arrive whole: the byte stream cannot be
             # resynchronised for another request.
+            if not request.body.complete and transport.can_write_eof():
+                # The client may still be sending its body: closing now would make the kernel
+                # answer it with a reset, which can destroy the answer before it is read.
+                transport.write_eof()
+                transport.set_protocol(_Lingering(transport, LINGER_SECONDS))
+                transport.resume_reading()
+                self.connection_lost(None)
+                return
             transport.close()
             self.closed = True
             return
@@ -430,6 +458,14 @@ class HttpProtocol(asyncio.Protocol):
         """Close the connection if it has been idle since before ``before`` (loop time)."""
         if 0.0 < self.idle_since < before and not self.busy and self.transport is not None:
             self.transport.close()
+
+    def close_if_head_since(self, before: float) -> None:
+        """Answer 408 and close if a request head began arriving before ``before`` (loop time)
+        and is still incomplete: a client too slow (or trickling on purpose) to send it."""
+        if 0.0 < self.head_since < before and not self.busy:
+            # (While the previous request is answered, the next head's clock waits.)
+            self.head_since = 0.0
+            self._reject(408, "the request head did not arrive in time")
 
     def close_when_idle(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""
@@ -564,6 +600,34 @@ class HttpProtocol(asyncio.Protocol):
                 parts += (name, b": ", value, b"\r\n")
         parts += (self.connection_header(version_10), b"\r\n", data)
         self.write(b"".join(parts))
+
+
+class _Lingering(asyncio.Protocol):
+    """A connection answered while its client was still sending (an unread body): the write
+    side is shut, and what still arrives is read and dropped for a moment before closing, so
+    that the client reads the answer instead of a reset (what nginx calls a lingering close)."""
+
+    def __init__(self, transport: asyncio.Transport, seconds: float) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(seconds, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        self.timer.cancel()
+        return False  # the client is done too: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the head outgrew ``listener.max_header_bytes``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 def _json(payload: Any) -> bytes:

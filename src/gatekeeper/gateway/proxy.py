@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.errors import (
+    BodyTooLarge,
     NoHealthyUpstream,
     UpstreamConnectError,
     UpstreamError,
@@ -418,12 +419,13 @@ class Proxy:
             done, _ = await asyncio.wait((future, sender), return_when=asyncio.FIRST_COMPLETED)
             if future not in done:
                 # The body is sent (or failed): now wait for the answer.
-                if sender.exception() is not None:
+                failure = sender.exception()
+                if failure is not None:
                     conn.abort()
                     future.cancel()
-                    raise UpstreamConnectError(
-                        f"sending the request body failed: {sender.exception()}"
-                    )
+                    if isinstance(failure, BodyTooLarge):
+                        raise failure  # the client's fault: 413, the endpoint is not judged
+                    raise UpstreamConnectError(f"sending the request body failed: {failure}")
                 return await future
             response = future.result()
         except BaseException:

@@ -62,6 +62,8 @@ class Route:
     strip_prefix: bool = False
     preserve_host: bool = True
     ratelimit_headers: bool = True
+    # The largest request body accepted (413 beyond it), or None: no bound.
+    max_body_bytes: int | None = None
     # The tenant (business_id) whose waiting room protects this route, or None.
     waiting_room: str | None = None
     # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).

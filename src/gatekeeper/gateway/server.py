@@ -54,8 +54,13 @@ class Server:
         shutdown_grace: float = 30.0,
         sock: socket.socket | None = None,
         tls: ssl.SSLContext | None = None,
+        max_header_bytes: int = 64 * 1024,
+        header_timeout: float = 30.0,
     ) -> None:
         self.state = state
+        self.max_header_bytes = max_header_bytes  # request line and header fields together
+        self.header_timeout = header_timeout  # seconds a request head may take (0: no bound)
+        self.now = 0.0  # a coarse loop clock, advanced by the sweeper (see _sweep)
         self.tls = tls  # HTTPS on the listener (see gateway/tls.py)
         self.scheme = "https" if tls is not None else "http"
         self.host = host
@@ -92,15 +97,23 @@ class Server:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.state.server_address = (self.host, self.port)
-        if self.keepalive_timeout > 0:
+        self.now = asyncio.get_running_loop().time()
+        if self.keepalive_timeout > 0 or self.header_timeout > 0:
             self._sweep()
 
     def _sweep(self) -> None:
+        """Close connections idle past the keep-alive timeout and heads slower than the
+        header timeout (one periodic timer for every connection, none per request)."""
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - self.keepalive_timeout
+        self.now = now = loop.time()
+        idle = self.keepalive_timeout
+        heads = self.header_timeout
         for conn in list(self.connections):
-            conn.close_if_idle_since(cutoff)
-        interval = min(1.0, self.keepalive_timeout / 4)
+            if idle > 0:
+                conn.close_if_idle_since(now - idle)
+            if heads > 0:
+                conn.close_if_head_since(now - heads)
+        interval = min(1.0, *(t / 4 for t in (idle, heads) if t > 0))
         self._sweeper = loop.call_later(interval, self._sweep)
 
     def swap_state(self, state: GatewayState) -> GatewayState:
