@@ -36,6 +36,7 @@ from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
 from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.config import GatewayConfig
+from gatekeeper.gateway.header_rules import HeaderRules, header_rules
 from gatekeeper.gateway.pipeline import GatewayState
 from gatekeeper.gateway.proxy import Proxy
 from gatekeeper.gateway.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
@@ -289,11 +290,19 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 preserve_host=rc.preserve_host,
                 ratelimit_headers=rc.ratelimit_headers,
                 max_body_bytes=rc.max_body_bytes,
+                request_headers=_rules(rc.request_headers, request=True),
+                response_headers=_rules(rc.response_headers, request=False),
                 waiting_room=rc.waiting_room,
                 auth=None if rc.auth == "none" else rc.auth,
             )
         )
     return routes
+
+
+def _rules(config: Any, *, request: bool) -> HeaderRules | None:
+    if config is None:
+        return None
+    return header_rules("header rules", config.set, config.remove, request=request)
 
 
 def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:

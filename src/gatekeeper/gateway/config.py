@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -271,6 +272,13 @@ class LimitRef(_Model):
         raise ValueError("key must be ip, api_key, global, header:<name> or query:<name>")
 
 
+class HeaderRulesConfig(_Model):
+    """Header fields a route sets (replacing any of the same name) or removes."""
+
+    set: dict[str, str] = {}
+    remove: list[str] = []
+
+
 class TimeoutsConfig(_Model):
     """Seconds to connect, between reads, and for the whole exchange."""
 
@@ -305,10 +313,24 @@ class RouteConfig(_Model):
     preserve_host: bool = True
     ratelimit_headers: bool = True
     max_body_bytes: int | None = Field(default=None, ge=0)
+    request_headers: HeaderRulesConfig | None = None
+    response_headers: HeaderRulesConfig | None = None
     # A business_id: visitors without a ready token wait on the hosted page (/queue/wait).
     waiting_room: str | None = None
     # Who may call the route: the identity guard checks credentials and the principal's tier.
     auth: Literal["none", "api_key", "jwt", "any"] = "none"
+
+    @field_validator("request_headers", "response_headers")
+    @classmethod
+    def _header_rules(
+        cls, value: HeaderRulesConfig | None, info: ValidationInfo
+    ) -> HeaderRulesConfig | None:
+        if value is not None:
+            from gatekeeper.gateway.header_rules import header_rules
+
+            request = info.field_name == "request_headers"
+            header_rules("header rules", value.set, value.remove, request=request)
+        return value
 
     @field_validator("path_prefix")
     @classmethod

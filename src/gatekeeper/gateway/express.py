@@ -73,8 +73,10 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
     if limit is not None and request.body.received > limit:
         return False  # the pipeline answers 413
     cached = route.cache is not None and state.cache is not None
-    if cached and request.method not in _CACHEABLE:
-        return False  # the cache forwards it (and invalidates what an unsafe method changes)
+    if cached and (request.method not in _CACHEABLE or route.response_headers is not None):
+        # The cache forwards it (and invalidates what an unsafe method changes); a stored
+        # answer whose fields a route rewrites is written by the pipeline.
+        return False
     control = getattr(state.pools[route.upstream], "admission_control", None)
     if control is None or control.max_concurrency is not None:
         return False  # a concurrency limit queues requests: the pipeline's admission does
@@ -313,6 +315,9 @@ class Exchange:
         conn = self.conn
         conn.response_started = True
         self.status = status
+        rules = self.route.response_headers
+        if rules is not None:
+            headers = rules.apply(headers)
         parts = self.parts
         parts.append(status_line(status, reason))
         for name, value in headers:

@@ -380,6 +380,9 @@ class GatewayState:
                 response = await self.proxy.forward(request, resumed=resumed)
         finally:
             conn.abandonable = False
+        rules = route.response_headers
+        if rules is not None:
+            response.headers = rules.apply(response.headers)
         if response.switched is not None:
             conn.switch(response, extra)  # a WebSocket: the connections are joined from now
             return 101

@@ -159,6 +159,8 @@ class Proxy:
             target = rest if rest.startswith(b"/") else b"/" + rest
         parts = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         headers = request.headers
+        if route is not None and route.request_headers is not None:
+            headers = route.request_headers.apply(headers)
         listed = _listed(headers)
         xff = xfp = xfh = fwd = None
         for name, value in headers:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.header_rules import HeaderRules
 
 __all__ = ["LimitRule", "RetryPolicy", "Route", "Router", "Timeouts"]
 
@@ -64,6 +67,9 @@ class Route:
     ratelimit_headers: bool = True
     # The largest request body accepted (413 beyond it), or None: no bound.
     max_body_bytes: int | None = None
+    # Header rewrites towards the upstream and back to the client (gateway/header_rules.py).
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
     # The tenant (business_id) whose waiting room protects this route, or None.
     waiting_room: str | None = None
     # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).
