@@ -217,7 +217,10 @@ class UpstreamConnection(asyncio.Protocol):
             elif name == b"transfer-encoding":
                 self._chunked = self._chunked or b"chunked" in value.lower()
             elif name == b"connection":
-                tokens = [t.strip().lower() for t in value.split(b",")]
+                lowered = value.lower()
+                if lowered == b"keep-alive" or lowered == b"close":
+                    return  # (the common values: nothing else is listed)
+                tokens = [t.strip().lower() for t in lowered.split(b",")]
                 listed = [t for t in tokens if t and t not in _CONNECTION_OPTIONS]
                 if listed:
                     self._listed = (self._listed or set()).union(listed)

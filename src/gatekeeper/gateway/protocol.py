@@ -76,7 +76,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._body: Body = EMPTY_BODY
-        self._message_done = False
+        self._message_done = True  # (no message under way: the next bytes begin a head)
         self._pending: deque[tuple[ProxyRequest, bool]] = deque()
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -102,7 +102,9 @@ class HttpProtocol(asyncio.Protocol):
         self.abandonable = False
         self._deferred: tuple[ProxyRequest, bool] | None = None  # waits for its small body
         self._interim_writer = self.write_interim  # (one bound method, not one per request)
-        self._head_room = 0
+        self._in_head = False
+        self._head_bytes = 0
+        self._max_head = server.max_header_bytes
         self.head_since = 0.0  # the server's clock when the current head began; 0: none
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -142,17 +144,33 @@ class HttpProtocol(asyncio.Protocol):
             wake.set_result(None)  # the idle worker sees ``closed`` and ends
 
     def data_received(self, data: bytes) -> None:
+        # The head's size is bounded without a cost per header field: a read longer than the
+        # bound that starts a head must hold the head's end within the bound, and a head
+        # spanning reads is counted read by read.
+        if len(data) > self._max_head and (self._in_head or self._message_done):
+            room = self._max_head - (self._head_bytes if self._in_head else 0)
+            end = data.find(b"\r\n\r\n", 0, room + 4)
+            if end == -1:
+                self._head_too_large(data.find(b"\r\n"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if not isinstance(cause, _HeadTooLarge):
-                raise
-            self._reject(cause.status, str(cause))
+            return
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
+            return
+        if self._in_head:  # this read ended inside a head
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._head_too_large(len(self._url))
+
+    def _head_too_large(self, target: int) -> None:
+        if target == -1 or target > self._max_head // 2:
+            self._reject(414, "the request target is longer than the gateway accepts")
+        else:
+            self._reject(431, "the request's header fields are larger than accepted")
 
     def _upgraded(self, rest: bytes) -> None:
         """The parser stopped after a request asking to switch protocols; ``rest`` is what the
@@ -190,21 +208,17 @@ class HttpProtocol(asyncio.Protocol):
         self._message_done = False
         self._expect_continue = False
         self._upgrading = None
-        # Bounds on the head: its size (counted per field) and how long it may take to arrive
-        # (the server's sweeper compares head_since with its coarse clock: no timer here).
-        self._head_room = self.server.max_header_bytes
+        # Bounds on the head: its size (counted per read while it is incomplete, see
+        # data_received) and how long it may take to arrive (the server's sweeper compares
+        # head_since with its coarse clock: no timer here).
+        self._in_head = True
+        self._head_bytes = 0
         self.head_since = self.server.now
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_room -= len(url)
-        if self._head_room < 0:
-            raise _HeadTooLarge(414, "the request target is longer than the gateway accepts")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_room -= len(name) + len(value) + 4
-        if self._head_room < 0:
-            raise _HeadTooLarge(431, "the request's header fields are larger than accepted")
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
@@ -212,6 +226,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_since = 0.0
+        self._in_head = False
         parser = self.parser
         headers = self._headers
         length: int | None = None
@@ -620,14 +635,6 @@ class _Lingering(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.cancel()
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback: the head outgrew ``listener.max_header_bytes``."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
 
 
 def _json(payload: Any) -> bytes:
