@@ -61,6 +61,7 @@ async def test_a_websocket_session_is_tunnelled_both_ways() -> None:
             async with connect(uri, max_size=None) as ws:
                 await ws.send("hello")
                 assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+                assert gw.server.tunnels == 1  # (what /stats reports as "tunnels")
                 blob = os.urandom(4 * 1024 * 1024)
                 await ws.send(blob)
                 assert await asyncio.wait_for(ws.recv(), 10) == blob

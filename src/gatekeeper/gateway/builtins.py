@@ -111,7 +111,9 @@ def builtin_router(runtime: Runtime) -> APIRouter:
         limiter = runtime.limiter
         if limiter is not None:
             body["limiter"] = limiter.stats.as_dict()
-        body["in_flight"] = runtime.server.in_flight if runtime.server is not None else 0
+        server = runtime.server
+        body["in_flight"] = server.in_flight if server is not None else 0
+        body["tunnels"] = server.tunnels if server is not None else 0
         return body
 
     @router.post("/change_strategy")

@@ -125,8 +125,13 @@ class Server:
 
     @property
     def in_flight(self) -> int:
-        """Connections with a request being answered."""
+        """Connections with a request being answered (open WebSocket tunnels included)."""
         return sum(1 for conn in self.connections if conn.busy)
+
+    @property
+    def tunnels(self) -> int:
+        """Connections switched to another protocol (WebSocket tunnels) and still open."""
+        return sum(1 for conn in self.connections if conn.tunnel is not None)
 
     async def stop(self) -> None:
         """Graceful shutdown (see the module docstring)."""
