@@ -302,3 +302,35 @@ async def test_upstream_attempts_and_latency_reach_prometheus(gateway: Gateway) 
     assert attempts == {f"127.0.0.1:{b.port}": 2.0 for b in gateway.backends}  # round robin
     count = frozenset({("upstream", "backends")})
     assert s[("gatekeeper_upstream_request_duration_seconds_count", count)] == 4
+
+
+async def test_built_in_requests_get_access_lines_but_are_not_counted_as_traffic(
+    gateway: Gateway,
+) -> None:
+    """/health, an ASGI endpoint and an unrouted path each get a line (no route, the
+    X-Request-ID the client saw, built-in or no-route termination); the live statistics
+    count routed traffic only."""
+    await gateway.component.tick()
+    buffer = io.StringIO()
+    access = gateway.component.obs.access_log
+    access.stream = buffer
+    access.enabled = True
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        health = await client.get("/health")
+        stats = await client.get("/stats")
+        missing = await client.get("/nowhere-routed")
+    access.flush()
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    by_path = {line["path"]: line for line in lines}
+    assert by_path["/health"]["status"] == health.status_code == 200
+    assert by_path["/health"]["request_id"] == health.headers["x-request-id"]
+    assert by_path["/stats"]["request_id"] == stats.headers["x-request-id"]
+    assert by_path["/nowhere-routed"]["status"] == missing.status_code == 404
+    # (The two-letter codes: B- built-in, RN no route; see Termination.code.)
+    terms = [by_path[p]["term"] for p in ("/health", "/stats", "/nowhere-routed")]
+    assert terms == ["B-", "B-", "RN"]
+    assert all("route" not in line for line in lines)
+    await gateway.component.tick()
+    view = await gateway.component.latest()
+    assert view["totals"]["terminations"] == {}
+    assert view["recent"] == []

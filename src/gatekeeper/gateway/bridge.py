@@ -42,8 +42,9 @@ async def serve_asgi(
     *,
     state: dict[str, Any] | None = None,
     server: tuple[str, int] | None = None,
-) -> None:
-    """Run ``app`` for one request, writing its response to ``conn``."""
+) -> int:
+    """Run ``app`` for one request, writing its response to ``conn``; the status sent (499:
+    the client went away before an answer started)."""
     target = request.target
     query = target.find(b"?")
     raw_path = target if query == -1 else target[:query]
@@ -67,6 +68,7 @@ async def serve_asgi(
     response_done = False
     chunked = False
     head_only = request.method == "HEAD"
+    sent_status = 499
 
     async def receive() -> Message:
         nonlocal body_done
@@ -89,13 +91,13 @@ async def serve_asgi(
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        nonlocal chunked, response_done
+        nonlocal chunked, response_done, sent_status
         kind = message["type"]
         if kind == "http.response.start":
             if conn.response_started:
                 raise RuntimeError("http.response.start sent twice")
             conn.response_started = True
-            status = int(message["status"])
+            status = sent_status = int(message["status"])
             parts = [status_line(status)]
             has_length = False
             for name, value in message.get("headers", ()):
@@ -136,10 +138,12 @@ async def serve_asgi(
     if not response_done:
         if not conn.response_started:
             await conn.send_json(500, {"error": "internal_error", "status": 500})
+            sent_status = 500
         else:
             conn.keep_alive = False
     if not body.at_eof:
         conn.keep_alive = False
+    return sent_status
 
 
 class Lifespan:

@@ -53,8 +53,9 @@ def _request_id_var() -> ContextVar[Any]:
 _RID = _request_id_var()
 
 
-async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> None:
-    """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have."""
+async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> int:
+    """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have; the
+    status."""
     rid = accept_request_id(request.header(_REQUEST_ID))
     token = _RID.set(rid)  # log lines of the handler carry the request id
     try:
@@ -67,3 +68,4 @@ async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: Http
     if not request.body.at_eof:
         # The handler did not read the body: the connection cannot be reused (as the bridge).
         conn.keep_alive = False
+    return status

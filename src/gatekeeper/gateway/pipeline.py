@@ -43,7 +43,7 @@ from gatekeeper.gateway.routing import Route, Router
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 from gatekeeper.observability.access import Termination
-from gatekeeper.observability.proxied import ensure_request_id, log_proxied
+from gatekeeper.observability.proxied import ensure_request_id, log_builtin, log_proxied
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.protocol import HttpProtocol
@@ -133,18 +133,7 @@ class GatewayState:
             )
         route = self.router.match(request.host, request.path, request.method)
         if route is None:
-            native = self.native
-            if native:
-                handler = native.get((request.method, request.path))
-                if handler is not None:
-                    await serve_native(handler, request, conn)
-                    return
-            if self.app is None:
-                await conn.send_json(404, {"error": "not_found", "status": 404})
-                return
-            await serve_asgi(
-                self.app, request, conn, state=self.app_state, server=self.server_address
-            )
+            await self._builtin(request, conn)
             return
         request.route = route
         started = time.monotonic()
@@ -166,6 +155,32 @@ class GatewayState:
                 status = await self._proxy(request, route, conn, note)
         finally:
             self.account(conn.loop, request, route, status, started, note)
+
+    async def _builtin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """A request no route takes: a native handler, the built-in ASGI app, or 404; its
+        access line has no route (termination ``builtin`` or ``no_route``)."""
+        access = self.access_log
+        rid = ensure_request_id(request) if access is not None else ""
+        started = time.monotonic()
+        status = 499
+        try:
+            native = self.native
+            handler = native.get((request.method, request.path)) if native else None
+            if handler is not None:
+                status = await serve_native(handler, request, conn)
+            elif self.app is None:
+                status = 404
+                await conn.send_json(404, {"error": "not_found", "status": 404})
+            else:
+                status = await serve_asgi(
+                    self.app, request, conn, state=self.app_state, server=self.server_address
+                )
+        except Exception:
+            status = 500  # (the connection's worker answers it, or cuts a started answer)
+            raise
+        finally:
+            if access is not None:
+                log_builtin(access, request, rid, status, time.monotonic() - started)
 
     def account(
         self,

@@ -212,8 +212,15 @@ class AccessLog:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def emit(self, entry: AccessEntry) -> None:
-        """Log one finished request."""
+    def emit(self, entry: AccessEntry, *, to_sinks: bool = True) -> None:
+        """Log one finished request (``to_sinks=False``: the line only, as for the gateway's
+        built-in endpoints, which the live statistics do not count as traffic)."""
+        if not to_sinks:
+            if self.enabled:
+                self._buffer.append(self.render(entry))
+                if len(self._buffer) >= self.buffer_lines:
+                    self.flush()
+            return
         for sink in self._sinks:
             try:
                 sink(entry)

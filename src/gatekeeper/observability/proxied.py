@@ -10,12 +10,13 @@ pipeline itself ended the request: waiting room, queue, breaker, upstream errors
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from gatekeeper.observability.access import AccessEntry, AccessLog, Termination
 from gatekeeper.observability.logging import accept_request_id, new_request_id
 
-__all__ = ["ensure_request_id", "log_proxied"]
+__all__ = ["ensure_request_id", "log_builtin", "log_proxied"]
 
 _HEADER = b"x-request-id"
 # Terminations decided before an upstream answered: the line names no upstream for them.
@@ -80,6 +81,27 @@ def log_proxied(
             degraded=degraded,
         )
     )
+
+
+def log_builtin(
+    access: AccessLog, request: Any, request_id: str, status: int, seconds: float
+) -> None:
+    """Write the access line of a request no route took (a built-in endpoint, or 404). The
+    line only: the live statistics and dashboards count the traffic through routes."""
+    try:
+        access.emit(
+            AccessEntry(
+                request_id=request_id,
+                method=request.method,
+                path=request.path,
+                client_ip=request.client_ip,
+                status=status,
+                duration=seconds,
+            ),
+            to_sinks=False,
+        )
+    except Exception:  # observability must never fail serving
+        logging.getLogger("gatekeeper.gateway").exception("access line of a built-in request")
 
 
 def _subject_of(route: Any, request: Any, policy: str) -> str | None:
