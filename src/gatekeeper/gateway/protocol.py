@@ -158,6 +158,12 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
             return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, _BadRequest):
+                raise
+            self._reject(400, str(cause))
+            return
         except httptools.HttpParserError as exc:
             self._reject(400, f"malformed HTTP request: {exc}")
             return
@@ -231,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
         headers = self._headers
         length: int | None = None
         has_body = False
-        host = ""
+        host: str | None = None
         for name, value in headers:
             if name == b"content-length":
                 has_body = True
@@ -240,7 +246,19 @@ class HttpProtocol(asyncio.Protocol):
                 has_body = True
                 length = None
             elif name == b"host":
+                if host is not None:
+                    raise _BadRequest("more than one Host header field")  # RFC 9112 3.2
                 host = value.decode("latin-1")
+        version = parser.get_http_version()
+        url = self._url
+        if not url.startswith(b"/"):
+            url, authority = _origin_form(url)
+            if authority is not None:
+                host = authority  # absolute-form: its authority is the host (RFC 9112 3.2.2)
+        if host is None:
+            if version == "1.1":
+                raise _BadRequest("an HTTP/1.1 request needs a Host header field")
+            host = ""
         if has_body and length != 0:
             body = Body(length)
             transport = self.transport
@@ -257,14 +275,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._body = EMPTY_BODY
                 return  # answered when the parser stops (data_received)
         self._body = body
-        url = self._url
         query = url.find(b"?")
         raw_path = url if query == -1 else url[:query]
         try:
             path = raw_path.decode("ascii") if b"%" not in raw_path else _unquote(raw_path)
         except UnicodeDecodeError:
             path = raw_path.decode("latin-1")
-        version = parser.get_http_version()
         request = ProxyRequest(
             parser.get_method().decode("ascii"),
             url,
@@ -450,9 +466,10 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _reject(self, status: int, detail: str) -> None:
+        """Answer ``status`` (unless a response is under way) and close the connection."""
         if self.transport is None or self.closed:
             return
-        if not self.busy:
+        if not self.busy or not self.response_started:
             payload = _json({"error": http.HTTPStatus(status).phrase, "detail": detail})
             self.transport.write(
                 status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
@@ -615,6 +632,25 @@ class HttpProtocol(asyncio.Protocol):
                 parts += (name, b": ", value, b"\r\n")
         parts += (self.connection_header(version_10), b"\r\n", data)
         self.write(b"".join(parts))
+
+
+class _BadRequest(Exception):
+    """Raised from a parser callback: the request breaks a rule of HTTP/1.1 (answered 400)."""
+
+
+def _origin_form(target: bytes) -> tuple[bytes, str | None]:
+    """A request target in absolute form (``http://host/path``) as a path, and its authority
+    (None for other forms: ``*``, or what the parser let through)."""
+    scheme_end = target.find(b"://")
+    if scheme_end == -1 or target[:scheme_end].lower() not in (b"http", b"https"):
+        return target, None
+    rest = target[scheme_end + 3 :]
+    slash = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i != -1), default=-1)
+    authority = rest if slash == -1 else rest[:slash]
+    path = b"/" if slash == -1 else rest[slash:]
+    if path.startswith(b"?"):
+        path = b"/" + path
+    return path, authority.decode("latin-1")
 
 
 class _Lingering(asyncio.Protocol):
