@@ -144,3 +144,28 @@ async def test_auth_route_without_identity_is_503() -> None:
             response = await client.get("/api/x", headers={"X-API-Key": "whatever"})
             assert response.status_code == 503
             assert response.json()["error"] == "auth_unavailable"
+
+
+async def test_a_denied_address_is_refused_on_routes_without_auth_too(
+    http: httpx.AsyncClient,
+) -> None:
+    """An admin's deny rule stops the address on every route, open ones included (the
+    express lane's requests as well as streamed uploads), and lifting it lets it through."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert (await http.get("/open/a")).status_code == 200  # (loads the rules into memory)
+    added = await http.post(
+        "/admin/ip_rules", json={"cidr": "127.0.0.0/8", "action": "deny"}, headers=admin
+    )
+    assert added.status_code in (200, 201), added.text
+    big = b"x" * 200_000
+    for response in (
+        await http.get("/open/a"),
+        await http.get("/open/a"),  # rules in memory again: the express lane's check
+        await http.post("/open/upload", content=big),
+        await http.get("/api/item", headers={"X-API-Key": "gk_whatever"}),
+    ):
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "ip_denied"
+    removed = await http.delete(f"/admin/ip_rules/{added.json()['id']}", headers=admin)
+    assert removed.status_code == 200, removed.text
+    assert (await http.get("/open/a")).status_code == 200

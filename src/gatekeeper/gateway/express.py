@@ -33,6 +33,7 @@ from gatekeeper.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamE
 from gatekeeper.gateway.messages import Headers, ProxyRequest
 from gatekeeper.gateway.protocol import EMPTY_BODY, status_line
 from gatekeeper.gateway.proxy import Attempts
+from gatekeeper.identity.blocklists import UNKNOWN
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 from gatekeeper.observability.proxied import ensure_request_id
@@ -50,6 +51,7 @@ logger = logging.getLogger("gatekeeper.gateway")
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _CACHEABLE = frozenset({"GET", "HEAD"})
+_NOT_HERE = frozenset({"deny", UNKNOWN})
 _PROBLEM = (b"content-type", b"application/problem+json")
 _TRAILER = b"0\r\n\r\n"
 
@@ -72,6 +74,9 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
     limit = route.max_body_bytes
     if limit is not None and request.body.received > limit:
         return False  # the pipeline answers 413
+    guard = state.guard
+    if guard is not None and guard.identity.ip_rules.match_now(request.client_ip) in _NOT_HERE:
+        return False  # a denied address (the pipeline answers 403), or rules not in memory
     cached = route.cache is not None and state.cache is not None
     if cached and (request.method not in _CACHEABLE or route.response_headers is not None):
         # The cache forwards it (and invalidates what an unsafe method changes); a stored

@@ -257,6 +257,18 @@ class GatewayState:
             echo = [(b"x-request-id", note["rid"].encode("latin-1"))]
         extra = echo
         priority = route.priority
+        guard = self.guard
+        # The identity's deny list guards every route (on routes with auth the guard checks
+        # it, with the rest).
+        if (
+            route.auth is None
+            and guard is not None
+            and await guard.identity.ip_rules.match(request.client_ip) == "deny"
+        ):
+            _note(note, Termination.DENIED)
+            denied = {"error": "ip_denied", "status": 403, "detail": "this address is denied"}
+            await _send_json(conn, request, 403, echo or [], denied)
+            return 403
         if route.auth is not None:
             verdict = await self._authenticate(request, route, conn, echo)
             if isinstance(verdict, int):

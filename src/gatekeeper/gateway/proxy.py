@@ -246,7 +246,7 @@ class Proxy:
             data = body.take()
             if data:
                 request.body = Body.of(data)
-            if data or method not in _IDEMPOTENT_NO_BODY or body.length is not None:
+            if data or method not in _IDEMPOTENT_NO_BODY:
                 framing = b"content-length: %d\r\n" % len(data)
             else:
                 framing = b""

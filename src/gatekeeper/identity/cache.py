@@ -81,6 +81,16 @@ class HotCache:
     def size(self, namespace: str) -> int:
         return len(self._data.get(namespace, {}))
 
+    def peek(self, namespace: str, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` when the value is cached and fresh, else ``(False, None)``: for
+        callers that must not await (they load it through :meth:`get_or_load` later)."""
+        entries = self._data.get(namespace)
+        if entries is not None:
+            hit = entries.get(key)
+            if hit is not None and hit[0] > self.clock.monotonic():
+                return True, hit[1]
+        return False, None
+
     # -- invalidating -------------------------------------------------------------------------
 
     def drop(self, namespace: str, key: str = _ALL) -> None:
