@@ -159,6 +159,46 @@ async def test_a_load_racing_an_invalidation_is_not_cached() -> None:
     assert await cache.get_or_load("ns", "k", fresh) == "new"
 
 
+async def test_concurrent_misses_share_one_load_of_the_current_generation() -> None:
+    """Requests that miss while a key loads wait for that load (one SQL read, not one per
+    request in flight); one arriving after an invalidation loads afresh; a failed load leaves
+    its waiters to load on their own."""
+    cache = HotCache(clock=FakeClock())
+    release = asyncio.Event()
+    loads: list[str] = []
+
+    def loader(value: str, fail: bool = False) -> Callable[[], Awaitable[str]]:
+        async def load() -> str:
+            loads.append(value)
+            await release.wait()
+            if fail:
+                raise RuntimeError("database down")
+            return value
+
+        return load
+
+    first = [asyncio.create_task(cache.get_or_load("ns", "k", loader("v1"))) for _ in range(20)]
+    await asyncio.sleep(0)
+    assert loads == ["v1"]
+    cache.drop("ns")  # an invalidation while it loads: newcomers do not share the old load
+    late = asyncio.create_task(cache.get_or_load("ns", "k", loader("v2")))
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*first) == ["v1"] * 20
+    assert await late == "v2"
+    assert loads == ["v1", "v2"]
+    release.clear()
+    cache.drop("ns")
+    failing = asyncio.create_task(cache.get_or_load("ns", "k", loader("x", fail=True)))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(cache.get_or_load("ns", "k", loader("v3")))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(RuntimeError):
+        await failing
+    assert await waiter == "v3"
+
+
 async def test_listener_survives_garbage_messages(redis_prefix: str) -> None:
     """Malformed messages on the channel are ignored; a valid one still invalidates."""
     client = aioredis.Redis.from_url(REDIS_URL)

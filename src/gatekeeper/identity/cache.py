@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
@@ -33,6 +33,7 @@ __all__ = ["HotCache"]
 T = TypeVar("T")
 _log = structlog.get_logger("gatekeeper.identity.cache")
 _ALL = "*"
+_FAILED = object()  # what waiters of a load that failed are given (they load on their own)
 
 
 class HotCache:
@@ -56,12 +57,18 @@ class HotCache:
         self._generation: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._loading: dict[tuple[str, str], tuple[int, asyncio.Future[Any]]] = {}
         self.invalidations_received = 0
 
     # -- reading ------------------------------------------------------------------------------
 
     async def get_or_load(self, namespace: str, key: str, load: Callable[[], Awaitable[T]]) -> T:
-        """The cached value, or ``await load()`` stored for next time."""
+        """The cached value, or ``await load()`` stored for next time.
+
+        One load per key at a time: requests that miss while it runs wait for it rather than
+        each reading SQL (when a hot entry expires under load, that was one query per request
+        in flight).
+        """
         entries = self._data.get(namespace)
         now = self.clock.monotonic()
         if entries is not None:
@@ -69,8 +76,28 @@ class HotCache:
             if hit is not None and hit[0] > now:
                 value: T = hit[1]
                 return value
+        flight = (namespace, key)
         generation = self._generation.get(namespace, 0)
-        value = await load()
+        running = self._loading.get(flight)
+        if running is not None and running[0] == generation:
+            # (A load begun before an invalidation may return what was invalidated: only a
+            # load of the current generation is shared.)
+            shared = await asyncio.shield(running[1])
+            if shared is not _FAILED:
+                return cast(T, shared)
+            # The load it waited for failed or was cancelled: try on its own.
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[flight] = (generation, done)
+        try:
+            value = await load()
+        except BaseException:
+            done.set_result(_FAILED)
+            raise
+        finally:
+            mine = self._loading.get(flight)
+            if mine is not None and mine[1] is done:
+                del self._loading[flight]
+        done.set_result(value)
         if self._generation.get(namespace, 0) == generation:
             entries = self._data.setdefault(namespace, {})
             if len(entries) >= self.max_entries:
