@@ -35,6 +35,7 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
 from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.compression import Compression
 from gatekeeper.gateway.config import GatewayConfig
 from gatekeeper.gateway.header_rules import HeaderRules, header_rules
 from gatekeeper.gateway.pipeline import GatewayState
@@ -292,11 +293,20 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 max_body_bytes=rc.max_body_bytes,
                 request_headers=_rules(rc.request_headers, request=True),
                 response_headers=_rules(rc.response_headers, request=False),
+                compress=_compression(rc.compress),
                 waiting_room=rc.waiting_room,
                 auth=None if rc.auth == "none" else rc.auth,
             )
         )
     return routes
+
+
+def _compression(config: Any) -> Compression | None:
+    if config is False:
+        return None
+    if config is True:
+        return Compression()
+    return Compression(config.min_bytes, config.level, tuple(t.lower() for t in config.types))
 
 
 def _rules(config: Any, *, request: bool) -> HeaderRules | None:

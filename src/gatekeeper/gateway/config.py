@@ -279,6 +279,14 @@ class HeaderRulesConfig(_Model):
     remove: list[str] = []
 
 
+class CompressConfig(_Model):
+    """gzip for clients that accept it (see ``gateway/compression.py``)."""
+
+    min_bytes: int = Field(default=1024, ge=0)
+    level: int = Field(default=6, ge=1, le=9)
+    types: list[str] = []  # media type prefixes; empty: text, JSON, XML, JavaScript, SVG
+
+
 class TimeoutsConfig(_Model):
     """Seconds to connect, between reads, and for the whole exchange."""
 
@@ -315,6 +323,7 @@ class RouteConfig(_Model):
     max_body_bytes: int | None = Field(default=None, ge=0)
     request_headers: HeaderRulesConfig | None = None
     response_headers: HeaderRulesConfig | None = None
+    compress: bool | CompressConfig = False
     # A business_id: visitors without a ready token wait on the hosted page (/queue/wait).
     waiting_room: str | None = None
     # Who may call the route: the identity guard checks credentials and the principal's tier.

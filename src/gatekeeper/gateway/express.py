@@ -69,6 +69,7 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
         route is None
         or route.auth is not None
         or (route.waiting_room is not None and state.gate is not None)
+        or route.compress is not None  # (the pipeline compresses)
     ):
         return False
     limit = route.max_body_bytes

@@ -35,6 +35,7 @@ from gatekeeper.errors import (
 from gatekeeper.gateway import express
 from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
 from gatekeeper.gateway.client_ip import TrustedProxies
+from gatekeeper.gateway.compression import compress_response
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
 from gatekeeper.gateway.native import NativeTable, serve_native
 from gatekeeper.gateway.protocol import EMPTY_BODY
@@ -410,6 +411,8 @@ class GatewayState:
         rules = route.response_headers
         if rules is not None:
             response.headers = rules.apply(response.headers)
+        if route.compress is not None and response.switched is None:
+            response = compress_response(route.compress, request, response)
         if response.switched is not None:
             conn.switch(response, extra)  # a WebSocket: the connections are joined from now
             return 101

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gatekeeper.gateway.compression import Compression
     from gatekeeper.gateway.header_rules import HeaderRules
 
 __all__ = ["LimitRule", "RetryPolicy", "Route", "Router", "Timeouts"]
@@ -70,6 +71,8 @@ class Route:
     # Header rewrites towards the upstream and back to the client (gateway/header_rules.py).
     request_headers: HeaderRules | None = None
     response_headers: HeaderRules | None = None
+    # gzip for clients that accept it (gateway/compression.py), or None.
+    compress: Compression | None = None
     # The tenant (business_id) whose waiting room protects this route, or None.
     waiting_room: str | None = None
     # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).
