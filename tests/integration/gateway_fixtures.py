@@ -141,3 +141,26 @@ class ScriptedUpstream:
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """A scripted upstream's next request: its head, and its body when it has a
+    Content-Length (chunked bodies are left unread)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lowered = head.lower()
+    if b"content-length: " not in lowered:
+        return head, b""
+    length = int(lowered.split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head, await reader.readexactly(length)
+
+
+def dechunk(data: bytes) -> bytes:
+    """The payload of a chunked body (``data`` starts at its first chunk)."""
+    out, at = bytearray(), 0
+    while True:
+        end = data.index(b"\r\n", at)
+        size = int(data[at:end], 16)
+        if size == 0:
+            return bytes(out)
+        out += data[end + 2 : end + 2 + size]
+        at = end + 4 + size

@@ -12,6 +12,7 @@ import httpx
 from tests.integration.gateway_fixtures import (
     ScriptedUpstream,
     config_for,
+    dechunk,
     raw_exchange,
     running_gateway,
 )
@@ -61,17 +62,6 @@ def _split(raw: bytes) -> tuple[dict[bytes, bytes], bytes]:
     return fields, body
 
 
-def _dechunk(data: bytes) -> bytes:
-    out, at = bytearray(), 0
-    while True:
-        end = data.index(b"\r\n", at)
-        size = int(data[at:end], 16)
-        if size == 0:
-            return bytes(out)
-        out += data[end + 2 : end + 2 + size]
-        at = end + 4 + size
-
-
 async def test_compressible_answers_are_gzipped_for_clients_that_accept_it() -> None:
     route = {"name": "api", "path_prefix": "/api", "upstream": "backends", "compress": True}
     async with (
@@ -97,7 +87,7 @@ async def test_compressible_answers_are_gzipped_for_clients_that_accept_it() -> 
         fields, body = _split(await get(b"/stream"))  # compressed as it streams
         assert fields[b"content-encoding"] == b"gzip"
         assert fields[b"transfer-encoding"] == b"chunked"
-        assert gzip.decompress(_dechunk(body)) == DOC.encode() * 50
+        assert gzip.decompress(dechunk(body)) == DOC.encode() * 50
 
         fields, body = _split(await get(b"/doc", method=b"HEAD"))
         assert fields[b"content-encoding"] == b"gzip"

@@ -13,7 +13,9 @@ from tests.integration.gateway_fixtures import (
     Handler,
     ScriptedUpstream,
     config_for,
+    dechunk,
     raw_exchange,
+    read_request,
     running_gateway,
 )
 
@@ -57,7 +59,7 @@ async def test_a_large_chunked_download_is_relayed_in_pieces_with_backpressure()
     assert b"transfer-encoding: chunked" in head.lower()
     assert held < 4 * 2**20, f"the gateway buffered {held} bytes for a client that did not read"
     assert backed_up > 0, "the gateway kept reading while its client did not"
-    body = _dechunk(rest)
+    body = dechunk(rest)
     assert len(body) == total * len(chunk)
     assert hashlib.sha256(body).digest() == hashlib.sha256(chunk * total).digest()
 
@@ -216,18 +218,6 @@ async def test_a_retryable_status_is_retried_on_another_endpoint() -> None:
     assert seen == ["bad1", "good"]
 
 
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    at = 0
-    while True:
-        line_end = data.index(b"\r\n", at)
-        size = int(data[at:line_end], 16)
-        if size == 0:
-            return bytes(out)
-        out += data[line_end + 2 : line_end + 2 + size]
-        at = line_end + 4 + size
-
-
 async def test_a_retried_request_names_each_endpoint_as_its_host_once() -> None:
     """Without preserve_host every attempt carries its own endpoint's Host (one line), also
     on the pipeline's retries (a PUT with a body is not an express request)."""
@@ -283,10 +273,9 @@ async def test_a_small_body_is_read_whole_and_takes_the_express_lane(
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal heads
-        head = await reader.readuntil(b"\r\n\r\n")
+        _, body = await read_request(reader)
         heads += 1
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        bodies.append(await reader.readexactly(length))
+        bodies.append(body)
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: dropped

@@ -12,6 +12,7 @@ from tests.integration.gateway_fixtures import (
     ScriptedUpstream,
     config_for,
     raw_exchange,
+    read_request,
     running_gateway,
 )
 
@@ -33,11 +34,7 @@ async def test_rules_rewrite_requests_and_responses_on_every_lane() -> None:
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lowered = head.lower()
-            if b"content-length: " in lowered:
-                length = int(lowered.split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
+            head, _ = await read_request(reader)
             seen.append(head)
             writer.write(
                 b"HTTP/1.1 200 OK\r\nServer: upstream/1.0\r\nX-Powered-By: php\r\n"

@@ -19,6 +19,7 @@ from tests.integration.gateway_fixtures import (
     ScriptedUpstream,
     config_for,
     raw_exchange,
+    read_request,
     running_gateway,
 )
 
@@ -46,11 +47,9 @@ def answering(seen: list[bytes]) -> Handler:
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lowered = head.lower()
-            if b"content-length: " in lowered:
-                length = int(lowered.split(b"content-length: ")[1].split(b"\r\n")[0])
-                head += b"<%d body bytes>" % len(await reader.readexactly(length))
+            head, body = await read_request(reader)
+            if b"content-length: " in head.lower():
+                head += b"<%d body bytes>" % len(body)
             seen.append(head)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
             await writer.drain()
