@@ -30,27 +30,27 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.component import Component, Context
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_router
 from gatekeeper.gateway.cache.setup import gateway_cache
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.compression import Compression
 from gatekeeper.gateway.config import GatewayConfig
-from gatekeeper.gateway.header_rules import HeaderRules, header_rules
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
-from gatekeeper.gateway.tls import server_context
-from gatekeeper.gateway.upstreams import build_pool
+from gatekeeper.gateway.flow.compression import Compression
+from gatekeeper.gateway.flow.header_rules import HeaderRules, header_rules
+from gatekeeper.gateway.flow.pipeline import GatewayState
+from gatekeeper.gateway.flow.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
+from gatekeeper.gateway.http.tls import server_context
+from gatekeeper.gateway.upstream.proxy import Proxy
+from gatekeeper.gateway.upstream.upstreams import build_pool
 from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
 
 if TYPE_CHECKING:
     from fastapi import Request
 
-    from gatekeeper.gateway.reload import Reloader
-    from gatekeeper.gateway.server import Server
+    from gatekeeper.gateway.builtin.reload import Reloader
+    from gatekeeper.gateway.http.server import Server
     from gatekeeper.types import Clock
 
 __all__ = ["COMPONENT_FACTORIES", "Gateway", "Runtime", "build_state", "create_app", "serve"]
@@ -389,9 +389,9 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Open resources, start components, build the state, bind the listener."""
-        from gatekeeper.gateway.bridge import Lifespan
-        from gatekeeper.gateway.reload import Reloader
-        from gatekeeper.gateway.server import Server
+        from gatekeeper.gateway.builtin.bridge import Lifespan
+        from gatekeeper.gateway.builtin.reload import Reloader
+        from gatekeeper.gateway.http.server import Server
 
         runtime = self.runtime
         config = runtime.config

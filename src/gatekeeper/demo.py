@@ -75,7 +75,7 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _run(coro: Any) -> None:
-    from gatekeeper.gateway.server import install_uvloop
+    from gatekeeper.gateway.http.server import install_uvloop
 
     install_uvloop()
     asyncio.run(coro)

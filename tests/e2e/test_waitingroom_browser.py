@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.client_ip import TrustedProxies
+from gatekeeper.gateway.flow.pipeline import GatewayState
+from gatekeeper.gateway.flow.routing import Router
+from gatekeeper.gateway.http.server import Server
+from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository

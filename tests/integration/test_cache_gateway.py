@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from gatekeeper.app import Runtime, build_state
 from gatekeeper.gateway.cache.adapter import GatewayCache
 from gatekeeper.gateway.config import parse_config
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
 from tests.conftest import REDIS_URL

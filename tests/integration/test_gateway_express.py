@@ -1,4 +1,4 @@
-"""The express lane (``gateway/express.py``) against scripted upstreams on loopback: relaying
+"""The express lane (``gateway/flow/express.py``) against scripted upstreams on loopback: relaying
 in pieces with backpressure, re-framing, failures mid-body, clients that leave, and the
 hand-overs to the pipeline (a stale keep-alive connection, a retried status)."""
 
@@ -258,7 +258,7 @@ async def test_a_small_body_is_read_whole_and_takes_the_express_lane(
     """A POST whose body arrives after its head, in pieces, starts once the body is whole, on
     the express lane; the body reaches the upstream intact, also when a stale keep-alive
     connection makes it go again on a fresh one."""
-    from gatekeeper.gateway import express
+    from gatekeeper.gateway.flow import express
 
     started: list[str] = []
     original = express.Exchange.start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from gatekeeper.gateway.messages import Body, ProxyRequest
+from gatekeeper.gateway.http.messages import Body, ProxyRequest
 from tests.integration.gateway_fixtures import config_for, running_gateway
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.errors import AuthenticationError
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.pipeline import GatewayState
+from gatekeeper.gateway.flow.routing import Router
+from gatekeeper.gateway.http.server import Server
+from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.identity.bans import BanRules
 from gatekeeper.identity.service import Identity
 from gatekeeper.persistence import Database

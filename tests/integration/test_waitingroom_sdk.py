@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.client_ip import TrustedProxies
+from gatekeeper.gateway.flow.pipeline import GatewayState
+from gatekeeper.gateway.flow.routing import Router
+from gatekeeper.gateway.http.server import Server
+from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.sdk.waitingroom import (
     AsyncWaitingRoomClient,
     WaitingRoomClient,

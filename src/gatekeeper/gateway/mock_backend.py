@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import httptools
 
-from gatekeeper.gateway.protocol import status_line
+from gatekeeper.gateway.http.protocol import status_line
 
 __all__ = ["MockBackend", "run_backends"]
 
@@ -219,7 +219,7 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a separate pr
     """``python -m gatekeeper.gateway.mock_backend PORT [NAME [HOST]]`` (HOST: 127.0.0.1)."""
     import sys
 
-    from gatekeeper.gateway.server import install_uvloop
+    from gatekeeper.gateway.http.server import install_uvloop
 
     install_uvloop()
 

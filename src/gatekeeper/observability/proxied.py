@@ -107,7 +107,7 @@ def log_builtin(
 def _subject_of(route: Any, request: Any, policy: str) -> str | None:
     """The limited subject as logs and dashboards may show it: IPs as they are, secrets (API
     keys, header and query values) replaced by a short hash that still groups by client."""
-    from gatekeeper.gateway.pipeline import subject_key
+    from gatekeeper.gateway.flow.pipeline import subject_key
 
     for rule in route.limits:
         if rule.policy.name == policy:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
-from gatekeeper.gateway.native import native_table
+from gatekeeper.gateway.builtin.native import native_table
 from gatekeeper.waitingroom.api import build_router
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (

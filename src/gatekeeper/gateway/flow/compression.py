@@ -19,7 +19,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, find_header
+from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest, ProxyResponse, find_header
 
 __all__ = ["Compression", "compress_response"]
 

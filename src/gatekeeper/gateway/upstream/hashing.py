@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from gatekeeper.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.balancing import BalanceContext
-    from gatekeeper.gateway.endpoint import Endpoint
+    from gatekeeper.gateway.upstream.balancing import BalanceContext
+    from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 __all__ = [
     "ConsistentHashBalancer",

@@ -1,7 +1,7 @@
 """Reloading the configuration file without dropping requests (``SIGHUP``, ``/admin/reload``).
 
 A reload reads and validates the file, builds a complete new
-:class:`~gatekeeper.gateway.pipeline.GatewayState` (pools, router, proxy), starts it, and swaps
+:class:`~gatekeeper.gateway.flow.pipeline.GatewayState` (pools, router, proxy), starts it, and swaps
 it into the server. Requests already in flight finish on the old state (they hold a reference
 to it); its health checks stop at once and its idle upstream connections are closed after the
 shutdown grace period, and so is its response cache when the new state did not keep it (the
@@ -22,7 +22,7 @@ from gatekeeper.gateway.config import ConfigFileError, GatewayConfig, load_confi
 
 if TYPE_CHECKING:
     from gatekeeper.app import Runtime
-    from gatekeeper.gateway.server import Server
+    from gatekeeper.gateway.http.server import Server
 
 __all__ = ["Reloader"]
 

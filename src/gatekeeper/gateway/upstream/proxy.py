@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.errors import (
     BodyTooLarge,
     NoHealthyUpstream,
@@ -32,9 +33,8 @@ from gatekeeper.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.connections import ConnectionPool, UpstreamConnection, Watchdog
-from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse
+from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest, ProxyResponse
+from gatekeeper.gateway.upstream.connections import ConnectionPool, UpstreamConnection, Watchdog
 
 __all__ = ["HOP_BY_HOP", "Attempts", "Proxy", "response_headers"]
 

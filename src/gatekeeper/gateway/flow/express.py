@@ -1,10 +1,10 @@
 """The express lane: the common proxied request served on callbacks alone.
 
 Most requests a gateway carries are uneventful: no body or a small one (read whole before the
-request starts, see ``SMALL_BODY`` in :mod:`~gatekeeper.gateway.protocol`), a route without
+request starts, see ``SMALL_BODY`` in :mod:`~gatekeeper.gateway.http.protocol`), a route without
 authentication, waiting room, cache or concurrency limit, an idle keep-alive connection to the
 chosen endpoint, a response that arrives whole. The general pipeline
-(:mod:`gatekeeper.gateway.pipeline`) serves every request through a chain of coroutines,
+(:mod:`gatekeeper.gateway.flow.pipeline`) serves every request through a chain of coroutines,
 futures and response and body objects; the express lane serves the common one with callbacks
 alone (10-15% less CPU per request, measured in docs/gateway-performance.md):
 
@@ -14,11 +14,11 @@ alone (10-15% less CPU per request, measured in docs/gateway-performance.md):
     -> pool, metrics and access-line accounting
 
 It implements the same rules as the pipeline, with the same helpers (header hygiene and
-forwarding headers from :class:`~gatekeeper.gateway.proxy.Proxy`, RateLimit fields, problem
+forwarding headers from :class:`~gatekeeper.gateway.upstream.proxy.Proxy`, RateLimit fields, problem
 answers, pool accounting). Whatever leaves the common case is handed to the pipeline at the
 step reached, so nothing is decided twice: a request the lane does not take goes in whole;
 once its limits are decided, a retry, a failed attempt or no healthy endpoint goes on through
-:meth:`GatewayState.resume <gatekeeper.gateway.pipeline.GatewayState.resume>` with the attempts
+:meth:`GatewayState.resume <gatekeeper.gateway.flow.pipeline.GatewayState.resume>` with the attempts
 made so far.
 """
 
@@ -30,19 +30,19 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import NoHealthyUpstream, UpstreamConnectError, UpstreamError
-from gatekeeper.gateway.messages import Headers, ProxyRequest
-from gatekeeper.gateway.protocol import EMPTY_BODY, status_line
-from gatekeeper.gateway.proxy import Attempts
+from gatekeeper.gateway.http.messages import Headers, ProxyRequest
+from gatekeeper.gateway.http.protocol import EMPTY_BODY, status_line
+from gatekeeper.gateway.upstream.proxy import Attempts
 from gatekeeper.identity.blocklists import UNKNOWN
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 from gatekeeper.observability.proxied import ensure_request_id
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.connections import UpstreamConnection
-    from gatekeeper.gateway.pipeline import GatewayState
-    from gatekeeper.gateway.protocol import HttpProtocol
-    from gatekeeper.gateway.routing import Route
+    from gatekeeper.gateway.flow.pipeline import GatewayState
+    from gatekeeper.gateway.flow.routing import Route
+    from gatekeeper.gateway.http.protocol import HttpProtocol
+    from gatekeeper.gateway.upstream.connections import UpstreamConnection
     from gatekeeper.limits.decision import Decision
 
 __all__ = ["Exchange", "begin"]
@@ -58,7 +58,7 @@ _TRAILER = b"0\r\n\r\n"
 
 def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> bool:
     """Serve ``request`` on the express lane if it qualifies (True); False leaves it to
-    :meth:`GatewayState.handle <gatekeeper.gateway.pipeline.GatewayState.handle>`."""
+    :meth:`GatewayState.handle <gatekeeper.gateway.flow.pipeline.GatewayState.handle>`."""
     if (request.body is not EMPTY_BODY and not request.body.complete) or request.upgrade:
         return False  # a streamed body, or a WebSocket handshake: the pipeline's
     trusted = state.trusted

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gatekeeper.errors import BodyTooLarge
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.connections import UpstreamConnection
-    from gatekeeper.gateway.routing import Route
+    from gatekeeper.gateway.flow.routing import Route
+    from gatekeeper.gateway.upstream.connections import UpstreamConnection
 
 __all__ = [
     "Body",

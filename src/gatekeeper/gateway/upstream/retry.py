@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.breaker import RollingWindow
+from gatekeeper.gateway.upstream.breaker import RollingWindow
 from gatekeeper.types import Clock, SystemClock
 
 __all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "RetryBudgetConfig", "is_idempotent"]

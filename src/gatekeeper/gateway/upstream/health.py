@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import structlog
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.endpoint import Endpoint
+from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 __all__ = ["HealthCheckConfig", "HealthChecker", "probe"]
 
-_log = structlog.get_logger("gatekeeper.gateway.health")
+_log = structlog.get_logger("gatekeeper.gateway.upstream.health")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError, NoHealthyUpstream
-from gatekeeper.gateway.admission import AdmissionController, QueueConfig
-from gatekeeper.gateway.balancing import (
+from gatekeeper.gateway.http.tls import client_context
+from gatekeeper.gateway.upstream.admission import AdmissionController, QueueConfig
+from gatekeeper.gateway.upstream.balancing import (
     EWMA_DECAY,
     STRATEGIES,
     BalanceContext,
@@ -34,12 +35,11 @@ from gatekeeper.gateway.balancing import (
     canonical_strategy,
     make_balancer,
 )
-from gatekeeper.gateway.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from gatekeeper.gateway.endpoint import Endpoint
-from gatekeeper.gateway.health import HealthCheckConfig, HealthChecker
-from gatekeeper.gateway.outlier import OutlierConfig, OutlierDetector
-from gatekeeper.gateway.retry import RetryBudget, RetryBudgetConfig
-from gatekeeper.gateway.tls import client_context
+from gatekeeper.gateway.upstream.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from gatekeeper.gateway.upstream.endpoint import Endpoint
+from gatekeeper.gateway.upstream.health import HealthCheckConfig, HealthChecker
+from gatekeeper.gateway.upstream.outlier import OutlierConfig, OutlierDetector
+from gatekeeper.gateway.upstream.retry import RetryBudget, RetryBudgetConfig
 from gatekeeper.types import Clock, SystemClock
 
 __all__ = ["UpstreamPool", "pool_from_config"]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.endpoint import Endpoint
+from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 __all__ = ["OutlierConfig", "OutlierDetector"]
 

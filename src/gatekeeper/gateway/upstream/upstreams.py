@@ -1,14 +1,14 @@
 """Building upstream pools from configuration.
 
 The balancing, health, breaker, retry-budget and admission logic belongs to
-:class:`gatekeeper.gateway.pool.UpstreamPool`; this is the composition root's entry point.
+:class:`gatekeeper.gateway.upstream.pool.UpstreamPool`; this is the composition root's entry point.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.gateway.pool import UpstreamPool, pool_from_config
+from gatekeeper.gateway.upstream.pool import UpstreamPool, pool_from_config
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.config import UpstreamConfig

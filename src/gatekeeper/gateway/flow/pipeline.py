@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.errors import (
     BodyTooLarge,
     GatekeeperError,
@@ -32,22 +33,27 @@ from gatekeeper.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gatekeeper.gateway import express
-from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.compression import compress_response
-from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
-from gatekeeper.gateway.native import NativeTable, serve_native
-from gatekeeper.gateway.protocol import EMPTY_BODY
-from gatekeeper.gateway.proxy import Attempts, Proxy
-from gatekeeper.gateway.routing import Route, Router
+from gatekeeper.gateway.builtin.bridge import ASGIApp, serve_asgi
+from gatekeeper.gateway.builtin.native import NativeTable, serve_native
+from gatekeeper.gateway.flow import express
+from gatekeeper.gateway.flow.compression import compress_response
+from gatekeeper.gateway.flow.routing import Route, Router
+from gatekeeper.gateway.http.messages import (
+    Body,
+    Headers,
+    ProxyRequest,
+    ProxyResponse,
+    ResponseCache,
+)
+from gatekeeper.gateway.http.protocol import EMPTY_BODY
+from gatekeeper.gateway.upstream.proxy import Attempts, Proxy
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 from gatekeeper.observability.access import Termination
 from gatekeeper.observability.proxied import ensure_request_id, log_builtin, log_proxied
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.protocol import HttpProtocol
+    from gatekeeper.gateway.http.protocol import HttpProtocol
     from gatekeeper.limits.decision import Decision
 
 __all__ = ["GatewayState", "subject_key"]
@@ -117,11 +123,11 @@ class GatewayState:
     gate: Any = None
     # The identity guard (``context.extras["identity_guard"]``) for routes with ``auth``.
     guard: Any = None
-    # (method, path) -> native handler of a built-in endpoint (``gateway/native.py``), or None.
+    # (method, path) -> native handler of a built-in endpoint (``builtin/native.py``), or None.
     native: NativeTable | None = None
 
     def begin(self, request: ProxyRequest, conn: HttpProtocol) -> bool:
-        """Serve ``request`` on the express lane (``gateway/express.py``) if it qualifies;
+        """Serve ``request`` on the express lane (``gateway/flow/express.py``) if it qualifies;
         False: the caller runs :meth:`handle`."""
         return express.begin(self, request, conn)
 

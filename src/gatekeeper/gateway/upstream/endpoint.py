@@ -14,7 +14,7 @@ import ssl
 from typing import Any
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.breaker import BreakerState, CircuitBreaker
+from gatekeeper.gateway.upstream.breaker import BreakerState, CircuitBreaker
 
 __all__ = ["DEFAULT_LATENCY", "Endpoint"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.compression import Compression
-    from gatekeeper.gateway.header_rules import HeaderRules
+    from gatekeeper.gateway.flow.compression import Compression
+    from gatekeeper.gateway.flow.header_rules import HeaderRules
 
 __all__ = ["LimitRule", "RetryPolicy", "Route", "Router", "Timeouts"]
 
@@ -68,10 +68,10 @@ class Route:
     ratelimit_headers: bool = True
     # The largest request body accepted (413 beyond it), or None: no bound.
     max_body_bytes: int | None = None
-    # Header rewrites towards the upstream and back to the client (gateway/header_rules.py).
+    # Header rewrites towards the upstream and back to the client (gateway/flow/header_rules.py).
     request_headers: HeaderRules | None = None
     response_headers: HeaderRules | None = None
-    # gzip for clients that accept it (gateway/compression.py), or None.
+    # gzip for clients that accept it (gateway/flow/compression.py), or None.
     compress: Compression | None = None
     # The tenant (business_id) whose waiting room protects this route, or None.
     waiting_room: str | None = None

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from gatekeeper.gateway.messages import Headers, ProxyRequest
+from gatekeeper.gateway.http.messages import Headers, ProxyRequest
 from gatekeeper.observability.logging import accept_request_id
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.protocol import HttpProtocol
+    from gatekeeper.gateway.http.protocol import HttpProtocol
 
 __all__ = ["NativeHandler", "NativeReply", "NativeTable", "native_table", "serve_native"]
 

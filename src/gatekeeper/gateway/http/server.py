@@ -7,7 +7,7 @@ Shutdown, step by step:
 3. wait up to ``shutdown_grace`` seconds for in-flight requests, then cut what is left;
 4. stop the gateway state (health checks, idle upstream connections) and the ASGI lifespan.
 
-The served :class:`~gatekeeper.gateway.pipeline.GatewayState` is an attribute read once per
+The served :class:`~gatekeeper.gateway.flow.pipeline.GatewayState` is an attribute read once per
 request, so :meth:`Server.swap_state` (a reload) affects new requests only.
 """
 
@@ -20,10 +20,10 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from gatekeeper.gateway.protocol import HttpProtocol
+from gatekeeper.gateway.http.protocol import HttpProtocol
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.pipeline import GatewayState
+    from gatekeeper.gateway.flow.pipeline import GatewayState
 
 __all__ = ["Server", "install_uvloop"]
 
@@ -61,7 +61,7 @@ class Server:
         self.max_header_bytes = max_header_bytes  # request line and header fields together
         self.header_timeout = header_timeout  # seconds a request head may take (0: no bound)
         self.now = 0.0  # a coarse loop clock, advanced by the sweeper (see _sweep)
-        self.tls = tls  # HTTPS on the listener (see gateway/tls.py)
+        self.tls = tls  # HTTPS on the listener (see gateway/http/tls.py)
         self.scheme = "https" if tls is not None else "http"
         self.host = host
         self.port = port

@@ -4,7 +4,7 @@ The upstream client decides the gateway's speed (ARCHITECTURE.md: 3x between cho
 is deliberately small: one :class:`UpstreamConnection` is an ``asyncio.Protocol`` parsing
 responses with ``httptools.HttpResponseParser`` straight from ``data_received``; no streams, no
 per-chunk tasks. A response's head resolves a future; its body is a
-:class:`~gatekeeper.gateway.messages.Body` fed from the socket, with the transport paused while
+:class:`~gatekeeper.gateway.http.messages.Body` fed from the socket, with the transport paused while
 the client is slower than the upstream. Idle connections wait in a LIFO per endpoint (the most
 recently used one is the least likely to have been closed by the upstream's idle timeout).
 
@@ -25,7 +25,7 @@ from typing import Protocol, cast
 import httptools
 
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gatekeeper.gateway.messages import Body, Headers, ProxyResponse, status_line
+from gatekeeper.gateway.http.messages import Body, Headers, ProxyResponse, status_line
 
 __all__ = ["ConnectionPool", "ResponseSink", "UpstreamConnection", "Watchdog"]
 

@@ -1,14 +1,14 @@
 """The client side of the listener: one ``asyncio.Protocol`` per connection, httptools parsing.
 
-Each request becomes a :class:`~gatekeeper.gateway.messages.ProxyRequest` as soon as its head is
-parsed; its body keeps arriving through :class:`~gatekeeper.gateway.messages.Body` (reading is
-paused when the handler falls behind). Requests on one connection are answered in order: a
-pipelined request waits (with reading paused) until the previous response is written.
+Each request becomes a :class:`~gatekeeper.gateway.http.messages.ProxyRequest` as soon as its
+head is parsed; its body keeps arriving through :class:`~gatekeeper.gateway.http.messages.Body`
+(reading is paused when the handler falls behind). Requests on one connection are answered in
+order: a pipelined request waits (with reading paused) until the previous response is written.
 
 Protocol upgrades (RFC 9110 7.8): a WebSocket handshake (``GET`` without a body, HTTP/1.1,
 ``Connection: upgrade``, ``Upgrade: websocket``) is served like any request, limits and all;
 if the upstream answers 101, :meth:`HttpProtocol.switch` joins the two connections in a
-:class:`~gatekeeper.gateway.tunnel.Tunnel`. Other upgrades without a body are ignored (the
+:class:`~gatekeeper.gateway.http.tunnel.Tunnel`. Other upgrades without a body are ignored (the
 request is served over HTTP/1.1, as the RFC allows); ``CONNECT`` and upgrades with a body are
 refused with 501.
 
@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from gatekeeper.gateway.messages import (
+from gatekeeper.gateway.http.messages import (
     Body,
     Headers,
     ProxyRequest,
@@ -38,11 +38,11 @@ from gatekeeper.gateway.messages import (
     find_header,
     status_line,
 )
-from gatekeeper.gateway.tunnel import Tunnel
+from gatekeeper.gateway.http.tunnel import Tunnel
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.express import Exchange
-    from gatekeeper.gateway.server import Server
+    from gatekeeper.gateway.flow.express import Exchange
+    from gatekeeper.gateway.http.server import Server
 
 __all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
 
@@ -88,7 +88,7 @@ class HttpProtocol(asyncio.Protocol):
         self._next: ProxyRequest | None = None
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
-        # The request on the express lane (gateway/express.py), and a task of its that must
+        # The request on the express lane (gateway/flow/express.py), and a task of its that must
         # not be collected while it runs (a connect, or its hand-over to the pipeline).
         self.exchange: Exchange | None = None
         self.detached: asyncio.Task[Any] | None = None

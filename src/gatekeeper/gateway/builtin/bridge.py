@@ -14,11 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.gateway.protocol import status_line
+from gatekeeper.gateway.http.protocol import status_line
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.messages import ProxyRequest
-    from gatekeeper.gateway.protocol import HttpProtocol
+    from gatekeeper.gateway.http.messages import ProxyRequest
+    from gatekeeper.gateway.http.protocol import HttpProtocol
 
 __all__ = ["ASGIApp", "Lifespan", "serve_asgi"]
 

@@ -25,10 +25,10 @@ from functools import reduce
 from typing import TYPE_CHECKING, Protocol
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.hashing import ConsistentHashBalancer
+from gatekeeper.gateway.upstream.hashing import ConsistentHashBalancer
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.endpoint import Endpoint
+    from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 __all__ = [
     "ALIASES",
