@@ -206,7 +206,7 @@ class Gateway:
     clients: list[Client] = field(default_factory=list)
 
     def pool(self, name: str = "backends") -> Any:
-        return self.runtime.state.pools[name]
+        return self.runtime.snapshot.pools[name]
 
     def client(self) -> Client:
         client = Client(self.port)

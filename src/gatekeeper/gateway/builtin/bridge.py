@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.gateway.http.protocol import status_line
+from gatekeeper.gateway.http.writer import Framing
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.http.messages import ProxyRequest
@@ -66,8 +66,7 @@ async def serve_asgi(
     body = request.body
     body_done = False
     response_done = False
-    chunked = False
-    head_only = request.method == "HEAD"
+    mode = Framing.NONE
     sent_status = 499
 
     async def receive() -> Message:
@@ -91,53 +90,36 @@ async def serve_asgi(
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        nonlocal chunked, response_done, sent_status
+        nonlocal mode, response_done, sent_status
         kind = message["type"]
         if kind == "http.response.start":
             if conn.response_started:
                 raise RuntimeError("http.response.start sent twice")
-            conn.response_started = True
             status = sent_status = int(message["status"])
-            parts = [status_line(status)]
-            has_length = False
+            headers: list[tuple[bytes, bytes]] = []
+            length: int | None = None
             for name, value in message.get("headers", ()):
                 name = bytes(name).lower()
                 if name == b"content-length":
-                    has_length = True
-                elif name in (b"connection", b"transfer-encoding"):
-                    continue
-                parts += (name, b": ", bytes(value), b"\r\n")
-            if not has_length and status >= 200 and status not in (204, 304) and not head_only:
-                if request.version == "1.0":
-                    conn.keep_alive = False
-                else:
-                    chunked = True
-                    parts.append(b"transfer-encoding: chunked\r\n")
-            parts += (conn.connection_header(request.version == "1.0"), b"\r\n")
-            conn.write(b"".join(parts))
+                    length = int(value)
+                elif name not in (b"connection", b"transfer-encoding"):
+                    headers.append((name, bytes(value)))
+            mode = conn.start_response(request, status, headers, None, length)
         elif kind == "http.response.body":
             if not conn.response_started or response_done:
                 raise RuntimeError("http.response.body out of order")
-            data = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
             if conn.closed:
                 raise ConnectionError("client disconnected")
-            if not head_only:
-                if chunked:
-                    if data:
-                        conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-                    if not more:
-                        conn.write(b"0\r\n\r\n")
-                elif data:
-                    conn.write(data)
-            if not more:
+            conn.write_body(bytes(message.get("body", b"")), mode)
+            if not message.get("more_body", False):
                 response_done = True
+                conn.end_body(mode)
             await conn.drain()
 
     await app(scope, receive, send)
     if not response_done:
         if not conn.response_started:
-            await conn.send_json(500, {"error": "internal_error", "status": 500})
+            conn.send_problem(500, "internal_error", "the application gave no answer", request)
             sent_status = 500
         else:
             conn.keep_alive = False

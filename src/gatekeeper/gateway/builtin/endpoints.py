@@ -77,7 +77,7 @@ def builtin_router(runtime: Runtime) -> APIRouter:
                 checks["store"] = f"unavailable: {exc}"
                 ok = False
         pools: dict[str, str] = {}
-        state = runtime.state
+        state = runtime.snapshot
         for name, pool in state.pools.items() if state is not None else ():
             endpoints = pool.snapshot().get("endpoints", [])
             healthy = sum(1 for e in endpoints if e.get("healthy", True))
@@ -99,7 +99,7 @@ def builtin_router(runtime: Runtime) -> APIRouter:
     @router.get("/stats")
     async def stats() -> dict[str, Any]:
         """A JSON snapshot: pools (strategy, endpoints, health, breakers), limiter, cache."""
-        state = runtime.state
+        state = runtime.snapshot
         body: dict[str, Any] = {"pools": {}, "connections": {}}
         if state is not None:
             body["pools"] = {name: pool.snapshot() for name, pool in state.pools.items()}
@@ -122,7 +122,7 @@ def builtin_router(runtime: Runtime) -> APIRouter:
         denied = check_admin(request, runtime)
         if denied is not None:
             return denied
-        state = runtime.state
+        state = runtime.snapshot
         pools = state.pools if state is not None else {}
         name = change.pool
         if name is None:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from gatekeeper.gateway.http.messages import Headers, ProxyRequest
-from gatekeeper.observability.logging import accept_request_id
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.http.protocol import HttpProtocol
@@ -53,10 +52,11 @@ def _request_id_var() -> ContextVar[Any]:
 _RID = _request_id_var()
 
 
-async def serve_native(handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol) -> int:
-    """Run ``handler`` for ``request`` and write its answer, as the ASGI app would have; the
-    status."""
-    rid = accept_request_id(request.header(_REQUEST_ID))
+async def serve_native(
+    handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol, rid: str
+) -> int:
+    """Run ``handler`` for ``request`` (whose id is ``rid``) and write its answer, as the ASGI
+    app would have; the status."""
     token = _RID.set(rid)  # log lines of the handler carry the request id
     try:
         status, headers, body = await handler(request)

@@ -1,8 +1,8 @@
 """Reloading the configuration file without dropping requests (``SIGHUP``, ``/admin/reload``).
 
 A reload reads and validates the file, builds a complete new
-:class:`~gatekeeper.gateway.flow.pipeline.GatewayState` (pools, router, proxy), starts it, and swaps
-it into the server. Requests already in flight finish on the old state (they hold a reference
+:class:`~gatekeeper.gateway.flow.flow.Snapshot` (pools, router, proxy, plans), starts it, and
+swaps it into the flow. Requests already in flight finish on the old state (they hold a reference
 to it); its health checks stop at once and its idle upstream connections are closed after the
 shutdown grace period, and so is its response cache when the new state did not keep it (the
 ``cache:`` settings changed, or no route caches any more). An invalid file raises
@@ -42,23 +42,24 @@ class Reloader:
 
     async def reload(self) -> GatewayConfig:
         """Apply the file now; raises ConfigFileError (and keeps the old config) if invalid."""
-        from gatekeeper.app import build_state
+        from gatekeeper.app import build_snapshot
 
+        flow = self.runtime.flow
+        assert flow is not None, "the gateway is not started"
         async with self._lock:
             try:
                 config = load_config(self.path)
-                state = build_state(self.runtime, config)
+                state = build_snapshot(self.runtime, config)
             except ConfigFileError as exc:
                 logger.error("configuration reload refused:\n%s", exc)
                 raise
             except ConfigurationError as exc:
                 logger.error("configuration reload refused: %s", exc)
                 raise ConfigFileError(str(exc), [f"{self.path}: {exc}"]) from exc
-            state.app_state = self.server.state.app_state
             await state.start()
-            old = self.server.swap_state(state)
+            old = flow.swap(state)
             self.runtime.config = config
-            self.runtime.state = state
+            self.runtime.snapshot = state
             self.generation += 1
             logger.info(
                 "configuration reloaded from %s (generation %d)", self.path, self.generation

@@ -17,7 +17,6 @@ upstream's response with hop-by-hop headers already removed.
 from __future__ import annotations
 
 import asyncio
-import http
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gatekeeper.errors import BodyTooLarge
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.flow.routing import Route
-    from gatekeeper.gateway.upstream.connections import UpstreamConnection
+    pass
 
 __all__ = [
     "Body",
@@ -34,25 +32,23 @@ __all__ = [
     "ProxyRequest",
     "ProxyResponse",
     "ResponseCache",
+    "SwitchedConnection",
     "find_header",
-    "status_line",
 ]
 
 Headers = list[tuple[bytes, bytes]]
 
 _EMPTY = b""
-_STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
-}
 
 
-def status_line(status: int, reason: bytes = b"") -> bytes:
-    """``HTTP/1.1 200 OK\\r\\n`` (the standard phrase unless ``reason`` is given)."""
-    if not reason:
-        line = _STATUS_LINES.get(status)
-        if line is not None:
-            return line
-    return b"HTTP/1.1 %d %b\r\n" % (status, reason)
+class SwitchedConnection(Protocol):
+    """The upstream side of a 101 answer: its transport now carries the upgraded protocol."""
+
+    transport: asyncio.Transport | None
+    closed: bool
+    tunnel_data: bytes
+
+    def abort(self) -> None: ...
 
 
 def find_header(headers: Headers, name: bytes) -> bytes | None:
@@ -259,7 +255,7 @@ class ProxyRequest:
         scheme: str = "http",
         client_ip: str = "",
         peer_ip: str = "",
-        route: Route | None = None,
+        route: Any = None,
         upgrade: bytes | None = None,
         on_interim: Callable[[bytes], None] | None = None,
     ) -> None:
@@ -323,7 +319,7 @@ class ProxyResponse:
         *,
         reason: bytes = b"",
         upstream: str = "",
-        switched: UpstreamConnection | None = None,
+        switched: SwitchedConnection | None = None,
     ) -> None:
         self.status = status
         self.headers = headers

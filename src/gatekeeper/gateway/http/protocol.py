@@ -21,30 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import http
-import json
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from gatekeeper.gateway.http.messages import (
-    Body,
-    Headers,
-    ProxyRequest,
-    ProxyResponse,
-    find_header,
-    status_line,
-)
+from gatekeeper import problem
+from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest, ProxyResponse, find_header
 from gatekeeper.gateway.http.tunnel import Tunnel
+from gatekeeper.gateway.http.writer import Framing, encode_head, framing, status_line
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.flow.express import Exchange
     from gatekeeper.gateway.http.server import Server
 
-__all__ = ["EMPTY_BODY", "HttpProtocol", "status_line"]
+__all__ = ["EMPTY_BODY", "Exchange", "HttpProtocol", "status_line"]
 
 logger = logging.getLogger("gatekeeper.gateway")
 
@@ -54,7 +47,21 @@ EMPTY_BODY = Body.of(b"")
 SMALL_BODY = 64 * 1024
 # How long a connection closed with an unread request body keeps reading (see _Lingering).
 LINGER_SECONDS = 2.0
-_NO_BODY_STATUS = frozenset({204, 304})
+_CHUNKED = Framing.CHUNKED
+_TRAILER = b"0\r\n\r\n"
+_PROBLEM = (b"content-type", problem.CONTENT_TYPE)
+
+
+class Exchange(Protocol):
+    """The request a connection is answering, as the handler (the flow) represents it."""
+
+    def cancel(self) -> None:
+        """The client went away: abandon the request."""
+        ...
+
+    def resume_reading(self) -> None:
+        """The client drained what was written: more of the answer may come."""
+        ...
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -82,24 +89,15 @@ class HttpProtocol(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self.idle_since = 0.0  # loop time when the connection became idle; 0 while busy
         self._expect_continue = False
-        # One task per connection serves its requests in turn (a task per request costs
-        # more than the future that wakes an idle worker): the next request to serve, the
-        # worker task, and the future it waits on while the connection is idle.
-        self._next: ProxyRequest | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
-        # The request on the express lane (gateway/flow/express.py), and a task of its that must
-        # not be collected while it runs (a connect, or its hand-over to the pipeline).
+        # The request being answered (the handler's exchange), and the task it runs in while
+        # one of its steps waits (held here: a task nobody references may be collected).
         self.exchange: Exchange | None = None
-        self.detached: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None
         # Upgrades: what to do when the parser stops at one ("tunnel", "ignore", "refuse"),
         # the bytes that followed a WebSocket handshake, and the tunnel once switched.
         self._upgrading: str | None = None
         self._early = b""
         self.tunnel: Tunnel | None = None
-        # True while a pipeline request waits for its upstream's answer: a client that goes
-        # away then abandons it (see connection_lost).
-        self.abandonable = False
         self._deferred: tuple[ProxyRequest, bool] | None = None  # waits for its small body
         self._interim_writer = self.write_interim  # (one bound method, not one per request)
         self._in_head = False
@@ -124,24 +122,12 @@ class HttpProtocol(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.cancel()
-        if self.abandonable:
-            # A proxied request still waiting for its answer is abandoned with its client, as
-            # nginx does: cancelling it closes its upstream connection and gives the endpoint's
-            # in-flight slot back (the request is accounted as 499). Elsewhere (limits,
-            # authentication, a streaming answer) the request ends at its next step.
-            self.abandonable = False
-            task = self.detached or self._worker
-            if task is not None:
-                task.cancel()
         if not self._message_done and self._body is not EMPTY_BODY:
             self._body.set_exception(ConnectionError("client disconnected"))
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionError("client disconnected"))
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)  # the idle worker sees ``closed`` and ends
 
     def data_received(self, data: bytes) -> None:
         # The head's size is bounded without a cost per header field: a read longer than the
@@ -347,52 +333,31 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         self.keep_alive = keep_alive
         self.response_started = False
-        if self.server.state.begin(request, self):
-            return  # on the express lane, which calls finish() when it is done
-        self._next = request
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
-        elif self._worker is None:
-            self._worker = self.loop.create_task(self._serve())
-        # else: the worker is finishing the previous request and takes this one next.
-
-    async def _serve(self) -> None:
-        """Serve this connection's requests in order, waiting while it is idle."""
-        try:
-            while True:
-                request = self._next
-                if request is None:
-                    if self.closed:
-                        return
-                    self._wake = wake = self.loop.create_future()
-                    await wake
-                    continue
-                self._next = None
-                await self._run(request, self.server.state.handle(request, self))
-        finally:
-            self._worker = None
-            self._wake = None
+        # The handler answers, now or later, and calls finish() when the answer is written.
+        self.server.handler.begin(request, self)
 
     def run(self, request: ProxyRequest, work: Coroutine[Any, Any, None]) -> None:
-        """Serve ``request`` with ``work`` on a task of its own (the express lane hands a
-        request over to the pipeline this way), then go on as after any request."""
-        self.detached = self.loop.create_task(self._run(request, work))
+        """Go on with ``request`` in a task running ``work`` (a step of its had to wait).
+        ``work`` finishes the request itself; an exception it lets out is answered here."""
+        self.task = self.loop.create_task(self._run(request, work))
 
     async def _run(self, request: ProxyRequest, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
         except ConnectionError:
             self.keep_alive = False
-        except Exception:
-            logger.exception("unhandled error serving %s %s", request.method, request.path)
+            self.finish(request)
+        except Exception as exc:
+            from gatekeeper.observability.unexpected import report_unexpected
+
+            report_unexpected(exc, where=f"{request.method} {request.path}")
             if not self.response_started and not self.closed:
-                await self.send_json(500, {"error": "internal_error", "status": 500})
+                self.send_problem(500, "internal_error", "an unexpected error occurred", request)
             self.keep_alive = False
-        self.detached = None
-        self.finish(request)
+            self.finish(request)
+        finally:
+            if self.task is asyncio.current_task():
+                self.task = None
 
     def finish(self, request: ProxyRequest) -> None:
         """The response to ``request`` is written: read the next request, or close."""
@@ -444,14 +409,7 @@ class HttpProtocol(asyncio.Protocol):
             upstream.abort()
             raise ConnectionError("a side of the tunnel went away before the switch")
         self.response_started = True
-        parts = [status_line(101, response.reason)]
-        for name, value in response.headers:
-            parts += (name, b": ", value, b"\r\n")
-        if extra:
-            for name, value in extra:
-                parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        transport.write(b"".join(parts))
+        transport.write(encode_head(101, response.headers, extra, b"", b"", reason=response.reason))
         early, self._early = self._early, b""
         self.tunnel = Tunnel(transport, upstream.transport, self._tunnel_closed)
         self.tunnel.start(early, upstream.tunnel_data)
@@ -470,10 +428,17 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.closed:
             return
         if not self.busy or not self.response_started:
-            payload = _json({"error": http.HTTPStatus(status).phrase, "detail": detail})
+            code = http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+            body = problem.problem_body(status, code, detail)
             self.transport.write(
-                status_line(status) + b"content-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n%b" % (len(payload), payload)
+                encode_head(
+                    status,
+                    [_PROBLEM],
+                    None,
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n",
+                )
+                + body
             )
         self.transport.close()
         self.closed = True
@@ -531,53 +496,119 @@ class HttpProtocol(asyncio.Protocol):
             return b"connection: close\r\n"
         return b"connection: keep-alive\r\n" if version_10 else b""
 
-    async def send_response(
+    def response_head(
         self,
-        response: ProxyResponse,
         request: ProxyRequest,
+        status: int,
+        headers: Headers,
         extra: Headers | None = None,
-    ) -> None:
-        """Write ``response`` to the client, streaming its body with backpressure."""
+        length: int | None = None,
+        *,
+        reason: bytes = b"",
+        lines: bytes = b"",
+    ) -> tuple[bytes, Framing]:
+        """The head of the answer to ``request`` (see :mod:`.writer`) and how its body, if
+        any, is to be delimited; the answer counts as started from now. ``length`` None:
+        unknown (chunked, or until the connection closes)."""
         self.response_started = True
-        status = response.status
-        body = response.body
-        head_only = request.method == "HEAD"
         version_10 = request.version == "1.0"
-        parts = [status_line(status, response.reason)]
-        for name, value in response.headers:
-            parts += (name, b": ", value, b"\r\n")
-        if extra:
-            for name, value in extra:
-                parts += (name, b": ", value, b"\r\n")
-        data = b""
-        chunked = False
-        if status in _NO_BODY_STATUS or status < 200:
-            pass
-        elif head_only:
-            if body.length is not None:
-                parts.append(b"content-length: %d\r\n" % body.length)
-        elif body.complete:
-            data = body.take()
-            parts.append(b"content-length: %d\r\n" % len(data))
-        elif body.length is not None:
-            parts.append(b"content-length: %d\r\n" % body.length)
-        elif version_10:
+        line, mode = framing(
+            status, length, head_only=request.method == "HEAD", version_10=version_10
+        )
+        if mode is Framing.CLOSE:
             self.keep_alive = False  # HTTP/1.0: the body ends when the connection closes
-        else:
-            chunked = True
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts += (self.connection_header(version_10), b"\r\n", data)
+        head = encode_head(
+            status,
+            headers,
+            extra,
+            line,
+            self.connection_header(version_10),
+            reason=reason,
+            lines=lines,
+        )
+        return head, mode
+
+    def start_response(
+        self,
+        request: ProxyRequest,
+        status: int,
+        headers: Headers,
+        extra: Headers | None = None,
+        length: int | None = None,
+        *,
+        reason: bytes = b"",
+    ) -> Framing:
+        """Write the head of the answer to ``request`` (see :meth:`response_head`)."""
+        head, mode = self.response_head(request, status, headers, extra, length, reason=reason)
         transport = self.transport
         if transport is None or self.closed:
             raise ConnectionError("client disconnected")
-        transport.write(b"".join(parts))
-        if data or head_only or body.at_eof:
-            return
-        await self._stream(body, chunked)
+        transport.write(head)
+        return mode
 
-    async def _stream(self, body: Body, chunked: bool) -> None:
+    def write_body(self, data: bytes, mode: Framing) -> None:
+        """Write a piece of a body framed as ``mode`` (nothing for a body-less answer)."""
+        if data and mode is not Framing.NONE:
+            self.write(b"%x\r\n%b\r\n" % (len(data), data) if mode is _CHUNKED else data)
+
+    def end_body(self, mode: Framing) -> None:
+        """The body is over: the last chunk of a chunked one."""
+        if mode is _CHUNKED:
+            self.write(_TRAILER)
+
+    def send_bytes(
+        self,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        request: ProxyRequest,
+        extra: Headers | None = None,
+    ) -> None:
+        """Write a complete answer whose body is in hand, in one write."""
+        head, mode = self.response_head(request, status, headers, extra, len(body))
+        transport = self.transport
+        if transport is None or self.closed:
+            raise ConnectionError("client disconnected")
+        transport.write(head + body if mode is Framing.LENGTH else head)
+
+    def send_problem(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        request: ProxyRequest,
+        extra: Headers | None = None,
+        **members: Any,
+    ) -> None:
+        """Answer with the problem document of ``status`` (see :mod:`gatekeeper.problem`)."""
+        body = problem.problem_body(status, error, detail, **members)
+        headers = [*extra, _PROBLEM] if extra else [_PROBLEM]
+        self.send_bytes(status, headers, body, request)
+
+    async def send_response(
+        self, response: ProxyResponse, request: ProxyRequest, extra: Headers | None = None
+    ) -> None:
+        """Write ``response``, streaming its body with backpressure."""
+        body = response.body
+        data = b""
+        length = body.length
+        if body.complete and request.method != "HEAD":
+            data = body.take()
+            length = len(data)
+        mode = self.start_response(
+            request, response.status, response.headers, extra, length, reason=response.reason
+        )
+        if mode is Framing.NONE:
+            return
+        if data or body.at_eof:
+            self.write(data)
+            return
+        await self._stream(body, mode)
+
+    async def _stream(self, body: Body, mode: Framing) -> None:
         transport = self.transport
         assert transport is not None
+        chunked = mode is _CHUNKED
         try:
             while chunk := await body.read():
                 if self.closed:
@@ -596,42 +627,7 @@ class HttpProtocol(asyncio.Protocol):
             self.closed = True
             raise ConnectionError("upstream failed mid-body") from None
         if chunked:
-            transport.write(b"0\r\n\r\n")
-
-    def send_bytes(self, status: int, headers: Headers, body: bytes, request: ProxyRequest) -> None:
-        """Write a complete response whose body is in hand, in one write (what
-        :meth:`send_response` does for such a body, without the response and body objects)."""
-        self.response_started = True
-        parts = [status_line(status)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if status in _NO_BODY_STATUS or status < 200:
-            body = b""
-        else:
-            parts.append(b"content-length: %d\r\n" % len(body))
-            if request.method == "HEAD":
-                body = b""
-        parts += (self.connection_header(request.version == "1.0"), b"\r\n", body)
-        transport = self.transport
-        if transport is None or self.closed:
-            raise ConnectionError("client disconnected")
-        transport.write(b"".join(parts))
-
-    async def send_json(
-        self, status: int, payload: Any, extra: Headers | None = None, *, version_10: bool = False
-    ) -> None:
-        """Write a small JSON response made by the gateway itself."""
-        self.response_started = True
-        data = _json(payload)
-        parts = [
-            status_line(status),
-            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(data),
-        ]
-        if extra:
-            for name, value in extra:
-                parts += (name, b": ", value, b"\r\n")
-        parts += (self.connection_header(version_10), b"\r\n", data)
-        self.write(b"".join(parts))
+            transport.write(_TRAILER)
 
 
 class _BadRequest(Exception):
@@ -671,10 +667,6 @@ class _Lingering(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.cancel()
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _unquote(raw: bytes) -> str:

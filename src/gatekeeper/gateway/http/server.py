@@ -7,8 +7,8 @@ Shutdown, step by step:
 3. wait up to ``shutdown_grace`` seconds for in-flight requests, then cut what is left;
 4. stop the gateway state (health checks, idle upstream connections) and the ASGI lifespan.
 
-The served :class:`~gatekeeper.gateway.flow.pipeline.GatewayState` is an attribute read once per
-request, so :meth:`Server.swap_state` (a reload) affects new requests only.
+The server knows nothing of routes: it hands every parsed request to its :class:`Handler` (the
+gateway's flow), which answers through the connection.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from gatekeeper.gateway.http.messages import ProxyRequest
 from gatekeeper.gateway.http.protocol import HttpProtocol
 
-if TYPE_CHECKING:
-    from gatekeeper.gateway.flow.pipeline import GatewayState
-
-__all__ = ["Server", "install_uvloop"]
+__all__ = ["Handler", "Server", "install_uvloop"]
 
 logger = logging.getLogger("gatekeeper.gateway")
 
@@ -40,12 +38,22 @@ def install_uvloop() -> bool:
     return True
 
 
+class Handler(Protocol):
+    """What answers the requests a :class:`Server` parses."""
+
+    server_address: tuple[str, int] | None
+
+    def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """Answer ``request`` through ``conn`` (now or later), then call ``conn.finish``."""
+        ...
+
+
 class Server:
-    """Serves one :class:`GatewayState` on ``host:port``."""
+    """Serves a :class:`Handler` on ``host:port``."""
 
     def __init__(
         self,
-        state: GatewayState,
+        handler: Handler,
         *,
         host: str = "127.0.0.1",
         port: int = 8080,
@@ -57,7 +65,7 @@ class Server:
         max_header_bytes: int = 64 * 1024,
         header_timeout: float = 30.0,
     ) -> None:
-        self.state = state
+        self.handler = handler
         self.max_header_bytes = max_header_bytes  # request line and header fields together
         self.header_timeout = header_timeout  # seconds a request head may take (0: no bound)
         self.now = 0.0  # a coarse loop clock, advanced by the sweeper (see _sweep)
@@ -96,7 +104,7 @@ class Server:
             for sock in sockets:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.state.server_address = (self.host, self.port)
+        self.handler.server_address = (self.host, self.port)
         self.now = asyncio.get_running_loop().time()
         if self.keepalive_timeout > 0 or self.header_timeout > 0:
             self._sweep()
@@ -115,13 +123,6 @@ class Server:
                 conn.close_if_head_since(now - heads)
         interval = min(1.0, *(t / 4 for t in (idle, heads) if t > 0))
         self._sweeper = loop.call_later(interval, self._sweep)
-
-    def swap_state(self, state: GatewayState) -> GatewayState:
-        """Serve new requests with ``state``; returns the previous one (still in use by
-        requests in flight)."""
-        old, self.state = self.state, state
-        state.server_address = (self.host, self.port)
-        return old
 
     @property
     def in_flight(self) -> int:

@@ -80,6 +80,18 @@ class AdmissionController:
             return self._unlimited
         return _Slot(self, priority)
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody queues for it (no wait: the request path's
+        answer-now way); False: :meth:`acquire` queues."""
+        limit = self.max_concurrency
+        if limit is None:
+            return True
+        if self.active < limit and not self._waiters:
+            self.active += 1
+            self.admitted += 1
+            return True
+        return False
+
     async def acquire(self, priority: int = 0) -> None:
         """Take a slot, waiting in the queue if needed; raises QueueFull."""
         limit = self.max_concurrency

@@ -1,12 +1,14 @@
 """A lean keep-alive connection pool to upstream endpoints (asyncio Protocol + httptools).
 
-The upstream client decides the gateway's speed (ARCHITECTURE.md: 3x between choices), so this
-is deliberately small: one :class:`UpstreamConnection` is an ``asyncio.Protocol`` parsing
-responses with ``httptools.HttpResponseParser`` straight from ``data_received``; no streams, no
-per-chunk tasks. A response's head resolves a future; its body is a
-:class:`~gatekeeper.gateway.http.messages.Body` fed from the socket, with the transport paused while
-the client is slower than the upstream. Idle connections wait in a LIFO per endpoint (the most
-recently used one is the least likely to have been closed by the upstream's idle timeout).
+The upstream client decides the gateway's speed, so this is deliberately small: one
+:class:`UpstreamConnection` is an ``asyncio.Protocol`` parsing responses with
+``httptools.HttpResponseParser`` straight from ``data_received`` and handing what it parses to a
+:class:`ResponseSink` as it goes: the head, pieces of the body, the end of each read, the end of
+the response or its failure. No futures, streams or per-chunk tasks: whoever forwards a request
+(:mod:`gatekeeper.gateway.upstream.forward`) is the sink, and decides whether the answer is
+relayed to the client at once or collected into a :class:`~gatekeeper.gateway.http.messages.Body`.
+Idle connections wait in a LIFO per endpoint (the most recently used one is the least likely to
+have been closed by the upstream's idle timeout).
 
 Timeouts cost no timer per request: a :class:`Watchdog` checks the exchanges in flight every
 50 ms against their "last activity" timestamp and deadline (so a timeout fires up to 50 ms late,
@@ -25,22 +27,17 @@ from typing import Protocol, cast
 import httptools
 
 from gatekeeper.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gatekeeper.gateway.http.messages import Body, Headers, ProxyResponse, status_line
+from gatekeeper.gateway.http.writer import HOP_BY_HOP, NO_BODY_STATUS, status_line
 
 __all__ = ["ConnectionPool", "ResponseSink", "UpstreamConnection", "Watchdog"]
 
-# Consumed while parsing: never forwarded (RFC 9110 7.6.1), framing re-done by the writer.
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-     b"content-length"}
-)  # fmt: skip
+Headers = list[tuple[bytes, bytes]]
+
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
-# Statuses whose responses never have a body whatever their headers say (RFC 9110 6.4.1).
-_NO_BODY = frozenset({204, 304})
 
 
 class ResponseSink(Protocol):
-    """Where a relayed response goes as it is parsed (see :meth:`UpstreamConnection.relay`)."""
+    """Where a response goes as it is parsed (see :meth:`UpstreamConnection.relay`)."""
 
     def on_head(
         self, status: int, reason: bytes, headers: Headers, length: int | None, chunked: bool
@@ -63,6 +60,11 @@ class ResponseSink(Protocol):
 
     def on_error(self, exc: UpstreamError, head_seen: bool) -> None:
         """The exchange failed (timeout, connection lost, bad HTTP) after the head or not."""
+        ...
+
+    def on_switched(self, reason: bytes, headers: Headers) -> None:
+        """A 101 answered a request that asked to switch protocols: from now on the
+        connection carries the new protocol (see :attr:`UpstreamConnection.tunnel_data`)."""
         ...
 
 
@@ -101,11 +103,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
-        self._waiter: asyncio.Future[ProxyResponse] | None = None
-        self._sink: ResponseSink | None = None  # relay mode: the response goes here
+        self._sink: ResponseSink | None = None  # the exchange's sink while one is under way
         self._head_seen = False
         self._reset_parser = False
-        self._body: Body | None = None
         self._headers: Headers = []
         self._reason = b""
         self._head_only = False
@@ -125,7 +125,6 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -153,7 +152,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._cancel_timer()
-        body = self._body
         sink = self._sink
         if sink is not None and not self._message_done:
             self._sink = None
@@ -164,17 +162,6 @@ class UpstreamConnection(asyncio.Protocol):
                 sink.on_error(
                     UpstreamConnectError(f"upstream {self.pool.address} closed the connection"),
                     self._head_seen,
-                )
-        elif self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(
-                UpstreamConnectError(f"upstream {self.pool.address} closed the connection")
-            )
-        elif body is not None and not self._message_done:
-            if body.length is None and not self._chunked:
-                body.feed_eof()  # a body delimited by the connection closing: it ended well
-            else:
-                body.set_exception(
-                    UpstreamConnectError(f"upstream {self.pool.address} closed mid-body")
                 )
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -208,7 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
         # Hop-by-hop and framing headers are consumed here, so the response's header list is
         # end-to-end already (one pass, no filtering afterwards).
         name = name.lower()
-        if name in _HOP_BY_HOP:
+        if name in HOP_BY_HOP:
             if name == b"content-length":
                 try:
                     self._length = int(value)
@@ -257,45 +244,24 @@ class UpstreamConnection(asyncio.Protocol):
             length = None
         if self._head_only:
             self._reset_parser = True
+        elif status in NO_BODY_STATUS:
+            length = None
         sink = self._sink
-        if sink is not None:
-            self._head_seen = True
-            if not self.parser.should_keep_alive():
-                self.reusable = False
-            reason, self._reason = self._reason, b""
-            if not sink.on_head(status, reason, self._headers, length, chunked):
-                self._sink = None
-                self.abort()  # discarded: the rest of the response is not worth reading
-                return
-            if self._head_only:
-                self._message_done = True
-                self._sink = None
-                self._finish()
-                sink.on_end()
+        if sink is None:
             return
-        if self._head_only or status in _NO_BODY:
-            body = Body.of(b"")
-            body.length = length if self._head_only else None
-            self._message_done = self._head_only
-        else:
-            body = Body(length)
-            transport = self.transport
-            assert transport is not None
-            body.set_flow_control(transport.pause_reading, transport.resume_reading)
-        self._body = body
+        self._head_seen = True
         if not self.parser.should_keep_alive():
             self.reusable = False
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(
-                ProxyResponse(
-                    status, self._headers, body, reason=self._reason, upstream=self.pool.address
-                )
-            )
-        self._reason = b""
-        if self._message_done:
+        reason, self._reason = self._reason, b""
+        if not sink.on_head(status, reason, self._headers, length, chunked):
+            self._sink = None
+            self.abort()  # discarded: the rest of the response is not worth reading
+            return
+        if self._head_only:
+            self._message_done = True
+            self._sink = None
             self._finish()
+            sink.on_end()
 
     def _interim_head(self, status: int) -> bytes:
         listed = self._listed
@@ -307,8 +273,8 @@ class UpstreamConnection(asyncio.Protocol):
         return b"".join(parts)
 
     def _switch(self) -> None:
-        """The 101 this exchange asked for: answer it; the connection now belongs to the
-        tunnel the client side builds (it is never reused, and its timeouts stop)."""
+        """The 101 this exchange asked for: the connection now belongs to the tunnel the
+        client side builds (it is never reused, and its timeouts stop)."""
         self._cancel_timer()
         self.reusable = False
         self._message_done = True
@@ -316,69 +282,26 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.pause_reading()  # until the tunnel takes it over
         headers = [*self._headers, (b"connection", b"upgrade"), (b"upgrade", self._upgrade_to)]
         reason, self._reason = self._reason, b""
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(
-                ProxyResponse(
-                    101,
-                    headers,
-                    Body.of(b""),
-                    reason=reason,
-                    upstream=self.pool.address,
-                    switched=self,
-                )
-            )
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.on_switched(reason, headers)
 
     def on_body(self, data: bytes) -> None:
         sink = self._sink
         if sink is not None:
             sink.on_body(data)
-        elif self._body is not None:
-            self._body.feed(data)
 
     def on_message_complete(self) -> None:
         if self.parser.get_status_code() < 200 or self._message_done:
             return
         self._message_done = True
         sink = self._sink
-        if sink is not None:
-            self._sink = None
-            self._finish()
-            sink.on_end()
-            return
-        if self._body is not None:
-            self._body.feed_eof()
+        self._sink = None
         self._finish()
+        if sink is not None:
+            sink.on_end()
 
     # -- the exchange ----------------------------------------------------------------------
-    def send(
-        self,
-        data: bytes,
-        *,
-        head_only: bool,
-        read_timeout: float,
-        total_timeout: float,
-        streaming: bool = False,
-        interim: Callable[[bytes], None] | None = None,
-        upgrade: bool = False,
-    ) -> asyncio.Future[ProxyResponse]:
-        """Write a request (head, and its body when complete) and return the response future.
-
-        ``streaming`` says the body follows through :meth:`write`; the connection is then
-        reused only after :meth:`request_complete`. ``interim`` is given the head of each
-        interim (1xx) response to pass on. ``upgrade``: the request asks to switch protocols;
-        a 101 answer resolves the future with ``switched`` set to this connection.
-        """
-        self._waiter = waiter = self._loop.create_future()
-        self._sink = None
-        self._interim = interim
-        self._upgrading = upgrade
-        if upgrade:
-            self._upgrade_to = b""
-        self._start(data, head_only, read_timeout, total_timeout, request_sent=not streaming)
-        return waiter
-
     def relay(
         self,
         data: bytes,
@@ -388,33 +311,29 @@ class UpstreamConnection(asyncio.Protocol):
         read_timeout: float,
         total_timeout: float,
         interim: Callable[[bytes], None] | None = None,
+        streaming: bool = False,
+        upgrade: bool = False,
     ) -> None:
-        """Write a complete request and pass its response to ``sink`` while parsing it (no
-        future, no response or body objects: the express lane's exchange)."""
-        self._sink = sink
-        self._waiter = None
-        self._interim = interim
-        self._upgrading = False
-        self._start(data, head_only, read_timeout, total_timeout, request_sent=True)
+        """Write a request (its head, and its body when complete) and pass the response to
+        ``sink`` while parsing it.
 
-    def _start(
-        self,
-        data: bytes,
-        head_only: bool,
-        read_timeout: float,
-        total_timeout: float,
-        *,
-        request_sent: bool,
-    ) -> None:
-        """Reset the exchange's state, start watching its timeouts and write ``data``."""
+        ``streaming``: the body follows through :meth:`write`, and the connection is reused
+        only after :meth:`request_complete`. ``interim`` is given the head of each interim
+        (1xx) response to pass on. ``upgrade``: the request asks to switch protocols; a 101
+        answer reaches ``sink.on_switched``.
+        """
         transport = self.transport
         assert transport is not None
-        self._body = None
+        self._sink = sink
+        self._interim = interim
+        self._upgrading = upgrade
+        if upgrade:
+            self._upgrade_to = b""
         self._head_only = head_only
         self._message_done = False
         self._head_seen = False
         self._chunked = False
-        self._request_sent = request_sent
+        self._request_sent = not streaming
         now = time.monotonic()
         self._last_activity = now
         self._read_timeout = read_timeout
@@ -478,22 +397,13 @@ class UpstreamConnection(asyncio.Protocol):
     def _fail(self, exc: UpstreamError) -> None:
         self._cancel_timer()
         self.reusable = False
-        sink = self._sink
-        if sink is not None:
-            self._sink = None
-            self._message_done = True
-            if self.transport is not None:
-                self.transport.abort()
-            sink.on_error(exc, self._head_seen)
-            return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        elif self._body is not None and not self._message_done:
-            self._body.set_exception(exc)
+        sink, self._sink = self._sink, None
+        head_seen = self._head_seen
         self._message_done = True
         if self.transport is not None:
             self.transport.abort()
+        if sink is not None:
+            sink.on_error(exc, head_seen)
 
     def _finish(self) -> None:
         self._cancel_timer()

@@ -1,4 +1,4 @@
-"""Forwarding: turn a client request into an upstream request and return the response.
+"""The proxy: what a client request becomes on its way upstream, and how attempts are judged.
 
 What crosses the proxy (RFC 9110 7.6, RFC 9112):
 
@@ -14,41 +14,24 @@ What crosses the proxy (RFC 9110 7.6, RFC 9112):
   are re-sent for the next hop): a 101 answer switches the client connection to a tunnel.
 
 Endpoint choice, retries and accounting go through the pool (``pick``/``on_start``/
-``on_finish``/``retry_budget``), connections through :class:`ConnectionPool` per endpoint.
+``on_finish``/``retry_budget``), connections through :class:`ConnectionPool` per endpoint; the
+attempts themselves are :class:`~gatekeeper.gateway.upstream.forward.Forwarding`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.client_ip import TrustedProxies
-from gatekeeper.errors import (
-    BodyTooLarge,
-    NoHealthyUpstream,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest, ProxyResponse
-from gatekeeper.gateway.upstream.connections import ConnectionPool, UpstreamConnection, Watchdog
+from gatekeeper.errors import UpstreamError, UpstreamTimeout
+from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest
+from gatekeeper.gateway.http.writer import HOP_BY_HOP
+from gatekeeper.gateway.upstream.connections import ConnectionPool, Watchdog
 
-__all__ = ["HOP_BY_HOP", "Attempts", "Proxy", "response_headers"]
+__all__ = ["Proxy"]
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",  # re-framed by whoever writes the body
-    }
-)
 # Request headers the proxy rewrites itself.
 _REWRITTEN = HOP_BY_HOP | {
     b"host",
@@ -59,7 +42,6 @@ _REWRITTEN = HOP_BY_HOP | {
     b"forwarded",
 }
 _IDEMPOTENT_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
-_NOTHING: frozenset[Any] = frozenset()
 
 
 def _listed(headers: Headers) -> frozenset[bytes] | None:
@@ -73,29 +55,6 @@ def _listed(headers: Headers) -> frozenset[bytes] | None:
                     names = names or set()
                     names.add(token)
     return frozenset(names) if names else None
-
-
-def response_headers(headers: Headers) -> Headers:
-    """An upstream response's end-to-end headers (hop-by-hop and framing removed)."""
-    listed = _listed(headers)
-    return [
-        (name, value)
-        for name, value in headers
-        if name not in HOP_BY_HOP
-        and not name.startswith(b"proxy-")
-        and (listed is None or name not in listed)
-    ]
-
-
-@dataclass(slots=True)
-class Attempts:
-    """Where a request's attempts stand when another step takes it over (the express lane
-    hands a retry to the pipeline): how many were made, on which endpoints, and the failure
-    that made the last one retry (answered if no other endpoint is left to try)."""
-
-    made: int = 0
-    tried: set[Any] = field(default_factory=set)
-    last_error: UpstreamError | None = None
 
 
 def _node(ip: str) -> str:
@@ -258,65 +217,6 @@ class Proxy:
                 framing = b"transfer-encoding: chunked\r\n"
         return self.request_head(request, framing), data, replayable
 
-    async def forward(
-        self, request: ProxyRequest, *, resumed: Attempts | None = None
-    ) -> ProxyResponse:
-        """Send ``request`` to an endpoint of its route's pool; retry per the route's policy.
-
-        ``resumed`` continues a request whose earlier attempts were made elsewhere (the
-        express lane).
-
-        Raises :class:`UpstreamConnectError` (-> 502), :class:`UpstreamTimeout` (-> 504) or
-        :class:`~gatekeeper.errors.NoHealthyUpstream` (-> 503). When a failed attempt is to be
-        retried but no other endpoint is left, its own error is raised (as nginx answers the
-        last failure), not NoHealthyUpstream.
-        """
-        route = request.route
-        assert route is not None
-        pool = self.pools[route.upstream]
-        head, data, replayable = self.prepare(request)
-        retry = route.retry
-        attempts = retry.attempts if replayable and request.method in retry.methods else 1
-        attempt = 0
-        exclude: set[Any] = set()
-        last_error: UpstreamError | None = None
-        if resumed is not None:
-            attempt, exclude, last_error = resumed.made, resumed.tried, resumed.last_error
-        while True:
-            attempt += 1
-            try:
-                endpoint = pool.pick(request, frozenset(exclude) if exclude else _NOTHING)
-            except NoHealthyUpstream:
-                if last_error is not None:
-                    raise last_error from None
-                raise
-            last_error = None
-            sent = head if route.preserve_host else self.with_host(head, endpoint)
-            pool.on_start(endpoint)
-            started = time.monotonic()
-            try:
-                response = await self._exchange(
-                    endpoint, request, sent, data, replayable=replayable
-                )
-            except UpstreamError as exc:
-                elapsed = time.monotonic() - started
-                if self.failed(request, pool, endpoint, exc, elapsed, attempt, attempts):
-                    exclude.add(endpoint)
-                    last_error = exc
-                    continue
-                raise
-            except BaseException:
-                # Cancelled (client gone, shutdown) or failed without an outcome: give back the
-                # in-flight slot (and a half-open probe) without judging the endpoint.
-                pool.on_cancel(endpoint)
-                raise
-            status = response.status
-            if self.answered(request, pool, endpoint, status, started, attempt, attempts):
-                exclude.add(endpoint)
-                await _discard(response)
-                continue
-            return response  # its headers are end-to-end already (filtered while parsing)
-
     @staticmethod
     def failed(
         request: ProxyRequest,
@@ -331,7 +231,7 @@ class Proxy:
         pool.on_finish(endpoint, status=None, error=True, latency=elapsed)
         timeout = isinstance(exc, UpstreamTimeout)
         _observe(pool, endpoint, "timeout" if timeout else "connect_error", elapsed, attempt)
-        retry = request.route.retry  # type: ignore[union-attr]
+        retry = request.route.retry
         wanted = retry.on_timeout if timeout else retry.on_connect_error
         return bool(wanted and attempt < attempts and pool.retry_budget.allow_retry())
 
@@ -350,115 +250,13 @@ class Proxy:
         elapsed = time.monotonic() - started
         pool.on_finish(endpoint, status=status, error=status >= 500, latency=elapsed)
         _observe(pool, endpoint, "http_5xx" if status >= 500 else "ok", elapsed, attempt)
-        retry = request.route.retry  # type: ignore[union-attr]
+        retry = request.route.retry
         return status in retry.on_status and attempt < attempts and pool.retry_budget.allow_retry()
 
     @staticmethod
     def with_host(head: bytes, endpoint: Any) -> bytes:
         line_end = head.index(b"\r\n") + 2
         return b"%bhost: %b\r\n%b" % (head[:line_end], endpoint.host_header, head[line_end:])
-
-    async def _exchange(
-        self,
-        endpoint: Any,
-        request: ProxyRequest,
-        head: bytes,
-        data: bytes,
-        *,
-        replayable: bool,
-    ) -> ProxyResponse:
-        route = request.route
-        assert route is not None
-        timeouts = route.timeouts
-        cpool = self.connections(endpoint)
-        head_only = request.method == "HEAD"
-        for fresh_try in (False, True):
-            conn = None if fresh_try else cpool.take_idle()
-            reused = conn is not None
-            if conn is None:
-                conn = await cpool.acquire(timeouts.connect, fresh=fresh_try)
-            if replayable:
-                future = conn.send(
-                    head + data if data else head,
-                    head_only=head_only,
-                    read_timeout=timeouts.read,
-                    total_timeout=timeouts.total,
-                    interim=request.on_interim,
-                    upgrade=request.upgrade is not None,
-                )
-                try:
-                    return await future
-                except UpstreamConnectError:
-                    # A reused connection the upstream closed while idle: retry once on a
-                    # fresh connection (safe, nothing of the response was seen).
-                    if reused:
-                        continue
-                    raise
-                except asyncio.CancelledError:
-                    conn.abort()
-                    raise
-            return await self._exchange_streaming(conn, request, head, head_only, timeouts)
-        raise UpstreamConnectError(f"upstream {cpool.address} closed the connection")
-
-    async def _exchange_streaming(
-        self,
-        conn: UpstreamConnection,
-        request: ProxyRequest,
-        head: bytes,
-        head_only: bool,
-        timeouts: Any,
-    ) -> ProxyResponse:
-        future = conn.send(
-            head,
-            head_only=head_only,
-            read_timeout=timeouts.read,
-            total_timeout=timeouts.total,
-            streaming=True,
-            interim=request.on_interim,
-        )
-        sender = asyncio.ensure_future(_send_body(conn, request.body))
-        try:
-            done, _ = await asyncio.wait((future, sender), return_when=asyncio.FIRST_COMPLETED)
-            if future not in done:
-                # The body is sent (or failed): now wait for the answer.
-                failure = sender.exception()
-                if failure is not None:
-                    conn.abort()
-                    future.cancel()
-                    if isinstance(failure, BodyTooLarge):
-                        raise failure  # the client's fault: 413, the endpoint is not judged
-                    raise UpstreamConnectError(f"sending the request body failed: {failure}")
-                return await future
-            response = future.result()
-        except BaseException:
-            sender.cancel()
-            conn.abort()
-            raise
-        if not sender.done():
-            # The upstream answered before reading everything (e.g. 413): keep sending in
-            # the background; the connection is reused only if the body gets through.
-            sender.add_done_callback(lambda task: None if task.cancelled() else task.exception())
-        return response
-
-
-async def _send_body(conn: UpstreamConnection, body: Body) -> None:
-    chunked = body.length is None
-    while chunk := await body.read():
-        if chunked:
-            await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        else:
-            await conn.write(chunk)
-    if chunked:
-        await conn.write(b"0\r\n\r\n")
-    conn.request_complete()
-
-
-async def _discard(response: ProxyResponse) -> None:
-    """Drain a response we will not use (a retried 5xx), bounded to a small size."""
-    try:
-        await response.body.read_all(limit=64 * 1024)
-    except (ValueError, UpstreamError):
-        pass
 
 
 def _observe(pool: Any, endpoint: Any, outcome: str, seconds: float, attempt: int) -> None:

@@ -1,11 +1,12 @@
-"""The express lane (``gateway/flow/express.py``) against scripted upstreams on loopback: relaying
-in pieces with backpressure, re-framing, failures mid-body, clients that leave, and the
-hand-overs to the pipeline (a stale keep-alive connection, a retried status)."""
+"""Relaying answers as they are parsed, against scripted upstreams on loopback: in pieces with
+backpressure, re-framing, failures mid-body, clients that leave, a stale keep-alive connection,
+a retried status."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,7 @@ async def test_a_client_that_leaves_abandons_its_upstream_exchange(request_bytes
         _, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
         writer.write(request_bytes)
         await asyncio.wait_for(got_request.wait(), 5)
-        endpoint = gw.runtime.state.pools["backends"].endpoints[0]  # type: ignore[union-attr]
+        endpoint = gw.runtime.snapshot.pools["backends"].endpoints[0]  # type: ignore[union-attr]
         assert endpoint.in_flight == 1
         writer.close()
         await asyncio.wait_for(up.closed.wait(), 5)
@@ -174,7 +175,7 @@ async def test_an_idle_connection_the_upstream_dropped_is_retried_on_a_fresh_one
             b"GET /api/2 HTTP/1.1\r\nHost: t\r\n\r\n",
             read_until_close=False,
         )
-        pool = gw.runtime.state.pools["backends"]  # type: ignore[union-attr]
+        pool = gw.runtime.snapshot.pools["backends"]  # type: ignore[union-attr]
         endpoint = pool.endpoints[0]
         budget = pool.retry_budget.snapshot()
     for answer in (data, again):
@@ -252,22 +253,23 @@ async def test_a_retried_request_names_each_endpoint_as_its_host_once() -> None:
         assert hosts == [f"host: 127.0.0.1:{up.port}".encode()]
 
 
-async def test_a_small_body_is_read_whole_and_takes_the_express_lane(
+async def test_a_small_body_is_read_whole_and_its_answer_relayed_on_callbacks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A POST whose body arrives after its head, in pieces, starts once the body is whole, on
-    the express lane; the body reaches the upstream intact, also when a stale keep-alive
-    connection makes it go again on a fresh one."""
-    from gatekeeper.gateway.flow import express
+    """A POST whose body arrives after its head, in pieces, starts once the body is whole and
+    its answer is relayed as it is parsed (no task, no response object); the body reaches the
+    upstream intact, also when a stale keep-alive connection makes it go again on a fresh one."""
+    from gatekeeper.gateway.flow.exchange import Exchange
 
     started: list[str] = []
-    original = express.Exchange.start
+    original = Exchange.on_head
 
-    def spy(self: express.Exchange) -> None:
+    def spy(self: Exchange, *args: Any) -> bool:
+        assert self.task is None
         started.append(self.request.method)
-        original(self)
+        return original(self, *args)
 
-    monkeypatch.setattr(express.Exchange, "start", spy)
+    monkeypatch.setattr(Exchange, "on_head", spy)
     bodies: list[bytes] = []
     heads = 0
 

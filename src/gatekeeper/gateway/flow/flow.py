@@ -1,0 +1,177 @@
+"""What serves requests: a :class:`Snapshot` of the configuration, run by a :class:`Flow`.
+
+A :class:`Snapshot` is everything one configuration decides, built once and never changed: the
+router, the pools and the proxy, the policies, and each route's plan (the steps of
+:mod:`.steps` that apply to it). A reload builds a new snapshot and swaps it into the flow;
+requests in flight finish on the snapshot they started with (their exchange holds it).
+
+The :class:`Flow` is the handler the listener serves (``begin`` per parsed request). It lives as
+long as the process and holds what does not change with the configuration file: the accounting
+(metrics and access lines), the built-in endpoints, the background releases of concurrency
+leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.gateway.builtin.bridge import serve_asgi
+from gatekeeper.gateway.builtin.native import serve_native
+from gatekeeper.gateway.flow.accounting import Accounting
+from gatekeeper.gateway.flow.exchange import TAKEN, Exchange
+from gatekeeper.gateway.flow.steps import BUILTIN, ENTRY, plan_for
+from gatekeeper.gateway.flow.subjects import Checks
+
+if TYPE_CHECKING:
+    from gatekeeper.client_ip import TrustedProxies
+    from gatekeeper.gateway.builtin.bridge import ASGIApp
+    from gatekeeper.gateway.builtin.native import NativeTable
+    from gatekeeper.gateway.flow.exchange import Step
+    from gatekeeper.gateway.flow.routing import Router
+    from gatekeeper.gateway.http.messages import ProxyRequest, ResponseCache
+    from gatekeeper.gateway.http.protocol import HttpProtocol
+    from gatekeeper.gateway.upstream.proxy import Proxy
+    from gatekeeper.limits.decision import Decision
+    from gatekeeper.limits.policy import Check
+
+__all__ = ["Flow", "Snapshot"]
+
+logger = logging.getLogger("gatekeeper.gateway")
+
+
+@dataclass(eq=False)
+class Snapshot:
+    """One configuration, ready to serve (see the module docstring).
+
+    ``guard`` is the identity guard (routes with ``auth``, the deny list), ``gate`` the
+    waiting room's gate factory (``gate(tenant)``), ``cache`` the response cache of routes that
+    cache; each may be None.
+    """
+
+    router: Router
+    proxy: Proxy
+    pools: dict[str, Any]
+    trusted: TrustedProxies
+    policies: dict[str, Any] = field(default_factory=dict)
+    limiter: Any = None
+    guard: Any = None
+    gate: Any = None
+    cache: ResponseCache | None = None
+    entry: tuple[Step, ...] = field(default=ENTRY, init=False)
+    builtin: tuple[Step, ...] = field(default=BUILTIN, init=False)
+    plans: dict[int, tuple[Step, ...]] = field(default_factory=dict, init=False)
+    checks: Checks = field(default_factory=Checks, init=False)
+
+    def __post_init__(self) -> None:
+        for route in self.router.routes:
+            self.plans[id(route)] = plan_for(route, self)
+
+    async def start(self) -> None:
+        """Start the pools' background work (health checks)."""
+        for pool in self.pools.values():
+            await pool.start()
+
+    async def stop(self) -> None:
+        """Stop the pools and close idle upstream connections."""
+        for pool in self.pools.values():
+            await pool.stop()
+        self.proxy.close()
+
+
+class Flow:
+    """Serves each parsed request on the current :class:`Snapshot` (see the module docstring).
+
+    ``app`` is the built-in API (an ASGI app) for requests no route takes, ``native`` its hot
+    endpoints answered without it; ``accounting`` counts and logs answered requests.
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        accounting: Accounting | None = None,
+        app: ASGIApp | None = None,
+        app_state: dict[str, Any] | None = None,
+        native: NativeTable | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.accounting = accounting or Accounting()
+        self.app = app
+        self.app_state: dict[str, Any] = app_state if app_state is not None else {}
+        self.native = native
+        self.server_address: tuple[str, int] | None = None
+        self.log = logger
+        self._releases: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def for_app(cls, app: ASGIApp) -> Flow:
+        """A flow without routes: every request goes to ``app`` (tests, and serving a
+        component's API on the gateway's listener)."""
+        from gatekeeper.client_ip import TrustedProxies
+        from gatekeeper.gateway.flow.routing import Router
+        from gatekeeper.gateway.upstream.proxy import Proxy
+
+        trusted = TrustedProxies()
+        snapshot = Snapshot(router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted)
+        return cls(snapshot, app=app)
+
+    def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """Serve ``request``: the exchange settles it, now or later."""
+        exchange = Exchange(self, self.snapshot, request, conn)
+        conn.exchange = exchange
+        exchange.proceed()
+
+    def swap(self, snapshot: Snapshot) -> Snapshot:
+        """Serve new requests with ``snapshot``; returns the previous one (still in use by
+        requests in flight)."""
+        old, self.snapshot = self.snapshot, snapshot
+        return old
+
+    # -- what exchanges ask of the flow ----------------------------------------------------
+    def release_lease(
+        self, lease: tuple[tuple[Check, ...], str], decision: Decision | None
+    ) -> None:
+        """Give back the concurrency lease an exchange held (in the background: the answer
+        is out already; a store that fails meanwhile lets the lease expire on its own)."""
+        limiter = self.snapshot.limiter
+        if limiter is None:
+            return
+        checks, lease_id = lease
+        degraded = bool(decision is not None and decision.degraded)
+        task = asyncio.get_running_loop().create_task(
+            limiter.release(checks, lease_id, degraded=degraded)
+        )
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    def dispatch(self, ex: Exchange) -> Any:
+        """Answer a request no route takes: a built-in endpoint, or 404."""
+        request = ex.request
+        native = self.native
+        handler = native.get((request.method, request.path)) if native else None
+        if handler is not None:
+            return ex.run(self._served(ex, serve_native(handler, request, ex.conn, ex.rid)))
+        if self.app is None:
+            ex.answer_problem(404, "not_found", f"no route for {request.path}")
+            return TAKEN
+        served = serve_asgi(
+            self.app, request, ex.conn, state=self.app_state, server=self.server_address
+        )
+        return ex.run(self._served(ex, served))
+
+    @staticmethod
+    async def _served(ex: Exchange, serving: Any) -> None:
+        status = 499
+        try:
+            status = await serving
+        finally:
+            ex.status = status
+        ex.settle(status)
+
+    async def drain(self) -> None:
+        """Wait for the background lease releases."""
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
