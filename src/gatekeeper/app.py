@@ -53,7 +53,15 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.server import Server
     from gatekeeper.types import Clock
 
-__all__ = ["COMPONENT_FACTORIES", "Gateway", "Runtime", "build_state", "create_app", "serve"]
+__all__ = [
+    "COMPONENT_FACTORIES",
+    "Gateway",
+    "Runtime",
+    "build_state",
+    "create_app",
+    "redis_client",
+    "serve",
+]
 
 logger = logging.getLogger("gatekeeper.app")
 
@@ -106,15 +114,21 @@ def _load_factory(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def redis_client(url: str) -> Any:
+    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url)
+
+
 async def _open_resources(runtime: Runtime) -> None:
     from gatekeeper.limits import Limiter, storage_from_url
     from gatekeeper.observability.metrics import Metrics, multiprocess_dir
 
     settings = runtime.settings
     if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        runtime.redis = aioredis.Redis.from_url(settings.redis_url)
+        runtime.redis = redis_client(settings.redis_url)
     runtime.storage = storage_from_url(settings.storage_url, clock=runtime.clock)
     limiter = runtime.config.limiter
     runtime.limiter = Limiter(
