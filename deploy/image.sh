@@ -96,7 +96,7 @@ if [ -z "${CA_BUNDLE:-}" ]; then
 	done
 fi
 [ -n "${CA_BUNDLE:-}" ] && set -- "$@" --secret "id=ca-bundle,src=$CA_BUNDLE"
-if [ "$ENGINE" = podman ]; then
+if [ "${ENGINE##*/}" = podman ]; then
 	set -- "$@" --format docker # OCI images drop HEALTHCHECK
 else
 	export DOCKER_BUILDKIT=1 # build secrets need BuildKit
