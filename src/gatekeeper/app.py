@@ -358,7 +358,9 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         access_log=runtime.context.extras.get("access_log") if runtime.context else None,
         native=runtime.context.extras.get("native_handlers") if runtime.context else None,
     )
-    if state.guard is None and any(route.auth is not None for route in router.routes):
+    # (Without a context this is only `serve --check` building the state: nothing to warn of.)
+    running = runtime.context is not None
+    if running and state.guard is None and any(r.auth is not None for r in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
     if runtime.context is not None:
         runtime.context.extras["gateway"] = state

@@ -254,3 +254,20 @@ def test_a_bad_variable_is_named() -> None:
     finally:
         del os.environ["GATEKEEPER_LOG_LEVEL"]
     assert str(caught.value).startswith("GATEKEEPER_LOG_LEVEL: Input should be 'debug'")
+
+
+async def test_check_does_not_warn_of_what_only_a_running_replica_lacks(
+    environment: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Building the state to check it is not running it: ``--check`` of a route with ``auth``
+    says OK without the start-up's warning that the identity component is missing, which the
+    data plane alone (``--bare``) does log."""
+    environment({})
+    config = _base_config()
+    config["routes"][0]["auth"] = "any"
+    path = _write(tmp_path, config)
+    warning = "routes with auth answer 503"
+    assert _check(path, capsys, "--bare") == (0, f"{path}: OK\n")
+    assert warning not in caplog.text
+    assert await _start_up(path, bare=True) is None
+    assert warning in caplog.text
