@@ -54,7 +54,15 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.http.server import Server
     from gatekeeper.types import Clock
 
-__all__ = ["COMPONENT_FACTORIES", "Gateway", "Runtime", "build_snapshot", "create_app", "serve"]
+__all__ = [
+    "COMPONENT_FACTORIES",
+    "Gateway",
+    "Runtime",
+    "build_snapshot",
+    "create_app",
+    "redis_client",
+    "serve",
+]
 
 logger = logging.getLogger("gatekeeper.app")
 
@@ -108,15 +116,21 @@ def _load_factory(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def redis_client(url: str) -> Any:
+    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url)
+
+
 async def _open_resources(runtime: Runtime) -> None:
     from gatekeeper.limits import Limiter, storage_from_url
     from gatekeeper.observability.metrics import Metrics, multiprocess_dir
 
     settings = runtime.settings
     if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        runtime.redis = aioredis.Redis.from_url(settings.redis_url)
+        runtime.redis = redis_client(settings.redis_url)
     runtime.storage = storage_from_url(settings.storage_url, clock=runtime.clock)
     limiter = runtime.config.limiter
     runtime.limiter = Limiter(
@@ -343,7 +357,9 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         gate=extras.get("waitingroom_gate"),
         guard=extras.get("identity_guard"),
     )
-    if snapshot.guard is None and any(route.auth is not None for route in router.routes):
+    # (Without a context this is only `serve --check` building the snapshot: nothing to warn of.)
+    running = runtime.context is not None
+    if running and snapshot.guard is None and any(r.auth is not None for r in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
     if runtime.context is not None:
         runtime.context.extras["gateway"] = snapshot

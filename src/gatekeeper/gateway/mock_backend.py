@@ -225,7 +225,9 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a separate pr
 
     async def serve() -> None:
         backend = MockBackend(
-            sys.argv[2] if len(sys.argv) > 2 else "backend", port=int(sys.argv[1])
+            sys.argv[2] if len(sys.argv) > 2 else "backend",
+            sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1",  # compose's backends: 0.0.0.0
+            port=int(sys.argv[1]),
         )
         await backend.start()
         await asyncio.Event().wait()
