@@ -38,9 +38,10 @@ from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.config import GatewayConfig
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.compression import Compression
-from gatekeeper.gateway.flow.flow import Flow, Snapshot
+from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.flow.header_rules import HeaderRules, header_rules
 from gatekeeper.gateway.flow.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
+from gatekeeper.gateway.flow.snapshot import Snapshot
 from gatekeeper.gateway.http.tls import server_context
 from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool

@@ -22,8 +22,9 @@ judged nothing; the request is accounted as 499).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from gatekeeper import problem
 from gatekeeper.errors import (
@@ -38,8 +39,8 @@ from gatekeeper.observability.access import Termination
 from gatekeeper.observability.unexpected import report_unexpected
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.flow.flow import Flow, Snapshot
     from gatekeeper.gateway.flow.routing import Route
+    from gatekeeper.gateway.flow.snapshot import Snapshot
     from gatekeeper.gateway.http.messages import ProxyRequest, ProxyResponse
     from gatekeeper.gateway.http.protocol import HttpProtocol
     from gatekeeper.gateway.upstream.connections import UpstreamConnection
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from gatekeeper.limits.decision import Decision
     from gatekeeper.limits.policy import Check
 
-__all__ = ["TAKEN", "Exchange", "Step"]
+__all__ = ["TAKEN", "Exchange", "Ledger", "Services", "Step"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -65,6 +66,39 @@ _TERMS: tuple[tuple[type[Exception], Termination], ...] = (
     (QueueFull, Termination.QUEUE_FULL),
     (UpstreamError, Termination.UPSTREAM_ERROR),
 )
+
+
+class Ledger(Protocol):
+    """Where answered requests are accounted (``accounting.Accounting``)."""
+
+    def answered(self, loop: asyncio.AbstractEventLoop, exchange: Exchange, status: int) -> None:
+        """Account ``exchange``, answered with ``status``."""
+        ...
+
+    def decided(self, decision: Decision) -> None:
+        """Count the limiter's verdict."""
+        ...
+
+
+class Services(Protocol):
+    """What an exchange asks of the flow that serves it (``flow.Flow``)."""
+
+    log: logging.Logger
+
+    @property
+    def accounting(self) -> Ledger:
+        """The flow's accounting."""
+        ...
+
+    def release_lease(
+        self, lease: tuple[tuple[Check, ...], str], decision: Decision | None
+    ) -> None:
+        """Give back a concurrency lease."""
+        ...
+
+    def dispatch(self, ex: Exchange) -> Any:
+        """Answer a request no route takes (a step's ``enter`` result)."""
+        ...
 
 
 class Step:
@@ -123,14 +157,19 @@ class Exchange:
     )
 
     def __init__(
-        self, flow: Flow, snapshot: Snapshot, request: ProxyRequest, conn: HttpProtocol
+        self,
+        flow: Services,
+        snapshot: Snapshot,
+        plan: tuple[Step, ...],
+        request: ProxyRequest,
+        conn: HttpProtocol,
     ) -> None:
         self.flow = flow
         self.snapshot = snapshot
         self.request = request
         self.conn = conn
         self.started = conn.loop.time()
-        self.plan = snapshot.entry
+        self.plan = plan
         self.index = 0
         self.route: Route | None = None
         self.rid = ""

@@ -1,84 +1,36 @@
-"""What serves requests: a :class:`Snapshot` of the configuration, run by a :class:`Flow`.
+"""What serves requests: the :class:`Flow`, the handler the listener hands each request to.
 
-A :class:`Snapshot` is everything one configuration decides, built once and never changed: the
-router, the pools and the proxy, the policies, and each route's plan (the steps of
-:mod:`.steps` that apply to it). A reload builds a new snapshot and swaps it into the flow;
-requests in flight finish on the snapshot they started with (their exchange holds it).
-
-The :class:`Flow` is the handler the listener serves (``begin`` per parsed request). It lives as
-long as the process and holds what does not change with the configuration file: the accounting
-(metrics and access lines), the built-in endpoints, the background releases of concurrency
-leases.
+It serves the current :class:`~gatekeeper.gateway.flow.snapshot.Snapshot` of the configuration
+(each route's plan is decided when a snapshot is taken in: the steps of :mod:`.steps` that apply
+to it), lives as long as the process and holds what does not change with the configuration
+file: the accounting (metrics and access lines), the built-in endpoints, the background
+releases of concurrency leases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.gateway.builtin.bridge import serve_asgi
 from gatekeeper.gateway.builtin.native import serve_native
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange
-from gatekeeper.gateway.flow.steps import BUILTIN, ENTRY, plan_for
-from gatekeeper.gateway.flow.subjects import Checks
+from gatekeeper.gateway.flow.snapshot import Snapshot
+from gatekeeper.gateway.flow.steps import ENTRY, plan_for
 
 if TYPE_CHECKING:
-    from gatekeeper.client_ip import TrustedProxies
     from gatekeeper.gateway.builtin.bridge import ASGIApp
     from gatekeeper.gateway.builtin.native import NativeTable
-    from gatekeeper.gateway.flow.exchange import Step
-    from gatekeeper.gateway.flow.routing import Router
-    from gatekeeper.gateway.http.messages import ProxyRequest, ResponseCache
+    from gatekeeper.gateway.http.messages import ProxyRequest
     from gatekeeper.gateway.http.protocol import HttpProtocol
-    from gatekeeper.gateway.upstream.proxy import Proxy
     from gatekeeper.limits.decision import Decision
     from gatekeeper.limits.policy import Check
 
-__all__ = ["Flow", "Snapshot"]
+__all__ = ["Flow"]
 
 logger = logging.getLogger("gatekeeper.gateway")
-
-
-@dataclass(eq=False)
-class Snapshot:
-    """One configuration, ready to serve (see the module docstring).
-
-    ``guard`` is the identity guard (routes with ``auth``, the deny list), ``gate`` the
-    waiting room's gate factory (``gate(tenant)``), ``cache`` the response cache of routes that
-    cache; each may be None.
-    """
-
-    router: Router
-    proxy: Proxy
-    pools: dict[str, Any]
-    trusted: TrustedProxies
-    policies: dict[str, Any] = field(default_factory=dict)
-    limiter: Any = None
-    guard: Any = None
-    gate: Any = None
-    cache: ResponseCache | None = None
-    entry: tuple[Step, ...] = field(default=ENTRY, init=False)
-    builtin: tuple[Step, ...] = field(default=BUILTIN, init=False)
-    plans: dict[int, tuple[Step, ...]] = field(default_factory=dict, init=False)
-    checks: Checks = field(default_factory=Checks, init=False)
-
-    def __post_init__(self) -> None:
-        for route in self.router.routes:
-            self.plans[id(route)] = plan_for(route, self)
-
-    async def start(self) -> None:
-        """Start the pools' background work (health checks)."""
-        for pool in self.pools.values():
-            await pool.start()
-
-    async def stop(self) -> None:
-        """Stop the pools and close idle upstream connections."""
-        for pool in self.pools.values():
-            await pool.stop()
-        self.proxy.close()
 
 
 class Flow:
@@ -97,7 +49,7 @@ class Flow:
         app_state: dict[str, Any] | None = None,
         native: NativeTable | None = None,
     ) -> None:
-        self.snapshot = snapshot
+        self.snapshot = _planned(snapshot)
         self.accounting = accounting or Accounting()
         self.app = app
         self.app_state: dict[str, Any] = app_state if app_state is not None else {}
@@ -120,14 +72,14 @@ class Flow:
 
     def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
         """Serve ``request``: the exchange settles it, now or later."""
-        exchange = Exchange(self, self.snapshot, request, conn)
+        exchange = Exchange(self, self.snapshot, ENTRY, request, conn)
         conn.exchange = exchange
         exchange.proceed()
 
     def swap(self, snapshot: Snapshot) -> Snapshot:
         """Serve new requests with ``snapshot``; returns the previous one (still in use by
         requests in flight)."""
-        old, self.snapshot = self.snapshot, snapshot
+        old, self.snapshot = self.snapshot, _planned(snapshot)
         return old
 
     # -- what exchanges ask of the flow ----------------------------------------------------
@@ -175,3 +127,12 @@ class Flow:
         """Wait for the background lease releases."""
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
+
+
+def _planned(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with each route's plan decided (once: a snapshot never changes)."""
+    plans = snapshot.plans
+    if not plans:
+        for route in snapshot.router.routes:
+            plans[id(route)] = plan_for(route, snapshot)
+    return snapshot

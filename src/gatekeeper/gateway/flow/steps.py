@@ -31,8 +31,8 @@ from gatekeeper.observability.access import Termination
 from gatekeeper.observability.proxied import ensure_request_id
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.flow.flow import Snapshot
     from gatekeeper.gateway.flow.routing import Route
+    from gatekeeper.gateway.flow.snapshot import Snapshot
     from gatekeeper.gateway.http.messages import ProxyRequest, ProxyResponse
     from gatekeeper.limits.decision import Decision
 
@@ -83,7 +83,7 @@ class MatchRoute(Step):
         route = snapshot.router.match(request.host, request.path, request.method)
         ex.index = 0
         if route is None:
-            ex.plan = snapshot.builtin
+            ex.plan = BUILTIN
             return
         ex.route = request.route = route
         ex.priority = route.priority

@@ -24,7 +24,7 @@ import http
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -34,10 +34,7 @@ from gatekeeper.gateway.http.messages import Body, Headers, ProxyRequest, ProxyR
 from gatekeeper.gateway.http.tunnel import Tunnel
 from gatekeeper.gateway.http.writer import Framing, encode_head, framing, status_line
 
-if TYPE_CHECKING:
-    from gatekeeper.gateway.http.server import Server
-
-__all__ = ["EMPTY_BODY", "Exchange", "HttpProtocol", "status_line"]
+__all__ = ["EMPTY_BODY", "Exchange", "Handler", "HttpProtocol", "Listener", "status_line"]
 
 logger = logging.getLogger("gatekeeper.gateway")
 
@@ -50,6 +47,27 @@ LINGER_SECONDS = 2.0
 _CHUNKED = Framing.CHUNKED
 _TRAILER = b"0\r\n\r\n"
 _PROBLEM = (b"content-type", problem.CONTENT_TYPE)
+
+
+class Handler(Protocol):
+    """What answers the requests a connection parses (the gateway's flow)."""
+
+    server_address: tuple[str, int] | None
+
+    def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """Answer ``request`` through ``conn`` (now or later), then call ``conn.finish``."""
+        ...
+
+
+class Listener(Protocol):
+    """What a connection reads of the server that accepted it."""
+
+    handler: Handler
+    scheme: str
+    max_header_bytes: int
+    connections: set[HttpProtocol]
+    now: float  # a coarse loop clock
+    closing: bool
 
 
 class Exchange(Protocol):
@@ -67,7 +85,7 @@ class Exchange(Protocol):
 class HttpProtocol(asyncio.Protocol):
     """An HTTP/1.1 client connection."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Listener) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)

@@ -18,10 +18,8 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import Protocol
 
-from gatekeeper.gateway.http.messages import ProxyRequest
-from gatekeeper.gateway.http.protocol import HttpProtocol
+from gatekeeper.gateway.http.protocol import Handler, HttpProtocol
 
 __all__ = ["Handler", "Server", "install_uvloop"]
 
@@ -36,16 +34,6 @@ def install_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
-
-
-class Handler(Protocol):
-    """What answers the requests a :class:`Server` parses."""
-
-    server_address: tuple[str, int] | None
-
-    def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
-        """Answer ``request`` through ``conn`` (now or later), then call ``conn.finish``."""
-        ...
 
 
 class Server:

@@ -25,6 +25,7 @@ from functools import reduce
 from typing import TYPE_CHECKING, Protocol
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.gateway.upstream.context import BalanceContext, RequestContext
 from gatekeeper.gateway.upstream.hashing import ConsistentHashBalancer
 
 if TYPE_CHECKING:
@@ -67,32 +68,6 @@ ALIASES = {
 EWMA_DECAY = 10.0
 # A precomputed smooth-WRR cycle never gets longer than this (weights are scaled down).
 _MAX_CYCLE = 10_000
-
-
-class BalanceContext(Protocol):
-    """What hash strategies read from a request. The gateway's request object satisfies it
-    as is (no per-request allocation); :class:`RequestContext` builds one by hand."""
-
-    client_ip: str
-    headers: list[tuple[bytes, bytes]]  # lower-case names, as the gateway stores them
-
-
-class RequestContext:
-    """A :class:`BalanceContext` for callers without a gateway request (tests, library)."""
-
-    __slots__ = ("client_ip", "headers")
-
-    def __init__(
-        self, client_ip: str = "", headers: Sequence[tuple[bytes | str, bytes | str]] = ()
-    ) -> None:
-        self.client_ip = client_ip
-        self.headers = [
-            (
-                (n if isinstance(n, bytes) else n.encode("latin-1")).lower(),
-                v if isinstance(v, bytes) else v.encode("latin-1"),
-            )
-            for n, v in headers
-        ]
 
 
 class Balancer(Protocol):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from gatekeeper.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.upstream.balancing import BalanceContext
+    from gatekeeper.gateway.upstream.context import BalanceContext
     from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 __all__ = [
