@@ -58,8 +58,9 @@ class PostgresServer:
 
     def __init__(self) -> None:
         # Debian keeps the server binaries off PATH, in one folder per major version.
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        initdb = shutil.which("initdb") or (found[-1] if found else tool("initdb"))
+        found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+        newest = max(found, key=lambda path: float(Path(path).parts[-3]), default=None)
+        initdb = shutil.which("initdb") or newest or tool("initdb")
         self.bindir = Path(initdb).resolve().parent
         self.port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="gk-postgres-"))
