@@ -35,6 +35,7 @@ from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.component import Component, Context
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.cache.config import route_cache
 from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.config import CorsConfig, GatewayConfig
 from gatekeeper.gateway.flow.accounting import Accounting
@@ -304,7 +305,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                     on_connect_error=rc.retry.on_connect_error,
                     on_timeout=rc.retry.on_timeout,
                 ),
-                cache=rc.cache if rc.cache else None,
+                cache=route_cache(rc.cache, rc.name or f"route-{i}"),
                 priority=rc.priority,
                 strip_prefix=rc.strip_prefix,
                 preserve_host=rc.preserve_host,
