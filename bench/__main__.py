@@ -18,7 +18,16 @@ from pathlib import Path
 
 from bench.report import Report
 
-BENCHMARKS = ["engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability"]
+BENCHMARKS = [
+    "engine",
+    "gateway",
+    "ab",
+    "route_options",
+    "waitingroom",
+    "cache",
+    "identity",
+    "observability",
+]
 RESULTS = Path(__file__).parent / "results"
 
 
