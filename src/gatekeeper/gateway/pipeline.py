@@ -303,6 +303,8 @@ class GatewayState:
                 headers = [(b"location", location), (b"cache-control", b"no-store"), *(echo or ())]
                 await conn.send_response(ProxyResponse(302, headers, Body.of(b"")), request)
                 return 302
+            if verdict.headers:  # e.g. let in on a ready token alone, the queue's store down
+                extra = [*(extra or ()), *verdict.headers]
         return await self._forward(request, route, conn, note, extra, priority)
 
     async def _forward(

@@ -34,6 +34,7 @@ from gatekeeper.errors import StorageError, StorageTimeout
 from gatekeeper.limits.storage._resp import LeanPool, ReplyError, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
 from gatekeeper.waitingroom.coalesce import Coalescer
+from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.store import (
     USER_BUCKETS,
     AdmitResult,
@@ -118,11 +119,13 @@ class RedisStore:
         owns_client: bool = False,
         batch_max: int = 64,
         lean: bool = False,
+        guard: StoreGuard | None = None,
     ) -> None:
         """``lean``: send the scripts over the limiter's lean client when ``redis`` is a plain
         TCP client (its own two connections, closed by :meth:`aclose`, which must then be
-        awaited)."""
+        awaited). ``guard``: the deadline and breaker every call passes (``deadline.py``)."""
         self.redis = redis
+        self.guard = guard or StoreGuard()
         self.prefix = prefix
         self._owns = owns_client
         self._lean = lean_pool_for(redis) if lean else None
@@ -164,7 +167,8 @@ class RedisStore:
         now = max(item[1] for item in items)
         base = self._base(tenant)
         args = [base, repr(now), int(now // grace), 3 * grace, b"".join(i[0] for i in items)]
-        flat = await self._scripts["enqueue"]([base + "seq"], args)
+        script = self._scripts["enqueue"]
+        flat = await self.guard.call("enqueue", lambda: script([base + "seq"], args))
         queued, ready = TicketState.QUEUED, TicketState.READY
         return [
             EnqueueResult(
@@ -196,7 +200,8 @@ class RedisStore:
         base = self._base(tenant)
         epoch = int(now // grace) if grace else 0
         args = [base, repr(now), epoch, 3 * grace, int(grace > 0), b"".join(i[0] for i in items)]
-        flat = await self._scripts["status"]([base + "seq"], args)
+        script = self._scripts["status"]
+        flat = await self.guard.call("status", lambda: script([base + "seq"], args))
         results = []
         for i in range(0, len(flat), 2):
             state, value = flat[i], flat[i + 1]
@@ -210,7 +215,10 @@ class RedisStore:
 
     async def finish(self, tenant: str, ticket: int, user: str, now: float) -> bool:
         base = self._base(tenant)
-        done = await self._scripts["finish"]([base + "seq"], [base, repr(now), ticket, user])
+        script = self._scripts["finish"]
+        done = await self.guard.call(
+            "finish", lambda: script([base + "seq"], [base, repr(now), ticket, user])
+        )
         return bool(done)
 
     async def admit(
@@ -227,12 +235,15 @@ class RedisStore:
         base = self._base(tenant)
         args = [base, repr(now), int(now // grace), limit, frequency, ready_ttl]
         args += [max_catch_up, SWEEP_BUDGET]
-        ticks, admitted, skipped, expired, abandoned, head, nxt = (
-            int(v) for v in await self._scripts["admit"]([base + "seq"], args)
-        )
+        script = self._scripts["admit"]
+        reply = await self.guard.background("admit", lambda: script([base + "seq"], args))
+        ticks, admitted, skipped, expired, abandoned, head, nxt = (int(v) for v in reply)
         return AdmitResult(ticks, admitted, skipped, expired, abandoned, head, nxt / 1000)
 
     async def stats(self, tenant: str, now: float) -> QueueStats:
+        return await self.guard.call("stats", lambda: self._stats(tenant, now))
+
+    async def _stats(self, tenant: str, now: float) -> QueueStats:
         base = self._base(tenant)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -261,11 +272,15 @@ class RedisStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
         key = f"{self.prefix}:wr:lease:{name}"
-        held = await self._scripts["lease"]([key], [owner, max(1, math.ceil(ttl * 1000))])
+        script = self._scripts["lease"]
+        args = [owner, max(1, math.ceil(ttl * 1000))]
+        held = await self.guard.background("lease", lambda: script([key], args))
         return bool(held)
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._scripts["release"]([f"{self.prefix}:wr:lease:{name}"], [owner])
+        script = self._scripts["release"]
+        key = f"{self.prefix}:wr:lease:{name}"
+        await self.guard.background("release", lambda: script([key], [owner]))
 
     async def aclose(self) -> None:
         if self._lean is not None:

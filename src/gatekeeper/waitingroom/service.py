@@ -18,8 +18,15 @@ import inspect
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gatekeeper.errors import AuthenticationError, GatekeeperError, RateLimitExceeded, TokenError
+from gatekeeper.errors import (
+    AuthenticationError,
+    GatekeeperError,
+    RateLimitExceeded,
+    StorageError,
+    TokenError,
+)
 from gatekeeper.limits.policy import Algorithm, Check, Policy, Rate
+from gatekeeper.waitingroom.access import UNKNOWN, TenantAccess
 from gatekeeper.waitingroom.store import QueueStats, TicketState
 from gatekeeper.waitingroom.tokens import QueueClaims, TokenExpired
 
@@ -38,6 +45,7 @@ __all__ = [
     "Eta",
     "InvalidRequest",
     "StatusAnswer",
+    "Verification",
     "WaitingRoomService",
     "eta_for",
 ]
@@ -121,6 +129,14 @@ class EnqueueAnswer(NamedTuple):
     eta: Eta | None
 
 
+class Verification(NamedTuple):
+    """``ready``: admitted now. ``degraded``: decided from the ready token alone, because the
+    store was unreachable (see :meth:`WaitingRoomService.verification`)."""
+
+    ready: bool
+    degraded: bool
+
+
 class StatusAnswer(NamedTuple):
     """What ``status`` tells the client (the seed's fields plus ETA)."""
 
@@ -145,6 +161,7 @@ class WaitingRoomService:
         *,
         limiter: Any = None,
         metrics: Any = None,
+        access: TenantAccess | None = None,
     ) -> None:
         self.store = store
         self.configs = configs
@@ -153,6 +170,7 @@ class WaitingRoomService:
         self.settings = settings
         self.limiter = limiter
         self.metrics = metrics
+        self.access = access or TenantAccess(configs, clock, ttl=configs.ttl)
         self._policies: dict[tuple[str, int, int], Policy] = {}
         self._checks: dict[tuple[str, str, str, int, int], tuple[Check]] = {}
         self._stats: dict[str, tuple[float, QueueStats, float]] = {}
@@ -211,13 +229,19 @@ class WaitingRoomService:
         return None
 
     async def tenant_config(self, tenant: str | None) -> TenantConfig:
-        """The config of a known tenant; :class:`AuthenticationError` for anything else."""
+        """The config of a known tenant (by public id); :class:`AuthenticationError` for
+        anything else."""
         if not tenant or len(tenant) > 64:
-            raise AuthenticationError("missing or unknown business_id")
+            raise AuthenticationError(UNKNOWN)
         config = await self.configs.get(tenant)
         if config is None:
-            raise AuthenticationError("missing or unknown business_id")
+            raise AuthenticationError(UNKNOWN)
         return config
+
+    async def _tenant(self, value: str | None) -> tuple[str, TenantConfig]:
+        # Off the hot path: a value not in the config cache, maybe a secret key.
+        tenant, _ = await self.access.tenant(value)
+        return tenant, await self.tenant_config(tenant)
 
     async def update_config(self, tenant: str, changes: dict[str, Any]) -> TenantConfig:
         """Apply a partial update (bounds re-checked as a whole; ValidationError names fields)."""
@@ -259,7 +283,9 @@ class WaitingRoomService:
 
     async def enqueue(self, tenant: str, user: str | None, ip: str | None = None) -> EnqueueAnswer:
         """Take a place in line for ``user`` (or return the place they hold)."""
-        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
+        config = self._fresh_config(tenant)
+        if config is None:
+            tenant, config = await self._tenant(tenant)
         if not user or len(user) > MAX_ID:
             raise InvalidRequest("user_id header is required (at most 256 characters)")
         limiter = self.limiter
@@ -308,7 +334,9 @@ class WaitingRoomService:
 
     async def status(self, tenant: str, token: str | None, ip: str | None = None) -> StatusAnswer:
         """Where the token's holder stands; renews the token if it expired (still authentic)."""
-        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
+        config = self._fresh_config(tenant)
+        if config is None:
+            tenant, config = await self._tenant(tenant)
         limiter = self.limiter
         limited: Awaitable[Decision] | None = None
         if limiter is not None and ip:
@@ -347,28 +375,64 @@ class WaitingRoomService:
                 None,
             )
         fresh = token or ""
+        if st.state is TicketState.READY:
+            if not claims.ready_until or claims.exp - now < 10:
+                fresh = self._ready_token(tenant, claims, config, st.ready_until or now, now)
+            return StatusAnswer(None, fresh, None, True, None)
         if claims.exp - now < 10:
             ttl = config.jwt_expiry_seconds
-            if st.ready_until is not None:
-                ttl = max(1, min(ttl, math.ceil(st.ready_until - now)))
             fresh = self.codec.issue(tenant, claims.user, claims.ticket, now=now, ttl=ttl)
             if self.metrics is not None:
                 self.metrics.token_issued(tenant)
-        if st.state is TicketState.READY:
-            return StatusAnswer(None, fresh, None, True, None)
         position = st.position or 1
         eta = self._cached_eta(tenant, position, config, now) or await self._eta(
             tenant, position, config, now
         )
         return StatusAnswer(None, fresh, position, False, eta)
 
+    def _ready_token(
+        self,
+        tenant: str,
+        claims: QueueClaims,
+        config: TenantConfig,
+        ready_until: float,
+        now: float,
+    ) -> str:
+        # A ready token says until when its holder is admitted (claim rdy) and expires no later:
+        # what lets an admitted visitor in while the store is unreachable (verification()).
+        ttl = max(1, min(config.jwt_expiry_seconds, math.ceil(ready_until - now)))
+        token = self.codec.issue(
+            tenant, claims.user, claims.ticket, now=now, ttl=ttl, ready_until=int(ready_until)
+        )
+        if self.metrics is not None:
+            self.metrics.token_issued(tenant)
+        return token
+
     async def verify(self, tenant: str, token: str | None) -> bool:
-        """True if the token is current, authentic, for this tenant, and its session is ready."""
+        """True if the token is current, authentic, for this tenant, and its session is ready
+        (see :meth:`verification`, which also says whether the store was consulted)."""
+        return (await self.verification(tenant, token)).ready
+
+    async def verification(self, tenant: str, token: str | None) -> Verification:
+        """Is the token's holder admitted right now?
+
+        Normally the store decides. While it is unreachable (timeout, error, open breaker), an
+        authentic, unexpired *ready token* (claim ``rdy`` in the future) is still accepted, and
+        the answer says ``degraded``: admitted visitors are not thrown out by an outage. Any
+        other token gets the store's error (503): nobody new is let in without the queue.
+        """
         await self.tenant_config(tenant)
         claims = self._claims(tenant, token, allow_expired=False)
-        ready = await self.store.verify(tenant, claims.ticket, claims.user, self.clock.now())
+        now = self.clock.now()
+        try:
+            ready = await self.store.verify(tenant, claims.ticket, claims.user, now)
+        except StorageError:
+            if claims.ready_until > now:
+                self._verified(tenant, "degraded")
+                return Verification(True, True)
+            raise
         self._verified(tenant, "valid" if ready else "not_ready")
-        return ready
+        return Verification(ready, False)
 
     async def finish(self, tenant: str, token: str | None) -> bool:
         """End the token's ready session (True), or report that it was not ready (False).

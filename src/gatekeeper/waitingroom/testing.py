@@ -21,9 +21,11 @@ from gatekeeper.waitingroom.store import WaitingRoomStore
 from gatekeeper.waitingroom.tokens import HS256Signer, Signer, TokenCodec
 from gatekeeper.waitingroom.worker import AdmissionWorker
 
-__all__ = ["TEST_SECRET", "WaitingRoom", "build"]
+__all__ = ["TEST_SECRET", "TEST_TENANT_KEY", "WaitingRoom", "build"]
 
 TEST_SECRET = "test-secret-test-secret-test-secret!"
+# A well-formed tenant secret key for tests (``MemoryConfigRepository({"shop": [it]})``).
+TEST_TENANT_KEY = "gkwr_7e57c0de_" + "test-tenant-key-" * 2 + "for-testing"
 
 
 @dataclass
