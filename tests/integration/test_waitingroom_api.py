@@ -96,9 +96,7 @@ async def verify(http: httpx.AsyncClient, token: str, tenant: str = T) -> httpx.
 
 async def finish(http: httpx.AsyncClient, token: str, tenant: str = T) -> httpx.Response:
     """The backend's call: with the tenant's secret key."""
-    return await http.delete(
-        "/queue/finish", headers={"business_id": KEYS[tenant], "jwt": token}
-    )
+    return await http.delete("/queue/finish", headers={"business_id": KEYS[tenant], "jwt": token})
 
 
 async def tick(env: Env) -> None:

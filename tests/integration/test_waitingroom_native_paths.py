@@ -49,9 +49,7 @@ async def _gateway(
     database = Database(database_url)
     await upgrade(database)
     await database.aclose()
-    settings = Settings(
-        database_url=database_url, business_ids=[f"{T}={KEY}"], jwt_secret=SECRET
-    )
+    settings = Settings(database_url=database_url, business_ids=[f"{T}={KEY}"], jwt_secret=SECRET)
     gateway = Gateway(
         settings,
         parse_config(config_for(["http://127.0.0.1:9"])),
@@ -209,8 +207,6 @@ async def test_routes_stay_documented_and_other_methods_fall_back(
             assert slash.status_code in (307, 404)
             finish = await http.delete("/queue/finish", headers={"business_id": T, "jwt": "x.y"})
             assert finish.status_code == 403  # the public id: finish needs the secret key
-            finish = await http.delete(
-                "/queue/finish", headers={"business_id": KEY, "jwt": "x.y"}
-            )
+            finish = await http.delete("/queue/finish", headers={"business_id": KEY, "jwt": "x.y"})
             assert finish.status_code == 401
         assert sum(calls.values()) == 0

@@ -31,7 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from gatekeeper.errors import StorageError, StorageTimeout
-from gatekeeper.limits.storage._resp import LeanPool, ReplyError, evalsha
+from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
 from gatekeeper.waitingroom.coalesce import Coalescer
 from gatekeeper.waitingroom.deadline import StoreGuard
@@ -75,10 +75,21 @@ class _Script:
         self.lean = lean
         self.sha: str | None = None
 
+    async def _load(self) -> str:
+        """Load the script; its SHA. On a lean server through the lean client, whose
+        connections reopen by themselves (a pooled redis-py connection to a restarted server
+        fails once more before it notices)."""
+        if self.lean is None:
+            return str(await self.redis.script_load(self.source))
+        reply = await self.lean.call(command(b"SCRIPT", b"LOAD", self.source))
+        if isinstance(reply, ReplyError):
+            raise StorageError(f"Redis refused the script: {reply}")
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             if self.sha is None:
-                self.sha = str(await self.redis.script_load(self.source))
+                self.sha = await self._load()
             if self.lean is not None:
                 return await self._lean_call(self.lean, self.sha, keys, args)
             try:
@@ -101,7 +112,7 @@ class _Script:
         reply = await lean.call(evalsha(sha, keys, args))
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             # Redis restarted or failed over and lost its scripts: load, send once more.
-            self.sha = sha = str(await self.redis.script_load(self.source))
+            self.sha = sha = await self._load()
             reply = await lean.call(evalsha(sha, keys, args))
         if isinstance(reply, ReplyError):
             raise StorageError(f"Redis answered {reply}")
@@ -131,7 +142,7 @@ class RedisStore:
         self._lean = lean_pool_for(redis) if lean else None
         self._scripts = {
             name: _Script(redis, _load(name), self._lean)
-            for name in ("enqueue", "status", "finish", "admit", "lease", "release")
+            for name in ("enqueue", "status", "finish", "admit", "stats", "lease", "release")
         }
         # Batches of at most `batch_max` keep several script calls in flight, so that Python
         # finishes one batch's requests while Redis runs the next.
@@ -245,28 +256,18 @@ class RedisStore:
 
     async def _stats(self, tenant: str, now: float) -> QueueStats:
         base = self._base(tenant)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(base + "seq")
-                pipe.get(base + "head")
-                pipe.zcard(base + "gone")
-                pipe.zcount(base + "ready", f"({now!r}", "+inf")
-                pipe.get(base + "next")
-                pipe.lrange(base + "hist", 0, -1)
-                seq, head, gone, ready, nxt, hist = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"waiting room store failed: {exc}") from exc
+        script = self._scripts["stats"]
+        seq, head, gone, ready, nxt, hist = await script([base + "seq"], [base, repr(now)])
         history = []
         for entry in hist:
             when, _, count = entry.decode().partition(":")
             history.append((float(when), int(count)))
-        head_n = int(head or 0)
         return QueueStats(
-            queued=max(0, int(seq or 0) - head_n - int(gone)),
+            queued=max(0, int(seq) - int(head) - int(gone)),
             ready=int(ready),
-            head=head_n,
-            last_ticket=int(seq or 0),
-            next_tick=float(nxt) if nxt is not None else None,
+            head=int(head),
+            last_ticket=int(seq),
+            next_tick=float(nxt) if nxt else None,
             history=tuple(history),
         )
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Update, or_, select, update
+from sqlalchemy import Update, delete, or_, select, update
 
 from gatekeeper.errors import Conflict, NotFound
 from gatekeeper.persistence.models import Tenant
@@ -200,11 +200,9 @@ class SqlConfigRepository:
             row = await session.get(Tenant, tenant)
             if row is None:
                 raise NotFound(f"tenant {tenant!r} does not exist")
-            # Keys first: not every engine enforces ON DELETE CASCADE (SQLite needs a pragma).
-            for key in (
-                await session.scalars(select(KeyRow).where(KeyRow.business_id == tenant))
-            ).all():
-                await session.delete(key)
+            # Keys first, explicitly: not every connection enforces ON DELETE CASCADE (SQLite
+            # only with its foreign_keys pragma).
+            await session.execute(delete(KeyRow).where(KeyRow.business_id == tenant))
             await session.delete(row)
 
     async def find_key(self, prefix: str) -> TenantKey | None:
