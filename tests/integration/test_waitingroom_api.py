@@ -19,7 +19,13 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.tenants import new_secret
-from gatekeeper.waitingroom.testing import TEST_SECRET, TEST_TENANT_KEY, WaitingRoom, build
+from gatekeeper.waitingroom.testing import (
+    TEST_SECRET,
+    TEST_TENANT_KEY,
+    WaitingRoom,
+    build,
+    patient_guard,
+)
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec
 from tests.conftest import POSTGRES_URL, REDIS_URL
 
@@ -60,7 +66,7 @@ async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
         )
         rooms = [
             build(
-                RedisStore(client, prefix=redis_prefix),
+                RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
                 repository,
                 fake_clock,
                 limiter=limiter,
@@ -231,6 +237,20 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
     stored = await repository.get(T)
     assert stored is not None
     assert stored.admission_limit == 20
+
+
+async def test_config_settings_are_integers_not_booleans_strings_or_floats(env: Env) -> None:
+    """{"admission_limit": true} (or "5", 5.0, null) is 422 naming the field; nothing changes."""
+    headers = {"business_id": KEY}
+    for field in ("admission_limit", "ip_enqueue_limit", "jwt_expiry_seconds"):
+        for value in (True, False, "100", 100.0, None):
+            bad = await env.clients[0].post("/config", headers=headers, json={field: value})
+            assert bad.status_code == 422, (field, value)
+            assert field in bad.json()["detail"]
+            assert [e["field"] for e in bad.json()["errors"]] == [field]
+    stored = (await env.clients[1].get("/config", headers=headers)).json()["updated_config"]
+    assert (stored["admission_limit"], stored["ip_enqueue_limit"]) == (3, 1000)
+    assert stored["jwt_expiry_seconds"] == 120
 
 
 async def test_per_ip_limits_answer_429_with_retry_after(env: Env) -> None:

@@ -21,7 +21,7 @@ from gatekeeper.sdk.waitingroom import (
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
-from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build
+from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
 from tests.conftest import REDIS_URL
 from tests.servers import free_port
 
@@ -36,7 +36,7 @@ async def served(
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
     client = aioredis.Redis.from_url(REDIS_URL)
     room = build(
-        RedisStore(client, prefix=redis_prefix),
+        RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
         MemoryConfigRepository({T: [TEST_TENANT_KEY]}),
         fake_clock,
     )
