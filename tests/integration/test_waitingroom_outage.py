@@ -26,9 +26,11 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.component import WaitingRoomComponent
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.gate import cookie_name
-from gatekeeper.waitingroom.testing import TEST_TENANT_KEY
+from gatekeeper.waitingroom.memory_store import MemoryStore
+from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
+from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, build
 from tests.integration.gateway_fixtures import backends, config_for
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port
 
 T = "shop"
 KEY = TEST_TENANT_KEY
@@ -195,3 +197,25 @@ async def test_killed_store_is_503_never_500_and_recovers_after_a_restart(
     fresh = await http.post("/queue/enqueue", headers={"business_id": T, "user_id": "again"})
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["position"] == 1
+
+
+async def test_an_unreachable_config_database_is_503_not_500(fake_clock: FakeClock) -> None:
+    """The tenants' database refusing connections: the waiting room answers 503 with
+    Retry-After (it was a plain 500), on the public and the backend endpoints alike."""
+    database = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none")
+    room = build(MemoryStore(), SqlConfigRepository(database), fake_clock)
+    transport = httpx.ASGITransport(app=room.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://wr") as http:
+            for method, path, headers in (
+                ("POST", "/queue/enqueue", {"business_id": T, "user_id": "u"}),
+                ("GET", "/queue/status", {"business_id": T, "jwt": "x"}),
+                ("GET", "/queue/verify", {"business_id": KEY, "jwt": "x"}),
+                ("GET", "/config", {"business_id": KEY}),
+            ):
+                response = await http.request(method, path, headers=headers)
+                assert response.status_code == 503, (path, response.text)
+                assert response.headers["retry-after"] == "1"
+                assert "unavailable" in response.json()["detail"]
+    finally:
+        await database.aclose()
