@@ -85,7 +85,6 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     """Run the demo until interrupted; returns the process exit code."""
     from gatekeeper.app import Runtime, serve
     from gatekeeper.gateway.mock_backend import run_backends
-
     from gatekeeper.waitingroom.tenants import new_secret
 
     workdir = tempfile.mkdtemp(prefix="gatekeeper-demo-")

@@ -1,9 +1,12 @@
 """The waiting room as a :class:`gatekeeper.component.Component` of one process.
 
 Built from the shared :class:`~gatekeeper.component.Context`: Redis when configured (else the
-in-process store), the SQL database for tenant configs (else an in-memory list from
-``GATEKEEPER_BUSINESS_IDS``), the shared limiter for per-IP limits, the metrics if published as
-``context.extras["metrics"]``. It publishes its service as ``extras["waitingroom"]`` and a gate
+in-process store; the Redis store's calls are bounded by the deadline and breaker of
+``deadline.py``), the SQL database for tenants and their secret keys (else an in-memory list
+from ``GATEKEEPER_BUSINESS_IDS``), the admin token (which also opens the backend-only calls),
+the shared limiter for per-IP limits, the metrics if published as ``context.extras["metrics"]``.
+Its routes include the tenant admin routes (``admin.py``), authorized and audited by the
+identity component when it runs. It publishes its service as ``extras["waitingroom"]`` and a gate
 factory as ``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
 """
 

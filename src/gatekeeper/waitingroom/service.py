@@ -5,8 +5,13 @@ all call this class; it owns the rules that make the queue fair and honest:
 
 * a user holds at most one place (duplicate enqueue returns the current place, empty ``jwt``);
 * tokens are bound to tenant, user and ticket; an expired but authentic token is renewed by
-  ``status`` while the place is still live; ``verify`` needs a current token and a ready
-  session; ``finish`` ends the session so that the token never verifies again;
+  ``status`` while the place is still live; once admitted, ``status`` hands out a *ready
+  token* (claim ``rdy``); ``verify`` needs a current token and a ready session, or, while the
+  store is unreachable, a valid ready token (``degraded``); ``finish`` ends the session so that
+  the token never verifies again;
+* ``business_id`` values are resolved by :class:`~gatekeeper.waitingroom.access.TenantAccess`
+  (a public id costs nothing; a secret key names its tenant); the HTTP layer decides which
+  calls need a secret key;
 * per-IP limits from the tenant's config guard enqueue and status (429 + ``Retry-After``);
 * every answer carries an ETA with a range and the polling interval the server wants.
 """
@@ -27,6 +32,7 @@ from gatekeeper.errors import (
 )
 from gatekeeper.limits.policy import Algorithm, Check, Policy, Rate
 from gatekeeper.waitingroom.access import UNKNOWN, TenantAccess
+from gatekeeper.waitingroom.eta import Eta, estimate, eta_for, measured_period
 from gatekeeper.waitingroom.store import QueueStats, TicketState
 from gatekeeper.waitingroom.tokens import QueueClaims, TokenExpired
 
@@ -57,66 +63,6 @@ CHECKS_CACHE = 8192  # per-IP limit checks kept built (a visitor polls from one 
 
 class InvalidRequest(GatekeeperError, ValueError):
     """The request lacks a required value or carries a malformed one (-> 400)."""
-
-
-class Eta(NamedTuple):
-    """Seconds until admission: the expected value and a range; when to poll next."""
-
-    seconds: int
-    low: int
-    high: int
-    poll_after: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "eta_seconds": self.seconds,
-            "eta_range_seconds": [self.low, self.high],
-            "poll_after_seconds": self.poll_after,
-        }
-
-
-def eta_for(
-    position: int,
-    stats: QueueStats,
-    config: TenantConfig,
-    settings: WaitingRoomSettings,
-    now: float,
-) -> Eta:
-    """ETA of ``position`` from the schedule and the measured tick rate.
-
-    The low end assumes every coming tick admits ``admission_limit``; the high end stretches
-    the tick period to the one measured over recent ticks (a slow or restarting worker shows
-    there) plus a quarter for safety. Abandonment ahead can only make things faster.
-    """
-    return _eta(position, stats.next_tick, measured_period(stats), config, settings, now)
-
-
-def measured_period(stats: QueueStats) -> float:
-    """The mean tick period over the recorded ticks (0.0 with fewer than two)."""
-    history = stats.history
-    if len(history) < 2:
-        return 0.0
-    return (history[-1][0] - history[0][0]) / (len(history) - 1)
-
-
-def _eta(
-    position: int,
-    next_tick: float | None,
-    measured: float,
-    config: TenantConfig,
-    settings: WaitingRoomSettings,
-    now: float,
-) -> Eta:
-    freq = config.admission_frequency
-    period = max(float(freq), measured)
-    first = freq if next_tick is None else min(freq, max(0.0, next_tick - now))
-    ticks = max(0, -(-position // config.admission_limit) - 1)  # ceil, in integers
-    low = first + ticks * freq
-    high = first + ticks * period * 1.25
-    # Poll often near the front, rarely far back, and always well inside the grace period.
-    ceiling = min(settings.poll_max_seconds, settings.grace_seconds / 4)
-    poll = min(ceiling, max(settings.poll_min_seconds, low / 10))
-    return Eta(round((low + high) / 2), math.floor(low), math.ceil(high), round(poll, 1))
 
 
 class EnqueueAnswer(NamedTuple):
@@ -183,7 +129,7 @@ class WaitingRoomService:
         entry = self._stats.get(tenant)
         if entry is None or entry[0] <= self.clock.monotonic():
             return None
-        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
+        return estimate(position, entry[1].next_tick, entry[2], config, self.settings, now)
 
     async def _eta(self, tenant: str, position: int, config: TenantConfig, now: float) -> Eta:
         # ETAs need the tick schedule and history, which change once per tick: reading them
@@ -197,7 +143,7 @@ class WaitingRoomService:
             entry[0] <= self.clock.monotonic() and tenant not in self._stats_reads
         ):
             entry = await self._read_stats(tenant, now)
-        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
+        return estimate(position, entry[1].next_tick, entry[2], config, self.settings, now)
 
     def _read_stats(self, tenant: str, now: float) -> Awaitable[tuple[float, QueueStats, float]]:
         reading = self._stats_reads.get(tenant)
