@@ -90,6 +90,48 @@ def _config(base: TenantConfig, changes: dict[str, Any]) -> TenantConfig:
         raise InvalidInput(_problems(exc)) from None
 
 
+class AdminError(BaseModel):
+    """The admin routes' error body (``identity.http``)."""
+
+    error: str
+    message: str
+
+
+_ERRORS: dict[int, str] = {
+    401: "no admin credentials",
+    403: "credentials of a user without the admin role",
+    404: "no such tenant",
+    409: "the tenant exists already",
+    422: "a field out of bounds, unknown or of the wrong type (named)",
+    503: "the database is unavailable",
+}
+
+
+def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": AdminError, "description": _ERRORS[code]} for code in codes}
+
+
+def _tenant_body(*, required: bool) -> dict[str, Any]:
+    """The OpenAPI request body of create and update (read by hand: settings and the tenant's
+    own fields in one object)."""
+    settings = TenantConfig.model_json_schema()["properties"]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "business_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
+            "name": {"type": "string", "maxLength": 200},
+            "enabled": {"type": "boolean"},
+            **settings,
+        },
+    }
+    if required:
+        schema["required"] = ["business_id"]
+    return {
+        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
+    }
+
+
 def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> APIRouter:
     """Admin routes over ``service``'s tenants. ``identity`` (an ``identity.Identity``, when
     that component runs) authorizes admin users and keeps the audit log."""
@@ -119,13 +161,18 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
         secret = new_secret()
         return secret, key_for(tenant, secret, utcnow(clock.now()))
 
-    @router.get("/admin/tenants")
+    @router.get("/admin/tenants", responses=_answers(401, 403, 503))
     async def list_tenants(request: Request) -> dict[str, Any]:
         """Every tenant, its settings and its live keys (prefixes only)."""
         await admin(request)
         return {"tenants": [shown(r) for r in await configs.repository.records()]}
 
-    @router.post("/admin/tenants", status_code=201)
+    @router.post(
+        "/admin/tenants",
+        status_code=201,
+        responses=_answers(401, 403, 409, 422, 503),
+        openapi_extra=_tenant_body(required=True),
+    )
     async def create_tenant(request: Request) -> dict[str, Any]:
         """A new tenant (unset settings take the defaults) and its first secret key, shown in
         this answer only."""
@@ -147,7 +194,7 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
         assert created is not None
         return {**shown(created), "secret_key": secret}
 
-    @router.get("/admin/tenants/{business_id}")
+    @router.get("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
     async def get_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
         await admin(request)
         record = await configs.repository.record(business_id)
@@ -155,7 +202,11 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
             raise NotFound(f"tenant {business_id!r} does not exist")
         return shown(record)
 
-    @router.patch("/admin/tenants/{business_id}")
+    @router.patch(
+        "/admin/tenants/{business_id}",
+        responses=_answers(401, 403, 404, 422, 503),
+        openapi_extra=_tenant_body(required=False),
+    )
     async def update_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
         """Change some settings, the name or the switch of a tenant (others keep their value)."""
         who = await admin(request)
@@ -176,7 +227,7 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
         await audit(request, who, "tenant.update", business_id, **changes)
         return shown(updated)
 
-    @router.delete("/admin/tenants/{business_id}")
+    @router.delete("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
     async def delete_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
         """Remove a tenant and its keys (its queue in Redis expires on its own)."""
         who = await admin(request)
@@ -185,7 +236,9 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
         await audit(request, who, "tenant.delete", business_id)
         return {"message": f"tenant {business_id} deleted"}
 
-    @router.post("/admin/tenants/{business_id}/rotate_secret")
+    @router.post(
+        "/admin/tenants/{business_id}/rotate_secret", responses=_answers(401, 403, 404, 422, 503)
+    )
     async def rotate_secret(
         request: Request, body: RotateBody | None = None, business_id: str = _ID
     ) -> dict[str, Any]:

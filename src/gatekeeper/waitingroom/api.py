@@ -261,6 +261,18 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
             429,
             503,
         ),
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": True,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in (("business_id", _PUBLIC), ("jwt", "the queue token"))
+            ]
+        },
     )
     async def events(request: Request) -> Response:
         """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``)."""
