@@ -23,6 +23,7 @@ from gatekeeper.waitingroom.memory_store import MemoryStore
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.service import Verification, WaitingRoomService
 from gatekeeper.waitingroom.store import TicketState, WaitingRoomStore
+from gatekeeper.waitingroom.tenant_admin import TenantAdmin
 from gatekeeper.waitingroom.tenants import TenantKey, TenantRecord, new_secret
 from gatekeeper.waitingroom.testing import build
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec
@@ -43,6 +44,7 @@ __all__ = [
     "StoreGuard",
     "StoreUnavailable",
     "TenantAccess",
+    "TenantAdmin",
     "TenantConfig",
     "TenantKey",
     "TenantRecord",

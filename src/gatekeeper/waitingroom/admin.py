@@ -11,31 +11,22 @@
 
 Callers present the admin token (``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>``) or, when
 the identity component runs, the credentials of a user with the admin role; each change is
-written to its audit log. Settings are validated by :class:`TenantConfig` (the same rule as
-``POST /config``): 422 names each bad field.
+written to its audit log. The routes authorize and read the request; what they do is
+:class:`~gatekeeper.waitingroom.tenant_admin.TenantAdmin`'s.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
-from gatekeeper.errors import AuthenticationError, InvalidInput, NotFound
+from gatekeeper.errors import AuthenticationError, InvalidInput
 from gatekeeper.identity.http import ErrorRoute, client_address, presented_credentials
-from gatekeeper.waitingroom.config import CONFIG_KEYS, TenantConfig
-from gatekeeper.waitingroom.tenants import (
-    MAX_OVERLAP,
-    TenantKey,
-    TenantRecord,
-    check_tenant_id,
-    key_for,
-    new_secret,
-    utcnow,
-)
+from gatekeeper.waitingroom.config import TenantConfig
+from gatekeeper.waitingroom.tenant_admin import RotateBody, TenantAdmin
 
 if TYPE_CHECKING:
     from gatekeeper.waitingroom.service import WaitingRoomService
@@ -43,51 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["tenant_admin_router"]
 
 _ID = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-
-
-class _Meta(BaseModel):
-    """What a tenant has besides its settings (strict: ``"true"`` is not a boolean)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    business_id: str | None = None
-    name: str | None = Field(default=None, max_length=200)
-    enabled: bool | None = None
-
-
-class RotateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    overlap_seconds: int = Field(default=3600, ge=0, le=MAX_OVERLAP)
-
-
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-    )
-
-
-async def _body(request: Request) -> tuple[_Meta, dict[str, Any]]:
-    """The JSON object sent, split into the tenant's own fields and its settings."""
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise InvalidInput("body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("body must be a JSON object")
-    settings = {k: data.pop(k) for k in list(data) if k in CONFIG_KEYS}
-    try:
-        meta = _Meta.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(_problems(exc)) from None
-    return meta, settings
-
-
-def _config(base: TenantConfig, changes: dict[str, Any]) -> TenantConfig:
-    try:
-        return base.updated(changes)
-    except ValidationError as exc:
-        raise InvalidInput(_problems(exc)) from None
 
 
 class AdminError(BaseModel):
@@ -132,40 +78,36 @@ def _tenant_body(*, required: bool) -> dict[str, Any]:
     }
 
 
+async def _json(request: Request) -> object:
+    try:
+        return json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise InvalidInput("body must be a JSON object") from None
+
+
 def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> APIRouter:
     """Admin routes over ``service``'s tenants. ``identity`` (an ``identity.Identity``, when
     that component runs) authorizes admin users and keeps the audit log."""
     router = APIRouter(route_class=ErrorRoute, tags=["admin"])
-    configs = service.configs
+    ops = TenantAdmin(service, identity.audit.record if identity is not None else None)
     access = service.access
-    clock = service.clock
 
-    async def admin(request: Request) -> str:
-        """The acting admin's name for the audit log; 401/403 for anyone else."""
+    async def admin(request: Request) -> tuple[str, str]:
+        """The acting admin (for the audit log) and the caller's address; 401/403 else."""
+        ip = client_address(request)
         if access.is_admin(request.headers.get("authorization")):
-            return "admin-token"
+            return "admin-token", ip
         if identity is not None:
             bearer, api_key = presented_credentials(request)
             principal = await identity.require_admin(bearer, api_key)
-            return str(principal.actor)
+            return str(principal.actor), ip
         raise AuthenticationError("this endpoint needs the admin token")
-
-    async def audit(request: Request, actor: str, action: str, target: str, **detail: Any) -> None:
-        if identity is not None:
-            await identity.audit.record(actor, action, target, client_address(request), **detail)
-
-    def shown(record: TenantRecord) -> dict[str, Any]:
-        return record.as_dict(clock.now())
-
-    def issue(tenant: str) -> tuple[str, TenantKey]:
-        secret = new_secret()
-        return secret, key_for(tenant, secret, utcnow(clock.now()))
 
     @router.get("/admin/tenants", responses=_answers(401, 403, 503))
     async def list_tenants(request: Request) -> dict[str, Any]:
         """Every tenant, its settings and its live keys (prefixes only)."""
         await admin(request)
-        return {"tenants": [shown(r) for r in await configs.repository.records()]}
+        return await ops.list()
 
     @router.post(
         "/admin/tenants",
@@ -176,31 +118,14 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
     async def create_tenant(request: Request) -> dict[str, Any]:
         """A new tenant (unset settings take the defaults) and its first secret key, shown in
         this answer only."""
-        who = await admin(request)
-        meta, settings = await _body(request)
-        tenant = check_tenant_id(meta.business_id)
-        secret, key = issue(tenant)
-        record = TenantRecord(
-            tenant,
-            meta.name if meta.name is not None else tenant,
-            True if meta.enabled is None else meta.enabled,
-            _config(TenantConfig(), settings),
-            keys=(key,),
-        )
-        await configs.repository.create(record)
-        configs.forget(tenant)
-        await audit(request, who, "tenant.create", tenant, **meta.model_dump(exclude_none=True))
-        created = await configs.repository.record(tenant)
-        assert created is not None
-        return {**shown(created), "secret_key": secret}
+        who, ip = await admin(request)
+        return await ops.create(who, ip, await _json(request))
 
     @router.get("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
     async def get_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
+        """One tenant, its settings and its live keys."""
         await admin(request)
-        record = await configs.repository.record(business_id)
-        if record is None:
-            raise NotFound(f"tenant {business_id!r} does not exist")
-        return shown(record)
+        return await ops.get(business_id)
 
     @router.patch(
         "/admin/tenants/{business_id}",
@@ -209,32 +134,14 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
     )
     async def update_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
         """Change some settings, the name or the switch of a tenant (others keep their value)."""
-        who = await admin(request)
-        meta, settings = await _body(request)
-        if meta.business_id not in (None, business_id):
-            raise InvalidInput("business_id cannot be changed")
-        record = await configs.repository.record(business_id)
-        if record is None:
-            raise NotFound(f"tenant {business_id!r} does not exist")
-        updated = await configs.repository.update(
-            business_id,
-            name=meta.name,
-            enabled=meta.enabled,
-            config=_config(record.config, settings) if settings else None,
-        )
-        configs.forget(business_id)
-        changes = {**meta.model_dump(exclude_none=True, exclude={"business_id"}), **settings}
-        await audit(request, who, "tenant.update", business_id, **changes)
-        return shown(updated)
+        who, ip = await admin(request)
+        return await ops.update(who, ip, business_id, await _json(request))
 
     @router.delete("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
     async def delete_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
         """Remove a tenant and its keys (its queue in Redis expires on its own)."""
-        who = await admin(request)
-        await configs.repository.delete(business_id)
-        configs.forget(business_id)
-        await audit(request, who, "tenant.delete", business_id)
-        return {"message": f"tenant {business_id} deleted"}
+        who, ip = await admin(request)
+        return await ops.delete(who, ip, business_id)
 
     @router.post(
         "/admin/tenants/{business_id}/rotate_secret", responses=_answers(401, 403, 404, 422, 503)
@@ -245,24 +152,8 @@ def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> AP
         """A new secret key, shown once; every other key of the tenant stays valid for
         ``overlap_seconds`` more (0: refused from now on, on every replica within the config
         cache's lifetime)."""
-        who = await admin(request)
+        who, ip = await admin(request)
         overlap = (body or RotateBody()).overlap_seconds
-        secret, key = issue(business_id)
-        until = utcnow(clock.now()) + timedelta(seconds=overlap)
-        await configs.repository.rotate_key(key, until)
-        record = await configs.repository.record(business_id)
-        assert record is not None
-        for old in record.keys:
-            access.forget(old.prefix)
-        await audit(
-            request, who, "tenant.rotate_secret", business_id, overlap_seconds=overlap,
-            new_prefix=key.prefix,
-        )  # fmt: skip
-        return {
-            "business_id": business_id,
-            "secret_key": secret,
-            "key": key.as_dict(),
-            "previous_keys_valid_until": until.isoformat(),
-        }
+        return await ops.rotate(who, ip, business_id, overlap)
 
     return router
