@@ -156,6 +156,13 @@ def run_serve(
     except ConfigurationError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    from gatekeeper.waitingroom.tenants import parse_business_ids
+
+    try:
+        parse_business_ids(settings.business_ids)
+    except ConfigurationError as exc:
+        print(f"gatekeeper serve: {exc}", file=sys.stderr)
+        return 1
     if check:
         print(f"{path}: OK")
         return 0

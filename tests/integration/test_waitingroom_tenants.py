@@ -4,8 +4,12 @@ backend, stored hashed and rotated with an overlap (real Redis, SQLite and Postg
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -268,3 +272,25 @@ async def test_business_ids_setting_maps_to_public_ids_and_env_keys(env: Env) ->
             await repository.ensure(bad)
         with pytest.raises(ConfigurationError, match="GATEKEEPER_BUSINESS_IDS"):
             MemoryConfigRepository(bad)
+
+
+def test_serve_refuses_a_malformed_business_ids_entry_in_one_line(tmp_path: Path) -> None:
+    """`gatekeeper serve` (and --check) name a bad GATEKEEPER_BUSINESS_IDS key and exit 1."""
+    conf = tmp_path / "gk.yaml"
+    conf.write_text("listener: {host: 127.0.0.1, port: 8080}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env["GATEKEEPER_BUSINESS_IDS"] = "shop=not-a-key"
+    for extra in ([], ["--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "gatekeeper", "serve", "--config", str(conf), *extra],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines() == [
+            "gatekeeper serve: GATEKEEPER_BUSINESS_IDS: the key given for 'shop' is not a tenant "
+            "secret key (gkwr_<8 hex>_<43 characters>; `gatekeeper tenant-key` prints one)"
+        ]
