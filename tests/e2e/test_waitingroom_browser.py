@@ -10,11 +10,8 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
@@ -66,11 +63,7 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
             return RedirectResponse(decision.redirect, status_code=302)
         return HTMLResponse("<h1 id='welcome'>Protected checkout</h1>")
 
-    trusted = TrustedProxies()
-    state = GatewayState(
-        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
-    )
-    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    server = Server(Flow.for_app(room.app), host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()
     try:
         yield Site(room, f"http://127.0.0.1:{server.port}", fake_clock)

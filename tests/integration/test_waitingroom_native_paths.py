@@ -21,9 +21,9 @@ import pytest
 from pydantic import SecretStr
 
 from gatekeeper.app import Gateway
+from gatekeeper.gateway.builtin.native import NativeHandler, NativeReply
 from gatekeeper.gateway.config import parse_config
-from gatekeeper.gateway.messages import ProxyRequest
-from gatekeeper.gateway.native import NativeHandler, NativeReply
+from gatekeeper.gateway.http.messages import ProxyRequest
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.migrate import upgrade
 from gatekeeper.settings import Settings

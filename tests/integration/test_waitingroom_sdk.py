@@ -8,11 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.sdk.waitingroom import (
     AsyncWaitingRoomClient,
     WaitingRoomClient,
@@ -40,11 +37,7 @@ async def served(
         MemoryConfigRepository({T: [TEST_TENANT_KEY]}),
         fake_clock,
     )
-    trusted = TrustedProxies()
-    state = GatewayState(
-        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
-    )
-    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    server = Server(Flow.for_app(room.app), host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()
     try:
         yield room, f"http://127.0.0.1:{server.port}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from gatekeeper.gateway.native import _RID
+from gatekeeper.gateway.builtin.native import _RID
 
 
 def test_the_request_id_variable_is_the_one_structlog_merges() -> None:

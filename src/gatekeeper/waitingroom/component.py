@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
-from gatekeeper.gateway.native import native_table
+from gatekeeper.gateway.builtin.native import native_table
+from gatekeeper.settings import from_environment
 from gatekeeper.waitingroom.access import TenantAccess
 from gatekeeper.waitingroom.admin import tenant_admin_router
 from gatekeeper.waitingroom.api import build_router
@@ -45,16 +46,26 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from gatekeeper.component import Context
+    from gatekeeper.settings import Settings
     from gatekeeper.types import Clock
 
-__all__ = ["WaitingRoomComponent", "create_component", "signer_from_settings", "store_guard"]
+__all__ = [
+    "WaitingRoomComponent",
+    "create_component",
+    "preflight",
+    "signer_from_settings",
+    "store_guard",
+]
 
 log = structlog.get_logger("gatekeeper.waitingroom")
 
 
-def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared: bool) -> Signer:
+def signer_from_settings(
+    wr: WaitingRoomSettings, secret: str | None, *, shared: bool, warn: bool = True
+) -> Signer:
     """The token signer the settings ask for. ``shared``: tokens must verify on other replicas,
-    so a random per-process secret is refused."""
+    so a random per-process secret is refused. ``warn``: log when a random secret is chosen
+    (not while only checking the settings)."""
     if wr.signing == "eddsa":
         if wr.private_key_file:
             return EdDSASigner.from_pem_file(wr.private_key_file, wr.key_id)
@@ -71,8 +82,29 @@ def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared:
         from gatekeeper.errors import ConfigurationError
 
         raise ConfigurationError("GATEKEEPER_JWT_SECRET is required when Redis is shared")
-    log.warning("waitingroom_random_secret", reason="no GATEKEEPER_JWT_SECRET; single process only")
+    if warn:
+        log.warning(
+            "waitingroom_random_secret", reason="no GATEKEEPER_JWT_SECRET; single process only"
+        )
     return HS256Signer.random()
+
+
+def _signer(
+    wr: WaitingRoomSettings, settings: Settings, *, shared: bool, warn: bool = True
+) -> Signer:
+    secret = wr.jwt_secret or settings.jwt_secret
+    return signer_from_settings(
+        wr, secret.get_secret_value() if secret else None, shared=shared, warn=warn
+    )
+
+
+def preflight(settings: Settings) -> None:
+    """What the component would refuse in ``settings`` (``gatekeeper.preflight``): its own
+    ``GATEKEEPER_WAITINGROOM_*`` variables, the token signer (a missing shared secret or key
+    file) and the ``GATEKEEPER_BUSINESS_IDS`` entries (a malformed id or secret key)."""
+    wr = from_environment(WaitingRoomSettings)
+    _signer(wr, settings, shared=bool(settings.redis_url), warn=False)
+    parse_business_ids(settings.business_ids)
 
 
 class WaitingRoomComponent:
@@ -82,7 +114,7 @@ class WaitingRoomComponent:
 
     def __init__(self, context: Context, settings: WaitingRoomSettings | None = None) -> None:
         self.context = context
-        self.settings = settings or WaitingRoomSettings()
+        self.settings = settings or from_environment(WaitingRoomSettings)
         wr = self.settings
         shared = context.redis is not None
         # Refused here, before anything starts: a malformed GATEKEEPER_BUSINESS_IDS entry.
@@ -103,10 +135,7 @@ class WaitingRoomComponent:
             else MemoryConfigRepository(self.business_ids, clock=context.clock)
         )
         self.configs = CachedConfigs(self.repository, context.clock, wr.config_cache_seconds)
-        secret = wr.jwt_secret or context.settings.jwt_secret
-        signer = signer_from_settings(
-            wr, secret.get_secret_value() if secret else None, shared=shared
-        )
+        signer = _signer(wr, context.settings, shared=shared)
         admin = context.settings.admin_token
         access = TenantAccess(
             self.configs,

@@ -1,4 +1,4 @@
-"""The waiting room's hot endpoints as gateway native handlers (``gateway/native.py``).
+"""The waiting room's hot endpoints as gateway native handlers (``gateway/builtin/native.py``).
 
 ``POST /queue/enqueue``, ``GET /queue/status`` and ``GET /queue/verify`` answered straight from
 the gateway's parsed request: no ASGI scope, no Starlette routing or middleware. The answers
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from gatekeeper.waitingroom.replies import Reply, enqueue_reply, status_reply, verify_reply
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.messages import Headers, ProxyRequest
-    from gatekeeper.gateway.native import NativeReply, NativeTable
+    from gatekeeper.gateway.builtin.native import NativeReply, NativeTable
+    from gatekeeper.gateway.http.messages import Headers, ProxyRequest
     from gatekeeper.waitingroom.service import WaitingRoomService
 
 __all__ = ["register_native"]
