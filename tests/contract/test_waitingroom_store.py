@@ -13,7 +13,7 @@ from gatekeeper.waitingroom.memory_store import MemoryStore
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.store import TicketState, WaitingRoomStore
 from gatekeeper.waitingroom.testing import patient_guard
-from tests.conftest import REDIS_URL
+from tests import services
 
 GRACE = 60
 T = "acme"
@@ -26,7 +26,7 @@ async def store(
     if request.param == "memory":
         yield MemoryStore()
         return
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     redis_store = RedisStore(client, prefix=redis_prefix, lean=True, guard=patient_guard())
     try:
         yield redis_store

@@ -19,7 +19,7 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.servers import free_port
 
 pytestmark = pytest.mark.redis
@@ -31,7 +31,7 @@ T = "shop"
 async def served(
     redis_prefix: str, fake_clock: FakeClock
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     room = build(
         RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
         MemoryConfigRepository({T: [TEST_TENANT_KEY]}),

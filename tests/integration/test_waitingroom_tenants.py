@@ -27,7 +27,7 @@ from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
 from gatekeeper.waitingroom.tenants import new_secret
 from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
-from tests.conftest import REDIS_URL
+from tests import services
 
 pytestmark = pytest.mark.redis
 
@@ -66,7 +66,7 @@ async def env(
     sql_database: Database, redis_prefix: str, fake_clock: FakeClock
 ) -> AsyncIterator[Env]:
     """Two replicas sharing Redis and the database, configs cached as in production."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     repository = CountingRepository(sql_database, clock=fake_clock)
     await repository.ensure({T: [KEY]})
     settings = WaitingRoomSettings(config_cache_seconds=CACHE)
