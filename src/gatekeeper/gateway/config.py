@@ -27,6 +27,7 @@ from pydantic import (
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.cache.config import cache_config_problems
+from gatekeeper.gateway.geo.config import GeoConfig, RouteGeoConfig, geo_config_problems
 from gatekeeper.gateway.upstream.balancing import canonical_strategy
 from gatekeeper.gateway.upstream.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
@@ -311,7 +312,8 @@ class RouteConfig(_Model):
     path_prefix: str = "/"
     host: str | None = None
     methods: list[str] | None = None
-    upstream: str
+    # The pool; a geo route has none (its datacenter's is chosen per request: ``geo``).
+    upstream: str | None = None
     limits: list[LimitRef] = []
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -328,6 +330,8 @@ class RouteConfig(_Model):
     waiting_room: str | None = None
     # Who may call the route: the identity guard checks credentials and the principal's tier.
     auth: Literal["none", "api_key", "jwt", "any"] = "none"
+    # Route by the client's location to the nearest datacenter (gateway/geo/config.py).
+    geo: RouteGeoConfig | bool = False
 
     @field_validator("request_headers", "response_headers")
     @classmethod
@@ -372,6 +376,7 @@ class GatewayConfig(_Model):
     cache: dict[str, Any] = {}
     admin: dict[str, Any] = {}
     log_access: bool = True
+    geo: GeoConfig | None = None
 
 
 def _cross_check(data: Any) -> list[str]:
@@ -422,6 +427,7 @@ def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
             problems.append(f"{path}: {message}")
     problems += _cross_check(data)
     problems += cache_config_problems(data)
+    problems += geo_config_problems(data)
     if problems or config is None:
         lines = "\n".join(f"  {source}: {p}" for p in problems)
         raise ConfigFileError(

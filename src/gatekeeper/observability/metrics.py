@@ -39,7 +39,15 @@ gatekeeper_waitingroom_admissions_total             counter   tenant
 gatekeeper_waitingroom_abandoned_total              counter   tenant
 gatekeeper_waitingroom_tokens_issued_total          counter   tenant
 gatekeeper_waitingroom_tokens_verified_total        counter   tenant, outcome
+gatekeeper_geo_requests_total                       counter   route, datacenter, region
+gatekeeper_geo_lookups_total                        counter   result
+gatekeeper_geo_failovers_total                      counter   route, datacenter
+gatekeeper_geo_refusals_total                       counter   route, reason
+gatekeeper_geo_distance_kilometres                  histogram route
 =================================================== ========= ==============================
+
+A geo route's labels are configured names (its datacenters, the regions of its clients); a
+country is never a label (``/geo/stats`` counts countries).
 """
 
 from __future__ import annotations
@@ -82,6 +90,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Store round trips: a batched EVALSHA on loopback takes ~0.1-2 ms.
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# Client to datacenter: same city, region, country, continent, ocean away, antipodes.
+DISTANCE_BUCKETS = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20000.0)
 
 # The breaker gauge's value per state, so that "open" is the maximum an alert can watch.
 BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -296,12 +307,49 @@ class Metrics:
             ["tenant", "outcome"],
             registry=r,
         )
+        self.geo_requests = Counter(
+            "gatekeeper_geo_requests_total",
+            "Requests of geo routes, by route, the datacenter that served them and the "
+            "client's region.",
+            ["route", "datacenter", "region"],
+            registry=r,
+        )
+        self.geo_lookups = Counter(
+            "gatekeeper_geo_lookups_total",
+            "How geo routes placed their clients: located (a position), country (no position), "
+            "private (not a global address), unresolved (not in the database).",
+            ["result"],
+            registry=r,
+        )
+        self.geo_failovers = Counter(
+            "gatekeeper_geo_failovers_total",
+            "Requests served by a datacenter because a nearer allowed one had no healthy "
+            "endpoint, by the datacenter that served.",
+            ["route", "datacenter"],
+            registry=r,
+        )
+        self.geo_refusals = Counter(
+            "gatekeeper_geo_refusals_total",
+            "Geo route requests refused with 503, by reason (residency, no_datacenter).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.geo_distance = Histogram(
+            "gatekeeper_geo_distance_kilometres",
+            "Distance between a located client and the datacenter that served it.",
+            ["route"],
+            buckets=DISTANCE_BUCKETS,
+            registry=r,
+        )
         # Pre-bound children, keyed by label values: hot paths skip the labels() lock.
         self._req: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._attempts: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # (policy, outcome) -> [counter child, live field, count not folded yet]
         # (policy, outcome) or ("cache", route, result) -> [child, live name, counts to fold]
-        self._verdicts: dict[tuple[str, ...], list[Any]] = {}
+        # (or a counter child itself: geo counts, _count) -> the same
+        self._verdicts: dict[Any, list[Any]] = {}
+        # (route, datacenter, region, lookup, failover) -> the children a geo request counts on
+        self._geo: dict[tuple[str, str, str, str, bool], tuple[Any, Any, Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _tally(self, children: tuple[Any, Any], seconds: float) -> None:
@@ -461,6 +509,53 @@ class Metrics:
             entry[0].inc()
         if self.live is not None:
             self.live.count(entry[1])
+
+    # -- geographic routing -------------------------------------------------------------------
+
+    def geo_routed(
+        self,
+        route: str,
+        datacenter: str,
+        region: str,
+        lookup: str,
+        failover: bool,
+        km: float | None,
+    ) -> None:
+        """Count one request a geo route sent to ``datacenter`` (``km``: the distance of a
+        located client, observed; ``None``: its position is unknown)."""
+        key = (route, datacenter, region, lookup, failover)
+        children = self._geo.get(key)
+        if children is None:
+            children = self._geo[key] = (
+                (
+                    self._child(self.geo_requests, route, datacenter, region),
+                    self._child(self.geo_distance, route),
+                ),
+                self._child(self.geo_lookups, lookup),
+                self._child(self.geo_failovers, route, datacenter) if failover else None,
+            )
+        pair, lookups, failovers = children
+        if km is None:
+            self._count(pair[0])
+        else:
+            self._tally(pair, km)
+        self._count(lookups)
+        if failovers is not None:
+            self._count(failovers)
+
+    def geo_refused(self, route: str, reason: str) -> None:
+        """Count a geo route's request refused (``residency``, ``no_datacenter``)."""
+        self._count(self._child(self.geo_refusals, route, reason))
+
+    def _count(self, child: Any) -> None:
+        """One increment of a counter child, deferred to the next fold like the verdicts."""
+        if not self._deferred:
+            child.inc()
+            return
+        entry = self._verdicts.get(child)
+        if entry is None:
+            entry = self._verdicts[child] = [child, None, 0]
+        entry[2] += 1
 
     # -- waiting room -------------------------------------------------------------------------
 

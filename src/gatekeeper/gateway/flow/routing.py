@@ -77,6 +77,9 @@ class Route:
     waiting_room: str | None = None
     # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).
     auth: str | None = None
+    # A geo route's rules (gateway/geo/router.py GeoPolicy): its upstream is then chosen per
+    # request among the datacenters' pools, and ``upstream`` is "".
+    geo: Any = None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""
