@@ -248,3 +248,12 @@ def test_distance_percentiles_use_the_last_samples_and_countries_are_bounded() -
         stats.served("dc", "r", f"C{i}", "located", False)
     assert len(stats.by_country) == 513
     assert stats.by_country["other"] == 600 - 512
+
+
+def test_a_copy_made_for_revalidation_goes_to_the_same_datacenter(tmp_path: Path) -> None:
+    """The cache revalidates with a copy of the request (conditional headers): it keeps the
+    datacenter the geo step chose, so forwarding sends it to the same pool."""
+    setup = Setup(tmp_path, EVERYWHERE)
+    _, request = setup.send("geo", LONDON)
+    copy = request.replace_headers([*request.headers, (b"if-none-match", b'"v1"')])
+    assert copy.upstream == "eu-west"
