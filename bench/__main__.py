@@ -18,7 +18,9 @@ from pathlib import Path
 
 from bench.report import Report
 
-BENCHMARKS = ["engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability"]
+BENCHMARKS = [
+    "engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability", "geo",
+]  # fmt: skip
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -234,6 +234,10 @@ def test_stats_and_metrics_count_by_datacenter_region_and_country(tmp_path: Path
     )
     assert sample("gatekeeper_geo_lookups_total", {"result": "unresolved"}) == 1
     assert sample("gatekeeper_geo_distance_kilometres_count", {"route": "geo"}) == 3
+    setup.send("geo", LONDON)  # counted once more, whatever was folded before
+    labels = {"route": "geo", "datacenter": "eu-west", "region": "eu"}
+    assert sample("gatekeeper_geo_requests_total", labels) == 3
+    assert sample("gatekeeper_geo_lookups_total", {"result": "located"}) == 4
 
 
 def test_distance_percentiles_use_the_last_samples_and_countries_are_bounded() -> None:

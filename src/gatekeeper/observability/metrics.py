@@ -93,6 +93,7 @@ STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 # Client to datacenter: same city, region, country, continent, ocean away, antipodes.
 DISTANCE_BUCKETS = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20000.0)
+DISTANCE_BOUNDS = (*DISTANCE_BUCKETS, float("inf"))  # a histogram child's _upper_bounds
 
 # The breaker gauge's value per state, so that "open" is the maximum an alert can watch.
 BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -348,8 +349,8 @@ class Metrics:
         # (policy, outcome) or ("cache", route, result) -> [child, live name, counts to fold]
         # (or a counter child itself: geo counts, _count) -> the same
         self._verdicts: dict[Any, list[Any]] = {}
-        # (route, datacenter, region, lookup, failover) -> the children a geo request counts on
-        self._geo: dict[tuple[str, str, str, str, bool], tuple[Any, Any, Any]] = {}
+        # (route, datacenter, region, lookup, failover) -> counts not folded yet
+        self._geo: dict[tuple[str, str, str, str, bool], list[Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _tally(self, children: tuple[Any, Any], seconds: float) -> None:
@@ -370,6 +371,7 @@ class Metrics:
 
     def fold(self) -> None:
         """Add the tallied recordings to the Prometheus children (done before each collect)."""
+        self._fold_geo()
         for entry in self._verdicts.values():
             if entry[2]:
                 n, entry[2] = entry[2], 0
@@ -524,24 +526,50 @@ class Metrics:
         """Count one request a geo route sent to ``datacenter`` (``km``: the distance of a
         located client, observed; ``None``: its position is unknown)."""
         key = (route, datacenter, region, lookup, failover)
-        children = self._geo.get(key)
-        if children is None:
-            children = self._geo[key] = (
-                (
-                    self._child(self.geo_requests, route, datacenter, region),
-                    self._child(self.geo_distance, route),
-                ),
-                self._child(self.geo_lookups, lookup),
-                self._child(self.geo_failovers, route, datacenter) if failover else None,
-            )
-        pair, lookups, failovers = children
-        if km is None:
-            self._count(pair[0])
-        else:
-            self._tally(pair, km)
-        self._count(lookups)
-        if failovers is not None:
-            self._count(failovers)
+        tally = self._geo.get(key)
+        if tally is None:
+            children = self._geo_children(key)
+            if not self._deferred:  # several processes share files: write through
+                children[0].inc()
+                children[2].inc()
+                if children[3] is not None:
+                    children[3].inc()
+                if km is not None:
+                    children[1].observe(km)
+                return
+            # [requests, located, sum of km, one count per distance bucket]
+            tally = self._geo[key] = [0, 0, 0.0] + [0] * len(children[1]._upper_bounds)
+        tally[0] += 1
+        if km is not None:
+            tally[1] += 1
+            tally[2] += km
+            tally[3 + bisect_left(DISTANCE_BOUNDS, km)] += 1
+
+    def _geo_children(self, key: tuple[str, str, str, str, bool]) -> tuple[Any, Any, Any, Any]:
+        """The children one geo request counts on: requests, distance, lookups, failovers."""
+        route, datacenter, region, lookup, failover = key
+        return (
+            self._child(self.geo_requests, route, datacenter, region),
+            self._child(self.geo_distance, route),
+            self._child(self.geo_lookups, lookup),
+            self._child(self.geo_failovers, route, datacenter) if failover else None,
+        )
+
+    def _fold_geo(self) -> None:
+        for key, tally in self._geo.items():
+            if not tally[0]:
+                continue
+            requests, distance, lookups, failovers = self._geo_children(key)
+            requests.inc(tally[0])
+            lookups.inc(tally[0])
+            if failovers is not None:
+                failovers.inc(tally[0])
+            if tally[1]:
+                distance._sum.inc(tally[2])  # as fold() does for the request histograms
+                for index, n in enumerate(tally[3:]):
+                    if n:
+                        distance._buckets[index].inc(n)
+            tally[:] = [0, 0, 0.0] + [0] * (len(tally) - 3)
 
     def geo_refused(self, route: str, reason: str) -> None:
         """Count a geo route's request refused (``residency``, ``no_datacenter``)."""

@@ -24,29 +24,17 @@ _PERCENTILES = (50, 90, 95, 99)
 
 
 class GeoStats:
-    """Counters of geographic routing (see the module docstring)."""
+    """Counters of geographic routing (see the module docstring).
 
-    __slots__ = (
-        "_distances",
-        "_next",
-        "by_country",
-        "by_datacenter",
-        "by_region",
-        "failovers",
-        "failovers_by_datacenter",
-        "lookups",
-        "refused",
-        "requests",
-    )
+    A request costs one dict update: counts are kept per (datacenter, region, country, lookup,
+    failover) and summed when read.
+    """
+
+    __slots__ = ("_countries", "_counts", "_distances", "_next", "refused")
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.by_datacenter: dict[str, int] = {}
-        self.by_region: dict[str, int] = {}
-        self.by_country: dict[str, int] = {}
-        self.lookups: dict[str, int] = {}
-        self.failovers = 0
-        self.failovers_by_datacenter: dict[str, int] = {}
+        self._counts: dict[tuple[str, str, str, str, bool], int] = {}
+        self._countries: set[str] = set()
         self.refused: dict[str, int] = {}
         self._distances: list[float] = []
         self._next = 0
@@ -55,21 +43,18 @@ class GeoStats:
         self, datacenter: str, region: str, country: str, lookup: str, failover: bool
     ) -> None:
         """Count one request sent to ``datacenter`` for a client of ``region``/``country``."""
-        self.requests += 1
-        by_datacenter = self.by_datacenter
-        by_datacenter[datacenter] = by_datacenter.get(datacenter, 0) + 1
-        by_region = self.by_region
-        by_region[region] = by_region.get(region, 0) + 1
-        by_country = self.by_country
-        if country not in by_country and len(by_country) >= MAX_COUNTRIES:
-            country = "other"
-        by_country[country] = by_country.get(country, 0) + 1
-        lookups = self.lookups
-        lookups[lookup] = lookups.get(lookup, 0) + 1
-        if failover:
-            self.failovers += 1
-            failed = self.failovers_by_datacenter
-            failed[datacenter] = failed.get(datacenter, 0) + 1
+        counts = self._counts
+        key = (datacenter, region, country, lookup, failover)
+        n = counts.get(key)
+        if n is None:  # a new combination: the only time countries are bounded
+            countries = self._countries
+            if country not in countries:
+                if len(countries) >= MAX_COUNTRIES:
+                    key = (datacenter, region, "other", lookup, failover)
+                else:
+                    countries.add(country)
+            n = counts.get(key, 0)
+        counts[key] = n + 1
 
     def distance(self, km: float) -> None:
         """Remember the distance between a located client and its datacenter."""
@@ -83,6 +68,50 @@ class GeoStats:
     def refusal(self, reason: str) -> None:
         """Count a request refused (``residency``, ``no_datacenter``)."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def _sum(self, field: int, *, failovers: bool = False) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key, n in self._counts.items():
+            if failovers and not key[4]:
+                continue
+            name = str(key[field])
+            out[name] = out.get(name, 0) + n
+        return out
+
+    @property
+    def requests(self) -> int:
+        """Requests routed."""
+        return sum(self._counts.values())
+
+    @property
+    def by_datacenter(self) -> dict[str, int]:
+        """Requests by the datacenter that served them."""
+        return self._sum(0)
+
+    @property
+    def by_region(self) -> dict[str, int]:
+        """Requests by the client's region."""
+        return self._sum(1)
+
+    @property
+    def by_country(self) -> dict[str, int]:
+        """Requests by the client's country (``private``, ``unknown``, ``other``), most first."""
+        return dict(sorted(self._sum(2).items(), key=lambda kv: -kv[1]))
+
+    @property
+    def lookups(self) -> dict[str, int]:
+        """Requests by how their client was placed (located, country, private, unresolved)."""
+        return self._sum(3)
+
+    @property
+    def failovers(self) -> int:
+        """Requests whose nearest allowed datacenter could not serve them."""
+        return sum(n for key, n in self._counts.items() if key[4])
+
+    @property
+    def failovers_by_datacenter(self) -> dict[str, int]:
+        """Failovers by the datacenter that served them instead."""
+        return self._sum(0, failovers=True)
 
     def distances(self) -> dict[str, Any]:
         """Percentiles (km, nearest rank) of the last :data:`DISTANCES` distances."""
@@ -98,15 +127,16 @@ class GeoStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Every counter, as ``/geo/stats`` shows them."""
+        lookups = self.lookups
         return {
             "requests": self.requests,
-            "by_datacenter": dict(self.by_datacenter),
-            "by_region": dict(self.by_region),
-            "by_country": dict(sorted(self.by_country.items(), key=lambda kv: -kv[1])),
-            "lookups": dict(self.lookups),
-            "unresolved": self.lookups.get("unresolved", 0),
+            "by_datacenter": self.by_datacenter,
+            "by_region": self.by_region,
+            "by_country": self.by_country,
+            "lookups": lookups,
+            "unresolved": lookups.get("unresolved", 0),
             "failovers": self.failovers,
-            "failovers_by_datacenter": dict(self.failovers_by_datacenter),
+            "failovers_by_datacenter": self.failovers_by_datacenter,
             "refused": dict(self.refused),
             "distance_km": self.distances(),
         }
