@@ -19,8 +19,16 @@ from pathlib import Path
 from bench.report import Report
 
 BENCHMARKS = [
-    "engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability", "geo",
-]  # fmt: skip
+    "engine",
+    "gateway",
+    "ab",
+    "route_options",
+    "waitingroom",
+    "cache",
+    "identity",
+    "observability",
+    "geo",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

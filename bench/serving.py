@@ -36,9 +36,9 @@ def wrk(
 ) -> dict[str, float]:
     """Run wrk once (``headers``: ``"Name: value"`` lines sent with every request); returns
     req/s, p50 and p99 in milliseconds, requests and errors."""
-    extra = [arg for header in headers for arg in ("-H", header)]
+    fields = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", *extra, url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", *fields, url],
         capture_output=True,
         text=True,
         check=True,
@@ -89,8 +89,8 @@ class Contender:
     name: str
     url: str
     pid: int
+    headers: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
-    headers: tuple[str, ...] = ()  # sent with every request ("Name: value")
 
     def processes(self) -> list[int]:
         return _tree(self.pid)

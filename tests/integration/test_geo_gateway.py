@@ -142,12 +142,19 @@ async def test_an_untrusted_client_cannot_choose_its_region(
         assert _served_by(await _get(client, f"{SEATTLE}, {LONDON}")) == "eu-west"
 
 
+def _healthy(gw: Gateway, datacenter: str) -> bool:
+    snapshot = gw.runtime.snapshot
+    assert snapshot is not None
+    return all(endpoint.healthy for endpoint in snapshot.pools[datacenter].endpoints)
+
+
 async def test_failover_on_health_checks_residency_refusal_and_return(
     processes: dict[str, BackendProcess], tmp_path: Path
 ) -> None:
-    """eu-west's backend dies: once its checks fail, London goes to us-east on a free route and
-    gets a 503 residency problem on a route keeping EU clients in the EU (Seattle unaffected);
-    the backend comes back: London is served by eu-west again on both."""
+    """eu-west's backend dies: once its checks mark it down, London goes to us-east on a free
+    route and gets a 503 residency problem on a route keeping EU clients in the EU (Seattle
+    unaffected); the backend comes back: once its checks pass, London is served by eu-west
+    again on both."""
     routes = [
         {"name": "free", "path_prefix": "/api", "geo": True},
         {"name": "eu-only", "path_prefix": "/eu", "geo": EU_STAYS},
@@ -161,11 +168,10 @@ async def test_failover_on_health_checks_residency_refusal_and_return(
         assert _served_by(await _get(client, LONDON, "/eu/x")) == "eu-west"
 
         processes["eu-west"].kill()
-
-        async def london_moved() -> bool:
-            return _served_by(await _get(client, LONDON)) == "us-east"
-
-        await eventually(london_moved, what="London failing over to us-east")
+        await eventually(lambda: not _healthy(gw, "eu-west"), what="eu-west's checks failing")
+        moved = await _get(client, LONDON)
+        assert moved.status_code == 200
+        assert _served_by(moved) == "us-east"  # Ashburn is nearer to London than Mumbai
         refused = await _get(client, LONDON, "/eu/x")
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"
@@ -176,17 +182,45 @@ async def test_failover_on_health_checks_residency_refusal_and_return(
         assert "x-datacenter" not in refused.headers
         assert _served_by(await _get(client, SEATTLE, "/eu/x")) == "us-east"
         during = (await client.get("/geo/stats")).json()
-        assert during["failovers_by_datacenter"]["us-east"] >= 1
-        assert during["refused"]["residency"] >= 1
+        assert during["failovers_by_datacenter"] == {"us-east": 1}
+        assert during["refused"] == {"residency": 1}
         assert [dc["available"] for dc in during["datacenters"]] == [True, False, True]
 
         processes["eu-west"].start()  # same port
-
-        async def london_back() -> bool:
-            return _served_by(await _get(client, LONDON)) == "eu-west"
-
-        await eventually(london_back, what="London back on eu-west")
+        await eventually(lambda: _healthy(gw, "eu-west"), what="eu-west's checks passing")
+        assert _served_by(await _get(client, LONDON)) == "eu-west"
         assert _served_by(await _get(client, LONDON, "/eu/x")) == "eu-west"
+
+
+async def test_a_datacenter_whose_breaker_tripped_returns_when_its_checks_pass(
+    processes: dict[str, BackendProcess], tmp_path: Path
+) -> None:
+    """London's requests during the outage trip eu-west's breaker (one failure suffices here,
+    and it stays open 60 s); the backend back, London returns to eu-west as soon as the checks
+    pass, not a minute later."""
+    breaker = {"consecutive_failures": 1, "open_for": 60}
+    # Checks slow enough (two failures 0.3 s apart) that London's request reaches the dead
+    # backend first.
+    checks = {"interval": 0.3, "timeout": 0.5, "healthy_threshold": 1, "unhealthy_threshold": 2}
+    data = geo_config(
+        _urls(processes), write_mmdb(tmp_path / "geo.mmdb"),
+        upstream={"health": checks, "breaker": breaker},
+    )  # fmt: skip
+    async with running_gateway(data) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        processes["eu-west"].kill()
+        failed = await _get(client, LONDON)  # sent before the checks notice: trips the breaker
+        assert failed.status_code == 502
+        snapshot = gw.runtime.snapshot
+        assert snapshot is not None
+        assert str(snapshot.pools["eu-west"].endpoints[0].breaker.state) == "open"
+        assert _served_by(await _get(client, LONDON)) == "us-east"
+        await eventually(lambda: not _healthy(gw, "eu-west"), what="eu-west's checks failing")
+
+        processes["eu-west"].start()
+        await eventually(lambda: _healthy(gw, "eu-west"), what="eu-west's checks passing")
+        back = await _get(client, LONDON)
+        assert back.status_code == 200
+        assert _served_by(back) == "eu-west"
 
 
 async def test_a_datacenter_pool_admission_limit_applies_to_geo_requests(

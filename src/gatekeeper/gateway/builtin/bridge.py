@@ -25,6 +25,8 @@ __all__ = ["ASGIApp", "Lifespan", "serve_asgi"]
 logger = logging.getLogger("gatekeeper.gateway")
 
 Message = MutableMapping[str, Any]
+# Fields the gateway writes itself: framing, and the request id (in ``extra``).
+_OWN = frozenset({b"connection", b"transfer-encoding", b"x-request-id"})
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -42,6 +44,7 @@ async def serve_asgi(
     *,
     state: dict[str, Any] | None = None,
     server: tuple[str, int] | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> int:
     """Run ``app`` for one request, writing its response to ``conn``; the status sent (499:
     the client went away before an answer started)."""
@@ -102,9 +105,9 @@ async def serve_asgi(
                 name = bytes(name).lower()
                 if name == b"content-length":
                     length = int(value)
-                elif name not in (b"connection", b"transfer-encoding"):
+                elif name not in _OWN:
                     headers.append((name, bytes(value)))
-            mode = conn.start_response(request, status, headers, None, length)
+            mode = conn.start_response(request, status, headers, extra, length)
         elif kind == "http.response.body":
             if not conn.response_started or response_done:
                 raise RuntimeError("http.response.body out of order")

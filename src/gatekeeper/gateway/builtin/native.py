@@ -53,7 +53,11 @@ _RID = _request_id_var()
 
 
 async def serve_native(
-    handler: NativeHandler, request: ProxyRequest, conn: HttpProtocol, rid: str
+    handler: NativeHandler,
+    request: ProxyRequest,
+    conn: HttpProtocol,
+    rid: str,
+    extra: Headers | None = None,
 ) -> int:
     """Run ``handler`` for ``request`` (whose id is ``rid``) and write its answer, as the ASGI
     app would have; the status."""
@@ -63,8 +67,9 @@ async def serve_native(
     finally:
         _RID.reset(token)
     headers = [h for h in headers if h[0] != _REQUEST_ID]
-    headers.append((_REQUEST_ID, rid.encode("latin-1")))
-    conn.send_bytes(status, headers, body, request)
+    if extra is None:
+        headers.append((_REQUEST_ID, rid.encode("latin-1")))
+    conn.send_bytes(status, headers, body, request, extra)
     if not request.body.at_eof:
         # The handler did not read the body: the connection cannot be reused (as the bridge).
         conn.keep_alive = False

@@ -18,7 +18,7 @@ from gatekeeper.gateway.builtin.native import serve_native
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange
 from gatekeeper.gateway.flow.snapshot import Snapshot
-from gatekeeper.gateway.flow.steps import ENTRY, plan_for
+from gatekeeper.gateway.flow.steps import ENTRY, builtin_plan, plan_for
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.builtin.bridge import ASGIApp
@@ -105,12 +105,18 @@ class Flow:
         native = self.native
         handler = native.get((request.method, request.path)) if native else None
         if handler is not None:
-            return ex.run(self._served(ex, serve_native(handler, request, ex.conn, ex.rid)))
+            served = serve_native(handler, request, ex.conn, ex.rid, ex.fields())
+            return ex.run(self._served(ex, served))
         if self.app is None:
             ex.answer_problem(404, "not_found", f"no route for {request.path}")
             return TAKEN
         served = serve_asgi(
-            self.app, request, ex.conn, state=self.app_state, server=self.server_address
+            self.app,
+            request,
+            ex.conn,
+            state=self.app_state,
+            server=self.server_address,
+            extra=ex.fields(),
         )
         return ex.run(self._served(ex, served))
 
@@ -132,7 +138,8 @@ class Flow:
 def _planned(snapshot: Snapshot) -> Snapshot:
     """``snapshot`` with each route's plan decided (once: a snapshot never changes)."""
     plans = snapshot.plans
-    if not plans:
+    if not snapshot.builtin:
         for route in snapshot.router.routes:
             plans[id(route)] = plan_for(route, snapshot)
+        snapshot.builtin = builtin_plan(snapshot)
     return snapshot
