@@ -58,6 +58,16 @@ def build_app(identity: Identity) -> FastAPI:
     component = IdentityComponent(context, identity=identity)
     app = FastAPI()
     app.include_router(component.router())
+    # The waiting room's tenant admin routes, authorized and audited by this identity.
+    from gatekeeper.waitingroom.admin import tenant_admin_router
+    from gatekeeper.waitingroom.memory_store import MemoryStore
+    from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
+    from gatekeeper.waitingroom.testing import build
+
+    room = build(
+        MemoryStore(), SqlConfigRepository(identity.db, clock=identity.clock), identity.clock
+    )
+    app.include_router(tenant_admin_router(room.service, identity))
     return app
 
 

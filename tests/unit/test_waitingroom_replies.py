@@ -6,7 +6,7 @@ import itertools
 import json
 from typing import Any
 
-from gatekeeper.waitingroom.api import _enqueue_ok, _status_ok
+from gatekeeper.waitingroom.replies import _enqueue_ok, _status_ok
 from gatekeeper.waitingroom.service import EnqueueAnswer, Eta, StatusAnswer
 
 TEXTS = [

@@ -2,7 +2,8 @@
 
 Callers present ``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>`` or the token (or key) of a
 user with the admin role; anyone else gets 401 or 403. Each change is written to the audit log
-with the actor, the target, the caller's address and the request's parameters.
+with the actor, the target, the caller's address and the request's parameters. The waiting
+room's tenants have their admin routes in ``gatekeeper.waitingroom.admin`` (same rules).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
-from sqlalchemy import select
 
-from gatekeeper.errors import Conflict, InvalidInput, NotFound
+from gatekeeper.errors import InvalidInput
 from gatekeeper.identity.http import (
     ErrorRoute,
     StrictBody,
@@ -22,23 +22,9 @@ from gatekeeper.identity.http import (
 )
 from gatekeeper.identity.principal import Principal
 from gatekeeper.identity.service import Identity
-from gatekeeper.identity.users import UserInfo, at
-from gatekeeper.persistence.models import Tenant
+from gatekeeper.identity.users import UserInfo
 
 __all__ = ["admin_router"]
-
-_TENANT_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
-TENANT_FIELDS = (
-    "admission_limit",
-    "admission_frequency",
-    "jwt_expiry_seconds",
-    "ready_ttl_seconds",
-    "ip_enqueue_limit",
-    "ip_enqueue_limit_interval",
-    "ip_status_polling_limit",
-    "ip_status_polling_limit_interval",
-)
-
 
 _Body = StrictBody
 
@@ -77,31 +63,6 @@ class IpRuleBody(_Body):
 
 class SubjectBody(_Body):
     subject: str = Field(min_length=1, max_length=200)
-
-
-class TenantBody(_Body):
-    business_id: str | None = Field(default=None, pattern=_TENANT_ID)
-    name: str | None = Field(default=None, max_length=200)
-    enabled: bool | None = None
-    admission_limit: int | None = Field(default=None, ge=1, le=100_000)
-    admission_frequency: int | None = Field(default=None, ge=1, le=3600)
-    jwt_expiry_seconds: int | None = Field(default=None, ge=60, le=600)
-    ready_ttl_seconds: int | None = Field(default=None, ge=60, le=3600)
-    ip_enqueue_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    ip_enqueue_limit_interval: int | None = Field(default=None, ge=1, le=86_400)
-    ip_status_polling_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    ip_status_polling_limit_interval: int | None = Field(default=None, ge=1, le=86_400)
-
-
-def _tenant_dict(row: Tenant) -> dict[str, Any]:
-    return {
-        "business_id": row.business_id,
-        "name": row.name,
-        "enabled": row.enabled,
-        **{name: getattr(row, name) for name in TENANT_FIELDS},
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }
 
 
 def admin_router(identity: Identity) -> APIRouter:
@@ -263,72 +224,6 @@ def admin_router(identity: Identity) -> APIRouter:
         await identity.bans.lift(body.subject)
         await audit(request, who, "ban.lift", body.subject)
         return {"subject": body.subject, "banned": False}
-
-    # -- tenants of the waiting room ----------------------------------------------------------
-
-    @router.get("/admin/tenants")
-    async def list_tenants(request: Request) -> dict[str, Any]:
-        await admin(request)
-        async with identity.db.transaction() as session:
-            rows = (await session.scalars(select(Tenant).order_by(Tenant.business_id))).all()
-        return {"tenants": [_tenant_dict(r) for r in rows]}
-
-    @router.post("/admin/tenants", status_code=201)
-    async def create_tenant(body: TenantBody, request: Request) -> dict[str, Any]:
-        """A new tenant; unset settings take the waiting room's defaults."""
-        who = await admin(request)
-        if not body.business_id:
-            raise InvalidInput("business_id is required")
-        values = body.model_dump(exclude_none=True)
-        now = at(identity.clock)
-        async with identity.db.transaction() as session:
-            if await session.get(Tenant, body.business_id) is not None:
-                raise Conflict(f"tenant {body.business_id!r} already exists")
-            row = Tenant(**values, created_at=now, updated_at=now)
-            session.add(row)
-            await session.flush()
-            await session.refresh(row)
-            result = _tenant_dict(row)
-        await audit(request, who, "tenant.create", body.business_id, **values)
-        return result
-
-    @router.get("/admin/tenants/{business_id}")
-    async def get_tenant(business_id: str, request: Request) -> dict[str, Any]:
-        await admin(request)
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-        if row is None:
-            raise NotFound(f"tenant {business_id!r} does not exist")
-        return _tenant_dict(row)
-
-    @router.patch("/admin/tenants/{business_id}")
-    async def update_tenant(business_id: str, body: TenantBody, request: Request) -> Any:
-        """Change some settings of a tenant (others keep their value)."""
-        who = await admin(request)
-        values = body.model_dump(exclude_none=True)
-        if values.pop("business_id", business_id) != business_id:
-            raise InvalidInput("business_id cannot be changed")
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-            if row is None:
-                raise NotFound(f"tenant {business_id!r} does not exist")
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = at(identity.clock)
-            result = _tenant_dict(row)
-        await audit(request, who, "tenant.update", business_id, **values)
-        return result
-
-    @router.delete("/admin/tenants/{business_id}")
-    async def delete_tenant(business_id: str, request: Request) -> dict[str, Any]:
-        who = await admin(request)
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-            if row is None:
-                raise NotFound(f"tenant {business_id!r} does not exist")
-            await session.delete(row)
-        await audit(request, who, "tenant.delete", business_id)
-        return {"message": f"tenant {business_id} deleted"}
 
     # -- reading the record -------------------------------------------------------------------
 

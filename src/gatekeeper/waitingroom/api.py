@@ -1,228 +1,61 @@
-"""The waiting room's HTTP API: the seed's contract, exactly, plus events and the hosted page.
+"""The waiting room's HTTP API: the seed's contract, plus tenant keys, events and the page.
 
 =======================  ==================================================================
 ``POST /queue/enqueue``  headers ``business_id``, ``user_id`` -> ``{jwt, position, message}``
 ``GET /queue/status``    headers ``business_id``, ``jwt`` -> ``{warning_msg, jwt_token,
                          position, ready}``
-``GET /queue/verify``    headers ``business_id``, ``jwt`` -> ``{message, ready}``
-``DELETE /queue/finish`` headers ``business_id``, ``jwt`` -> ``{status, message}``
-``GET|POST /config``     header ``business_id`` -> ``{message, updated_config}``
+``GET /queue/verify``    headers ``business_id`` (secret key), ``jwt`` -> ``{message, ready}``
+``DELETE /queue/finish`` headers ``business_id`` (secret key), ``jwt`` -> ``{status, message}``
+``GET|POST /config``     header ``business_id`` (secret key) -> ``{message, updated_config}``
 ``GET /queue/events``    Server-Sent Events of the status (``sse.py``)
 ``GET /queue/wait``      the hosted waiting page; ``/queue/client.js`` its script
 ``GET /queue/.well-known/jwks.json``  public keys when tokens are EdDSA-signed
 =======================  ==================================================================
 
+``business_id`` is the tenant's public id or one of its secret keys (``access.py``); where a
+secret key is needed, the public id with ``Authorization: Bearer <admin token>`` works too.
 Status and ETA answers add ``eta_seconds``, ``eta_range_seconds`` and ``poll_after_seconds``.
-Errors are JSON: 400 (missing header), 401 (unknown tenant, bad token), 422 (config out of
-bounds, naming the field), 429 with ``Retry-After`` (per-IP limits), 503 (store down).
+Errors are JSON: 400 (missing header), 401 (unknown tenant or key, bad token), 403 (public id
+where the secret key is needed), 422 (config out of bounds or not an integer, naming the field),
+429 with ``Retry-After`` (per-IP limits), 503 with ``Retry-After`` (store down).
+
+The routes only read the request and call the reply functions of ``replies.py``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from gatekeeper.errors import (
-    AuthenticationError,
-    GatekeeperError,
-    RateLimitExceeded,
-    StorageError,
-    TokenError,
-)
+from gatekeeper.errors import GatekeeperError
 from gatekeeper.waitingroom.config import TenantConfig
-from gatekeeper.waitingroom.service import (
-    EnqueueAnswer,
-    Eta,
-    InvalidRequest,
-    StatusAnswer,
-    WaitingRoomService,
+from gatekeeper.waitingroom.replies import (
+    Reply,
+    config_reply,
+    enqueue_reply,
+    error_reply,
+    finish_reply,
+    json_reply,
+    status_reply,
+    update_config_reply,
+    verify_reply,
 )
-from gatekeeper.waitingroom.sse import status_body, status_events
+from gatekeeper.waitingroom.service import WaitingRoomService
+from gatekeeper.waitingroom.sse import status_events
 
-__all__ = ["Reply", "build_router", "enqueue_reply", "status_reply", "verify_reply"]
+__all__ = ["build_router"]
 
 IpOf = Callable[[Request], str | None]
-
-
-Reply = tuple[int, bytes, dict[str, str] | None]
-"""An answer before it becomes a response: status, JSON body, extra headers. The FastAPI routes
-and the gateway's native handlers (``native.py``) build the same replies, so they answer alike."""
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def _reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return status, _ENCODER.encode(body).encode(), headers
-
-
-# The two hot answers (enqueue, status poll) are formatted by hand when every string in them is
-# plain and every number has its usual type: the same bytes as ``_reply`` would give (tests
-# compare them), at a fraction of json's per-call cost (an encoder built for each call).
-# Anything else takes ``_reply``.
-_PLAIN = re.compile(r"[ !#-\[\]-~]*\Z")  # printable ASCII but the quote and the backslash
-
-
-def _eta_json(eta: Eta | None) -> str | None:
-    """``,"eta_seconds":..,"eta_range_seconds":[..],"poll_after_seconds":..}`` or None."""
-    if eta is None:
-        return "}"
-    seconds, low, high, poll = eta
-    if (
-        type(seconds) is int
-        and type(low) is int
-        and type(high) is int
-        and type(poll) is float
-        and math.isfinite(poll)
-    ):
-        return (
-            f',"eta_seconds":{seconds},"eta_range_seconds":[{low},{high}],'
-            f'"poll_after_seconds":{poll!r}}}'
-        )
-    return None
-
-
-def _position_json(position: int | None) -> str | None:
-    if position is None:
-        return "null"
-    return str(position) if type(position) is int else None
-
-
-def _enqueue_body(answer: EnqueueAnswer) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "jwt": answer.jwt,
-        "position": answer.position,
-        "message": answer.message,
-    }
-    if answer.ready:
-        body["ready"] = True
-    if answer.eta is not None:
-        body.update(answer.eta.as_dict())
-    return body
-
-
-def _enqueue_ok(answer: EnqueueAnswer) -> Reply:
-    tail = _eta_json(answer.eta)
-    position = _position_json(answer.position)
-    if (
-        tail is not None
-        and position is not None
-        and _PLAIN.match(answer.jwt)
-        and _PLAIN.match(answer.message)
-    ):
-        ready = ',"ready":true' if answer.ready else ""
-        text = (
-            f'{{"jwt":"{answer.jwt}","position":{position},"message":"{answer.message}"'
-            f"{ready}{tail}"
-        )
-        return 200, text.encode(), None
-    return _reply(_enqueue_body(answer))
-
-
-def _status_ok(answer: StatusAnswer) -> Reply:
-    warning = answer.warning_msg
-    tail = _eta_json(answer.eta)
-    position = _position_json(answer.position)
-    if (
-        tail is not None
-        and position is not None
-        and (warning is None or _PLAIN.match(warning))
-        and _PLAIN.match(answer.jwt_token)
-        and type(answer.ready) is bool
-    ):
-        warning_json = "null" if warning is None else f'"{warning}"'
-        text = (
-            f'{{"warning_msg":{warning_json},'
-            f'"jwt_token":"{answer.jwt_token}","position":{position},'
-            f'"ready":{"true" if answer.ready else "false"}{tail}'
-        )
-        return 200, text.encode(), None
-    return _reply(status_body(answer))
 
 
 def _response(reply: Reply) -> Response:
     status, body, headers = reply
     return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return _response(_reply(body, status, headers))
-
-
-def _error_reply(exc: Exception, extra: dict[str, Any] | None = None) -> Reply:
-    """The JSON answer for an error raised by the service (never a 500 for bad input)."""
-    body: dict[str, Any] = {"detail": str(exc), **(extra or {})}
-    if isinstance(exc, RateLimitExceeded):
-        retry = exc.decision.retry_after
-        return _reply({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
-    if isinstance(exc, AuthenticationError | TokenError):
-        return _reply(body, 401)
-    if isinstance(exc, InvalidRequest):
-        return _reply(body, 400)
-    if isinstance(exc, StorageError):
-        return _reply(
-            {**body, "detail": "waiting room store unavailable"}, 503, {"Retry-After": "1"}
-        )
-    return _reply(body, 500)
-
-
-def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
-    return _response(_error_reply(exc, extra))
-
-
-async def enqueue_reply(
-    service: WaitingRoomService, tenant: str, user_id: str | None, ip: str | None
-) -> Reply:
-    """``POST /queue/enqueue``'s answer."""
-    try:
-        answer = await service.enqueue(tenant, user_id, ip)
-    except GatekeeperError as exc:
-        return _error_reply(exc)
-    return _enqueue_ok(answer)
-
-
-async def status_reply(
-    service: WaitingRoomService, tenant: str, token: str | None, ip: str | None
-) -> Reply:
-    """``GET /queue/status``'s answer."""
-    try:
-        answer = await service.status(tenant, token, ip)
-    except GatekeeperError as exc:
-        return _error_reply(exc)
-    return _status_ok(answer)
-
-
-async def verify_reply(service: WaitingRoomService, tenant: str, token: str | None) -> Reply:
-    """``GET /queue/verify``'s answer."""
-    try:
-        ready = await service.verify(tenant, token)
-    except GatekeeperError as exc:
-        return _error_reply(exc, {"message": "Invalid token", "ready": False})
-    return _reply({"message": "User is ready" if ready else "User is not ready", "ready": ready})
-
-
-def _headers(*names: str) -> dict[str, Any]:
-    """OpenAPI header parameters. The hot routes read ``request.headers`` themselves: FastAPI's
-    per-request parameter solving would cost more than the rest of an enqueue."""
-    required = {"business_id", "user_id"}
-    return {
-        "parameters": [
-            {"name": n, "in": "header", "required": n in required, "schema": {"type": "string"}}
-            for n in names
-        ]
-    }
-
-
-def _socket_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 class EnqueueResponse(BaseModel):
@@ -241,6 +74,7 @@ class StatusResponse(BaseModel):
 class VerifyResponse(BaseModel):
     message: str
     ready: bool
+    degraded: bool = False
 
 
 class FinishResponse(BaseModel):
@@ -253,7 +87,63 @@ class ConfigResponse(BaseModel):
     updated_config: TenantConfig
 
 
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class KeyNeeded(BaseModel):
+    detail: str
+    needed: str
+
+
+class Unavailable(BaseModel):
+    detail: str
+    retry_after: int
+
+
+_PUBLIC = "the tenant's public id or one of its secret keys"
+_SECRET = (
+    "one of the tenant's secret keys; or its public id with `Authorization: Bearer <admin token>`"
+)
+_ERRORS: dict[int, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "a required header is missing, or the body"},
+    401: {"model": ErrorResponse, "description": "unknown tenant or key, bad token"},
+    403: {"model": KeyNeeded, "description": "the public id where a secret key is needed"},
+    422: {"model": ErrorResponse, "description": "a setting out of bounds, unknown or no integer"},
+    429: {"model": ErrorResponse, "description": "per-IP limit (see Retry-After)"},
+    503: {"model": Unavailable, "description": "store down (see Retry-After)"},
+}
+
+
+def _responses(ok: dict[str, Any], *codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI answers: 200 as ``ok``, then the listed error statuses."""
+    return {200: ok, **{code: _ERRORS[code] for code in codes}}
+
+
+def _headers(**described: str) -> dict[str, Any]:
+    """OpenAPI header parameters. The routes read ``request.headers`` themselves: FastAPI's
+    per-request parameter solving would cost more than the rest of an enqueue."""
+    required = {"business_id", "user_id"}
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": name in required,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in described.items()
+        ]
+    }
+
+
+def _socket_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 _STATIC = resources.files("gatekeeper.waitingroom") / "static"
+_AUTH = {"Authorization": "`Bearer <admin token>`: instead of a secret key"}
 
 
 def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) -> APIRouter:
@@ -261,12 +151,11 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     caller's address (the gateway passes its trusted-proxy aware resolver)."""
     ip_of = client_ip or _socket_ip
     router = APIRouter(tags=["waiting room"])
-    biz = Header(None, alias="business_id", convert_underscores=False)
 
     @router.post(
         "/queue/enqueue",
-        responses={200: {"model": EnqueueResponse}},
-        openapi_extra=_headers("business_id", "user_id"),
+        responses=_responses({"model": EnqueueResponse}, 400, 401, 429, 503),
+        openapi_extra=_headers(business_id=_PUBLIC, user_id="the visitor's id"),
     )
     async def enqueue(request: Request) -> Response:
         """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
@@ -279,11 +168,13 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
 
     @router.get(
         "/queue/status",
-        responses={200: {"model": StatusResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        responses=_responses({"model": StatusResponse}, 401, 429, 503),
+        openapi_extra=_headers(business_id=_PUBLIC, jwt="the queue token"),
     )
     async def status(request: Request) -> Response:
-        """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next."""
+        """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next.
+        Once ready, ``jwt_token`` is a *ready token*: keep it (it still admits while the
+        store is down)."""
         headers = request.headers
         return _response(
             await status_reply(
@@ -293,95 +184,108 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
 
     @router.get(
         "/queue/verify",
-        responses={200: {"model": VerifyResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        responses=_responses({"model": VerifyResponse}, 401, 403, 503),
+        openapi_extra=_headers(business_id=_SECRET, jwt="the visitor's token", **_AUTH),
     )
     async def verify(request: Request) -> Response:
-        """For the backend: is this token's holder admitted right now?"""
+        """For the backend: is this token's holder admitted right now? While the store is
+        unreachable a valid ready token answers ready with ``degraded: true`` (and the header
+        ``Gatekeeper-Waiting-Room: degraded``); any other token gets 503."""
         headers = request.headers
         return _response(
-            await verify_reply(service, headers.get("business_id", ""), headers.get("jwt"))
+            await verify_reply(
+                service,
+                headers.get("business_id", ""),
+                headers.get("jwt"),
+                headers.get("authorization"),
+            )
         )
 
     @router.delete(
         "/queue/finish",
-        responses={200: {"model": FinishResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        responses=_responses({"model": FinishResponse}, 401, 403, 503),
+        openapi_extra=_headers(business_id=_SECRET, jwt="the visitor's token", **_AUTH),
     )
     async def finish(request: Request) -> Response:
         """For the backend: end the ready session; the token never verifies again."""
         headers = request.headers
-        try:
-            cleared = await service.finish(headers.get("business_id", ""), headers.get("jwt"))
-        except GatekeeperError as exc:
-            return _error(exc, {"status": "not_ready", "message": "Invalid token"})
-        if cleared:
-            return _json({"status": "ready_cleared", "message": "User removed from ready state"})
-        return _json({"status": "not_ready", "message": "User was not in the ready state"})
+        return _response(
+            await finish_reply(
+                service,
+                headers.get("business_id", ""),
+                headers.get("jwt"),
+                headers.get("authorization"),
+            )
+        )
 
-    @router.get("/config", responses={200: {"model": ConfigResponse}})
-    async def get_config(business_id: str | None = biz) -> Response:
+    @router.get(
+        "/config",
+        responses=_responses({"model": ConfigResponse}, 401, 403, 503),
+        openapi_extra=_headers(business_id=_SECRET, **_AUTH),
+    )
+    async def get_config(request: Request) -> Response:
         """The tenant's waiting-room settings."""
-        try:
-            config = await service.tenant_config(business_id)
-        except GatekeeperError as exc:
-            return _error(exc)
-        return _json(
-            {
-                "message": "Configuration retrieved successfully",
-                "updated_config": config.model_dump(),
-            }
+        headers = request.headers
+        return _response(
+            await config_reply(service, headers.get("business_id"), headers.get("authorization"))
         )
 
     @router.post(
         "/config",
-        responses={200: {"model": ConfigResponse}},
+        responses=_responses({"model": ConfigResponse}, 400, 401, 403, 422, 503),
         openapi_extra={
+            **_headers(business_id=_SECRET, **_AUTH),
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": TenantConfig.model_json_schema()}},
-            }
+            },
         },
     )
-    async def post_config(request: Request, business_id: str | None = biz) -> Response:
+    async def post_config(request: Request) -> Response:
         """Update some or all settings; out-of-bounds values get 422 naming the field."""
-        try:
-            await service.tenant_config(business_id)
-        except GatekeeperError as exc:
-            return _error(exc)
-        try:
-            changes = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _json({"detail": "body must be a JSON object"}, 400)
-        if not isinstance(changes, dict):
-            return _json({"detail": "body must be a JSON object"}, 400)
-        try:
-            config = await service.update_config(business_id or "", changes)
-        except ValidationError as exc:
-            problems = [
-                {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-                for err in exc.errors()
-            ]
-            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-            return _json({"detail": f"invalid configuration: {summary}", "errors": problems}, 422)
-        except GatekeeperError as exc:
-            return _error(exc)
-        return _json(
-            {"message": "Configuration updated successfully", "updated_config": config.model_dump()}
+        headers = request.headers
+        return _response(
+            await update_config_reply(
+                service,
+                headers.get("business_id"),
+                headers.get("authorization"),
+                await request.body(),
+            )
         )
 
-    @router.get("/queue/events")
+    @router.get(
+        "/queue/events",
+        responses=_responses(
+            {"content": {"text/event-stream": {}}, "description": "status events"},
+            401,
+            429,
+            503,
+        ),
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": True,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in (("business_id", _PUBLIC), ("jwt", "the queue token"))
+            ]
+        },
+    )
     async def events(request: Request) -> Response:
         """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``)."""
-        tenant = request.query_params.get("business_id") or request.headers.get("business_id")
+        value = request.query_params.get("business_id") or request.headers.get("business_id")
         token = request.query_params.get("jwt") or request.headers.get("jwt") or ""
         try:
-            await service.status(tenant or "", token, ip_of(request))
+            tenant, _ = await service.access.tenant(value)
+            await service.status(tenant, token, ip_of(request))
         except GatekeeperError as exc:
-            return _error(exc)
+            return _response(error_reply(exc))
         stream = status_events(
             service,
-            tenant or "",
+            tenant,
             token,
             disconnected=request.is_disconnected,
             interval=service.settings.sse_interval_seconds,
@@ -412,6 +316,6 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
     @router.get("/queue/.well-known/jwks.json")
     async def jwks() -> Response:
         """Public keys verifying queue tokens (empty for HS256: the secret is never shown)."""
-        return _json(service.codec.signer.jwks())
+        return _response(json_reply(service.codec.signer.jwks()))
 
     return router

@@ -2,15 +2,16 @@
 
 ``POST /queue/enqueue``, ``GET /queue/status`` and ``GET /queue/verify`` answered straight from
 the gateway's parsed request: no ASGI scope, no Starlette routing or middleware. The answers
-are built by the same functions as the FastAPI routes' (``api.py``), so both paths agree; the
-caller's address is the gateway's resolved client IP (what the routes see as ``client.host``).
+are built by the same functions as the FastAPI routes' (``replies.py``), so both paths agree;
+the caller's address is the gateway's resolved client IP (what the routes see as
+``client.host``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gatekeeper.waitingroom.api import Reply, enqueue_reply, status_reply, verify_reply
+from gatekeeper.waitingroom.replies import Reply, enqueue_reply, status_reply, verify_reply
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.builtin.native import NativeReply, NativeTable
@@ -49,7 +50,9 @@ def register_native(table: NativeTable, service: WaitingRoomService) -> None:
 
     async def verify(request: ProxyRequest) -> NativeReply:
         tenant = _text(request, b"business_id") or ""
-        return _native(await verify_reply(service, tenant, _text(request, b"jwt")))
+        token = _text(request, b"jwt")
+        authorization = _text(request, b"authorization")
+        return _native(await verify_reply(service, tenant, token, authorization))
 
     table[("POST", "/queue/enqueue")] = enqueue
     table[("GET", "/queue/status")] = status

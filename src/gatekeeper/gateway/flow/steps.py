@@ -319,6 +319,8 @@ class WaitingRoom(Step):
             ex.term = Termination.WAITING_ROOM
             location = (verdict.redirect or "/").encode("latin-1")
             ex.answer(302, [(b"location", location), (b"cache-control", b"no-store")], b"")
+        elif verdict.headers:  # e.g. let in on a ready token alone, the queue's store down
+            ex.extra = [*(ex.extra or ()), *verdict.headers]
 
 
 class Geo(Step):
