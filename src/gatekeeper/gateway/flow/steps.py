@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import GatekeeperError, QueueFull
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange, Step
+from gatekeeper.gateway.geo.router import Refusal
 from gatekeeper.gateway.http.protocol import EMPTY_BODY
 from gatekeeper.gateway.upstream.forward import Forwarding, ResponseBuilder, fetch
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
@@ -335,14 +336,15 @@ class Geo(Step):
 
     def enter(self, ex: Exchange) -> None:
         chosen = ex.snapshot.geo.route(ex.route, ex.request)
-        fields = getattr(chosen, "fields", None)
-        if fields is None:  # a Refusal
+        if chosen.__class__ is Refusal:
             ex.term = Termination.NO_UPSTREAM
             ex.answer_problem(
                 503, chosen.error, chosen.detail,
                 region=chosen.region, datacenters=list(chosen.datacenters),
             )  # fmt: skip
-        elif fields:
+            return
+        fields = chosen.fields  # the datacenter's name and region, for the answer
+        if fields:
             extra = ex.extra
             ex.extra = [*extra, *fields] if extra else list(fields)
 
