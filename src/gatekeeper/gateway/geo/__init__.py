@@ -5,7 +5,8 @@ from gatekeeper.gateway.geo.config import GeoConfig, RouteGeoConfig, geo_config_
 from gatekeeper.gateway.geo.database import GeoDatabase, Location
 from gatekeeper.gateway.geo.distance import haversine_km
 from gatekeeper.gateway.geo.locator import LOOKUPS, Locator, Place
-from gatekeeper.gateway.geo.router import Datacenter, GeoPolicy, GeoRouter, Refusal, route_policy
+from gatekeeper.gateway.geo.policy import GeoPolicy, route_policy
+from gatekeeper.gateway.geo.router import Datacenter, GeoRouter, Refusal
 from gatekeeper.gateway.geo.stats import GeoStats, geo_stats
 
 __all__ = [

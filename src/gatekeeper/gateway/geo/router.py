@@ -1,7 +1,8 @@
 """The choice of a datacenter for each request of a geo route, written once.
 
 A :class:`GeoRouter` is built with each configuration (it is the snapshot's ``geo``); a route's
-``geo:`` becomes a :class:`GeoPolicy` (which datacenters may serve clients of each region). For
+``geo:`` becomes a :class:`~.policy.GeoPolicy` (which datacenters may serve clients of each
+region). For
 one request :meth:`GeoRouter.route`:
 
 1. places the client's address (:class:`~.locator.Locator`, cached per address);
@@ -31,14 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.gateway.geo.database import GeoDatabase
 from gatekeeper.gateway.geo.locator import Locator, Place
+from gatekeeper.gateway.geo.policy import GeoPolicy
 from gatekeeper.gateway.geo.stats import GeoStats
 from gatekeeper.gateway.http.messages import find_header
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.geo.config import GeoConfig, RouteGeoConfig
+    from gatekeeper.gateway.geo.config import GeoConfig
     from gatekeeper.gateway.http.messages import ProxyRequest
 
-__all__ = ["Datacenter", "GeoPolicy", "GeoRouter", "Refusal", "route_policy"]
+__all__ = ["Datacenter", "GeoRouter", "Refusal"]
 
 logger = logging.getLogger("gatekeeper.gateway.geo")
 
@@ -70,18 +72,6 @@ class Datacenter:
 
 
 @dataclass(frozen=True, slots=True)
-class GeoPolicy:
-    """A route's geo rules, by index: ``allowed[region][datacenter]`` says whether that
-    datacenter may serve clients of that region, ``pinned[region]`` whether residency is
-    what restricts them, ``names[region]`` the datacenters allowed (for the refusal)."""
-
-    allowed: tuple[tuple[bool, ...], ...]
-    pinned: tuple[bool, ...]
-    names: tuple[tuple[str, ...], ...]
-    latency_km_per_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why no datacenter serves a request: a problem document's code, detail and fields."""
 
@@ -89,39 +79,6 @@ class Refusal:
     detail: str
     region: str
     datacenters: tuple[str, ...]
-
-
-def route_policy(spec: RouteGeoConfig | bool, geo: GeoConfig) -> GeoPolicy:
-    """The :class:`GeoPolicy` of a route's ``geo:`` (``True``: every datacenter, no residency),
-    validated already by the configuration's cross-checks."""
-    names = list(geo.datacenters)
-    regions = list(geo.regions)
-    chosen = set(names)
-    rules: list[tuple[set[str], set[str]]] = []
-    weight = 0.0
-    if not isinstance(spec, bool):
-        if spec.datacenters is not None:
-            chosen = set(spec.datacenters)
-        rules = [(set(rule.from_), set(rule.to)) for rule in spec.residency]
-        weight = spec.latency_km_per_ms
-    allowed: list[tuple[bool, ...]] = []
-    pinned: list[bool] = []
-    for region in regions:
-        targets = [to for source, to in rules if region in source]
-        within = set().union(*targets) if targets else None
-        allowed.append(
-            tuple(
-                name in chosen and (within is None or geo.datacenters[name].region in within)
-                for name in names
-            )
-        )
-        pinned.append(within is not None)
-    return GeoPolicy(
-        allowed=tuple(allowed),
-        pinned=tuple(pinned),
-        names=tuple(tuple(n for n, ok in zip(names, row, strict=True) if ok) for row in allowed),
-        latency_km_per_ms=weight,
-    )
 
 
 def _field(name: str | None, value: str) -> list[tuple[bytes, bytes]]:
