@@ -28,6 +28,7 @@ BENCHMARKS = [
     "cache",
     "identity",
     "observability",
+    "geo",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -45,6 +45,7 @@ from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.flow.header_rules import HeaderRules, header_rules
 from gatekeeper.gateway.flow.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
 from gatekeeper.gateway.flow.snapshot import Snapshot
+from gatekeeper.gateway.geo import GeoRouter, route_policy
 from gatekeeper.gateway.http.tls import server_context
 from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool
@@ -293,7 +294,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
         routes.append(
             Route(
                 name=rc.name or f"route-{i}",
-                upstream=rc.upstream,
+                upstream=rc.upstream or "",  # (a geo route's is chosen per request)
                 path_prefix=rc.path_prefix,
                 host=rc.host.lower() if rc.host else None,
                 methods=frozenset(rc.methods) if rc.methods else None,
@@ -319,6 +320,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 tiers=frozenset(rc.tiers) if rc.tiers else None,
                 cors=_cors(rc.cors),
                 timing=rc.timing,
+                geo=route_policy(rc.geo, config.geo) if rc.geo and config.geo else None,
             )
         )
     return routes
@@ -368,6 +370,11 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
     reserved = list(RESERVED_PATHS) + RESERVED_PREFIXES
     router = Router(build_routes(config, policies), reserved=reserved)
+    geo = None
+    if config.geo is not None:  # opens the database: refused here when it cannot serve
+        previous = runtime.snapshot.geo if runtime.snapshot is not None else None
+        stats = previous.stats if previous is not None else None  # counted across reloads
+        geo = GeoRouter(config.geo, pools, stats=stats, metrics=runtime.metrics)
     extras = runtime.context.extras if runtime.context else {}
     snapshot = Snapshot(
         router=router,
@@ -380,6 +387,7 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         gate=extras.get("waitingroom_gate"),
         guard=extras.get("identity_guard"),
         cors=_cors(config.cors),
+        geo=geo,
     )
     # (Without a context this is only `serve --check` building the snapshot: nothing to warn of.)
     running = runtime.context is not None

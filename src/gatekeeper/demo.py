@@ -6,6 +6,13 @@ temporary directory): three mock backends on free ports and the gateway in front
 client IP (fixed window); ``GET /shop`` goes to the same backends behind the waiting room of the
 tenant ``demo`` (visitors without a ready token are sent to ``/queue/wait``); ``GET /health``
 answers ``{"status": "healthy"}``.
+
+``GET /api/geo`` is geographic routing: the three backends are three datacenters (us-east,
+eu-west, ap-south), each request goes to the nearest to its client, and EU clients stay in the
+EU. Every local request comes from loopback, so the demo trusts ``X-Forwarded-For`` from
+loopback (``curl -H 'X-Forwarded-For: 81.2.69.142' .../api/geo`` is served by eu-west); its
+geolocation database is built at start-up from demo data (``gateway/geo/demo_networks.csv``,
+not real geolocation).
 """
 
 from __future__ import annotations
@@ -36,9 +43,47 @@ logger = logging.getLogger("gatekeeper.demo")
 DEMO_TENANT = "demo"
 
 
-def demo_config(host: str, port: int, backends: list[str]) -> GatewayConfig:
+# The demo's datacenters: the three backends, in order (name, region, latitude, longitude).
+DEMO_DATACENTERS = (
+    ("us-east", "us", 39.04, -77.49),  # Ashburn, Virginia
+    ("eu-west", "eu", 53.35, -6.26),  # Dublin
+    ("ap-south", "ap", 19.08, 72.88),  # Mumbai
+)
+
+
+def demo_geo(database: str, backends: list[str]) -> dict[str, Any]:
+    """The demo's ``geo:`` section and its datacenters' pools (one backend each)."""
+    upstreams = {
+        name: {
+            "endpoints": [{"url": url}],
+            "health": {"interval": 2, "timeout": 1, "unhealthy_threshold": 2},
+        }
+        for (name, *_), url in zip(DEMO_DATACENTERS, backends, strict=False)
+    }
+    geo = {
+        "database": database,
+        "default_region": "us",
+        "regions": {
+            "us": {"continents": ["NA", "SA"]},
+            "eu": {"continents": ["EU", "AF"]},
+            "ap": {"continents": ["AS", "OC"]},
+        },
+        "datacenters": {
+            name: {"region": region, "latitude": lat, "longitude": lon, "upstream": name}
+            for name, region, lat, lon in DEMO_DATACENTERS
+            if name in upstreams
+        },
+    }
+    return {"geo": geo, "upstreams": upstreams}
+
+
+def demo_config(
+    host: str, port: int, backends: list[str], geo_database: str | None = None
+) -> GatewayConfig:
     """The demo's configuration: ``/api`` round robin over ``backends``, 5 per 10 s per IP;
-    ``/shop`` over the same backends behind the ``demo`` tenant's waiting room."""
+    ``/shop`` over the same backends behind the ``demo`` tenant's waiting room; with
+    ``geo_database``, ``/api/geo`` to the nearest of three datacenters (EU clients stay in
+    the EU)."""
     data: dict[str, Any] = {
         "listener": {"host": host, "port": port, "shutdown_grace": 2},
         "policies": {"per-ip": {"rate": "5/10s", "algorithm": "fixed_window"}},
@@ -65,6 +110,20 @@ def demo_config(host: str, port: int, backends: list[str]) -> GatewayConfig:
             },
         ],
     }
+    if geo_database is not None:
+        geo = demo_geo(geo_database, backends)
+        data["geo"] = geo["geo"]
+        data["upstreams"].update(geo["upstreams"])
+        # Local requests all come from loopback: believe the X-Forwarded-For of a curl.
+        data["trusted_proxies"] = ["127.0.0.0/8", "::1/128"]
+        data["routes"].append(
+            {
+                "name": "geo",
+                "path_prefix": "/api/geo",
+                "geo": {"residency": [{"from": ["eu"], "to": ["eu"]}]},
+                "retry": {"attempts": 1},
+            }
+        )
     return parse_config(data, "<demo>")
 
 
@@ -106,8 +165,11 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     _configure_logging(settings)
 
     async def main() -> None:
+        from gatekeeper.gateway.geo.demo import build_demo_database
+
         backends = await run_backends(3, host="127.0.0.1")
-        config = demo_config(host, port, [b.url for b in backends])
+        database = build_demo_database(Path(workdir) / "geo-demo.mmdb")
+        config = demo_config(host, port, [b.url for b in backends], str(database))
 
         def ready(runtime: Runtime) -> None:
             server = runtime.server
@@ -117,6 +179,8 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
                 f"Gatekeeper demo on http://{server.host}:{server.port}\n"
                 f"  backends: {', '.join(b.url for b in backends)}\n"
                 f"  try:      curl http://{server.host}:{server.port}/api/info\n"
+                f"  geo:      curl -i -H 'X-Forwarded-For: 81.2.69.142' "
+                f"http://{server.host}:{server.port}/api/geo  (eu-west answers)\n"
                 f"  queue:    http://{server.host}:{server.port}/shop (waiting room)\n"
                 f"  admin token (this run): {token}\n"
                 f"  tenant {DEMO_TENANT!r} secret key (this run): {tenant_key}\n"

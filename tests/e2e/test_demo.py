@@ -98,3 +98,40 @@ def test_demo_prints_the_tenant_secret_key_beside_the_admin_token(tmp_path: Path
     assert public.status_code == 403
     assert public.json()["needed"] == "secret_key"
     assert queued.status_code == 200
+
+
+def test_demo_routes_a_european_client_to_the_eu_datacenter(tmp_path: Path) -> None:
+    """One curl with a European X-Forwarded-For is answered by eu-west (the README's line);
+    without it, loopback lands in the default region (us-east); /geo/stats counts both."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    log = (tmp_path / "demo.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            european = client.get("/api/geo", headers={"X-Forwarded-For": "81.2.69.142"})
+            local = client.get("/api/geo")
+            stats = client.get("/geo/stats").json()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert european.status_code == 200
+    assert european.headers["x-datacenter"] == "eu-west"
+    assert european.headers["x-datacenter-region"] == "eu"
+    assert european.json()["backend"] == "backend-2"
+    assert european.json()["headers"]["x-client-region"] == "eu"
+    assert local.headers["x-datacenter"] == "us-east"
+    assert stats["by_datacenter"] == {"eu-west": 1, "us-east": 1}
+    assert stats["database"]["type"] == "Gatekeeper-Demo-City"

@@ -20,6 +20,9 @@ SCRIPT = textwrap.dedent(
         for _ in range(n):
             metrics.request("api", 200, "backends", 0.003)
         metrics.decision("per-ip", "limited", n)
+        for _ in range(n):
+            metrics.geo_routed("geo", "eu-west", "eu", "located", False, 450.0)
+        metrics.geo_routed("geo", "us-east", "eu", "located", True, 5900.0)
         metrics.queue_depth_set("backends", depth)
         metrics.endpoint_health("backends", "127.0.0.1:9", True)
         if done:
@@ -38,7 +41,8 @@ SCRIPT = textwrap.dedent(
 
 
 def test_workers_counts_add_up_and_dead_workers_gauges_vanish(tmp_path: Path) -> None:
-    """Three workers' counters sum in one exposition; live gauges count live workers only."""
+    """Three workers' counters (geo routing's too) sum in one exposition; live gauges count
+    live workers only."""
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "metrics")],
         capture_output=True, timeout=60, check=False,
@@ -52,6 +56,14 @@ def test_workers_counts_add_up_and_dead_workers_gauges_vanish(tmp_path: Path) ->
     assert values[("gatekeeper_http_requests_total", ok)] == 13
     limited = frozenset({("policy", "per-ip"), ("outcome", "limited")})
     assert values[("gatekeeper_ratelimit_decisions_total", limited)] == 13
+    geo = frozenset({("route", "geo"), ("datacenter", "eu-west"), ("region", "eu")})
+    assert values[("gatekeeper_geo_requests_total", geo)] == 13
+    assert values[("gatekeeper_geo_lookups_total", frozenset({("result", "located")}))] == 16
+    failover = frozenset({("route", "geo"), ("datacenter", "us-east")})
+    assert values[("gatekeeper_geo_failovers_total", failover)] == 3
+    far = frozenset({("route", "geo"), ("le", "4000.0")})
+    assert values[("gatekeeper_geo_distance_kilometres_bucket", far)] == 13
+    assert values[("gatekeeper_geo_distance_kilometres_count", frozenset({("route", "geo")}))] == 16
     # livesum: the two workers that did not call close() count (the third marked itself dead).
     assert values[("gatekeeper_admission_queue_depth", frozenset({("upstream", "backends")}))] == 7
     healthy = frozenset({("upstream", "backends"), ("endpoint", "127.0.0.1:9")})

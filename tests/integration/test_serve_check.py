@@ -40,6 +40,22 @@ def _base_config() -> dict[str, Any]:
     }
 
 
+def _geo(database: str) -> Any:
+    """An edit adding a geo route over one datacenter whose database is ``database``."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["geo"] = {
+            "database": database,
+            "regions": {"eu": {"continents": ["EU"]}},
+            "datacenters": {
+                "eu-west": {"region": "eu", "latitude": 53.3, "longitude": -6.3, "upstream": "api"}
+            },
+        }
+        config["routes"].append({"name": "geo", "path_prefix": "/geo-api", "geo": True})
+
+    return edit
+
+
 def _cached(config: dict[str, Any]) -> None:
     config["cache"] = {"store": "redis"}
     config["routes"][0]["cache"] = True
@@ -102,6 +118,14 @@ CASES: dict[str, Case] = {
             tls={"cert_file": "/nonexistent/cert.pem", "key_file": "/nonexistent/key.pem"}
         ),
         says="no such file: /nonexistent/cert.pem",
+    ),
+    "geo-database-missing": Case(
+        edit=_geo("/nonexistent/GeoLite2-City.mmdb"),
+        says="geo.database: '/nonexistent/GeoLite2-City.mmdb' does not exist",
+    ),
+    "geo-database-not-a-maxmind-file": Case(
+        edit=_geo(__file__),  # a Python source: a file, but no database
+        says=f"geo.database: {__file__!r} is not a MaxMind DB file",
     ),
 }
 

@@ -68,3 +68,23 @@ def test_invalid_config_is_refused(kwargs: dict[str, object]) -> None:
     """Bad health-check settings raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         HealthCheckConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_recovery_half_opens_a_tripped_breaker() -> None:
+    """An endpoint whose breaker tripped while it was down gets probes as soon as its checks
+    bring it back, not only after the breaker's open_for; a breaker that stayed closed stays."""
+    from gatekeeper.gateway.upstream.breaker import BreakerConfig, BreakerState, CircuitBreaker
+
+    ep = Endpoint("127.0.0.1", 1)
+    ep.breaker = CircuitBreaker(BreakerConfig(consecutive_failures=1, open_for=30.0))
+    checker = _checker(ep, healthy=1, unhealthy=1)
+    ep.breaker.record(100.0, ok=False)
+    checker.record(ep, False)
+    assert ep.breaker.state is BreakerState.OPEN
+    assert not ep.available(101.0)
+    checker.record(ep, True)
+    assert ep.breaker.state is BreakerState.HALF_OPEN
+    assert ep.available(101.0)  # 29 s before open_for would have let it
+    other = Endpoint("127.0.0.1", 2)
+    checker.record(other, True)
+    assert other.breaker.state is BreakerState.CLOSED

@@ -28,6 +28,7 @@ from pydantic import (
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.cache.config import cache_config_problems
 from gatekeeper.gateway.flow.cors import DEFAULT_EXPOSED, Cors, cors_policy
+from gatekeeper.gateway.geo.config import GeoConfig, RouteGeoConfig, geo_config_problems
 from gatekeeper.gateway.upstream.balancing import canonical_strategy
 from gatekeeper.gateway.upstream.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
@@ -355,7 +356,8 @@ class RouteConfig(_Model):
     path_prefix: str = "/"
     host: str | None = None
     methods: list[str] | None = None
-    upstream: str
+    # The pool; a geo route has none (its datacenter's is chosen per request: ``geo``).
+    upstream: str | None = None
     limits: list[LimitRef] = []
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -380,6 +382,8 @@ class RouteConfig(_Model):
     cors: CorsConfig | bool = False
     # X-Response-Time and Server-Timing on the answers.
     timing: bool = False
+    # Route by the client's location to the nearest datacenter (gateway/geo/config.py).
+    geo: RouteGeoConfig | bool = False
 
     @field_validator("ratelimit_headers", mode="before")
     @classmethod
@@ -435,6 +439,7 @@ class GatewayConfig(_Model):
     log_access: bool = True
     # CORS for the built-in endpoints (routes have their own ``cors``).
     cors: CorsConfig | bool = False
+    geo: GeoConfig | None = None
 
 
 def _cross_check(data: Any) -> list[str]:
@@ -485,6 +490,7 @@ def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
             problems.append(f"{path}: {message}")
     problems += _cross_check(data)
     problems += cache_config_problems(data)
+    problems += geo_config_problems(data)
     if problems or config is None:
         lines = "\n".join(f"  {source}: {p}" for p in problems)
         raise ConfigFileError(

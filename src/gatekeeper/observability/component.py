@@ -20,6 +20,9 @@ so that components may start in any order:
                      for ``/api/v1/rate-status``.
 ``"gateway_stats"``  optionally, a callable returning a ``/stats``-like dict, preferred over
                      reading ``"gateway"``'s pools.
+
+The gateway's ``geo`` (when the file routes by location) gives the geo panel its numbers
+(``/geo/stats`` of this replica).
 """
 
 from __future__ import annotations
@@ -188,6 +191,7 @@ class ObservabilityComponent:
         view["stale"] = False
         view["uptime_seconds"] = round(time.monotonic() - self.started, 1)
         view["pools"] = await self._gateway_pools()
+        view["geo"] = self._gateway_geo()
         limiter = self.context.limiter
         stats: Any = getattr(limiter, "stats", None)
         view["limiter"] = stats.as_dict() if hasattr(stats, "as_dict") else None
@@ -212,6 +216,17 @@ class ObservabilityComponent:
         if isinstance(pools, dict):
             pools = [{"name": name, **value} for name, value in pools.items()]
         return list(pools)
+
+    def _gateway_geo(self) -> dict[str, Any] | None:
+        """This replica's geographic routing (``/geo/stats``), or None when not configured."""
+        geo = getattr(self.context.extras.get("gateway"), "geo", None)
+        if geo is None:
+            return None
+        try:
+            return dict(geo.describe())
+        except Exception as exc:  # the gateway's stats must not take the dashboard down
+            self._log.warning("geo stats failed", error=str(exc))
+            return None
 
     # -- SSE fan-out --------------------------------------------------------------------------
 

@@ -39,7 +39,15 @@ gatekeeper_waitingroom_admissions_total             counter   tenant
 gatekeeper_waitingroom_abandoned_total              counter   tenant
 gatekeeper_waitingroom_tokens_issued_total          counter   tenant
 gatekeeper_waitingroom_tokens_verified_total        counter   tenant, outcome
+gatekeeper_geo_requests_total                       counter   route, datacenter, region
+gatekeeper_geo_lookups_total                        counter   result
+gatekeeper_geo_failovers_total                      counter   route, datacenter
+gatekeeper_geo_refusals_total                       counter   route, reason
+gatekeeper_geo_distance_kilometres                  histogram route
 =================================================== ========= ==============================
+
+A geo route's labels are configured names (its datacenters, the regions of its clients); a
+country is never a label (``/geo/stats`` counts countries).
 """
 
 from __future__ import annotations
@@ -82,6 +90,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Store round trips: a batched EVALSHA on loopback takes ~0.1-2 ms.
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# Client to datacenter: same city, region, country, continent, ocean away, antipodes.
+DISTANCE_BUCKETS = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20000.0)
+DISTANCE_BOUNDS = (*DISTANCE_BUCKETS, float("inf"))  # a histogram child's _upper_bounds
 
 # The breaker gauge's value per state, so that "open" is the maximum an alert can watch.
 BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -296,12 +308,49 @@ class Metrics:
             ["tenant", "outcome"],
             registry=r,
         )
+        self.geo_requests = Counter(
+            "gatekeeper_geo_requests_total",
+            "Requests of geo routes, by route, the datacenter that served them and the "
+            "client's region.",
+            ["route", "datacenter", "region"],
+            registry=r,
+        )
+        self.geo_lookups = Counter(
+            "gatekeeper_geo_lookups_total",
+            "How geo routes placed their clients: located (a position), country (no position), "
+            "private (not a global address), unresolved (not in the database).",
+            ["result"],
+            registry=r,
+        )
+        self.geo_failovers = Counter(
+            "gatekeeper_geo_failovers_total",
+            "Requests served by a datacenter because a nearer allowed one had no healthy "
+            "endpoint, by the datacenter that served.",
+            ["route", "datacenter"],
+            registry=r,
+        )
+        self.geo_refusals = Counter(
+            "gatekeeper_geo_refusals_total",
+            "Geo route requests refused with 503, by reason (residency, no_datacenter).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.geo_distance = Histogram(
+            "gatekeeper_geo_distance_kilometres",
+            "Distance between a located client and the datacenter that served it.",
+            ["route"],
+            buckets=DISTANCE_BUCKETS,
+            registry=r,
+        )
         # Pre-bound children, keyed by label values: hot paths skip the labels() lock.
         self._req: dict[tuple[str, int, str], tuple[Any, Any]] = {}
         self._attempts: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # (policy, outcome) -> [counter child, live field, count not folded yet]
         # (policy, outcome) or ("cache", route, result) -> [child, live name, counts to fold]
-        self._verdicts: dict[tuple[str, ...], list[Any]] = {}
+        # (or a counter child itself: geo counts, _count) -> the same
+        self._verdicts: dict[Any, list[Any]] = {}
+        # (route, datacenter, region, lookup, failover) -> counts not folded yet
+        self._geo: dict[tuple[str, str, str, str, bool], list[Any]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _tally(self, children: tuple[Any, Any], seconds: float) -> None:
@@ -322,6 +371,7 @@ class Metrics:
 
     def fold(self) -> None:
         """Add the tallied recordings to the Prometheus children (done before each collect)."""
+        self._fold_geo()
         for entry in self._verdicts.values():
             if entry[2]:
                 n, entry[2] = entry[2], 0
@@ -461,6 +511,79 @@ class Metrics:
             entry[0].inc()
         if self.live is not None:
             self.live.count(entry[1])
+
+    # -- geographic routing -------------------------------------------------------------------
+
+    def geo_routed(
+        self,
+        route: str,
+        datacenter: str,
+        region: str,
+        lookup: str,
+        failover: bool,
+        km: float | None,
+    ) -> None:
+        """Count one request a geo route sent to ``datacenter`` (``km``: the distance of a
+        located client, observed; ``None``: its position is unknown)."""
+        key = (route, datacenter, region, lookup, failover)
+        tally = self._geo.get(key)
+        if tally is None:
+            children = self._geo_children(key)
+            if not self._deferred:  # several processes share files: write through
+                children[0].inc()
+                children[2].inc()
+                if children[3] is not None:
+                    children[3].inc()
+                if km is not None:
+                    children[1].observe(km)
+                return
+            # [requests, located, sum of km, one count per distance bucket]
+            tally = self._geo[key] = [0, 0, 0.0] + [0] * len(children[1]._upper_bounds)
+        tally[0] += 1
+        if km is not None:
+            tally[1] += 1
+            tally[2] += km
+            tally[3 + bisect_left(DISTANCE_BOUNDS, km)] += 1
+
+    def _geo_children(self, key: tuple[str, str, str, str, bool]) -> tuple[Any, Any, Any, Any]:
+        """The children one geo request counts on: requests, distance, lookups, failovers."""
+        route, datacenter, region, lookup, failover = key
+        return (
+            self._child(self.geo_requests, route, datacenter, region),
+            self._child(self.geo_distance, route),
+            self._child(self.geo_lookups, lookup),
+            self._child(self.geo_failovers, route, datacenter) if failover else None,
+        )
+
+    def _fold_geo(self) -> None:
+        for key, tally in self._geo.items():
+            if not tally[0]:
+                continue
+            requests, distance, lookups, failovers = self._geo_children(key)
+            requests.inc(tally[0])
+            lookups.inc(tally[0])
+            if failovers is not None:
+                failovers.inc(tally[0])
+            if tally[1]:
+                distance._sum.inc(tally[2])  # as fold() does for the request histograms
+                for index, n in enumerate(tally[3:]):
+                    if n:
+                        distance._buckets[index].inc(n)
+            tally[:] = [0, 0, 0.0] + [0] * (len(tally) - 3)
+
+    def geo_refused(self, route: str, reason: str) -> None:
+        """Count a geo route's request refused (``residency``, ``no_datacenter``)."""
+        self._count(self._child(self.geo_refusals, route, reason))
+
+    def _count(self, child: Any) -> None:
+        """One increment of a counter child, deferred to the next fold like the verdicts."""
+        if not self._deferred:
+            child.inc()
+            return
+        entry = self._verdicts.get(child)
+        if entry is None:
+            entry = self._verdicts[child] = [child, None, 0]
+        entry[2] += 1
 
     # -- waiting room -------------------------------------------------------------------------
 

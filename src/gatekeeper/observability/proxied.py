@@ -75,7 +75,11 @@ def log_proxied(
             duration=seconds,
             route=route.name,
             termination=term,
-            upstream=None if term in _LOCAL or status == 429 else route.upstream,
+            upstream=(
+                None
+                if term in _LOCAL or status == 429
+                else getattr(request, "upstream", None) or route.upstream  # a geo route's pool
+            ),
             policy=policy,
             limit_key=limit_key,
             degraded=degraded,

@@ -2,6 +2,7 @@
 
 ``GET /health`` (liveness), ``GET /ready`` (the store answers and every pool has a healthy
 endpoint; 503 otherwise), ``GET /metrics`` (Prometheus text), ``GET /stats`` (JSON snapshot),
+``GET /geo/stats`` (geographic routing: ``gatekeeper.gateway.geo.geo_stats``),
 ``POST /change_strategy`` and ``POST /admin/reload`` (both need
 ``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>``: 401 without credentials, 403 with wrong ones).
 """
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["RESERVED_PATHS", "builtin_router", "check_admin"]
 
 # Paths the proxy never routes, whatever the configuration says.
-RESERVED_PATHS = ("/health", "/ready", "/metrics", "/stats", "/change_strategy", "/admin")
+RESERVED_PATHS = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/stats",
+    "/geo/stats",
+    "/change_strategy",
+    "/admin",
+)
 
 
 def check_admin(request: Request, runtime: Runtime) -> JSONResponse | None:
@@ -115,6 +124,16 @@ def builtin_router(runtime: Runtime) -> APIRouter:
         body["in_flight"] = server.in_flight if server is not None else 0
         body["tunnels"] = server.tunnels if server is not None else 0
         return body
+
+    @router.get("/geo/stats")
+    async def geo_stats() -> JSONResponse:
+        """Geographic routing: requests by datacenter, region and country, failovers,
+        unresolved lookups, distance percentiles, the datacenters and the database."""
+        from gatekeeper.gateway.geo import geo_stats
+
+        state = runtime.snapshot
+        status, body = geo_stats(state.geo if state is not None else None)
+        return JSONResponse(body, status_code=status)
 
     @router.post("/change_strategy")
     async def change_strategy(request: Request, change: StrategyChange) -> JSONResponse:

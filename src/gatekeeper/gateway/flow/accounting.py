@@ -65,7 +65,9 @@ class Accounting:
                 for exchange, status, elapsed in answered:
                     route = exchange.route
                     if route is not None:
-                        count(route.name, status, route.upstream, elapsed)
+                        # (A geo route's pool is the one its request was sent to.)
+                        upstream = exchange.request.upstream or route.upstream
+                        count(route.name, status, upstream, elapsed)
             if access is not None:
                 for exchange, status, elapsed in answered:
                     route = exchange.route

@@ -85,6 +85,9 @@ class Route:
     cors: Cors | None = None
     # X-Response-Time and Server-Timing on the answers.
     timing: bool = False
+    # A geo route's rules (gateway/geo/router.py GeoPolicy): its upstream is then chosen per
+    # request among the datacenters' pools, and ``upstream`` is "".
+    geo: Any = None
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""

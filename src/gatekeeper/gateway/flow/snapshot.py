@@ -28,7 +28,8 @@ class Snapshot:
 
     ``guard`` is the identity guard (routes with ``auth``, the deny list), ``gate`` the
     waiting room's gate factory (``gate(tenant)``), ``cache`` the response cache of routes that
-    cache; each may be None.
+    cache, ``geo`` the datacenter chooser of geo routes (``gateway.geo.GeoRouter``); each may
+    be None.
     """
 
     router: Router
@@ -42,6 +43,7 @@ class Snapshot:
     cache: ResponseCache | None = None
     # CORS for the built-in endpoints (``flow.cors.Cors``), or None.
     cors: Any = None
+    geo: Any = None
     # id(route) -> the steps its requests go through (``flow.steps.Step`` objects, decided by
     # the flow that serves the snapshot; typed loosely so the snapshot imports no step).
     plans: dict[int, tuple[Any, ...]] = field(default_factory=dict, init=False)
@@ -50,12 +52,16 @@ class Snapshot:
     checks: Checks = field(default_factory=Checks, init=False)
 
     async def start(self) -> None:
-        """Start the pools' background work (health checks)."""
+        """Start the background work: the pools' health checks, the geo database's watch."""
         for pool in self.pools.values():
             await pool.start()
+        if self.geo is not None:
+            await self.geo.start()
 
     async def stop(self) -> None:
-        """Stop the pools and close idle upstream connections."""
+        """Stop the background work and close idle upstream connections."""
+        if self.geo is not None:
+            await self.geo.stop()
         for pool in self.pools.values():
             await pool.stop()
         self.proxy.close()

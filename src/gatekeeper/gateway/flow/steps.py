@@ -12,6 +12,7 @@
     GateTier         only the route's tiers pass; 403 naming them
     Limit            every policy of the route in ONE limiter call (batched per loop turn); 429
     WaitingRoom      a visitor without a ready token goes to the waiting page (302)
+    Geo              a geo route's datacenter: the nearest that can serve (residency: 503)
     Admit            the pool's concurrency limit and priority queue; 503 when full
     Cache            a fresh stored answer; else the cache fetches (and stores) the answer
     Forward          balance, attempts and retries; the answer relayed as it is parsed
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import GatekeeperError, QueueFull
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange, Step
+from gatekeeper.gateway.geo.router import Refusal
 from gatekeeper.gateway.http.protocol import EMPTY_BODY
 from gatekeeper.gateway.upstream.forward import Forwarding, ResponseBuilder, fetch
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
@@ -322,6 +324,31 @@ class WaitingRoom(Step):
             ex.extra = [*(ex.extra or ()), *verdict.headers]
 
 
+class Geo(Step):
+    """A geo route's datacenter: the nearest whose pool can serve, as residency allows; the
+    request then goes to that pool (see gateway/geo/router.py)."""
+
+    __slots__ = ()
+    name = "geo"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.geo is not None and snapshot.geo is not None
+
+    def enter(self, ex: Exchange) -> None:
+        chosen = ex.snapshot.geo.route(ex.route, ex.request)
+        if chosen.__class__ is Refusal:
+            ex.term = Termination.NO_UPSTREAM
+            ex.answer_problem(
+                503, chosen.error, chosen.detail,
+                region=chosen.region, datacenters=list(chosen.datacenters),
+            )  # fmt: skip
+            return
+        fields = chosen.fields  # the datacenter's name and region, for the answer
+        if fields:
+            extra = ex.extra
+            ex.extra = [*extra, *fields] if extra else list(fields)
+
+
 class Admit(Step):
     """The pool's concurrency limit: a slot now, or a place in its priority queue."""
 
@@ -330,11 +357,21 @@ class Admit(Step):
     abandonable = True
 
     def applies(self, route: Route, snapshot: Snapshot) -> bool:
-        control = getattr(snapshot.pools[route.upstream], "admission_control", None)
-        return control is not None and control.max_concurrency is not None
+        if route.geo is not None and snapshot.geo is not None:
+            pools = [dc.pool for dc in snapshot.geo.datacenters]  # whichever the request gets
+        else:
+            pools = [snapshot.pools[route.upstream]]
+        for pool in pools:
+            control = getattr(pool, "admission_control", None)
+            if control is not None and control.max_concurrency is not None:
+                return True
+        return False
 
     def enter(self, ex: Exchange) -> Awaitable[None] | None:
-        control = ex.snapshot.pools[ex.route.upstream].admission_control  # type: ignore[union-attr]
+        pool = ex.snapshot.pools[ex.request.upstream or ex.route.upstream]  # type: ignore[union-attr]
+        control = pool.admission_control
+        if control.max_concurrency is None:
+            return None  # a geo route's datacenter without a limit
         if control.try_acquire():
             ex.slot = control
             return None
@@ -425,6 +462,7 @@ PATH: tuple[Step, ...] = (
     GateTier(),
     Limit(),
     WaitingRoom(),
+    Geo(),
     Admit(),
     Cache(),
     Forward(),

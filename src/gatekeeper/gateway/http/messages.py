@@ -221,6 +221,9 @@ class ProxyRequest:
     the proxy adds the forwarding headers. ``client_ip`` is the resolved client address (socket
     peer, or X-Forwarded-For when the peer is a trusted proxy).
 
+    ``upstream`` names the pool the request goes to when it is not its route's own (set by a
+    geo route's step: the chosen datacenter's pool); forwarding reads it.
+
     ``upgrade`` is the protocol a WebSocket handshake asks to switch to (the ``Upgrade`` value;
     None for every other request). ``on_interim`` writes an interim (1xx) response head to the
     client; None where the client must not get one (HTTP/1.0, RFC 9110 15.2).
@@ -239,6 +242,7 @@ class ProxyRequest:
         "scheme",
         "target",
         "upgrade",
+        "upstream",
         "version",
     )
 
@@ -272,6 +276,8 @@ class ProxyRequest:
         self.route = route
         self.upgrade = upgrade
         self.on_interim = on_interim
+        # The pool this request goes to when it is not its route's (a geo route's choice).
+        self.upstream: str | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case bytes)."""
@@ -279,7 +285,7 @@ class ProxyRequest:
 
     def replace_headers(self, headers: Headers) -> ProxyRequest:
         """A copy with other headers (same body object): for conditional revalidation."""
-        return ProxyRequest(
+        copy = ProxyRequest(
             self.method,
             self.target,
             self.path,
@@ -294,6 +300,8 @@ class ProxyRequest:
             upgrade=self.upgrade,
             on_interim=self.on_interim,
         )
+        copy.upstream = self.upstream
+        return copy
 
     def __repr__(self) -> str:
         return f"<ProxyRequest {self.method} {self.target!r} from {self.client_ip}>"

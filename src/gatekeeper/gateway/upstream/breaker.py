@@ -212,6 +212,13 @@ class CircuitBreaker:
         """Close the breaker and forget its history (admin action)."""
         self._close()
 
+    def recovered(self) -> None:
+        """Active health checks saw the endpoint down and now back up: an open breaker goes
+        half-open at once (its probes decide) instead of waiting out ``open_for``, so that an
+        endpoint returns when its checks say so (a geo route's datacenter, too)."""
+        if self.state is BreakerState.OPEN:
+            self._half_open()
+
     def snapshot(self, now: float) -> dict[str, Any]:
         """State, trips and the current window, for ``/stats``."""
         requests, failures = self._window.totals(now)

@@ -102,7 +102,8 @@ class Forwarding:
         self.proxy = proxy
         self.request = request
         self.consumer = consumer
-        self.pool: Any = proxy.pools[route.upstream]
+        # A geo route's step chose the pool (the datacenter's); other routes have their own.
+        self.pool: Any = proxy.pools[request.upstream or route.upstream]
         head, data, replayable = proxy.prepare(request)
         self.head = head
         self.data = data

@@ -5,7 +5,8 @@ after the status line: checks must not hold upstream connections). A 2xx or 3xx 
 ``timeout`` is a pass; anything else (refused, reset, timed out, 4xx, 5xx, garbage) a failure.
 ``unhealthy_threshold`` consecutive failures take an endpoint out of rotation,
 ``healthy_threshold`` consecutive passes bring it back (and lift an outlier ejection, as Envoy
-does, since the endpoint has just proven itself).
+does, since the endpoint has just proven itself; an open breaker goes half-open for the same
+reason, so that its probes, not ``open_for``, decide).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class HealthChecker:
             if not ep.healthy and ep.health_successes >= self.config.healthy_threshold:
                 ep.healthy = True
                 ep.ejected_until = 0.0
+                ep.breaker.recovered()
                 _log.info("endpoint_healthy", endpoint=ep.address)
                 if self.on_change is not None:
                     self.on_change(ep, True)

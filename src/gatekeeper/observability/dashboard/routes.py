@@ -131,6 +131,7 @@ def build_router(component: ObservabilityComponent) -> APIRouter:
             "top_limited_keys": view.get("top_limited_keys"),
             "top_limited_ips": view.get("top_limited_ips"),
             "waiting_rooms": view.get("waiting_rooms"),
+            "geo": view.get("geo"),
             "limiter": view.get("limiter"),
             "stale": view.get("stale", False),
         }

@@ -210,6 +210,39 @@
       : [el("tr", {}, el("td", { colspan: 9, class: "empty", text: "no requests yet" }))]);
   }
 
+  // Geographic routing (/geo/stats of the replica that serves the page); hidden without it.
+  function renderGeo(geo) {
+    const section = document.getElementById("geo");
+    if (!section) return;
+    section.hidden = !geo;
+    if (!geo) return;
+    const refused = Object.values(geo.refused || {}).reduce((a, b) => a + b, 0);
+    const distance = geo.distance_km || {};
+    const km = (v) => (v === undefined || v === null ? "–" : `${num(v, 0)} km`);
+    setText("geo-requests", num(geo.requests));
+    setText("geo-failovers", num(geo.failovers));
+    setText("geo-refused", num(refused));
+    setText("geo-unresolved", num(geo.unresolved));
+    setText("geo-p50", km(distance.p50));
+    setText("geo-p95", km(distance.p95));
+    const served = geo.by_datacenter || {};
+    const failed = geo.failovers_by_datacenter || {};
+    const rows = (geo.datacenters || []).map((dc) =>
+      el("tr", { "data-datacenter": dc.name },
+        el("td", { text: dc.name }), el("td", { text: dc.region }),
+        el("td", {}, el("span", { class: `badge ${dc.available ? "up" : "down"}`,
+                                   text: dc.available ? "serving" : "no healthy endpoint" })),
+        el("td", { text: num(served[dc.name] || 0) }),
+        el("td", { text: num(failed[dc.name] || 0) })));
+    replace("geo-datacenters", rows);
+    pairs("geo-regions", geo.by_region);
+    pairs("geo-countries", Object.fromEntries(Object.entries(geo.by_country || {}).slice(0, 8)));
+    const db = geo.database || {};
+    const error = db.last_error ? ` Last reload refused: ${db.last_error}` : "";
+    setText("geo-database",
+      `Database ${db.type || "?"} built ${db.built || "?"}, ${num(db.reloads || 0)} reload(s).${error}`);
+  }
+
   // The seed's burst demo: one request, or eight in a row, each answer drawn as a block.
   function burstDemo() {
     const path = document.getElementById("demo-path").textContent.trim();
@@ -282,6 +315,7 @@
       renderTraffic(view);
       renderChart(view.series);
       renderPools(view.pools);
+      renderGeo(view.geo);
       renderTables(view);
       renderLog(view.recent);
     });
