@@ -20,6 +20,7 @@ Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the e
     ├── NotFound                the named thing does not exist               (-> 404)
     ├── Conflict                the thing already exists                     (-> 409)
     ├── InvalidInput            a request's input breaks a rule              (-> 422)
+    │   └── BadRequest          ... it is malformed: a header missing, a body not JSON (-> 400)
     └── PersistenceError        the SQL database failed or is not migrated
 """
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "BadRequest",
     "BodyTooLarge",
     "ConfigurationError",
     "Conflict",
@@ -131,8 +133,17 @@ class Conflict(GatekeeperError):
 class InvalidInput(GatekeeperError, ValueError):
     """A request's input is well-formed but breaks a rule (weak password, unknown field value).
 
-    The message names the field and the rule; HTTP APIs answer 422 with it.
+    The message names the field and the rule; HTTP APIs answer 422 with it. ``problems``
+    optionally lists every field at fault as ``{"field": ..., "problem": ...}``.
     """
+
+    def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class BadRequest(InvalidInput):
+    """A request is malformed: a required header is missing, a body is not JSON (400)."""
 
 
 class PersistenceError(GatekeeperError):
