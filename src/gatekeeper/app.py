@@ -5,8 +5,9 @@ Extension point — how a part of Gatekeeper plugs in
 Add ONE line to :data:`COMPONENT_FACTORIES` below: ``"package.module:function"``, where
 ``function(context: gatekeeper.component.Context) -> Component``. At start-up the lifespan
 imports each factory (a module that does not exist yet is skipped, so the list may name parts
-still being built), calls it with the shared :class:`~gatekeeper.component.Context`, mounts the
-component's router on the built-in API and runs its ``start``/``stop``. Components publish
+still being built), calls it with the shared :class:`~gatekeeper.component.Context`, adds the
+component's endpoints to the one endpoint table (:class:`gatekeeper.endpoints.Dispatcher`) and
+runs its ``start``/``stop``. Components publish
 objects to each other through ``context.extras``; the gateway's ``GatewayState`` is published as
 ``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
 
@@ -27,12 +28,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-
 from gatekeeper.component import Component, Context
+from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app, docs_endpoints, operator
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_endpoints
 from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.compression import Compression
@@ -47,13 +46,19 @@ from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
 
 if TYPE_CHECKING:
-    from fastapi import Request
-
     from gatekeeper.gateway.reload import Reloader
     from gatekeeper.gateway.server import Server
     from gatekeeper.types import Clock
 
-__all__ = ["COMPONENT_FACTORIES", "Gateway", "Runtime", "build_state", "create_app", "serve"]
+__all__ = [
+    "COMPONENT_FACTORIES",
+    "Gateway",
+    "Runtime",
+    "build_state",
+    "create_app",
+    "lifespan",
+    "serve",
+]
 
 logger = logging.getLogger("gatekeeper.app")
 
@@ -90,7 +95,7 @@ class Runtime:
     state: GatewayState | None = None
     server: Server | None = None
     reloader: Reloader | None = None
-    app: FastAPI | None = None
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
     component_specs: list[str] = field(default_factory=lambda: list(COMPONENT_FACTORIES))
 
 
@@ -199,71 +204,58 @@ async def _close_resources(runtime: Runtime) -> None:
         await runtime.redis.aclose()
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The built-in API (FastAPI) whose lifespan opens and closes ``runtime``'s resources."""
+@contextlib.asynccontextmanager
+async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
+    """Open ``runtime``'s resources, build the endpoint table, start the components; on exit,
+    stop the components and close the resources, in reverse.
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await _open_resources(runtime)
-        await _warm_up(runtime)
-        context = Context(
-            settings=runtime.settings,
-            clock=runtime.clock,
-            redis=runtime.redis,
-            limiter=runtime.limiter,
-            database=runtime.database,
-        )
-        context.extras["metrics"] = runtime.metrics
-        context.extras["runtime"] = runtime
-        runtime.context = context
-        for spec in runtime.component_specs:
-            factory = _load_factory(spec)
-            if factory is None:
-                continue
-            component = factory(context)
-            router = component.router()
-            if router is not None:
-                app.include_router(router)
-            runtime.components.append(component)
-        started: list[Component] = []
-        try:
-            for component in runtime.components:
-                await component.start()
-                started.append(component)
-            yield {"context": context}
-        finally:
-            for component in reversed(started):
-                try:
-                    await component.stop()
-                except Exception:
-                    logger.exception("component %s failed to stop", component.name)
-            await _close_resources(runtime)
+    Step by step: the resources (Redis, limit store and limiter, database, metrics), the
+    store's warm-up, the shared :class:`Context` (with the operator guard reading the
+    configured ``operator_networks``), each component (its endpoints join the table after the
+    gateway's own), the docs endpoints, then every component's ``start``.
+    """
+    await _open_resources(runtime)
+    await _warm_up(runtime)
+    context = Context(
+        settings=runtime.settings,
+        clock=runtime.clock,
+        redis=runtime.redis,
+        limiter=runtime.limiter,
+        database=runtime.database,
+    )
+    context.operator_guard = operator(context.admin_token, lambda: runtime.config.operator_networks)
+    context.extras["metrics"] = runtime.metrics
+    context.extras["runtime"] = runtime
+    runtime.context = context
+    table = runtime.dispatcher
+    table.extend(builtin_endpoints(runtime))
+    for spec in runtime.component_specs:
+        factory = _load_factory(spec)
+        if factory is None:
+            continue
+        component = factory(context)
+        table.extend(component.endpoints())
+        runtime.components.append(component)
+    table.extend(docs_endpoints(table, title="Gatekeeper", version="0.1.0"))
+    started: list[Component] = []
+    try:
+        for component in runtime.components:
+            await component.start()
+            started.append(component)
+        yield context
+    finally:
+        for component in reversed(started):
+            try:
+                await component.stop()
+            except Exception:
+                logger.exception("component %s failed to stop", component.name)
+        await _close_resources(runtime)
 
-    app = FastAPI(title="Gatekeeper", version="0.1.0", lifespan=lifespan)
-    app.include_router(builtin_router(runtime))
-    # Every built-in API request gets an id (the client's X-Request-ID if sane), echoed back and
-    # bound to the log lines written while serving it.
-    from gatekeeper.observability.logging import RequestIdMiddleware
 
-    app.add_middleware(RequestIdMiddleware)
-
-    @app.exception_handler(GatekeeperError)
-    async def _gatekeeper_error(request: Request, exc: GatekeeperError) -> JSONResponse:
-        from gatekeeper.errors import AuthenticationError, Conflict, NotFound, PermissionDenied
-
-        status = 500
-        for kind, code in (
-            (AuthenticationError, 401),
-            (PermissionDenied, 403),
-            (NotFound, 404),
-            (Conflict, 409),
-        ):
-            if isinstance(exc, kind):
-                status = code
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
-
-    runtime.app = app
-    return app
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The built-in API as an ASGI application whose lifespan opens and closes ``runtime``'s
+    resources (for running it under an ASGI server of one's own)."""
+    return asgi_app(runtime.dispatcher, lifespan=lambda: lifespan(runtime))
 
 
 def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]:
@@ -326,7 +318,7 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
     max_idle = max((uc.max_idle_connections for uc in config.upstreams.values()), default=128)
     idle_timeout = min((uc.idle_timeout for uc in config.upstreams.values()), default=60.0)
     proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
-    reserved = list(RESERVED_PATHS) + RESERVED_PREFIXES
+    reserved = [*RESERVED_PATHS, *RESERVED_PREFIXES, *runtime.dispatcher.prefixes()]
     router = Router(build_routes(config, policies), reserved=reserved)
     state = GatewayState(
         router=router,
@@ -335,14 +327,13 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
         trusted=trusted,
         limiter=runtime.limiter,
         policies=policies,
-        app=runtime.app,
+        endpoints=runtime.dispatcher,
         metrics=runtime.metrics,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
         gate=runtime.context.extras.get("waitingroom_gate") if runtime.context else None,
         guard=runtime.context.extras.get("identity_guard") if runtime.context else None,
         # Bound now, not on observability's next tick: the first requests get ids and lines too.
         access_log=runtime.context.extras.get("access_log") if runtime.context else None,
-        native=runtime.context.extras.get("native_handlers") if runtime.context else None,
     )
     if state.guard is None and any(route.auth is not None for route in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
@@ -376,7 +367,7 @@ class Gateway:
         self.host = host
         self.port = port
         self.config_path = config_path
-        self._lifespan: Any = None
+        self._lifespan: contextlib.AbstractAsyncContextManager[Context] | None = None
 
     @property
     def server(self) -> Server:
@@ -389,18 +380,15 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Open resources, start components, build the state, bind the listener."""
-        from gatekeeper.gateway.bridge import Lifespan
         from gatekeeper.gateway.reload import Reloader
         from gatekeeper.gateway.server import Server
 
         runtime = self.runtime
         config = runtime.config
-        app = create_app(runtime)
-        self._lifespan = Lifespan(app)
-        await self._lifespan.startup()
+        self._lifespan = lifespan(runtime)
+        await self._lifespan.__aenter__()
         try:
             state = build_state(runtime, config)
-            state.app_state = self._lifespan.state
             listener = config.listener
             server = Server(
                 state,
@@ -421,8 +409,8 @@ class Gateway:
             runtime.state = state
             await state.start()
             await server.start()
-        except BaseException:
-            await self._lifespan.shutdown()
+        except BaseException as exc:
+            await self._lifespan.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         if self.config_path is not None:
             runtime.reloader = Reloader(runtime, server, self.config_path)
@@ -443,7 +431,8 @@ class Gateway:
                     await cache.aclose()
         finally:
             if self._lifespan is not None:
-                await self._lifespan.shutdown()
+                opened, self._lifespan = self._lifespan, None
+                await opened.__aexit__(None, None, None)
 
 
 async def serve(
@@ -459,9 +448,9 @@ async def serve(
 ) -> None:
     """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
 
-    Start-up, step by step: the built-in API's lifespan opens the resources and starts the
-    components; the gateway state (pools, router, proxy) is built and its health checks start;
-    the listener binds; SIGHUP reloads ``config_path``.
+    Start-up, step by step: the lifespan opens the resources, builds the endpoint table and
+    starts the components; the gateway state (pools, router, proxy) is built and its health
+    checks start; the listener binds; SIGHUP reloads ``config_path``.
     """
     gateway = Gateway(
         settings, config, host=host, port=port, config_path=config_path, components=components

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
-from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from gatekeeper.endpoints import Call, Endpoint, Reply
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.pipeline import GatewayState
 from gatekeeper.gateway.proxy import Proxy
@@ -52,18 +51,24 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
     room = build(RedisStore(client, prefix=redis_prefix), repository, fake_clock, settings=settings)
     gate = WaitingRoomGate(room.service, T)
 
-    @room.app.get("/protected")
-    async def protected(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        decision = await gate.check(request.headers, request.cookies, target)
+    async def protected(call: Call) -> Reply:
+        query = call.query_string.decode("latin-1")
+        target = call.path + (f"?{query}" if query else "")
+        decision = await gate.check_headers(call.headers, target)
         if not decision.allowed:
             assert decision.redirect is not None
-            return RedirectResponse(decision.redirect, status_code=302)
-        return HTMLResponse("<h1 id='welcome'>Protected checkout</h1>")
+            return Reply(302, [(b"location", decision.redirect.encode("latin-1"))])
+        page = b"<h1 id='welcome'>Protected checkout</h1>"
+        return Reply(200, [(b"content-type", b"text/html; charset=utf-8")], page)
 
+    room.dispatcher.add(Endpoint("GET", "/protected", protected))
     trusted = TrustedProxies()
     state = GatewayState(
-        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
+        router=Router([]),
+        proxy=Proxy({}, trusted),
+        pools={},
+        trusted=trusted,
+        endpoints=room.dispatcher,
     )
     server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()

@@ -87,7 +87,7 @@ async def test_a_user_with_the_admin_role_is_an_admin_until_demoted(api: Api) ->
         f"/admin/users/{user_id}", json={"role": "root"}, headers=ADMIN
     )
     assert bad_role.status_code == 422
-    assert "role" in bad_role.json()["message"]
+    assert "role" in bad_role.json()["detail"]
 
 
 async def test_upgrade_tier_by_key_email_or_id_and_unknown_tiers(api: Api) -> None:
@@ -116,7 +116,7 @@ async def test_upgrade_tier_by_key_email_or_id_and_unknown_tiers(api: Api) -> No
         "/admin/upgrade_tier", json={"email": "tina@example.com", "tier": "platinum"}, headers=ADMIN
     )
     assert unknown.status_code == 404
-    assert "platinum" in unknown.json()["message"]
+    assert "platinum" in unknown.json()["detail"]
     malformed = await api.client.post(
         "/admin/upgrade_tier", json={"email": "tina@example.com", "tier": HOSTILE}, headers=ADMIN
     )
@@ -180,7 +180,7 @@ async def test_tiers_are_editable_and_validated(api: Api) -> None:
     ]:
         bad = await api.client.put("/admin/tiers/gold", json=body, headers=ADMIN)
         assert bad.status_code == 422, body
-        assert problem in bad.json()["message"], bad.json()
+        assert problem in bad.json()["detail"], bad.json()
     bad_name = await api.client.put(
         "/admin/tiers/Gold%20Plus", json={"policies": [{"rate": "1/second"}]}, headers=ADMIN
     )

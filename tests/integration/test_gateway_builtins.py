@@ -111,31 +111,29 @@ async def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(
     assert anonymous.status_code == 401
     assert reloaded.status_code == 200
     assert refused.status_code == 422
-    problems = refused.json()["problems"]
+    problems = [p["problem"] for p in refused.json()["problems"]]
     assert any("listener.port" in p for p in problems)
     assert any("routes.0.upstream" in p and "nowhere" in p for p in problems)
 
 
-async def test_server_sent_events_stream_through_the_asgi_bridge() -> None:
-    """A streaming response of the built-in API reaches the client event by event."""
-    from fastapi import APIRouter
-    from fastapi.responses import StreamingResponse
+async def test_server_sent_events_stream_from_the_endpoint_table() -> None:
+    """A streaming answer of the built-in API reaches the client event by event."""
+    from collections.abc import AsyncIterator
+
+    from gatekeeper.endpoints import Call, Endpoint, StreamReply
 
     async with running_gateway(config_for([MockBackend("x").url])) as gw:
-        router = APIRouter()
         release = asyncio.Event()
 
-        @router.get("/events-test")
-        async def events() -> StreamingResponse:
-            async def stream():  # type: ignore[no-untyped-def]
+        def events(call: Call) -> StreamReply:
+            async def stream() -> AsyncIterator[bytes]:
                 yield b"data: one\n\n"
                 await release.wait()
                 yield b"data: two\n\n"
 
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            return StreamReply(200, [(b"content-type", b"text/event-stream")], stream())
 
-        assert gw.runtime.app is not None
-        gw.runtime.app.include_router(router)
+        gw.runtime.dispatcher.add(Endpoint("GET", "/events-test", events))
         async with httpx.AsyncClient(base_url=gw.url) as client:  # noqa: SIM117
             async with client.stream("GET", "/events-test") as response:
                 chunks = response.aiter_bytes()

@@ -26,6 +26,7 @@ from tests.integration._identity_harness import (
     bearer,
     build_app,
     build_identity,
+    build_table,
 )
 from tests.servers import free_port
 
@@ -174,7 +175,7 @@ async def server(
     trusted = TrustedProxies([])
     state = GatewayState(
         router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted,
-        app=build_app(identity),
+        endpoints=build_table(identity),
     )  # fmt: skip
     srv = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await srv.start()

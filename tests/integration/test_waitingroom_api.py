@@ -209,9 +209,12 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
         response = await env.clients[0].post("/config", headers=headers, json={field: value})
         assert response.status_code == 422
         assert field in response.json()["detail"]
-    assert (
-        await env.clients[0].post("/config", headers=headers, content=b"[1]")
-    ).status_code == 400
+    # Valid JSON that is not an object: 422 naming the body; not JSON at all: 400.
+    listed = await env.clients[0].post("/config", headers=headers, content=b"[1]")
+    assert listed.status_code == 422
+    assert listed.json()["problems"] == [{"field": "body", "problem": "a JSON object is required"}]
+    garbage = await env.clients[0].post("/config", headers=headers, content=b"{nope")
+    assert garbage.status_code == 400
     ok = await env.clients[0].post(
         "/config", headers=headers, json={"admission_limit": 20, "jwt_expiry_seconds": 600}
     )
@@ -225,6 +228,20 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
     stored = await repository.get(T)
     assert stored is not None
     assert stored.admission_limit == 20
+
+
+async def test_booleans_are_not_numbers_in_the_config(env: Env) -> None:
+    """``{"admission_limit": true}`` is a 422 naming the field, and nothing is stored (it
+    was taken as 1)."""
+    headers = {"business_id": T}
+    before = (await env.clients[0].get("/config", headers=headers)).json()["updated_config"]
+    for field in ("admission_limit", "ip_enqueue_limit", "jwt_expiry_seconds"):
+        refused = await env.clients[0].post("/config", headers=headers, json={field: True})
+        assert refused.status_code == 422
+        assert [p["field"] for p in refused.json()["problems"]] == [field]
+    stored = await SqlConfigRepository(env.database).get(T)
+    assert stored is not None
+    assert stored.model_dump() == before
 
 
 async def test_per_ip_limits_answer_429_with_retry_after(env: Env) -> None:

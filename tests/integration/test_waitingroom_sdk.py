@@ -38,7 +38,11 @@ async def served(
     room = build(RedisStore(client, prefix=redis_prefix), MemoryConfigRepository([T]), fake_clock)
     trusted = TrustedProxies()
     state = GatewayState(
-        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted, app=room.app
+        router=Router([]),
+        proxy=Proxy({}, trusted),
+        pools={},
+        trusted=trusted,
+        endpoints=room.dispatcher,
     )
     server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()

@@ -103,6 +103,15 @@ class Dispatcher:
             return problem_reply(405, "method_not_allowed", detail, [(b"allow", allow)])
         return endpoint, params
 
+    def answers_now(self, method: str, path: str) -> bool:
+        """Whether :meth:`dispatch` answers ``method path`` at once (its endpoint's guard and
+        handler are plain functions, or no endpoint matches)."""
+        found = self.find(method, path)
+        if isinstance(found, Reply):
+            return True
+        endpoint = found[0]
+        return not (endpoint.is_async or endpoint.guard.is_async)
+
     def dispatch(self, call: Call) -> Result | Awaitable[Result]:
         """Serve ``call``: the reply now when the endpoint is synchronous, else an awaitable."""
         found = self.find(call.method, call.path)

@@ -65,9 +65,10 @@ def begin(state: GatewayState, request: ProxyRequest, conn: HttpProtocol) -> boo
     if trusted:
         request.client_ip = trusted.client_ip(request.peer_ip, request.header(b"x-forwarded-for"))
     route = state.router.match(request.host, request.path, request.method)
+    if route is None:
+        return state.begin_builtin(request, conn)  # the endpoint table answers it
     if (
-        route is None
-        or route.auth is not None
+        route.auth is not None
         or (route.waiting_room is not None and state.gate is not None)
         or route.compress is not None  # (the pipeline compresses)
     ):

@@ -1,7 +1,7 @@
 """One request's way through the gateway, in one pass.
 
     client IP (socket; X-Forwarded-For only from trusted proxies)
-    -> route match (host, path prefix, method); no route: the built-in ASGI app
+    -> route match (host, path prefix, method); no route: the endpoint table (built-in API)
     -> authentication on routes with ``auth`` (the identity guard: credentials, bans, tier limits)
     -> rate limits: every policy of the route in ONE limiter call (batched per loop turn)
     -> admission (the pool's concurrency limit and priority queue)
@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +33,10 @@ from gatekeeper.errors import (
     UpstreamTimeout,
 )
 from gatekeeper.gateway import express
-from gatekeeper.gateway.bridge import ASGIApp, serve_asgi
+from gatekeeper.gateway.builtin_calls import answer_now, serve_call
 from gatekeeper.gateway.client_ip import TrustedProxies
 from gatekeeper.gateway.compression import compress_response
 from gatekeeper.gateway.messages import Body, Headers, ProxyRequest, ProxyResponse, ResponseCache
-from gatekeeper.gateway.native import NativeTable, serve_native
 from gatekeeper.gateway.protocol import EMPTY_BODY
 from gatekeeper.gateway.proxy import Attempts, Proxy
 from gatekeeper.gateway.routing import Route, Router
@@ -47,6 +46,7 @@ from gatekeeper.observability.access import Termination
 from gatekeeper.observability.proxied import ensure_request_id, log_builtin, log_proxied
 
 if TYPE_CHECKING:
+    from gatekeeper.endpoints import Dispatcher
     from gatekeeper.gateway.protocol import HttpProtocol
     from gatekeeper.limits.decision import Decision
 
@@ -97,8 +97,8 @@ class GatewayState:
     trusted: TrustedProxies
     limiter: Any = None
     policies: dict[str, Any] = field(default_factory=dict)
-    app: ASGIApp | None = None
-    app_state: dict[str, Any] = field(default_factory=dict)
+    # The built-in endpoints (``gatekeeper.endpoints``): what answers a request no route takes.
+    endpoints: Dispatcher | None = None
     cache: ResponseCache | None = None
     metrics: Any = None
     access_log: Any = None
@@ -117,8 +117,6 @@ class GatewayState:
     gate: Any = None
     # The identity guard (``context.extras["identity_guard"]``) for routes with ``auth``.
     guard: Any = None
-    # (method, path) -> native handler of a built-in endpoint (``gateway/native.py``), or None.
-    native: NativeTable | None = None
 
     def begin(self, request: ProxyRequest, conn: HttpProtocol) -> bool:
         """Serve ``request`` on the express lane (``gateway/express.py``) if it qualifies;
@@ -157,31 +155,56 @@ class GatewayState:
         finally:
             self.account(conn.loop, request, route, status, started, note)
 
-    async def _builtin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
-        """A request no route takes: a native handler, the built-in ASGI app, or 404; its
-        access line has no route (termination ``builtin`` or ``no_route``)."""
-        access = self.access_log
-        rid = ensure_request_id(request) if access is not None else ""
+    def begin_builtin(self, request: ProxyRequest, conn: HttpProtocol) -> bool:
+        """A request no route takes, its body in hand (called on the callback path): a
+        synchronous endpoint is answered and written now (a streaming answer goes on in a
+        task). False: the caller runs :meth:`handle` (an asynchronous endpoint, no table, or a
+        body too large)."""
+        table = self.endpoints
+        if table is None or not table.answers_now(request.method, request.path):
+            return False  # an asynchronous endpoint: the connection's worker serves it
+        rid = ensure_request_id(request)
         started = time.monotonic()
+        answered = answer_now(table, request, conn, rid)
+        if answered is None:
+            return False
+        if isinstance(answered, int):
+            self._log_builtin(request, rid, answered, started)
+            conn.finish(request)
+        else:
+            conn.run(request, self._finish_builtin(request, rid, answered, started))
+        return True
+
+    async def _finish_builtin(
+        self, request: ProxyRequest, rid: str, answered: Awaitable[int], started: float
+    ) -> None:
         status = 499
         try:
-            native = self.native
-            handler = native.get((request.method, request.path)) if native else None
-            if handler is not None:
-                status = await serve_native(handler, request, conn)
-            elif self.app is None:
-                status = 404
-                await conn.send_json(404, {"error": "not_found", "status": 404})
-            else:
-                status = await serve_asgi(
-                    self.app, request, conn, state=self.app_state, server=self.server_address
-                )
+            status = await answered
         except Exception:
             status = 500  # (the connection's worker answers it, or cuts a started answer)
             raise
         finally:
-            if access is not None:
-                log_builtin(access, request, rid, status, time.monotonic() - started)
+            self._log_builtin(request, rid, status, started)
+
+    async def _builtin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
+        """A request no route takes, served by the endpoint table (or 404); its access line
+        has no route (termination ``builtin`` or ``no_route``)."""
+        rid = ensure_request_id(request)
+        started = time.monotonic()
+        status = 499
+        try:
+            status = await serve_call(self.endpoints, request, conn, rid)
+        except Exception:
+            status = 500  # (the connection's worker answers it, or cuts a started answer)
+            raise
+        finally:
+            self._log_builtin(request, rid, status, started)
+
+    def _log_builtin(self, request: ProxyRequest, rid: str, status: int, started: float) -> None:
+        access = self.access_log
+        if access is not None:
+            log_builtin(access, request, rid, status, time.monotonic() - started)
 
     def account(
         self,

@@ -54,7 +54,6 @@ class Reloader:
             except ConfigurationError as exc:
                 logger.error("configuration reload refused: %s", exc)
                 raise ConfigFileError(str(exc), [f"{self.path}: {exc}"]) from exc
-            state.app_state = self.server.state.app_state
             await state.start()
             old = self.server.swap_state(state)
             self.runtime.config = config

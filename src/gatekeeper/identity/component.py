@@ -12,19 +12,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import APIRouter, Depends
 
 from gatekeeper.errors import ConfigurationError, PersistenceError
-from gatekeeper.identity.admin import admin_router
-from gatekeeper.identity.api import auth_router
+from gatekeeper.identity.admin import admin_endpoints
+from gatekeeper.identity.api import auth_endpoints
 from gatekeeper.identity.guard import Guard
-from gatekeeper.identity.http import NotReady
+from gatekeeper.identity.http import identity_guards
 from gatekeeper.identity.service import Identity, IdentityOptions
 from gatekeeper.identity.tokens import KeyRing
 from gatekeeper.persistence.migrate import check_migrated, upgrade
 
 if TYPE_CHECKING:
     from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
 
 _log = structlog.get_logger("gatekeeper.identity")
 
@@ -46,7 +46,7 @@ def options_from_context(context: Context) -> IdentityOptions:
 
 
 class IdentityComponent:
-    """``/auth/*``, ``/usage``, ``/admin/*``, ``/logs`` and the SDK routes."""
+    """``/auth/*``, ``/usage``, ``/admin/*``, ``/logs`` and the SDK endpoints."""
 
     name = "identity"
 
@@ -77,18 +77,15 @@ class IdentityComponent:
         context.extras["identity"] = self.identity
         context.extras["identity_guard"] = self.guard
 
-    def router(self) -> APIRouter:
-        from gatekeeper.sdk.routes import sdk_router
+    def endpoints(self) -> list[Endpoint]:
+        from gatekeeper.sdk.routes import sdk_endpoints
 
-        async def ready() -> None:
-            if self.problem is not None:
-                raise NotReady(self.problem)
-
-        router = APIRouter(dependencies=[Depends(ready)])
-        router.include_router(auth_router(self.identity))
-        router.include_router(admin_router(self.identity))
-        router.include_router(sdk_router(self.guard))
-        return router
+        guards = identity_guards(self.identity, lambda: self.problem)
+        return [
+            *auth_endpoints(self.identity, guards),
+            *admin_endpoints(self.identity, guards),
+            *sdk_endpoints(self.guard, guards),
+        ]
 
     async def start(self) -> None:
         """Refuse an unmigrated database (or migrate it, when the settings ask to), then

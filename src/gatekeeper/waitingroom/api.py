@@ -13,8 +13,12 @@
 =======================  ==================================================================
 
 Status and ETA answers add ``eta_seconds``, ``eta_range_seconds`` and ``poll_after_seconds``.
-Errors are JSON: 400 (missing header), 401 (unknown tenant, bad token), 422 (config out of
-bounds, naming the field), 429 with ``Retry-After`` (per-IP limits), 503 (store down).
+Errors are problem documents (``gatekeeper.problem``): 400 (missing header, body not JSON),
+401 (unknown tenant, bad token), 422 (config out of bounds, naming the field), 429 with
+``Retry-After`` (per-IP limits), 503 (store down).
+
+The endpoints are served by the gateway's endpoint table; the hot ones (enqueue, status poll)
+are answered from the request's headers with the hand-formatted replies below.
 """
 
 from __future__ import annotations
@@ -22,21 +26,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
-from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from gatekeeper.errors import (
-    AuthenticationError,
-    GatekeeperError,
-    RateLimitExceeded,
-    StorageError,
-    TokenError,
+from gatekeeper.endpoints import (
+    Answer,
+    Call,
+    Endpoint,
+    Routes,
+    StreamReply,
+    header,
+    problem,
+    query,
 )
+from gatekeeper.endpoints import Reply as Result
+from gatekeeper.errors import BadRequest, GatekeeperError
+from gatekeeper.problem import problem_body, problem_of
 from gatekeeper.waitingroom.config import TenantConfig
 from gatekeeper.waitingroom.service import (
     EnqueueAnswer,
@@ -47,14 +54,12 @@ from gatekeeper.waitingroom.service import (
 )
 from gatekeeper.waitingroom.sse import status_body, status_events
 
-__all__ = ["Reply", "build_router", "enqueue_reply", "status_reply", "verify_reply"]
-
-IpOf = Callable[[Request], str | None]
+__all__ = ["Reply", "enqueue_reply", "status_reply", "verify_reply", "waitingroom_endpoints"]
 
 
 Reply = tuple[int, bytes, dict[str, str] | None]
-"""An answer before it becomes a response: status, JSON body, extra headers. The FastAPI routes
-and the gateway's native handlers (``native.py``) build the same replies, so they answer alike."""
+"""An answer before it becomes a response: status, JSON body, extra headers (a problem
+document's carry its content type)."""
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -148,34 +153,43 @@ def _status_ok(answer: StatusAnswer) -> Reply:
     return _reply(status_body(answer))
 
 
-def _response(reply: Reply) -> Response:
-    status, body, headers = reply
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+_JSON = b"application/json"
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return _response(_reply(body, status, headers))
+def _result(reply: Reply) -> Result:
+    """A reply as the endpoint table's :class:`~gatekeeper.endpoints.Reply`."""
+    status, body, extra = reply
+    if not extra:
+        return Result(status, [(b"content-type", _JSON)], body)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    if "content-type" not in extra:
+        headers.append((b"content-type", _JSON))
+    return Result(status, headers, body)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Result:
+    return _result(_reply(body, status, headers))
 
 
 def _error_reply(exc: Exception, extra: dict[str, Any] | None = None) -> Reply:
-    """The JSON answer for an error raised by the service (never a 500 for bad input)."""
-    body: dict[str, Any] = {"detail": str(exc), **(extra or {})}
-    if isinstance(exc, RateLimitExceeded):
-        retry = exc.decision.retry_after
-        return _reply({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
-    if isinstance(exc, AuthenticationError | TokenError):
-        return _reply(body, 401)
+    """The problem answer for an error raised by the service (never a 500 for bad input);
+    ``extra`` members are added (the seed's ``message`` and ``ready`` on verify)."""
     if isinstance(exc, InvalidRequest):
-        return _reply(body, 400)
-    if isinstance(exc, StorageError):
-        return _reply(
-            {**body, "detail": "waiting room store unavailable"}, 503, {"Retry-After": "1"}
-        )
-    return _reply(body, 500)
+        exc = BadRequest(str(exc))
+    problem = problem_of(exc)
+    headers = {"content-type": "application/problem+json"}
+    for name, value in problem.headers:
+        headers[name.decode("latin-1")] = value.decode("latin-1")
+    members = {**(problem.extra or {}), **(extra or {})}
+    if problem.error == "storage_unavailable":
+        detail = "waiting room store unavailable"
+    else:
+        detail = problem.detail
+    return problem.status, problem_body(problem.status, problem.error, detail, members), headers
 
 
-def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Response:
-    return _response(_error_reply(exc, extra))
+def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Result:
+    return _result(_error_reply(exc, extra))
 
 
 async def enqueue_reply(
@@ -209,22 +223,6 @@ async def verify_reply(service: WaitingRoomService, tenant: str, token: str | No
     return _reply({"message": "User is ready" if ready else "User is not ready", "ready": ready})
 
 
-def _headers(*names: str) -> dict[str, Any]:
-    """OpenAPI header parameters. The hot routes read ``request.headers`` themselves: FastAPI's
-    per-request parameter solving would cost more than the rest of an enqueue."""
-    required = {"business_id", "user_id"}
-    return {
-        "parameters": [
-            {"name": n, "in": "header", "required": n in required, "schema": {"type": "string"}}
-            for n in names
-        ]
-    }
-
-
-def _socket_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 class EnqueueResponse(BaseModel):
     jwt: str
     position: int | None
@@ -256,74 +254,92 @@ class ConfigResponse(BaseModel):
 _STATIC = resources.files("gatekeeper.waitingroom") / "static"
 
 
-def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) -> APIRouter:
-    """The routes of the waiting room, bound to one service. ``client_ip`` resolves the
-    caller's address (the gateway passes its trusted-proxy aware resolver)."""
-    ip_of = client_ip or _socket_ip
-    router = APIRouter(tags=["waiting room"])
-    biz = Header(None, alias="business_id", convert_underscores=False)
+_BUSINESS_ID = header(
+    "business_id", str, max_length=256, description="the tenant (required; 401 when unknown)"
+)
+_JWT = header("jwt", str, max_length=8192, description="the queue token")
+_UNKNOWN = {401: problem("Unknown tenant, or a bad or expired token.")}
+_LIMITED = {
+    429: problem("The address asked too often (per-IP limit).", **{"Retry-After": "Seconds."})
+}
+_DOWN = {503: problem("The waiting room's store is unavailable.", **{"Retry-After": "Seconds."})}
 
-    @router.post(
+
+def waitingroom_endpoints(service: WaitingRoomService) -> list[Endpoint]:
+    """The endpoints of the waiting room, bound to one service. The caller's address is the
+    one the gateway resolved (trusted proxies applied)."""
+    routes = Routes(tags=("waiting room",), responses=_DOWN)
+
+    @routes.post(
         "/queue/enqueue",
-        responses={200: {"model": EnqueueResponse}},
-        openapi_extra=_headers("business_id", "user_id"),
+        params=(_BUSINESS_ID, header("user_id", str, max_length=256, description="the user")),
+        responses={
+            200: Answer("The place in line.", EnqueueResponse),
+            400: problem("The user_id header is missing."),
+            **_UNKNOWN,
+            **_LIMITED,
+        },
     )
-    async def enqueue(request: Request) -> Response:
+    async def enqueue(call: Call) -> Result:
         """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
-        headers = request.headers
-        return _response(
+        params = call.params
+        return _result(
             await enqueue_reply(
-                service, headers.get("business_id", ""), headers.get("user_id"), ip_of(request)
+                service, params["business_id"] or "", params["user_id"], call.client_ip
             )
         )
 
-    @router.get(
+    @routes.get(
         "/queue/status",
-        responses={200: {"model": StatusResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        params=(_BUSINESS_ID, _JWT),
+        responses={
+            200: Answer("Position and readiness.", StatusResponse),
+            **_UNKNOWN,
+            **_LIMITED,
+        },
     )
-    async def status(request: Request) -> Response:
+    async def status(call: Call) -> Result:
         """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next."""
-        headers = request.headers
-        return _response(
-            await status_reply(
-                service, headers.get("business_id", ""), headers.get("jwt"), ip_of(request)
-            )
+        params = call.params
+        return _result(
+            await status_reply(service, params["business_id"] or "", params["jwt"], call.client_ip)
         )
 
-    @router.get(
+    @routes.get(
         "/queue/verify",
-        responses={200: {"model": VerifyResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        params=(_BUSINESS_ID, _JWT),
+        responses={200: Answer("Whether the holder is admitted.", VerifyResponse), **_UNKNOWN},
     )
-    async def verify(request: Request) -> Response:
+    async def verify(call: Call) -> Result:
         """For the backend: is this token's holder admitted right now?"""
-        headers = request.headers
-        return _response(
-            await verify_reply(service, headers.get("business_id", ""), headers.get("jwt"))
-        )
+        params = call.params
+        return _result(await verify_reply(service, params["business_id"] or "", params["jwt"]))
 
-    @router.delete(
+    @routes.delete(
         "/queue/finish",
-        responses={200: {"model": FinishResponse}},
-        openapi_extra=_headers("business_id", "jwt"),
+        params=(_BUSINESS_ID, _JWT),
+        responses={200: Answer("The session's state.", FinishResponse), **_UNKNOWN},
     )
-    async def finish(request: Request) -> Response:
+    async def finish(call: Call) -> Result:
         """For the backend: end the ready session; the token never verifies again."""
-        headers = request.headers
+        params = call.params
         try:
-            cleared = await service.finish(headers.get("business_id", ""), headers.get("jwt"))
+            cleared = await service.finish(params["business_id"] or "", params["jwt"])
         except GatekeeperError as exc:
-            return _error(exc, {"status": "not_ready", "message": "Invalid token"})
+            return _error(exc, {"message": "Invalid token"})
         if cleared:
             return _json({"status": "ready_cleared", "message": "User removed from ready state"})
         return _json({"status": "not_ready", "message": "User was not in the ready state"})
 
-    @router.get("/config", responses={200: {"model": ConfigResponse}})
-    async def get_config(business_id: str | None = biz) -> Response:
+    @routes.get(
+        "/config",
+        params=(_BUSINESS_ID,),
+        responses={200: Answer("The tenant's settings.", ConfigResponse), **_UNKNOWN},
+    )
+    async def get_config(call: Call) -> Result:
         """The tenant's waiting-room settings."""
         try:
-            config = await service.tenant_config(business_id)
+            config = await service.tenant_config(call.params["business_id"])
         except GatekeeperError as exc:
             return _error(exc)
         return _json(
@@ -333,85 +349,92 @@ def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) 
             }
         )
 
-    @router.post(
+    @routes.post(
         "/config",
-        responses={200: {"model": ConfigResponse}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": TenantConfig.model_json_schema()}},
-            }
-        },
+        params=(_BUSINESS_ID,),
+        body=TenantConfig,
+        responses={200: Answer("The updated settings.", ConfigResponse), **_UNKNOWN},
     )
-    async def post_config(request: Request, business_id: str | None = biz) -> Response:
-        """Update some or all settings; out-of-bounds values get 422 naming the field."""
+    async def post_config(call: Call) -> Result:
+        """Update some or all settings (strict types: ``true`` is not a number); out-of-bounds
+        values get 422 naming the field."""
+        business_id = call.params["business_id"]
+        changes = call.data.model_dump(exclude_unset=True)
         try:
             await service.tenant_config(business_id)
-        except GatekeeperError as exc:
-            return _error(exc)
-        try:
-            changes = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _json({"detail": "body must be a JSON object"}, 400)
-        if not isinstance(changes, dict):
-            return _json({"detail": "body must be a JSON object"}, 400)
-        try:
             config = await service.update_config(business_id or "", changes)
-        except ValidationError as exc:
-            problems = [
-                {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-                for err in exc.errors()
-            ]
-            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-            return _json({"detail": f"invalid configuration: {summary}", "errors": problems}, 422)
         except GatekeeperError as exc:
             return _error(exc)
         return _json(
             {"message": "Configuration updated successfully", "updated_config": config.model_dump()}
         )
 
-    @router.get("/queue/events")
-    async def events(request: Request) -> Response:
+    @routes.get(
+        "/queue/events",
+        params=(
+            query("business_id", str, max_length=256, description="the tenant (or the header)"),
+            query("jwt", str, max_length=8192, description="the queue token (or the header)"),
+        ),
+        responses={
+            200: Answer("`status` events until ready.", None, "text/event-stream"),
+            **_UNKNOWN,
+            **_LIMITED,
+        },
+    )
+    async def events(call: Call) -> Result | StreamReply:
         """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``)."""
-        tenant = request.query_params.get("business_id") or request.headers.get("business_id")
-        token = request.query_params.get("jwt") or request.headers.get("jwt") or ""
+        tenant = call.params["business_id"] or call.header_text("business_id") or ""
+        token = call.params["jwt"] or call.header_text("jwt") or ""
         try:
-            await service.status(tenant or "", token, ip_of(request))
+            await service.status(tenant, token, call.client_ip)
         except GatekeeperError as exc:
             return _error(exc)
+
+        async def gone() -> bool:
+            return call.is_disconnected()
+
         stream = status_events(
             service,
-            tenant or "",
+            tenant,
             token,
-            disconnected=request.is_disconnected,
+            disconnected=gone,
             interval=service.settings.sse_interval_seconds,
         )
-        return StreamingResponse(
-            stream,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        return StreamReply(200, headers, stream)
 
-    @router.get("/queue/wait", include_in_schema=False)
-    async def waiting_page() -> Response:
+    page = Answer("The page.", None, "text/html")
+
+    @routes.get("/queue/wait", include_in_schema=False, responses={200: page})
+    def waiting_page(call: Call) -> Result:
         """The hosted, accessible waiting page."""
-        html = (_STATIC / "waiting.html").read_text()
-        return Response(
-            html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"}
-        )
+        html = (_STATIC / "waiting.html").read_bytes()
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+        return Result(200, headers, html)
 
-    @router.get("/queue/client.js", include_in_schema=False)
-    async def client_js() -> Response:
+    @routes.get(
+        "/queue/client.js",
+        include_in_schema=False,
+        responses={200: Answer("The script.", None, "text/javascript")},
+    )
+    def client_js(call: Call) -> Result:
         """The dependency-free browser client."""
-        return Response(
-            (_STATIC / "client.js").read_text(),
-            media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "max-age=300"},
-        )
+        headers = [
+            (b"content-type", b"text/javascript; charset=utf-8"),
+            (b"cache-control", b"max-age=300"),
+        ]
+        return Result(200, headers, (_STATIC / "client.js").read_bytes())
 
-    @router.get("/queue/.well-known/jwks.json")
-    async def jwks() -> Response:
+    @routes.get(
+        "/queue/.well-known/jwks.json",
+        responses={200: Answer("The public keys (empty for HS256).", {"type": "object"})},
+    )
+    def jwks(call: Call) -> Result:
         """Public keys verifying queue tokens (empty for HS256: the secret is never shown)."""
         return _json(service.codec.signer.jwks())
 
-    return router
+    return routes.endpoints

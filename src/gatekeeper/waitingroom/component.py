@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
-from gatekeeper.gateway.native import native_table
-from gatekeeper.waitingroom.api import build_router
+from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
     CachedConfigs,
@@ -27,7 +26,6 @@ from gatekeeper.waitingroom.config_repository import (
 )
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.memory_store import MemoryStore
-from gatekeeper.waitingroom.native import register_native
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.service import WaitingRoomService
 from gatekeeper.waitingroom.store import WaitingRoomStore
@@ -35,9 +33,8 @@ from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, Signer, Toke
 from gatekeeper.waitingroom.worker import AdmissionWorker
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
 
 __all__ = ["WaitingRoomComponent", "create_component", "signer_from_settings"]
 
@@ -68,7 +65,7 @@ def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared:
 
 
 class WaitingRoomComponent:
-    """Routes ``/queue/*`` and ``/config``, plus the embedded admission worker."""
+    """Endpoints ``/queue/*`` and ``/config``, plus the embedded admission worker."""
 
     name = "waitingroom"
 
@@ -108,9 +105,6 @@ class WaitingRoomComponent:
         self._task: asyncio.Task[None] | None = None
         context.extras["waitingroom"] = self.service
         context.extras["waitingroom_gate"] = self.gate
-        if wr.native_http and context.extras.get("client_ip") is None:
-            # (A custom client-IP resolver is only known to the FastAPI routes.)
-            register_native(native_table(context.extras), self.service)
 
     def gate(self, tenant: str) -> WaitingRoomGate:
         """The gate protecting routes with ``tenant``'s waiting room (one per tenant)."""
@@ -119,8 +113,8 @@ class WaitingRoomComponent:
             gate = self._gates[tenant] = WaitingRoomGate(self.service, tenant)
         return gate
 
-    def router(self) -> APIRouter:
-        return build_router(self.service, client_ip=self.context.extras.get("client_ip"))
+    def endpoints(self) -> list[Endpoint]:
+        return waitingroom_endpoints(self.service)
 
     async def start(self) -> None:
         try:

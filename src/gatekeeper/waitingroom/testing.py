@@ -1,6 +1,7 @@
 """Assemble a waiting room by hand: for tests (ours and users') and benchmarks.
 
-``build`` wires a service (and optionally a FastAPI app serving its routes) from explicit parts,
+``build`` wires a service, its worker and its endpoints (in a dispatcher, and as an ASGI app)
+from explicit parts,
 with no environment and no composition root, so that a test decides the clock, the store and
 the tenants.
 """
@@ -10,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
-
+from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app
 from gatekeeper.types import Clock
-from gatekeeper.waitingroom.api import build_router
+from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import CachedConfigs, ConfigRepository
 from gatekeeper.waitingroom.service import WaitingRoomService
@@ -28,11 +28,13 @@ TEST_SECRET = "test-secret-test-secret-test-secret!"
 
 @dataclass
 class WaitingRoom:
-    """A hand-assembled waiting room: its service, worker and an app serving its routes."""
+    """A hand-assembled waiting room: its service, worker, endpoint table and an ASGI app
+    serving that table."""
 
     service: WaitingRoomService
     worker: AdmissionWorker
-    app: FastAPI
+    dispatcher: Dispatcher
+    app: ASGIApp
 
 
 def build(
@@ -51,6 +53,5 @@ def build(
     codec = TokenCodec(signer or HS256Signer(TEST_SECRET))
     service = WaitingRoomService(store, configs, codec, clock, wr, limiter=limiter)
     worker = AdmissionWorker(store, configs, clock, wr, owner=owner)
-    app = FastAPI()
-    app.include_router(build_router(service))
-    return WaitingRoom(service, worker, app)
+    dispatcher = Dispatcher(waitingroom_endpoints(service))
+    return WaitingRoom(service, worker, dispatcher, asgi_app(dispatcher))
