@@ -16,7 +16,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gatekeeper.endpoints.endpoint import Answer, Endpoint
 
-__all__ = ["PROBLEM_SCHEMA", "openapi_document"]
+__all__ = ["PROBLEM_SCHEMA", "SSE_EVENT_SCHEMA", "openapi_document"]
 
 _REF = "#/components/schemas/{model}"
 
@@ -48,6 +48,17 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "additionalProperties": True,
 }
 _TEXT_SCHEMA: dict[str, Any] = {"type": "string"}
+# A Server-Sent Events stream is described event by event.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One Server-Sent Event.",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def _models(endpoints: list[Endpoint]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -67,6 +78,8 @@ def _schema(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return dict(refs[(schema, "serialization")])
     if schema is None:
+        if answer.content_type.startswith("text/event-stream"):
+            return dict(SSE_EVENT_SCHEMA)
         return dict(_TEXT_SCHEMA) if not answer.content_type.endswith("json") else {}
     return dict(schema)
 

@@ -257,7 +257,7 @@ _STATIC = resources.files("gatekeeper.waitingroom") / "static"
 _BUSINESS_ID = header(
     "business_id", str, max_length=256, description="the tenant (required; 401 when unknown)"
 )
-_JWT = header("jwt", str, max_length=8192, description="the queue token")
+_JWT = header("jwt", str, max_length=2048, description="the queue token")
 _UNKNOWN = {401: problem("Unknown tenant, or a bad or expired token.")}
 _LIMITED = {
     429: problem("The address asked too often (per-IP limit).", **{"Retry-After": "Seconds."})
@@ -373,7 +373,7 @@ def waitingroom_endpoints(service: WaitingRoomService) -> list[Endpoint]:
         "/queue/events",
         params=(
             query("business_id", str, max_length=256, description="the tenant (or the header)"),
-            query("jwt", str, max_length=8192, description="the queue token (or the header)"),
+            query("jwt", str, max_length=2048, description="the queue token (or the header)"),
         ),
         responses={
             200: Answer("`status` events until ready.", None, "text/event-stream"),
