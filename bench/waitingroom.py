@@ -6,11 +6,10 @@ touched). Throughput is measured two ways:
 * **service layer** (``WaitingRoomService``: tenant config lookup, token signing/verification,
   coalesced Lua calls), 256 concurrent callers in this process, per-IP limiter off;
 * **HTTP**: ``wrk`` (1 thread, 64 connections) against one Gatekeeper process (the gateway's
-  own server + the built-in FastAPI app with the waiting-room component, per-IP limits on
-  through the Redis limit store, limits raised so that nothing is refused), twice: with the
-  gateway's native handlers for enqueue/status (the default), and with them off (every request
-  through the ASGI bridge and FastAPI: the HTTP rows' baseline). Each HTTP row also reports
-  the Gatekeeper process's CPU microseconds per request (``/proc``; 0 where there is none).
+  own server serving the endpoint table with the waiting-room component, per-IP limits on
+  through the Redis limit store, limits raised so that nothing is refused); the baseline of
+  each HTTP row is the same operation at the service layer. Each HTTP row also reports the
+  Gatekeeper process's CPU microseconds per request (``/proc``; 0 where there is none).
 
 Status polls are measured twice: the first poll of each token at a replica that has not seen
 it (full signature check), and repeated polls over a working set that fits the verified-token
@@ -257,9 +256,8 @@ def _wrk(url: str, script: str, seconds: int, pid: int) -> tuple[float, int, flo
     return rate, int(errors), cpu / max(1, total) * 1e6
 
 
-def _http(redis_url: str, quick: bool, *, native: bool = True) -> dict[str, float]:
-    """Requests/s through one Gatekeeper process (see the module docstring). ``native``: the
-    hot endpoints answered by the gateway's native handlers, else through the ASGI app."""
+def _http(redis_url: str, quick: bool) -> dict[str, float]:
+    """Requests/s through one Gatekeeper process (see the module docstring)."""
     import json
     import urllib.request
 
@@ -279,7 +277,7 @@ def _http(redis_url: str, quick: bool, *, native: bool = True) -> dict[str, floa
     asyncio.run(migrate())
     port = _free_port()
     secret = "bench-secret-bench-secret-bench-secret"
-    prefix = "http" if native else "http-asgi"
+    prefix = "http"
     env = {
         **os.environ,
         "GATEKEEPER_REDIS_URL": redis_url,
@@ -288,7 +286,6 @@ def _http(redis_url: str, quick: bool, *, native: bool = True) -> dict[str, floa
         "GATEKEEPER_JWT_SECRET": secret,
         "GATEKEEPER_WAITINGROOM_REDIS_PREFIX": prefix,
         "GATEKEEPER_WAITINGROOM_EMBEDDED_WORKER": "false",
-        "GATEKEEPER_WAITINGROOM_NATIVE_HTTP": "true" if native else "false",
         "GATEKEEPER_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
@@ -382,7 +379,6 @@ def run(quick: bool) -> Report:
         )
         asyncio.set_event_loop_policy(None)
         http = _http(server.url, quick)
-        asgi = _http(server.url, quick, native=False)
         per_user = asyncio.run(_memory(server.url, users))
     finally:
         server.stop()
@@ -408,30 +404,21 @@ def run(quick: bool) -> Report:
         report.add(measure=f"{label}: CPU in this process", value=rates[key].cpu_us, unit="us")
         report.add(measure=f"{label}: CPU in redis-server", value=rates[key].redis_us, unit="us")
     for key, label in (("enqueue", "enqueues"), ("status", "status polls")):
-        if key in http and key in asgi:
-            # Through the whole gateway process (per-IP limits): not the service layer. The
-            # baseline is the same requests through the ASGI bridge and FastAPI (native off).
+        if key in http:
+            # Through the whole gateway process (per-IP limits), against the service layer.
+            service = rates[key].per_second
             report.add(
-                measure=f"{label} (HTTP via FastAPI, wrk -c64; non-2xx: "
-                f"{asgi[key + '_errors']:.0f})",
-                value=asgi[key],
-                unit="req/s",
-                baseline=asgi[key],
-                ratio=1.0,
-            )
-            report.add(
-                measure=f"{label} (HTTP native, wrk -c64; non-2xx: {http[key + '_errors']:.0f})",
+                measure=f"{label} (HTTP, wrk -c64; non-2xx: {http[key + '_errors']:.0f})",
                 value=http[key],
                 unit="req/s",
-                baseline=asgi[key],
-                ratio=http[key] / asgi[key],
+                baseline=service,
+                ratio=http[key] / service,
             )
-            for name, rows in (("FastAPI", asgi), ("native", http)):
-                report.add(
-                    measure=f"{label} (HTTP {name}): CPU of the Gatekeeper process",
-                    value=rows[key + "_cpu"],
-                    unit="us/req",
-                )
+            report.add(
+                measure=f"{label} (HTTP): CPU of the Gatekeeper process",
+                value=http[key + "_cpu"],
+                unit="us/req",
+            )
     report.add(measure=f"Redis bytes per queued user at {users:,}", value=per_user, unit="B")
     report.target("enqueues/s per process (service layer)", rates["enqueue"].per_second, 10_000)
     report.target(
