@@ -143,3 +143,48 @@ async def test_server_sent_events_stream_from_the_endpoint_table() -> None:
     assert response.headers["content-type"].startswith("text/event-stream")
     assert first == b"data: one\n\n"
     assert rest == b"data: two\n\n"
+
+
+async def test_health_is_answered_on_the_callback_path() -> None:
+    """GET /health over keep-alive is written without starting the connection's worker task
+    (the synchronous dispatch), and its request id is echoed."""
+    async with running_gateway(config_for([MockBackend("x").url])) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+        try:
+            for n in range(3):
+                writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: h-%d\r\n\r\n" % n)
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200")
+                assert b"x-request-id: h-%d\r\n" % n in head
+                assert await reader.readexactly(20) == b'{"status":"healthy"}'
+            (conn,) = gw.server.connections
+            assert conn._worker is None  # no task ever served this connection
+        finally:
+            writer.close()
+
+
+async def test_an_unexpected_error_is_one_json_500_and_the_connection_serves_on() -> None:
+    """A built-in endpoint that fails with a bug answers the problem shape's 500 (the request
+    id echoed, nothing of the exception shown) and the keep-alive connection goes on."""
+    from gatekeeper.endpoints import Call, Endpoint, Reply
+
+    def broken(call: Call) -> Reply:
+        raise KeyError("secret-internal-detail")
+
+    async def broken_later(call: Call) -> Reply:
+        await asyncio.sleep(0)
+        raise KeyError("secret-internal-detail")
+
+    async with running_gateway(config_for([MockBackend("x").url])) as gw:
+        gw.runtime.dispatcher.add(Endpoint("GET", "/broken", broken))
+        gw.runtime.dispatcher.add(Endpoint("GET", "/broken-later", broken_later))
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            for target in ("/broken", "/broken-later"):
+                failed = await client.get(target, headers={"x-request-id": "r-500"})
+                assert failed.status_code == 500
+                assert failed.headers["content-type"] == "application/problem+json"
+                assert failed.headers["x-request-id"] == "r-500"
+                assert failed.json()["error"] == "internal_error"
+                assert "secret" not in failed.text
+            assert (await client.get("/health")).status_code == 200
