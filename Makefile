@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench lock install clean
+.PHONY: run test lint format bench lock install clean image
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: $(STAMP)
 # Re-pin every dependency (run after editing pyproject.toml).
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal --no-header -q -o requirements.lock
+
+# The container image gatekeeper:<version> from deploy/Dockerfile (podman, else docker). Without
+# a reachable registry the base is made from a local Debian root filesystem, cached. Variables:
+# deploy/image.sh (IMAGE, BASE_IMAGE, ENGINE, ...).
+image:
+	deploy/image.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage* build dist src/*.egg-info

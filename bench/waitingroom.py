@@ -186,7 +186,7 @@ _SERVER = """
 import asyncio, signal, sys
 from gatekeeper.app import Gateway
 from gatekeeper.gateway.config import parse_config
-from gatekeeper.gateway.server import install_uvloop
+from gatekeeper.gateway.http.server import install_uvloop
 from gatekeeper.settings import Settings
 
 async def main():

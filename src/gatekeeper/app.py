@@ -8,7 +8,7 @@ imports each factory (a module that does not exist yet is skipped, so the list m
 still being built), calls it with the shared :class:`~gatekeeper.component.Context`, adds the
 component's endpoints to the one endpoint table (:class:`gatekeeper.endpoints.Dispatcher`) and
 runs its ``start``/``stop``. Components publish
-objects to each other through ``context.extras``; the gateway's ``GatewayState`` is published as
+objects to each other through ``context.extras``; the gateway's ``Snapshot`` is published as
 ``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
 
 What the lifespan opens, in order: the Redis client (when ``GATEKEEPER_REDIS_URL`` is set), the
@@ -28,35 +28,38 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.component import Component, Context
 from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app, docs_endpoints, operator
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.gateway.builtins import RESERVED_PATHS, builtin_endpoints
+from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_endpoints
 from gatekeeper.gateway.cache.setup import gateway_cache
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.compression import Compression
 from gatekeeper.gateway.config import GatewayConfig
-from gatekeeper.gateway.header_rules import HeaderRules, header_rules
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
-from gatekeeper.gateway.tls import server_context
-from gatekeeper.gateway.upstreams import build_pool
+from gatekeeper.gateway.flow.accounting import Accounting
+from gatekeeper.gateway.flow.compression import Compression
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.flow.header_rules import HeaderRules, header_rules
+from gatekeeper.gateway.flow.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
+from gatekeeper.gateway.flow.snapshot import Snapshot
+from gatekeeper.gateway.http.tls import server_context
+from gatekeeper.gateway.upstream.proxy import Proxy
+from gatekeeper.gateway.upstream.upstreams import build_pool
 from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.reload import Reloader
-    from gatekeeper.gateway.server import Server
+    from gatekeeper.gateway.builtin.reload import Reloader
+    from gatekeeper.gateway.http.server import Server
     from gatekeeper.types import Clock
 
 __all__ = [
     "COMPONENT_FACTORIES",
     "Gateway",
     "Runtime",
-    "build_state",
+    "build_snapshot",
     "create_app",
     "lifespan",
+    "redis_client",
     "serve",
 ]
 
@@ -92,7 +95,8 @@ class Runtime:
     metrics: Any = None
     context: Context | None = None
     components: list[Component] = field(default_factory=list)
-    state: GatewayState | None = None
+    snapshot: Snapshot | None = None
+    flow: Flow | None = None
     server: Server | None = None
     reloader: Reloader | None = None
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
@@ -111,15 +115,21 @@ def _load_factory(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def redis_client(url: str) -> Any:
+    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url)
+
+
 async def _open_resources(runtime: Runtime) -> None:
     from gatekeeper.limits import Limiter, storage_from_url
     from gatekeeper.observability.metrics import Metrics, multiprocess_dir
 
     settings = runtime.settings
     if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        runtime.redis = aioredis.Redis.from_url(settings.redis_url)
+        runtime.redis = redis_client(settings.redis_url)
     runtime.storage = storage_from_url(settings.storage_url, clock=runtime.clock)
     limiter = runtime.config.limiter
     runtime.limiter = Limiter(
@@ -307,8 +317,9 @@ def _rules(config: Any, *, request: bool) -> HeaderRules | None:
     return header_rules("header rules", config.set, config.remove, request=request)
 
 
-def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
-    """A complete :class:`GatewayState` for ``config`` (pools, router, proxy) on ``runtime``."""
+def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
+    """A complete :class:`Snapshot` for ``config`` (pools, router, proxy, plans) on
+    ``runtime``."""
     policies = {name: pc.build(name) for name, pc in config.policies.items()}
     pools = {
         name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics)
@@ -320,26 +331,25 @@ def build_state(runtime: Runtime, config: GatewayConfig) -> GatewayState:
     proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
     reserved = [*RESERVED_PATHS, *RESERVED_PREFIXES, *runtime.dispatcher.prefixes()]
     router = Router(build_routes(config, policies), reserved=reserved)
-    state = GatewayState(
+    extras = runtime.context.extras if runtime.context else {}
+    snapshot = Snapshot(
         router=router,
         proxy=proxy,
         pools=pools,
         trusted=trusted,
         limiter=runtime.limiter,
         policies=policies,
-        endpoints=runtime.dispatcher,
-        metrics=runtime.metrics,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
-        gate=runtime.context.extras.get("waitingroom_gate") if runtime.context else None,
-        guard=runtime.context.extras.get("identity_guard") if runtime.context else None,
-        # Bound now, not on observability's next tick: the first requests get ids and lines too.
-        access_log=runtime.context.extras.get("access_log") if runtime.context else None,
+        gate=extras.get("waitingroom_gate"),
+        guard=extras.get("identity_guard"),
     )
-    if state.guard is None and any(route.auth is not None for route in router.routes):
+    # (Without a context this is only `serve --check` building the snapshot: nothing to warn of.)
+    running = runtime.context is not None
+    if running and snapshot.guard is None and any(r.auth is not None for r in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
     if runtime.context is not None:
-        runtime.context.extras["gateway"] = state
-    return state
+        runtime.context.extras["gateway"] = snapshot
+    return snapshot
 
 
 class Gateway:
@@ -380,18 +390,24 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Open resources, start components, build the state, bind the listener."""
-        from gatekeeper.gateway.reload import Reloader
-        from gatekeeper.gateway.server import Server
+        from gatekeeper.gateway.builtin.reload import Reloader
+        from gatekeeper.gateway.http.server import Server
 
         runtime = self.runtime
         config = runtime.config
         self._lifespan = lifespan(runtime)
         await self._lifespan.__aenter__()
         try:
-            state = build_state(runtime, config)
+            snapshot = build_snapshot(runtime, config)
+            extras = runtime.context.extras if runtime.context else {}
+            flow = Flow(
+                snapshot,
+                accounting=Accounting(runtime.metrics, extras.get("access_log")),
+                endpoints=runtime.dispatcher,
+            )
             listener = config.listener
             server = Server(
-                state,
+                flow,
                 host=self.host or listener.host,
                 port=listener.port if self.port is None else self.port,
                 backlog=listener.backlog,
@@ -406,8 +422,9 @@ class Gateway:
                 ),
             )
             runtime.server = server
-            runtime.state = state
-            await state.start()
+            runtime.snapshot = snapshot
+            runtime.flow = flow
+            await snapshot.start()
             await server.start()
         except BaseException as exc:
             await self._lifespan.__aexit__(type(exc), exc, exc.__traceback__)
@@ -423,12 +440,14 @@ class Gateway:
         try:
             if runtime.server is not None:
                 await runtime.server.stop()
-            if runtime.state is not None:
-                await runtime.state.stop()
-                # The cache outlives reloads (not in GatewayState.stop): close it once, here.
-                cache = runtime.state.cache
+            if runtime.snapshot is not None:
+                await runtime.snapshot.stop()
+                # The cache outlives reloads (not in Snapshot.stop): close it once, here.
+                cache = runtime.snapshot.cache
                 if cache is not None and hasattr(cache, "aclose"):
                     await cache.aclose()
+            if runtime.flow is not None:
+                await runtime.flow.drain()
         finally:
             if self._lifespan is not None:
                 opened, self._lifespan = self._lifespan, None
@@ -449,7 +468,7 @@ async def serve(
     """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
 
     Start-up, step by step: the lifespan opens the resources, builds the endpoint table and
-    starts the components; the gateway state (pools, router, proxy) is built and its health
+    starts the components; the snapshot (pools, router, proxy, plans) is built and its health
     checks start; the listener binds; SIGHUP reloads ``config_path``.
     """
     gateway = Gateway(

@@ -21,8 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.config import GatewayConfig, load_config, parse_config
+from gatekeeper.gateway.config import GatewayConfig, parse_config
 from gatekeeper.settings import Settings
 
 __all__ = ["demo_config", "run_demo", "run_serve"]
@@ -75,7 +74,7 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _run(coro: Any) -> None:
-    from gatekeeper.gateway.server import install_uvloop
+    from gatekeeper.gateway.http.server import install_uvloop
 
     install_uvloop()
     asyncio.run(coro)
@@ -138,19 +137,18 @@ def run_serve(
 ) -> int:
     """``gatekeeper serve``: validate the file, then run one replica until SIGTERM/SIGINT."""
     from gatekeeper.app import serve
+    from gatekeeper.preflight import StartRefused, load_checked
 
-    settings = Settings()
-    path = path or settings.config_file
-    if not path:
-        print("gatekeeper serve: --config (or GATEKEEPER_CONFIG_FILE) is required", file=sys.stderr)
-        return 2
+    components = () if bare else None
     try:
-        config = load_config(path)
-    except ConfigurationError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        # The same checks with and without --check: --check refuses what serve would refuse.
+        settings, config, config_path = load_checked(path, components=components)
+    except StartRefused as exc:
+        for line in exc.problems:
+            print(f"gatekeeper serve: {line}", file=sys.stderr)
+        return exc.exit_code
     if check:
-        print(f"{path}: OK")
+        print(f"{config_path}: OK")
         return 0
     _configure_logging(settings)
     if not settings.auto_migrate:
@@ -160,14 +158,13 @@ def run_serve(
         if problem is not None:
             print(f"gatekeeper serve: {problem}", file=sys.stderr)
             return 1
-    components = () if bare else None
     _run(
         serve(
             settings,
             config,
             host=host,
             port=port,
-            config_path=path,
+            config_path=config_path,
             components=components,
             on_ready=_freeze_heap,
         )

@@ -9,7 +9,8 @@ one JSON shape, RFC 9457's members plus the two plain fields clients and tests r
 ``error`` is a machine code (snake_case), ``detail`` a sentence for people. Extra members carry
 what a particular answer adds (``problems`` for invalid input, ``retry_after`` for a 429).
 
-:func:`problem_of` is THE map from an exception to its answer, used at every edge:
+:func:`problem_of` is THE map from an exception to its answer (:func:`status_of` its status and
+code), used at every edge: the gateway's request path and the built-in endpoints:
 
 ==========================  ======  ========================
 exception                   status  ``error``
@@ -65,15 +66,20 @@ from gatekeeper.errors import (
 )
 
 __all__ = [
+    "CONTENT_TYPE",
     "PROBLEM_JSON",
     "WWW_AUTHENTICATE",
     "Problem",
+    "exception_body",
+    "problem",
     "problem_body",
     "problem_of",
+    "status_of",
     "title_of",
 ]
 
 PROBLEM_JSON = b"application/problem+json"
+CONTENT_TYPE = PROBLEM_JSON
 # Every 401 says how to authenticate (RFC 9110 11.6.1).
 WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="gatekeeper"')
 
@@ -88,10 +94,9 @@ def title_of(status: int) -> str:
     return _TITLES.get(status, "Error")
 
 
-def problem_body(
-    status: int, error: str, detail: str, extra: Mapping[str, Any] | None = None
-) -> bytes:
-    """The UTF-8 JSON bytes of a problem document."""
+def problem(status: int, error: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The problem document of an answer (``extra`` members follow the standard ones, which
+    they cannot replace: e.g. ``retry_after``, ``problems``)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title_of(status),
@@ -99,10 +104,14 @@ def problem_body(
         "error": error,
         "detail": detail,
     }
-    if extra:
-        for key, value in extra.items():
-            body.setdefault(key, value)
-    return _ENCODE(body).encode()
+    for key, value in extra.items():
+        body.setdefault(key, value)
+    return body
+
+
+def problem_body(status: int, error: str, detail: str, **extra: Any) -> bytes:
+    """:func:`problem`, encoded as UTF-8 JSON."""
+    return _ENCODE(problem(status, error, detail, **extra)).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ class Problem:
 
     def body(self) -> bytes:
         """The document's bytes."""
-        return problem_body(self.status, self.error, self.detail, self.extra)
+        return problem_body(self.status, self.error, self.detail, **(self.extra or {}))
 
 
 # Order matters: subclasses before their bases.
@@ -169,3 +178,15 @@ def problem_of(exc: BaseException) -> Problem:
     elif isinstance(exc, InvalidInput) and exc.problems:
         extra = {"problems": exc.problems}
     return Problem(status, error, detail, headers, extra)
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code that answer ``exc`` (see :func:`problem_of`)."""
+    found = problem_of(exc)
+    return found.status, found.error
+
+
+def exception_body(exc: BaseException) -> tuple[int, bytes]:
+    """The status and problem body that answer ``exc``."""
+    found = problem_of(exc)
+    return found.status, found.body()

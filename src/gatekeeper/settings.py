@@ -6,12 +6,30 @@ Secrets and URLs come from here; the declarative YAML file (routes, pools, polic
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings"]
+from gatekeeper.errors import ConfigurationError
+
+__all__ = ["Settings", "from_environment"]
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def from_environment(cls: type[S]) -> S:
+    """``cls()`` read from the environment. Bad variables raise one ConfigurationError naming
+    each variable, one line per problem (``GATEKEEPER_LOG_LEVEL: Input should be ...``)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [
+            f"{(prefix + '_'.join(str(p) for p in error['loc'])).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError("\n".join(lines)) from exc
 
 
 class Settings(BaseSettings):

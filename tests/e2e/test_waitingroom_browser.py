@@ -9,11 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gatekeeper.endpoints import Call, Endpoint, Reply
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
@@ -62,15 +59,8 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
         return Reply(200, [(b"content-type", b"text/html; charset=utf-8")], page)
 
     room.dispatcher.add(Endpoint("GET", "/protected", protected))
-    trusted = TrustedProxies()
-    state = GatewayState(
-        router=Router([]),
-        proxy=Proxy({}, trusted),
-        pools={},
-        trusted=trusted,
-        endpoints=room.dispatcher,
-    )
-    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    flow = Flow.for_endpoints(room.dispatcher)
+    server = Server(flow, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()
     try:
         yield Site(room, f"http://127.0.0.1:{server.port}", fake_clock)

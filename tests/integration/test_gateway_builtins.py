@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from gatekeeper.gateway.mock_backend import MockBackend
@@ -145,9 +147,19 @@ async def test_server_sent_events_stream_from_the_endpoint_table() -> None:
     assert rest == b"data: two\n\n"
 
 
-async def test_health_is_answered_on_the_callback_path() -> None:
-    """GET /health over keep-alive is written without starting the connection's worker task
-    (the synchronous dispatch), and its request id is echoed."""
+async def test_health_is_answered_on_the_callback_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /health over keep-alive is answered without a task (the synchronous dispatch on the
+    exchange's callbacks), its request id echoed; /ready (it awaits the store) takes one."""
+    from gatekeeper.gateway.flow.exchange import Exchange
+
+    tasks: list[str] = []
+    run = Exchange.run
+
+    def counted(self: Exchange, work: Any, **kw: Any) -> Any:
+        tasks.append(self.request.path)
+        return run(self, work, **kw)
+
+    monkeypatch.setattr(Exchange, "run", counted)
     async with running_gateway(config_for([MockBackend("x").url])) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
         try:
@@ -156,10 +168,15 @@ async def test_health_is_answered_on_the_callback_path() -> None:
                 await writer.drain()
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
                 assert head.startswith(b"HTTP/1.1 200")
+                assert head.count(b"x-request-id: ") == 1
                 assert b"x-request-id: h-%d\r\n" % n in head
                 assert await reader.readexactly(20) == b'{"status":"healthy"}'
-            (conn,) = gw.server.connections
-            assert conn._worker is None  # no task ever served this connection
+            assert tasks == []
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert tasks == ["/ready"]
         finally:
             writer.close()
 

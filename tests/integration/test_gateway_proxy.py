@@ -203,7 +203,7 @@ async def test_keep_alive_reuses_upstream_connections() -> None:
         async with httpx.AsyncClient(base_url=gw.url) as client:
             for _ in range(20):
                 assert (await client.get("/api/x")).status_code == 200
-        stats = gw.runtime.state.proxy.stats()  # type: ignore[union-attr]
+        stats = gw.runtime.snapshot.proxy.stats()  # type: ignore[union-attr]
     assert stats[f"127.0.0.1:{bs[0].port}"]["opened"] == 1
     assert stats[f"127.0.0.1:{bs[0].port}"]["reused"] == 19
     assert bs[0].connections == 1

@@ -137,6 +137,6 @@ async def test_a_body_larger_than_the_route_accepts_gets_413() -> None:
         status, body = _error(await asyncio.wait_for(reader.read(), 5))
         writer.close()
         assert status == 413
-        endpoint = gw.runtime.state.pools["backends"].endpoints[0]  # type: ignore[union-attr]
+        endpoint = gw.runtime.snapshot.pools["backends"].endpoints[0]  # type: ignore[union-attr]
         assert endpoint.failures == 0
         assert endpoint.in_flight == 0

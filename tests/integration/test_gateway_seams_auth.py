@@ -81,7 +81,7 @@ async def test_api_key_route_enforces_the_tier_and_upgrade_raises_it(
     assert statuses == [200] * 5 + [429]
     denied = await http.get("/api/item", headers=headers)
     assert denied.status_code == 429
-    assert denied.headers["content-type"] == "application/json"
+    assert denied.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = denied.json()
     assert body["error"] == "rate_limited"
     assert body["tier"] == "free"

@@ -72,7 +72,7 @@ async def test_unsafe_request_invalidates_the_stored_uri(
 async def test_shutdown_closes_the_cache(origin: Origin, fake_clock: FakeClock) -> None:
     """After stop() the cache's store is closed (the memory store drops what it held)."""
     gateway = await _gateway(origin, fake_clock).start()
-    state = gateway.runtime.state
+    state = gateway.runtime.snapshot
     assert state is not None
     cache = state.cache
     assert isinstance(cache, GatewayCache)
@@ -111,7 +111,7 @@ async def test_reload_with_new_cache_settings_closes_the_old_cache(
     )
     await gateway.start()
     try:
-        state = gateway.runtime.state
+        state = gateway.runtime.snapshot
         assert state is not None
         assert isinstance(state.cache, GatewayCache)
         old_store = state.cache.cache.store
@@ -125,7 +125,7 @@ async def test_reload_with_new_cache_settings_closes_the_old_cache(
                 "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
             )
             assert reloaded.status_code == 200, reloaded.text
-        new_state = gateway.runtime.state
+        new_state = gateway.runtime.snapshot
         assert new_state is not None
         assert new_state.cache is not state.cache
         for _ in range(100):  # the close runs in a task of its own: let it have its turns

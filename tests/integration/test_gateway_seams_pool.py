@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from gatekeeper.gateway.messages import Body, ProxyRequest
+from gatekeeper.gateway.http.messages import Body, ProxyRequest
+from gatekeeper.gateway.upstream.forward import fetch
 from tests.integration.gateway_fixtures import config_for, running_gateway
 
 
@@ -24,7 +25,7 @@ async def test_cancelled_forward_releases_the_in_flight_slot() -> None:
     port = upstream.sockets[0].getsockname()[1]
     try:
         async with running_gateway(config_for([f"http://127.0.0.1:{port}"])) as gateway:
-            state = gateway.runtime.state
+            state = gateway.runtime.snapshot
             assert state is not None
             route = state.router.routes[0]
             (endpoint,) = state.pools["backends"].endpoints
@@ -32,7 +33,7 @@ async def test_cancelled_forward_releases_the_in_flight_slot() -> None:
                 "GET", b"/api/x", "/api/x", [], Body.of(b""),
                 host="example.com", client_ip="127.0.0.1", peer_ip="127.0.0.1", route=route,
             )  # fmt: skip
-            task = asyncio.create_task(state.proxy.forward(request))
+            task = asyncio.create_task(fetch(state.proxy, request))
             await asyncio.wait_for(arrived.wait(), 5)
             assert endpoint.in_flight == 1
             task.cancel()

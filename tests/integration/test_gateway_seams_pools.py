@@ -13,7 +13,7 @@ from tests.integration.gateway_fixtures import backends, config_for, running_gat
 async def test_pools_report_endpoint_health_to_the_metrics() -> None:
     """The gateway's pools get the process metrics: /metrics shows each endpoint's health."""
     async with backends(2) as started, running_gateway(config_for([b.url for b in started])) as gw:
-        state = gw.runtime.state
+        state = gw.runtime.snapshot
         assert state is not None
         assert state.pools["backends"].metrics is gw.runtime.metrics
         async with httpx.AsyncClient(base_url=gw.url) as http:

@@ -108,7 +108,7 @@ async def test_an_unknown_ca_is_refused_with_a_502_unless_verification_is_off(
             raw = await raw_exchange(
                 gw.server.port, b"GET /api/a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
             )
-            endpoint = gw.runtime.state.pools["backends"].endpoints[0]  # type: ignore[union-attr]
+            endpoint = gw.runtime.snapshot.pools["backends"].endpoints[0]  # type: ignore[union-attr]
             assert endpoint.failures == 1
         assert raw.startswith(b"HTTP/1.1 502 "), raw
         assert b"bad_gateway" in raw
@@ -157,7 +157,7 @@ async def test_health_checks_speak_tls_to_https_endpoints(ca: trustme.CA, ca_fil
         pools = _tls_pool(up.url, ca_file=ca_file)
         pools["backends"]["health"] = {"path": "/healthz", "interval": 0.05}  # type: ignore[index]
         async with running_gateway(config_for([], upstreams=pools)) as gw:
-            pool = gw.runtime.state.pools["backends"]  # type: ignore[union-attr]
+            pool = gw.runtime.snapshot.pools["backends"]  # type: ignore[union-attr]
             for _ in range(100):
                 if any(head.startswith(b"GET /healthz ") for head in seen):
                     break

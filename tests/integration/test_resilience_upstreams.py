@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gatekeeper.gateway.health import probe
+from gatekeeper.gateway.upstream.health import probe
 from tests.servers import free_port, wait_for_port
 
 ADMIN = "resilience-admin-token"
@@ -206,7 +206,7 @@ class Gateway:
     clients: list[Client] = field(default_factory=list)
 
     def pool(self, name: str = "backends") -> Any:
-        return self.runtime.state.pools[name]
+        return self.runtime.snapshot.pools[name]
 
     def client(self) -> Client:
         client = Client(self.port)
@@ -387,10 +387,10 @@ async def test_probe_sends_the_configured_path_and_host() -> None:
 async def test_pool_health_checks_run_between_start_and_stop() -> None:
     """pool.start() checks in the background: a failing /health takes the endpoint out, a
     passing one brings it back; pool.stop() ends the checking task."""
-    from gatekeeper.gateway.balancing import RequestContext
-    from gatekeeper.gateway.endpoint import Endpoint
-    from gatekeeper.gateway.health import HealthCheckConfig
-    from gatekeeper.gateway.pool import UpstreamPool
+    from gatekeeper.gateway.upstream.balancing import RequestContext
+    from gatekeeper.gateway.upstream.endpoint import Endpoint
+    from gatekeeper.gateway.upstream.health import HealthCheckConfig
+    from gatekeeper.gateway.upstream.pool import UpstreamPool
 
     a, b = await start_upstreams("a", "b")
     config = HealthCheckConfig(

@@ -10,11 +10,8 @@ import httpx
 import pytest
 
 from gatekeeper.errors import AuthenticationError
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.identity.bans import BanRules
 from gatekeeper.identity.service import Identity
 from gatekeeper.persistence import Database
@@ -172,12 +169,12 @@ async def server(
 ) -> AsyncIterator[tuple[str, Identity]]:
     """The routes behind Gatekeeper's own HTTP server on a free port."""
     identity = build_identity(sql_database, fake_clock)
-    trusted = TrustedProxies([])
-    state = GatewayState(
-        router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted,
-        endpoints=build_table(identity),
-    )  # fmt: skip
-    srv = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    srv = Server(
+        Flow.for_endpoints(build_table(identity)),
+        host="127.0.0.1",
+        port=free_port(),
+        shutdown_grace=1.0,
+    )
     await srv.start()
     try:
         yield f"http://127.0.0.1:{srv.port}", identity

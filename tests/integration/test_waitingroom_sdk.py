@@ -8,11 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.pipeline import GatewayState
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Router
-from gatekeeper.gateway.server import Server
+from gatekeeper.gateway.flow.flow import Flow
+from gatekeeper.gateway.http.server import Server
 from gatekeeper.sdk.waitingroom import (
     AsyncWaitingRoomClient,
     WaitingRoomClient,
@@ -36,15 +33,9 @@ async def served(
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
     client = aioredis.Redis.from_url(REDIS_URL)
     room = build(RedisStore(client, prefix=redis_prefix), MemoryConfigRepository([T]), fake_clock)
-    trusted = TrustedProxies()
-    state = GatewayState(
-        router=Router([]),
-        proxy=Proxy({}, trusted),
-        pools={},
-        trusted=trusted,
-        endpoints=room.dispatcher,
+    server = Server(
+        Flow.for_endpoints(room.dispatcher), host="127.0.0.1", port=free_port(), shutdown_grace=1.0
     )
-    server = Server(state, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()
     try:
         yield room, f"http://127.0.0.1:{server.port}"

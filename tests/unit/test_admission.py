@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gatekeeper.errors import ConfigurationError, QueueFull
-from gatekeeper.gateway.admission import AdmissionController, QueueConfig
+from gatekeeper.gateway.upstream.admission import AdmissionController, QueueConfig
 
 
 async def _settle() -> None:

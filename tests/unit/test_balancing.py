@@ -8,13 +8,13 @@ from collections import Counter
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.balancing import (
+from gatekeeper.gateway.upstream.balancing import (
     STRATEGIES,
     RequestContext,
     canonical_strategy,
     make_balancer,
 )
-from gatekeeper.gateway.endpoint import Endpoint
+from gatekeeper.gateway.upstream.endpoint import Endpoint
 
 CTX = RequestContext("192.0.2.1")
 

@@ -7,12 +7,12 @@ import random
 import pytest
 
 from gatekeeper.errors import ConfigurationError, NoHealthyUpstream, QueueFull
-from gatekeeper.gateway.balancing import RequestContext
-from gatekeeper.gateway.breaker import BreakerConfig, BreakerState
-from gatekeeper.gateway.endpoint import Endpoint
-from gatekeeper.gateway.outlier import OutlierConfig
-from gatekeeper.gateway.pool import UpstreamPool, pool_from_config
-from gatekeeper.gateway.retry import RetryBudgetConfig
+from gatekeeper.gateway.upstream.balancing import RequestContext
+from gatekeeper.gateway.upstream.breaker import BreakerConfig, BreakerState
+from gatekeeper.gateway.upstream.endpoint import Endpoint
+from gatekeeper.gateway.upstream.outlier import OutlierConfig
+from gatekeeper.gateway.upstream.pool import UpstreamPool, pool_from_config
+from gatekeeper.gateway.upstream.retry import RetryBudgetConfig
 from gatekeeper.testing import FakeClock
 
 CTX = RequestContext("192.0.2.7")
@@ -179,8 +179,8 @@ def test_pool_from_the_gateway_configuration() -> None:
 async def test_transitions_reach_the_prometheus_metrics(fake_clock: FakeClock) -> None:
     """Breaker transitions, ejections, health changes and queue waits land in the real
     Metrics registry under the pool's name and the endpoint's address."""
-    from gatekeeper.gateway.admission import QueueConfig
-    from gatekeeper.gateway.health import HealthCheckConfig
+    from gatekeeper.gateway.upstream.admission import QueueConfig
+    from gatekeeper.gateway.upstream.health import HealthCheckConfig
     from gatekeeper.observability.metrics import Metrics
 
     metrics = Metrics()

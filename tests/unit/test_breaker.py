@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.breaker import BreakerConfig, BreakerState, CircuitBreaker, RollingWindow
+from gatekeeper.gateway.upstream.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    RollingWindow,
+)
 from gatekeeper.testing import FakeClock
 
 

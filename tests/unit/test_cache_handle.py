@@ -649,7 +649,7 @@ async def test_stored_ttl_counts_the_age_the_response_already_has(fake_clock: Fa
 def test_cache_result_reads_our_cache_status_member(value: bytes, result: str) -> None:
     """Access logs can recover the cache's result from our Cache-Status member only."""
     from gatekeeper.gateway.cache.adapter import cache_result
-    from gatekeeper.gateway.messages import Body, ProxyResponse
+    from gatekeeper.gateway.http.messages import Body, ProxyResponse
 
     headers = [(b"cache-status", b"origin; hit"), (b"cache-status", value)]
     assert cache_result(ProxyResponse(200, headers, Body.of(b""))) == result

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.client_ip import TrustedProxies
 
 
 def test_untrusted_peer_header_ignored() -> None:

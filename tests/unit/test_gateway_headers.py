@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gatekeeper.gateway.client_ip import TrustedProxies
-from gatekeeper.gateway.messages import Body, ProxyRequest
-from gatekeeper.gateway.proxy import Proxy
-from gatekeeper.gateway.routing import Route
+from gatekeeper.client_ip import TrustedProxies
+from gatekeeper.gateway.flow.routing import Route
+from gatekeeper.gateway.http.messages import Body, ProxyRequest
+from gatekeeper.gateway.upstream.proxy import Proxy
 
 
 def _head(headers: list[tuple[bytes, bytes]], *, peer: str = "203.0.113.7",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatekeeper.gateway.routing import Route, Router
+from gatekeeper.gateway.flow.routing import Route, Router
 
 
 def _router() -> Router:

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.balancing import RequestContext
-from gatekeeper.gateway.endpoint import Endpoint
-from gatekeeper.gateway.hashing import (
+from gatekeeper.gateway.upstream.balancing import RequestContext
+from gatekeeper.gateway.upstream.endpoint import Endpoint
+from gatekeeper.gateway.upstream.hashing import (
     ConsistentHashBalancer,
     HashRing,
     MaglevTable,

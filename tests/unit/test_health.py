@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.endpoint import Endpoint
-from gatekeeper.gateway.health import HealthCheckConfig, HealthChecker
+from gatekeeper.gateway.upstream.endpoint import Endpoint
+from gatekeeper.gateway.upstream.health import HealthCheckConfig, HealthChecker
 
 
 def _checker(ep: Endpoint, healthy: int = 2, unhealthy: int = 3) -> HealthChecker:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.gateway.flow.subjects import shown_subject
 from gatekeeper.limits.decision import Decision, PolicyResult
 from gatekeeper.limits.policy import Policy
 from gatekeeper.observability.access import AccessLog, Termination
@@ -50,7 +51,22 @@ def _limited(policy: str) -> Decision:
 
 def _line(route: Route, request: FakeRequest, status: int, note: dict[str, Any]) -> Any:
     buffer = io.StringIO()
-    log_proxied(AccessLog(buffer, enabled=True, fmt="json"), request, route, status, 0.002, note)
+    decision = note.get("decision")
+    subject = None
+    if decision is not None:
+        subject = shown_subject(route, request, decision.policy)  # type: ignore[arg-type]
+    rid = request.header(b"x-request-id")
+    log_proxied(
+        AccessLog(buffer, enabled=True, fmt="json"),
+        request,
+        route,
+        status,
+        0.002,
+        request_id=rid.decode() if rid else "",
+        term=note.get("term"),
+        decision=decision,
+        limit_key=subject,
+    )
     return json.loads(buffer.getvalue())
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.endpoint import Endpoint
-from gatekeeper.gateway.outlier import OutlierConfig, OutlierDetector
+from gatekeeper.gateway.upstream.endpoint import Endpoint
+from gatekeeper.gateway.upstream.outlier import OutlierConfig, OutlierDetector
 from gatekeeper.testing import FakeClock
 
 

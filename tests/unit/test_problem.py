@@ -27,7 +27,7 @@ from gatekeeper.errors import (
     UpstreamTimeout,
 )
 from gatekeeper.limits.decision import Decision, PolicyResult
-from gatekeeper.problem import PROBLEM_JSON, problem_body, problem_of
+from gatekeeper.problem import PROBLEM_JSON, exception_body, problem_body, problem_of, status_of
 
 
 def _decision() -> Decision:
@@ -106,7 +106,7 @@ def test_invalid_input_lists_its_problems() -> None:
 
 def test_extra_members_never_replace_the_standard_ones() -> None:
     """Extra members are added after the five standard ones, which they cannot overwrite."""
-    body = json.loads(problem_body(404, "not_found", "gone", {"status": 200, "hint": "x"}))
+    body = json.loads(problem_body(404, "not_found", "gone", title="OK", type="x", hint="x"))
     assert body == {
         "type": "about:blank",
         "title": "Not Found",
@@ -116,3 +116,11 @@ def test_extra_members_never_replace_the_standard_ones() -> None:
         "hint": "x",
     }
     assert PROBLEM_JSON == b"application/problem+json"
+
+
+def test_status_of_and_exception_body_follow_the_same_map() -> None:
+    """The gateway's helpers answer exactly what problem_of says."""
+    for exc in (NotFound("gone"), StorageError("down"), KeyError("bug"), BadRequest("x")):
+        found = problem_of(exc)
+        assert status_of(exc) == (found.status, found.error)
+        assert exception_body(exc) == (found.status, found.body())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.retry import RetryBudget, RetryBudgetConfig, is_idempotent
+from gatekeeper.gateway.upstream.retry import RetryBudget, RetryBudgetConfig, is_idempotent
 from gatekeeper.testing import FakeClock
 
 

@@ -67,7 +67,7 @@ def problem_reply(
 ) -> Reply:
     """A problem document (see :mod:`gatekeeper.problem`)."""
     head = [(b"content-type", PROBLEM_JSON), *(headers or ())]
-    return Reply(status, head, problem_body(status, error, detail, extra or None))
+    return Reply(status, head, problem_body(status, error, detail, **extra))
 
 
 def reply_of(problem: Problem) -> Reply:

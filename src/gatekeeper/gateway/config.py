@@ -27,9 +27,9 @@ from pydantic import (
 )
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.gateway.balancing import canonical_strategy
 from gatekeeper.gateway.cache.config import cache_config_problems
-from gatekeeper.gateway.hashing import parse_hash_on
+from gatekeeper.gateway.upstream.balancing import canonical_strategy
+from gatekeeper.gateway.upstream.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
 
 __all__ = [
@@ -74,7 +74,7 @@ class ListenerTLSConfig(_Model):
 
     @model_validator(mode="after")
     def _loadable(self) -> ListenerTLSConfig:
-        from gatekeeper.gateway.tls import server_context
+        from gatekeeper.gateway.http.tls import server_context
 
         server_context(self.cert_file, self.key_file)  # ConfigurationError naming the file
         return self
@@ -170,7 +170,7 @@ class UpstreamTLSConfig(_Model):
 
     @model_validator(mode="after")
     def _loadable(self) -> UpstreamTLSConfig:
-        from gatekeeper.gateway.tls import client_context
+        from gatekeeper.gateway.http.tls import client_context
 
         client_context(verify=self.verify, ca_file=self.ca_file)  # names a bad ca_file
         return self
@@ -281,7 +281,7 @@ class HeaderRulesConfig(_Model):
 
 
 class CompressConfig(_Model):
-    """gzip for clients that accept it (see ``gateway/compression.py``)."""
+    """gzip for clients that accept it (see ``gateway/flow/compression.py``)."""
 
     min_bytes: int = Field(default=1024, ge=0)
     level: int = Field(default=6, ge=1, le=9)
@@ -336,7 +336,7 @@ class RouteConfig(_Model):
         cls, value: HeaderRulesConfig | None, info: ValidationInfo
     ) -> HeaderRulesConfig | None:
         if value is not None:
-            from gatekeeper.gateway.header_rules import header_rules
+            from gatekeeper.gateway.flow.header_rules import header_rules
 
             request = info.field_name == "request_headers"
             header_rules("header rules", value.set, value.remove, request=request)

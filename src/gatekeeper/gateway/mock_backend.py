@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import httptools
 
-from gatekeeper.gateway.protocol import status_line
+from gatekeeper.gateway.http.protocol import status_line
 
 __all__ = ["MockBackend", "run_backends"]
 
@@ -219,13 +219,15 @@ def main() -> None:  # pragma: no cover - used by the benchmark as a separate pr
     """``python -m gatekeeper.gateway.mock_backend PORT [NAME [HOST]]`` (HOST: 127.0.0.1)."""
     import sys
 
-    from gatekeeper.gateway.server import install_uvloop
+    from gatekeeper.gateway.http.server import install_uvloop
 
     install_uvloop()
 
     async def serve() -> None:
         backend = MockBackend(
-            sys.argv[2] if len(sys.argv) > 2 else "backend", port=int(sys.argv[1])
+            sys.argv[2] if len(sys.argv) > 2 else "backend",
+            sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1",  # compose's backends: 0.0.0.0
+            port=int(sys.argv[1]),
         )
         await backend.start()
         await asyncio.Event().wait()

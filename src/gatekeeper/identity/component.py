@@ -25,24 +25,33 @@ from gatekeeper.persistence.migrate import check_migrated, upgrade
 if TYPE_CHECKING:
     from gatekeeper.component import Context
     from gatekeeper.endpoints import Endpoint
+    from gatekeeper.settings import Settings
 
 _log = structlog.get_logger("gatekeeper.identity")
 
-__all__ = ["IdentityComponent", "create_component", "options_from_context"]
+__all__ = ["IdentityComponent", "create_component", "options_from_context", "preflight"]
 
 
 def options_from_context(context: Context) -> IdentityOptions:
     """Options from the process settings: admin token, JWT keys (``kid:secret,...``)."""
     settings = context.settings
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    if secret is None and context.redis is not None:
+    if settings.jwt_secret is None and context.redis is not None:
         _log.warning(
             "identity_random_jwt_key",
             reason="GATEKEEPER_JWT_SECRET is unset: tokens issued here fail on other replicas",
         )
-    keys = KeyRing.parse(secret) if secret else None
-    return IdentityOptions(admin_token=admin or None, keys=keys)
+    return IdentityOptions(admin_token=admin or None, keys=_keys(settings))
+
+
+def _keys(settings: Settings) -> KeyRing | None:
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    return KeyRing.parse(secret) if secret else None
+
+
+def preflight(settings: Settings) -> None:
+    """What the factory would refuse in ``settings`` (``gatekeeper.preflight``): the JWT keys."""
+    _keys(settings)
 
 
 class IdentityComponent:

@@ -7,7 +7,7 @@ callable of that shape works, sync or ``async``.
 The client IP comes from the socket. ``X-Forwarded-For`` is believed only when the socket peer is
 a trusted proxy, and then walked right to left, skipping trusted hops: the first untrusted address
 is the client. Anything else would let a client choose its own key by sending a header. (The
-rules live in :class:`gatekeeper.gateway.client_ip.TrustedProxies`, shared with the gateway.)
+rules live in :class:`gatekeeper.client_ip.TrustedProxies`, shared with the gateway.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Imported for typing only: the gateway depends on the limits, never the other way round.
-    from gatekeeper.gateway.client_ip import TrustedProxies
+    from gatekeeper.client_ip import TrustedProxies
 
 __all__ = [
     "KeyFunc",
@@ -38,7 +38,7 @@ KeyFunc = Callable[["RequestView"], "str | Awaitable[str | None] | None"]
 
 def parse_trusted_proxies(cidrs: Sequence[str]) -> TrustedProxies:
     """Parse trusted proxy CIDRs; a bad entry raises ConfigurationError."""
-    from gatekeeper.gateway.client_ip import TrustedProxies
+    from gatekeeper.client_ip import TrustedProxies
 
     return TrustedProxies(cidrs)
 

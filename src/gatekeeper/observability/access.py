@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TextIO
 
-__all__ = ["AccessEntry", "AccessLog", "AccessSink", "Termination"]
+__all__ = [
+    "AccessEntry",
+    "AccessLog",
+    "AccessSink",
+    "Output",
+    "Termination",
+    "configured_output",
+]
 
 
 class Termination(StrEnum):
@@ -191,9 +198,7 @@ class AccessLog:
         fmt: str | None = None,
         buffer_lines: int = 1,
     ) -> None:
-        from gatekeeper.observability import logging as _logging
-
-        output = _logging.configured_output()
+        output = _OUTPUT
         self.stream = stream  # None: what ``configure`` chose, looked up at each flush
         self.enabled = output.access_enabled if enabled is None else enabled
         self.fmt = fmt or output.fmt
@@ -290,7 +295,24 @@ def _json_line(entry: AccessEntry, stamp: str) -> str:
     return "".join(parts)
 
 
-def _default_stream() -> TextIO:
-    from gatekeeper.observability import logging as _logging
+@dataclass
+class Output:
+    """Where and how ``observability.logging.configure`` said lines go (read by the access
+    log)."""
 
-    return _logging.configured_output().stream or sys.stdout
+    stream: TextIO | None = None
+    fmt: str = "json"
+    access_enabled: bool = True
+
+
+# structlog's own configuration is process-wide too; this records the part the access log reads.
+_OUTPUT = Output()
+
+
+def configured_output() -> Output:
+    """The output chosen by the last ``configure`` call (stdout and JSON before any)."""
+    return _OUTPUT
+
+
+def _default_stream() -> TextIO:
+    return _OUTPUT.stream or sys.stdout

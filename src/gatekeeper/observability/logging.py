@@ -19,12 +19,17 @@ import random
 import re
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from gatekeeper.observability.access import AccessEntry, AccessLog, Termination
+from gatekeeper.observability.access import (
+    _OUTPUT,
+    AccessEntry,
+    AccessLog,
+    Termination,
+    configured_output,
+)
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -147,24 +152,6 @@ class RequestIdMiddleware:
 
 
 # -- configuration ----------------------------------------------------------------------------
-
-
-@dataclass
-class Output:
-    """Where and how :func:`configure` said lines go (read by the access log)."""
-
-    stream: TextIO | None = None
-    fmt: str = "json"
-    access_enabled: bool = True
-
-
-# structlog's own configuration is process-wide too; this records the part the access log reads.
-_OUTPUT = Output()
-
-
-def configured_output() -> Output:
-    """The output chosen by the last :func:`configure` call (stdout and JSON before any)."""
-    return _OUTPUT
 
 
 def _logger_field(_: Any, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:

@@ -1,15 +1,14 @@
-"""The access line of a proxied request, as the gateway's pipeline records it.
+"""The access line of a request through the gateway, and the id that ties its lines together.
 
-The pipeline calls :func:`ensure_request_id` when a request enters a route (so that the upstream
-receives the same ``X-Request-ID`` the access line carries) and :func:`log_proxied` when it
-leaves, with a small ``note`` dict the pipeline filled on the way: ``"decision"`` (the limiter's
-:class:`~gatekeeper.limits.decision.Decision`) and ``"term"`` (a :class:`Termination` when the
-pipeline itself ended the request: waiting room, queue, breaker, upstream errors).
+The gateway's request path calls :func:`ensure_request_id` when a request arrives (so that the
+upstream receives the same ``X-Request-ID`` the access line carries and the answer echoes), and
+:func:`log_proxied` or :func:`log_builtin` when it leaves, with what it learnt on the way: the
+limiter's decision and the :class:`Termination` when the gateway itself ended the request
+(waiting room, queue, breaker, upstream errors).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -47,24 +46,25 @@ def log_proxied(
     route: Any,
     status: int,
     seconds: float,
-    note: dict[str, Any] | None,
+    *,
+    request_id: str,
+    term: Termination | None = None,
+    decision: Any = None,
+    limit_key: str | None = None,
 ) -> None:
-    """Emit the access line of a request that matched ``route``."""
-    note = note or {}
-    decision = note.get("decision")
-    term: Termination | None = note.get("term")
-    policy = limit_key = None
+    """Emit the access line of a request that matched ``route``: ``decision`` is the limiter's
+    (its denied policy and ``limit_key`` name what limited the request), ``term`` what the
+    gateway itself ended the request with, if anything."""
+    policy = None
     degraded = False
     if decision is not None:
         degraded = bool(decision.degraded)
         if not decision.allowed:
             term = Termination.LIMITED
             policy = decision.policy
-            limit_key = _subject_of(route, request, policy)
-    rid = note.get("rid")
-    if rid is None:
-        given = request.header(_HEADER)
-        rid = given.decode("latin-1") if given else accept_request_id(None)
+        else:
+            limit_key = None
+    rid = request_id
     access.emit(
         AccessEntry(
             request_id=rid,
@@ -102,19 +102,3 @@ def log_builtin(
         )
     except Exception:  # observability must never fail serving
         logging.getLogger("gatekeeper.gateway").exception("access line of a built-in request")
-
-
-def _subject_of(route: Any, request: Any, policy: str) -> str | None:
-    """The limited subject as logs and dashboards may show it: IPs as they are, secrets (API
-    keys, header and query values) replaced by a short hash that still groups by client."""
-    from gatekeeper.gateway.pipeline import subject_key
-
-    for rule in route.limits:
-        if rule.policy.name == policy:
-            subject = str(subject_key(rule.key, request))
-            if subject.startswith("ip:") or subject == "global":
-                return subject
-            prefix, _, secret = subject.rpartition(":")
-            digest = hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
-            return f"{prefix}:#{digest}"
-    return None

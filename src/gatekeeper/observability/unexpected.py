@@ -52,13 +52,13 @@ class UnexpectedErrors:
         self.max_sites = max_sites
         self._last: dict[tuple[str, int, str], float] = {}
 
-    def report(self, exc: BaseException, *, request_id: str | None, where: str = "") -> None:
+    def report(self, exc: BaseException, *, request_id: str | None = None, where: str = "") -> None:
         """Write the one line for ``exc`` (with its traceback if the site's minute is new)."""
         site = _site(exc)
         now = self.clock()
         last = self._last.get(site)
         fields: dict[str, Any] = {
-            "request_id": request_id,
+            "request_id": request_id or None,
             "error": f"{type(exc).__name__}: {exc}"[:500],
             "site": f"{site[0]}:{site[1]}",
         }
@@ -78,6 +78,8 @@ class UnexpectedErrors:
 _DEFAULT = UnexpectedErrors()
 
 
-def report_unexpected(exc: BaseException, *, request_id: str | None, where: str = "") -> None:
+def report_unexpected(
+    exc: BaseException, *, request_id: str | None = None, where: str = ""
+) -> None:
     """Report ``exc`` with the process's reporter (see :class:`UnexpectedErrors`)."""
     _DEFAULT.report(exc, request_id=request_id, where=where)

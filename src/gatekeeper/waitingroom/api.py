@@ -185,7 +185,7 @@ def _error_reply(exc: Exception, extra: dict[str, Any] | None = None) -> Reply:
         detail = "waiting room store unavailable"
     else:
         detail = problem.detail
-    return problem.status, problem_body(problem.status, problem.error, detail, members), headers
+    return problem.status, problem_body(problem.status, problem.error, detail, **members), headers
 
 
 def _error(exc: Exception, extra: dict[str, Any] | None = None) -> Result:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
+from gatekeeper.settings import from_environment
 from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
@@ -35,15 +36,19 @@ from gatekeeper.waitingroom.worker import AdmissionWorker
 if TYPE_CHECKING:
     from gatekeeper.component import Context
     from gatekeeper.endpoints import Endpoint
+    from gatekeeper.settings import Settings
 
-__all__ = ["WaitingRoomComponent", "create_component", "signer_from_settings"]
+__all__ = ["WaitingRoomComponent", "create_component", "preflight", "signer_from_settings"]
 
 log = structlog.get_logger("gatekeeper.waitingroom")
 
 
-def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared: bool) -> Signer:
+def signer_from_settings(
+    wr: WaitingRoomSettings, secret: str | None, *, shared: bool, warn: bool = True
+) -> Signer:
     """The token signer the settings ask for. ``shared``: tokens must verify on other replicas,
-    so a random per-process secret is refused."""
+    so a random per-process secret is refused. ``warn``: log when a random secret is chosen
+    (not while only checking the settings)."""
     if wr.signing == "eddsa":
         if wr.private_key_file:
             return EdDSASigner.from_pem_file(wr.private_key_file, wr.key_id)
@@ -60,8 +65,28 @@ def signer_from_settings(wr: WaitingRoomSettings, secret: str | None, *, shared:
         from gatekeeper.errors import ConfigurationError
 
         raise ConfigurationError("GATEKEEPER_JWT_SECRET is required when Redis is shared")
-    log.warning("waitingroom_random_secret", reason="no GATEKEEPER_JWT_SECRET; single process only")
+    if warn:
+        log.warning(
+            "waitingroom_random_secret", reason="no GATEKEEPER_JWT_SECRET; single process only"
+        )
     return HS256Signer.random()
+
+
+def _signer(
+    wr: WaitingRoomSettings, settings: Settings, *, shared: bool, warn: bool = True
+) -> Signer:
+    secret = wr.jwt_secret or settings.jwt_secret
+    return signer_from_settings(
+        wr, secret.get_secret_value() if secret else None, shared=shared, warn=warn
+    )
+
+
+def preflight(settings: Settings) -> None:
+    """What the component would refuse in ``settings`` (``gatekeeper.preflight``): its own
+    ``GATEKEEPER_WAITINGROOM_*`` variables and the token signer (a missing shared secret or
+    key file)."""
+    wr = from_environment(WaitingRoomSettings)
+    _signer(wr, settings, shared=bool(settings.redis_url), warn=False)
 
 
 class WaitingRoomComponent:
@@ -71,7 +96,7 @@ class WaitingRoomComponent:
 
     def __init__(self, context: Context, settings: WaitingRoomSettings | None = None) -> None:
         self.context = context
-        self.settings = settings or WaitingRoomSettings()
+        self.settings = settings or from_environment(WaitingRoomSettings)
         wr = self.settings
         shared = context.redis is not None
         self.store: WaitingRoomStore = (
@@ -85,10 +110,7 @@ class WaitingRoomComponent:
             else MemoryConfigRepository(context.settings.business_ids)
         )
         self.configs = CachedConfigs(self.repository, context.clock, wr.config_cache_seconds)
-        secret = wr.jwt_secret or context.settings.jwt_secret
-        signer = signer_from_settings(
-            wr, secret.get_secret_value() if secret else None, shared=shared
-        )
+        signer = _signer(wr, context.settings, shared=shared)
         metrics: Any = context.extras.get("metrics")
         self.service = WaitingRoomService(
             self.store,

@@ -1,7 +1,7 @@
 """The bridge between the gateway's messages and the cache: the pipeline's ``ResponseCache``.
 
 The pipeline calls ``await gateway_cache.handle(request, forward)`` for GET/HEAD on routes whose
-``route.cache`` is set (see :mod:`gatekeeper.gateway.messages`). This module converts the
+``route.cache`` is set (see :mod:`gatekeeper.gateway.http.messages`). This module converts the
 gateway's byte headers and :class:`Body` objects to the cache's small types and back, so that
 the cache's rules stay independent of the proxy's internals. A streamed upstream body stays
 streamed: the client's :class:`Body` pulls from the cache's tee, chunk by chunk.
@@ -17,7 +17,7 @@ from gatekeeper.gateway.cache.config import RouteCache
 from gatekeeper.gateway.cache.exchange import CacheRequest, CacheResponse, iterate_once
 from gatekeeper.gateway.cache.keys import primary_key
 from gatekeeper.gateway.cache.status import CacheStatus
-from gatekeeper.gateway.messages import Body, Forward, ProxyRequest, ProxyResponse
+from gatekeeper.gateway.http.messages import Body, Forward, ProxyRequest, ProxyResponse
 
 __all__ = ["GatewayCache", "StoredAnswer", "cache_result", "metric_result"]
 

@@ -1,6 +1,6 @@
 """Wiring the cache into a replica: build it from the gateway's configuration.
 
-The composition root calls :func:`gateway_cache` when it builds a ``GatewayState``::
+The composition root calls :func:`gateway_cache` when it builds a ``Snapshot``::
 
     state.cache = gateway_cache(runtime, config)   # None when no route enables caching
 
@@ -33,7 +33,7 @@ def gateway_cache(runtime: Any, config: Any, previous: Any = None) -> GatewayCac
     if not any(enabled):
         return None
     if previous is None and runtime is not None and getattr(runtime, "state", None) is not None:
-        previous = getattr(runtime.state, "cache", None)
+        previous = getattr(runtime.snapshot, "cache", None)
     if isinstance(previous, GatewayCache) and previous.config == settings:
         return previous
     cache = build_cache(settings, clock=runtime.clock, redis=getattr(runtime, "redis", None))

@@ -1,0 +1,187 @@
+"""The gateway's own HTTP API, served on the same listener as the proxied routes.
+
+``GET /health`` (liveness, answered synchronously), ``GET /ready`` (the store answers and every
+pool has a healthy endpoint; 503 otherwise), ``GET /metrics`` (Prometheus text) and
+``GET /stats`` (JSON snapshot) for operators (the admin token, or a client in
+``operator_networks``), ``POST /change_strategy`` and ``POST /admin/reload`` (the admin token:
+401 without credentials, 403 with wrong ones).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from gatekeeper.endpoints import JSON, Answer, Call, Endpoint, Reply, Routes, json_reply, problem
+from gatekeeper.endpoints import problem_reply as _problem
+from gatekeeper.errors import ConfigurationError, GatekeeperError
+from gatekeeper.observability.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from gatekeeper.app import Runtime
+
+__all__ = ["RESERVED_PATHS", "builtin_endpoints"]
+
+# Paths the proxy never routes, whatever the configuration says.
+RESERVED_PATHS = ("/health", "/ready", "/metrics", "/stats", "/change_strategy", "/admin")
+
+# The cheapest answer the gateway gives: built once.
+_HEALTHY = Reply(200, [(b"content-type", JSON)], b'{"status":"healthy"}')
+_METRICS_TYPE = [(b"content-type", CONTENT_TYPE.encode())]
+
+
+class StrategyChange(BaseModel):
+    """Body of ``POST /change_strategy`` (``pool`` may be left out when there is one pool)."""
+
+    strategy: str = Field(max_length=64)
+    pool: str | None = Field(default=None, max_length=200)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="``ready`` or ``not_ready``")
+    checks: dict[str, Any]
+
+
+class StrategyChanged(BaseModel):
+    pool: str
+    strategy: str
+    status: str
+
+
+class Reloaded(BaseModel):
+    status: str
+    generation: int
+
+
+_METRICS = Answer("Prometheus text exposition.", {"type": "string"}, CONTENT_TYPE)
+
+
+def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
+    """The gateway's endpoints, reading the live state through ``runtime``."""
+    context = runtime.context
+    assert context is not None, "the composition root builds the context first"
+    routes = Routes(tags=("gateway",))
+
+    @routes.get("/health", responses={200: Answer("The process answers.", Health)})
+    def health(call: Call) -> Reply:
+        """Liveness: the process answers."""
+        return _HEALTHY
+
+    @routes.get(
+        "/ready",
+        responses={
+            200: Answer("Ready to serve.", Readiness),
+            503: Answer("The store or a pool is not ready.", Readiness),
+        },
+    )
+    async def ready(call: Call) -> Reply:
+        """Readiness: the limit store answers and each pool has a healthy endpoint."""
+        checks: dict[str, Any] = {}
+        ok = True
+        storage = runtime.storage
+        if storage is not None:
+            try:
+                await storage.ping()
+                checks["store"] = "ok"
+            except GatekeeperError as exc:
+                checks["store"] = f"unavailable: {exc}"
+                ok = False
+        pools: dict[str, str] = {}
+        state = runtime.snapshot
+        for name, pool in state.pools.items() if state is not None else ():
+            endpoints = pool.snapshot().get("endpoints", [])
+            healthy = sum(1 for e in endpoints if e.get("healthy", True))
+            pools[name] = f"{healthy}/{len(endpoints)} healthy"
+            ok = ok and healthy > 0
+        checks["pools"] = pools
+        body = {"status": "ready" if ok else "not_ready", "checks": checks}
+        return json_reply(body, 200 if ok else 503)
+
+    @routes.get("/metrics", guard=context.operator_guard, responses={200: _METRICS})
+    def metrics(call: Call) -> Reply:
+        """Prometheus text exposition."""
+        return Reply(200, _METRICS_TYPE, runtime.metrics.render())
+
+    @routes.get(
+        "/stats",
+        guard=context.operator_guard,
+        responses={200: Answer("Pools, connections, limiter and cache.", {"type": "object"})},
+    )
+    def stats(call: Call) -> Reply:
+        """A JSON snapshot: pools (strategy, endpoints, health, breakers), limiter, cache."""
+        state = runtime.snapshot
+        body: dict[str, Any] = {"pools": {}, "connections": {}}
+        if state is not None:
+            body["pools"] = {name: pool.snapshot() for name, pool in state.pools.items()}
+            body["connections"] = state.proxy.stats()
+            cache = state.cache
+            if cache is not None and hasattr(cache, "stats"):
+                found = cache.stats
+                body["cache"] = found() if callable(found) else found
+        limiter = runtime.limiter
+        if limiter is not None:
+            body["limiter"] = limiter.stats.as_dict()
+        server = runtime.server
+        body["in_flight"] = server.in_flight if server is not None else 0
+        body["tunnels"] = server.tunnels if server is not None else 0
+        return json_reply(body)
+
+    @routes.post(
+        "/change_strategy",
+        guard=context.admin_guard,
+        body=StrategyChange,
+        responses={200: Answer("The pool's strategy changed.", StrategyChanged)},
+    )
+    def change_strategy(call: Call) -> Reply:
+        """Switch a pool's balancing strategy at run time (admin)."""
+        change: StrategyChange = call.data
+        state = runtime.snapshot
+        pools = state.pools if state is not None else {}
+        name = change.pool
+        if name is None:
+            if len(pools) != 1:
+                return _unprocessable(f"name the pool: one of {sorted(pools)}")
+            name = next(iter(pools))
+        pool = pools.get(name)
+        if pool is None:
+            return _unprocessable(f"unknown pool {name!r} (one of {sorted(pools)})")
+        try:
+            pool.set_strategy(change.strategy)
+        except (ConfigurationError, ValueError) as exc:
+            return _unprocessable(str(exc))
+        return json_reply({"pool": name, "strategy": change.strategy, "status": "changed"})
+
+    @routes.post(
+        "/admin/reload",
+        guard=context.admin_guard,
+        responses={
+            200: Answer("The file was applied.", Reloaded),
+            409: problem("This process has no configuration file."),
+            422: problem("The file is invalid (``problems`` lists every error); nothing changed."),
+        },
+    )
+    async def reload(call: Call) -> Reply:
+        """Reload the configuration file; an invalid file is refused and the old one stays."""
+        reloader = runtime.reloader
+        if reloader is None:
+            detail = "this process has no configuration file"
+            return _problem(409, "not_reloadable", detail)
+        from gatekeeper.gateway.config import ConfigFileError
+
+        try:
+            await reloader.reload()
+        except ConfigFileError as exc:
+            problems = [{"field": "configuration", "problem": p} for p in exc.problems]
+            return _problem(422, "invalid_configuration", str(exc), problems=problems)
+        return json_reply({"status": "reloaded", "generation": reloader.generation})
+
+    return routes.endpoints
+
+
+def _unprocessable(detail: str) -> Reply:
+    return _problem(422, "unprocessable", detail)

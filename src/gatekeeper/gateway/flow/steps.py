@@ -1,0 +1,432 @@
+"""The request path: every step a request goes through, in order, each written once.
+
+    ResolveClient    the client address: the socket's, or X-Forwarded-For from trusted proxies
+    IdentifyRequest  the request id (the client's X-Request-ID if sane): upstream, logs, answer
+    MatchRoute       host, path prefix and method; no route: the built-in endpoints
+    ---- a route's plan: the steps below that apply to it (decided once per configuration) ----
+    BoundBody        413 for a body larger than the route accepts
+    DenyAddress      the identity's deny list (routes with ``auth`` check it with the rest)
+    Authenticate     credentials, bans and tier limits (the identity guard); 401/403/429
+    Limit            every policy of the route in ONE limiter call (batched per loop turn); 429
+    WaitingRoom      a visitor without a ready token goes to the waiting page (302)
+    Admit            the pool's concurrency limit and priority queue; 503 when full
+    Cache            a fresh stored answer; else the cache fetches (and stores) the answer
+    Forward          balance, attempts and retries; the answer relayed as it is parsed
+
+The built-in endpoints' plan is one step, :class:`Dispatch`. How steps run (on callbacks while
+they answer at once, in a task once one must wait) is :mod:`.exchange`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from gatekeeper.errors import GatekeeperError, QueueFull
+from gatekeeper.gateway.flow.exchange import TAKEN, Exchange, Step
+from gatekeeper.gateway.http.protocol import EMPTY_BODY
+from gatekeeper.gateway.upstream.forward import Forwarding, ResponseBuilder, fetch
+from gatekeeper.limits.headers import problem_body, rate_limit_headers
+from gatekeeper.observability.access import Termination
+from gatekeeper.observability.proxied import ensure_request_id
+
+if TYPE_CHECKING:
+    from gatekeeper.gateway.flow.routing import Route
+    from gatekeeper.gateway.flow.snapshot import Snapshot
+    from gatekeeper.gateway.http.messages import ProxyRequest, ProxyResponse
+    from gatekeeper.limits.decision import Decision
+
+__all__ = ["BUILTIN", "ENTRY", "PATH", "plan_for"]
+
+Headers = list[tuple[bytes, bytes]]
+_REQUEST_ID = b"x-request-id"
+_PROBLEM = (b"content-type", b"application/problem+json")
+_CACHEABLE = frozenset({"GET", "HEAD"})
+_UNKNOWN = "unknown"  # IpRules.match_now's answer when the rules are not in memory
+
+
+class ResolveClient(Step):
+    """The client's address: X-Forwarded-For is believed only from trusted proxies."""
+
+    __slots__ = ()
+    name = "client_ip"
+
+    def enter(self, ex: Exchange) -> None:
+        trusted = ex.snapshot.trusted
+        if trusted:
+            request = ex.request
+            request.client_ip = trusted.client_ip(
+                request.peer_ip, request.header(b"x-forwarded-for")
+            )
+
+
+class IdentifyRequest(Step):
+    """Every request gets an id, sent upstream, written in its log lines, echoed back."""
+
+    __slots__ = ()
+    name = "request_id"
+
+    def enter(self, ex: Exchange) -> None:
+        ex.rid = rid = ensure_request_id(ex.request)
+        ex.extra = [(_REQUEST_ID, rid.encode("latin-1"))]
+
+
+class MatchRoute(Step):
+    """The route of the request, and with it the rest of the plan."""
+
+    __slots__ = ()
+    name = "route"
+
+    def enter(self, ex: Exchange) -> None:
+        request = ex.request
+        snapshot = ex.snapshot
+        route = snapshot.router.match(request.host, request.path, request.method)
+        ex.index = 0
+        if route is None:
+            ex.plan = BUILTIN
+            return
+        ex.route = request.route = route
+        ex.priority = route.priority
+        ex.plan = snapshot.plans[id(route)]
+
+
+class BoundBody(Step):
+    """A body larger than the route accepts is refused before anything else is spent."""
+
+    __slots__ = ()
+    name = "body_bounds"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.max_body_bytes is not None
+
+    def enter(self, ex: Exchange) -> None:
+        request = ex.request
+        body = request.body
+        limit = ex.route.max_body_bytes  # type: ignore[union-attr]
+        if body is EMPTY_BODY:
+            return
+        body.limit = limit  # a body still arriving fails once it grows past the bound
+        if max(body.length or 0, body.received) > limit:  # type: ignore[operator]
+            # The rest of the body is never read, so the connection closes after the answer.
+            ex.conn.keep_alive = False
+            ex.answer_problem(
+                413, "payload_too_large", f"the request body is larger than {limit} bytes"
+            )
+
+
+class DenyAddress(Step):
+    """The identity's deny list guards every route (routes with ``auth`` check it with the
+    rest of the identity's rules)."""
+
+    __slots__ = ()
+    name = "deny_list"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return snapshot.guard is not None and route.auth is None
+
+    def enter(self, ex: Exchange) -> Any:
+        rules = ex.snapshot.guard.identity.ip_rules
+        rule = rules.match_now(ex.request.client_ip)
+        if rule == _UNKNOWN:
+            return rules.match(ex.request.client_ip)  # the rules are loaded on the way
+        self.resume(ex, rule)
+        return None
+
+    def resume(self, ex: Exchange, rule: str | None) -> None:
+        if rule == "deny":
+            ex.term = Termination.DENIED
+            ex.answer_problem(403, "ip_denied", "this address is denied")
+
+
+class Authenticate(Step):
+    """Credentials the route's ``auth`` accepts, bans, and the principal's tier limits."""
+
+    __slots__ = ()
+    name = "authenticate"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.auth is not None
+
+    def enter(self, ex: Exchange) -> Awaitable[Any] | None:
+        guard = ex.snapshot.guard
+        if guard is None:
+            ex.answer_problem(503, "auth_unavailable", "identity is not running")
+            return None
+        mode = ex.route.auth  # type: ignore[union-attr]
+        bearer, api_key = _credentials(mode, ex.request)
+        if bearer is None and api_key is None:
+            wanted = {"api_key": "an X-API-Key", "jwt": "a Bearer token"}.get(
+                mode or "", "an X-API-Key or a Bearer token"
+            )
+            ex.term = Termination.UNAUTHENTICATED
+            challenge = [] if mode == "api_key" else [(b"www-authenticate", b"Bearer")]
+            ex.answer_problem(401, "unauthorized", f"this route needs {wanted}", challenge)
+            return None
+        return _authenticate(guard, ex.request.client_ip, bearer, api_key)
+
+    def resume(self, ex: Exchange, verdict_and_priority: tuple[Any, int]) -> None:
+        verdict, priority = verdict_and_priority
+        headers: Headers = []
+        if verdict.decision is not None and ex.route.ratelimit_headers:  # type: ignore[union-attr]
+            policies = {p.name: p for p in verdict.policies}
+            headers = [
+                h
+                for h in rate_limit_headers(verdict.decision, policies=policies)
+                if h[0] != b"retry-after"
+            ]
+        principal = verdict.principal
+        if not verdict.allowed:
+            if verdict.retry_after:
+                headers.append((b"retry-after", str(verdict.retry_after).encode()))
+            extra: dict[str, Any] = {}
+            if principal is not None:
+                extra["tier"] = principal.tier
+            ex.term = Termination.UNAUTHENTICATED if verdict.status == 401 else Termination.DENIED
+            ex.answer_problem(
+                int(verdict.status), verdict.reason, verdict.message, headers, **extra
+            )
+            return
+        ex.priority += priority
+        if headers:
+            ex.extra = [*ex.extra, *headers] if ex.extra else headers
+
+
+class Limit(Step):
+    """Every policy of the route decided in one limiter call, all or nothing."""
+
+    __slots__ = ()
+    name = "limits"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return bool(route.limits) and snapshot.limiter is not None
+
+    def enter(self, ex: Exchange) -> Awaitable[Decision]:
+        checks, lease = ex.snapshot.checks.of(ex.route, ex.request)  # type: ignore[arg-type]
+        if lease is not None:
+            ex.lease = (checks, lease)  # given back when the exchange settles, if admitted
+        return ex.snapshot.limiter.decide(checks)  # type: ignore[no-any-return]
+
+    def resume(self, ex: Exchange, decision: Decision) -> None:
+        ex.decision = decision
+        ex.flow.accounting.decided(decision)
+        snapshot = ex.snapshot
+        if not decision.allowed:
+            ex.lease = None  # all or nothing: a denied group took no lease
+            request = ex.request
+            fields = rate_limit_headers(decision, policies=snapshot.policies)
+            body = problem_body(decision, instance=request.path)
+            ex.term = Termination.LIMITED
+            ex.answer(429, [*fields, _PROBLEM], body)
+            return
+        if ex.route.ratelimit_headers:  # type: ignore[union-attr]
+            # The route's own limits replace the tier's fields (one RateLimit set only).
+            fields = rate_limit_headers(decision, policies=snapshot.policies)
+            rid = ex.rid
+            ex.extra = [(_REQUEST_ID, rid.encode("latin-1")), *fields] if rid else fields
+
+    def discard(self, ex: Exchange, decision: Decision) -> None:
+        lease = ex.lease
+        if lease is not None and decision.allowed:
+            ex.lease = None
+            ex.flow.release_lease(lease, decision)
+
+
+class WaitingRoom(Step):
+    """A visitor without a ready token for the route's tenant goes to the waiting page."""
+
+    __slots__ = ()
+    name = "waiting_room"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.waiting_room is not None and snapshot.gate is not None
+
+    def enter(self, ex: Exchange) -> Awaitable[Any]:
+        gate = ex.snapshot.gate(ex.route.waiting_room)  # type: ignore[union-attr]
+        return gate.check_headers(ex.request.headers, ex.request.target)  # type: ignore[no-any-return]
+
+    def resume(self, ex: Exchange, verdict: Any) -> None:
+        if not verdict.allowed:
+            ex.term = Termination.WAITING_ROOM
+            location = (verdict.redirect or "/").encode("latin-1")
+            ex.answer(302, [(b"location", location), (b"cache-control", b"no-store")], b"")
+
+
+class Admit(Step):
+    """The pool's concurrency limit: a slot now, or a place in its priority queue."""
+
+    __slots__ = ()
+    name = "admission"
+    abandonable = True
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        control = getattr(snapshot.pools[route.upstream], "admission_control", None)
+        return control is not None and control.max_concurrency is not None
+
+    def enter(self, ex: Exchange) -> Awaitable[None] | None:
+        control = ex.snapshot.pools[ex.route.upstream].admission_control  # type: ignore[union-attr]
+        if control.try_acquire():
+            ex.slot = control
+            return None
+        return _queued(ex, control)
+
+    def resume(self, ex: Exchange, control: Any) -> None:
+        if isinstance(control, QueueFull):
+            ex.answer_error(control)
+            return
+        ex.slot = control
+
+    def discard(self, ex: Exchange, control: Any) -> None:
+        if not isinstance(control, QueueFull):
+            control.release()
+
+
+class Cache(Step):
+    """A fresh stored answer is written at once; other requests go through the cache, which
+    fetches (revalidates, stores) and answers, and invalidates what unsafe methods change."""
+
+    __slots__ = ()
+    name = "cache"
+    abandonable = True
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.cache is not None and snapshot.cache is not None
+
+    def enter(self, ex: Exchange) -> Any:
+        request = ex.request
+        cache = ex.snapshot.cache
+        assert cache is not None
+        if request.upgrade is not None:
+            return None  # a protocol switch is never cached: forward it
+        if request.method in _CACHEABLE and ex.route.response_headers is None:  # type: ignore[union-attr]
+            hit = cache.fresh_hit(request)
+            if hit is not None:
+                ex.term = Termination.CACHED
+                ex.write_stored(*hit)
+                return None
+        proxy = ex.snapshot.proxy
+        return ex.run(
+            _cached(ex, cache.handle(request, lambda r: fetch(proxy, r))), abandonable=True
+        )
+
+
+class Forward(Step):
+    """Balance, attempt, retry; the answer relayed to the client while it is parsed."""
+
+    __slots__ = ()
+    name = "forward"
+    abandonable = True
+
+    def enter(self, ex: Exchange) -> Any:
+        request = ex.request
+        route = ex.route
+        assert route is not None
+        proxy = ex.snapshot.proxy
+        if request.upgrade is None and route.compress is None:
+            forwarding = Forwarding(proxy, request, ex)
+            ex.forwarding = forwarding
+            forwarding.start()
+            return TAKEN
+        # A protocol switch, or an answer to compress: through a response object.
+        builder = ResponseBuilder(request.method == "HEAD")
+        forwarding = Forwarding(proxy, request, builder)
+        builder.forwarding = forwarding
+        ex.forwarding = forwarding
+        forwarding.start()
+        return ex.run(_respond_built(ex, builder), abandonable=True)
+
+
+class Dispatch(Step):
+    """A request no route takes: a built-in endpoint, or 404."""
+
+    __slots__ = ()
+    name = "builtin"
+
+    def enter(self, ex: Exchange) -> Any:
+        return ex.flow.dispatch(ex)
+
+
+ENTRY: tuple[Step, ...] = (ResolveClient(), IdentifyRequest(), MatchRoute())
+PATH: tuple[Step, ...] = (
+    BoundBody(),
+    DenyAddress(),
+    Authenticate(),
+    Limit(),
+    WaitingRoom(),
+    Admit(),
+    Cache(),
+    Forward(),
+)
+BUILTIN: tuple[Step, ...] = (Dispatch(),)
+
+
+def plan_for(route: Route, snapshot: Snapshot) -> tuple[Step, ...]:
+    """The steps of :data:`PATH` that requests of ``route`` go through."""
+    return tuple(step for step in PATH if step.applies(route, snapshot))
+
+
+# -- helpers of the steps ------------------------------------------------------------------
+
+
+def _credentials(mode: str | None, request: ProxyRequest) -> tuple[str | None, str | None]:
+    """``(bearer, api_key)`` as the route's ``auth`` mode accepts them."""
+    from gatekeeper.gateway.flow.subjects import query_param
+
+    bearer = api_key = None
+    if mode != "api_key":
+        scheme, _, value = (request.header(b"authorization") or b"").partition(b" ")
+        if scheme.lower() == b"bearer" and value.strip():
+            bearer = value.strip().decode("latin-1")
+    if mode != "jwt":
+        key = request.header(b"x-api-key") or query_param(request.target, b"api_key")
+        if key:
+            api_key = key.decode("latin-1")
+    return bearer, api_key
+
+
+async def _authenticate(
+    guard: Any, ip: str, bearer: str | None, api_key: str | None
+) -> tuple[Any, int]:
+    """The guard's verdict and the admission priority of the principal's tier (the tier's
+    ``priority``, cached like its policies for the identity cache's TTL; unknown: 0)."""
+    verdict = await guard.check(ip, bearer=bearer, api_key=api_key)
+    principal = verdict.principal
+    if not verdict.allowed or principal is None or principal.via == "admin_token":
+        return verdict, 0
+    identity = guard.identity
+    tier = principal.tier
+
+    async def load() -> int:
+        try:
+            return int((await identity.tiers.get(tier)).priority)
+        except GatekeeperError:
+            return 0
+
+    return verdict, int(await identity.cache.get_or_load("tier-priority", tier, load))
+
+
+async def _queued(ex: Exchange, control: Any) -> Any:
+    """Wait for a slot in the pool's queue; the controller, or the QueueFull that ended it."""
+    try:
+        await control.acquire(ex.priority)
+    except QueueFull as exc:
+        return exc
+    return control
+
+
+async def _cached(ex: Exchange, answer: Awaitable[ProxyResponse]) -> None:
+    try:
+        response = await answer
+    except GatekeeperError as exc:
+        ex.answer_error(exc)
+        return
+    await ex.respond(response)
+
+
+async def _respond_built(ex: Exchange, builder: ResponseBuilder) -> None:
+    try:
+        response = await builder.future
+    except GatekeeperError as exc:
+        ex.forwarding = None
+        ex.answer_error(exc)
+        return
+    await ex.respond(response)

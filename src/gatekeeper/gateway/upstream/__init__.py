@@ -1,0 +1,2 @@
+"""Upstream pools: endpoints, balancing, health, breakers, outliers, retries, admission,
+keep-alive connections and forwarding."""
