@@ -109,8 +109,7 @@ class Dispatcher:
         found = self.find(method, path)
         if isinstance(found, Reply):
             return True
-        endpoint = found[0]
-        return not (endpoint.is_async or endpoint.guard.is_async)
+        return found[0].answers_now
 
     def dispatch(self, call: Call) -> Result | Awaitable[Result]:
         """Serve ``call``: the reply now when the endpoint is synchronous, else an awaitable."""
@@ -118,7 +117,7 @@ class Dispatcher:
         if isinstance(found, Reply):
             return _finish(call, found)
         endpoint, call.path_params = found
-        if endpoint.is_async or endpoint.guard.is_async:
+        if not endpoint.answers_now:
             return self._serve(endpoint, call)
         token = REQUEST_ID_VAR.set(call.request_id) if call.request_id else None
         try:
@@ -177,15 +176,17 @@ def _problem(exc: Exception, call: Call) -> Reply:
 
 def _finish(call: Call, result: Any) -> Result:
     """The request id goes back on every answer (on a copy: handlers may share replies)."""
-    if not isinstance(result, Reply | StreamReply):
-        error = TypeError(f"the handler answered {type(result).__name__}, not a Reply")
+    kind = type(result)
+    if kind is not Reply and kind is not StreamReply:
+        error = TypeError(f"the handler answered {kind.__name__}, not a Reply")
         result = _problem(error, call)
     checked: Result = result
     rid = call.request_id
     if not rid:
         return checked
-    headers = [h for h in result.headers if h[0] != _REQUEST_ID]
+    headers = [h for h in checked.headers if h[0] != _REQUEST_ID]
     headers.append((_REQUEST_ID, rid.encode("latin-1")))
-    if isinstance(checked, Reply):
+    if type(checked) is Reply:
         return Reply(checked.status, headers, checked.body)
+    assert isinstance(checked, StreamReply)
     return StreamReply(checked.status, headers, checked.chunks)

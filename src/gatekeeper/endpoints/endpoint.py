@@ -72,6 +72,8 @@ class Endpoint:
     responses: Mapping[int, Answer] = field(default_factory=dict)
     include_in_schema: bool = True
     operation_id: str = ""
+    _async_handler: bool = field(default=False, init=False, repr=False, compare=False)
+    _answers_now: bool = field(default=True, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", self.method.upper())
@@ -84,11 +86,21 @@ class Endpoint:
         if not self.operation_id:
             words = re.sub(r"[^A-Za-z0-9]+", "_", self.path).strip("_") or "root"
             object.__setattr__(self, "operation_id", f"{self.method.lower()}_{words}")
+        # Decided once: inspecting a function on every request costs a microsecond or two.
+        is_async = inspect.iscoroutinefunction(self.handler)
+        object.__setattr__(self, "_async_handler", is_async)
+        object.__setattr__(self, "_answers_now", not (is_async or self.guard.is_async))
 
     @property
     def is_async(self) -> bool:
         """Whether the handler is a coroutine function."""
-        return inspect.iscoroutinefunction(self.handler)
+        return self._async_handler
+
+    @property
+    def answers_now(self) -> bool:
+        """Whether the guard and the handler are plain functions: the dispatcher then answers
+        at once (no awaitable)."""
+        return self._answers_now
 
     @property
     def templated(self) -> bool:

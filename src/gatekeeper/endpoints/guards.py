@@ -64,10 +64,12 @@ class Guard:
     responses: Mapping[int, str] = field(default_factory=dict)
     description: str = ""
 
-    @property
-    def is_async(self) -> bool:
-        """Whether ``check`` is a coroutine function (the endpoint then answers later)."""
-        return self.check is not None and inspect.iscoroutinefunction(self.check)
+    is_async: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Whether ``check`` is a coroutine function (the endpoint then answers later).
+        is_async = self.check is not None and inspect.iscoroutinefunction(self.check)
+        object.__setattr__(self, "is_async", is_async)
 
 
 PUBLIC = Guard("public")
