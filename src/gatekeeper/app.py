@@ -225,30 +225,34 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
     gateway's own), the docs endpoints, then every component's ``start``.
     """
     await _open_resources(runtime)
-    await _warm_up(runtime)
-    context = Context(
-        settings=runtime.settings,
-        clock=runtime.clock,
-        redis=runtime.redis,
-        limiter=runtime.limiter,
-        database=runtime.database,
-    )
-    context.operator_guard = operator(context.admin_token, lambda: runtime.config.operator_networks)
-    context.extras["metrics"] = runtime.metrics
-    context.extras["runtime"] = runtime
-    runtime.context = context
-    table = runtime.dispatcher
-    table.extend(builtin_endpoints(runtime))
-    for spec in runtime.component_specs:
-        factory = _load_factory(spec)
-        if factory is None:
-            continue
-        component = factory(context)
-        table.extend(component.endpoints())
-        runtime.components.append(component)
-    table.extend(docs_endpoints(table, title="Gatekeeper", version="0.1.0"))
     started: list[Component] = []
     try:
+        # (Inside the try: a component that refuses its settings still gets the resources
+        # closed behind it.)
+        await _warm_up(runtime)
+        context = Context(
+            settings=runtime.settings,
+            clock=runtime.clock,
+            redis=runtime.redis,
+            limiter=runtime.limiter,
+            database=runtime.database,
+        )
+        context.operator_guard = operator(
+            context.admin_token, lambda: runtime.config.operator_networks
+        )
+        context.extras["metrics"] = runtime.metrics
+        context.extras["runtime"] = runtime
+        runtime.context = context
+        table = runtime.dispatcher
+        table.extend(builtin_endpoints(runtime))
+        for spec in runtime.component_specs:
+            factory = _load_factory(spec)
+            if factory is None:
+                continue
+            component = factory(context)
+            table.extend(component.endpoints())
+            runtime.components.append(component)
+        table.extend(docs_endpoints(table, title="Gatekeeper", version="0.1.0"))
         for component in runtime.components:
             await component.start()
             started.append(component)

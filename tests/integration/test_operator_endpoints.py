@@ -30,7 +30,8 @@ def _write(path: Path, config: dict[str, Any]) -> None:
 
 @asynccontextmanager
 async def _gateway(config: dict[str, Any], path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(admin_token=SecretStr(ADMIN_TOKEN))
+    database = f"sqlite+aiosqlite:///{path.parent / 'gk.db'}"
+    settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), database_url=database)
     gateway = Gateway(
         settings,
         parse_config(config),
