@@ -4,9 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench lock install clean image
+.PHONY: run test lint format bench lock install clean image provision-run provision-test \
+	provision-bench
 
-$(STAMP): requirements.lock pyproject.toml
+# Debian packages each target needs, installed when missing (the list: scripts/provision).
+provision-run provision-test provision-bench:
+	PYTHON=$(PYTHON) scripts/provision $(@:provision-%=%)
+
+$(STAMP): requirements.lock pyproject.toml | provision-run
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
@@ -15,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: provision-run $(STAMP)
 	$(BIN)/gatekeeper demo
 
 lint: $(STAMP)
@@ -23,14 +28,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: lint
+test: provision-test lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)
+bench: provision-bench $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Re-pin every dependency (run after editing pyproject.toml).

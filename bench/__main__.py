@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.report import Report
 
-BENCHMARKS = ["engine", "gateway", "waitingroom", "cache", "identity", "observability"]
+BENCHMARKS = ["engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability"]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
 import time
 
-import pytest
-
-from tests.servers import RedisServer
+from tests.servers import RedisServer, tool
 
 __all__ = ["RedisClusterServers", "free_cluster_port"]
 
@@ -35,12 +32,10 @@ def free_cluster_port() -> int:
 
 class RedisClusterServers:
     """Three ``redis-server --cluster-enabled yes`` processes joined by ``redis-cli --cluster
-    create`` (no replicas). Skips the test where redis-server or redis-cli is absent."""
+    create`` (no replicas)."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.cli = shutil.which("redis-cli")
-        if self.cli is None:
-            pytest.skip("redis-cli is not installed")
+        self.cli = tool("redis-cli")
         self.servers: list[RedisServer] = []
         for _ in range(masters):
             port = free_cluster_port()
@@ -63,7 +58,6 @@ class RedisClusterServers:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the nodes, create the cluster and wait until every node reports it ok."""
-        assert self.cli is not None
         try:
             for server in self.servers:
                 server.start()
@@ -84,7 +78,6 @@ class RedisClusterServers:
             raise
 
     def _info(self, port: int) -> str:
-        assert self.cli is not None
         done = subprocess.run(
             [self.cli, "-p", str(port), "cluster", "info"], capture_output=True, timeout=5
         )

@@ -1,16 +1,17 @@
 """Fixtures shared by every test layer.
 
-Real services: the Redis at ``GATEKEEPER_TEST_REDIS_URL`` (default db 15 of the local Redis) and
-the PostgreSQL at ``GATEKEEPER_TEST_POSTGRES_URL``. Tests never flush a shared database: each test
-gets its own key prefix (``redis_prefix``) and everything under it is deleted afterwards, so test
-runs can share one Redis.
+Real services: Redis, PostgreSQL, RabbitMQ and NATS at the URLs ``tests.services`` resolves when
+the session starts (the configured ones if they answer, private servers otherwise); fixtures
+``redis_url``, ``postgres_url``, ``amqp_url`` and ``nats_url`` give them. Tests never flush a
+shared database: each test gets its own key prefix (``redis_prefix``) and everything under it is
+deleted afterwards, so test runs can share one Redis.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,14 +19,28 @@ import redis.asyncio as aioredis
 from gatekeeper.persistence import Database
 from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.testing import FakeClock
-from tests.servers import RedisServer, free_port
+from tests import services
+from tests.servers import RedisServer
 
-REDIS_URL = os.environ.get("GATEKEEPER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_URL = os.environ.get(
-    "GATEKEEPER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 
-__all__ = ["POSTGRES_URL", "REDIS_URL", "free_port"]
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Generator[None]:
+    """After pytest's own start (its header), resolve the services, saying in one line which
+    ones are private."""
+    yield
+    provider = services.session()
+    provider.resolve()
+    line = provider.announcement()
+    if line is not None:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line, yellow=True)
+        else:
+            print(line, file=sys.stderr)
+
+
+def pytest_sessionfinish() -> None:
+    services.session().stop()
 
 
 @pytest.fixture
@@ -34,9 +49,28 @@ def fake_clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_url() -> str:
-    return REDIS_URL
+    """The test Redis (shared: work under ``redis_prefix``)."""
+    return services.redis_url()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL (shared: work in a schema of your own, see ``scratch_database``)."""
+    return services.postgres_url()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The test RabbitMQ."""
+    return services.amqp_url()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """The test NATS, with JetStream."""
+    return services.nats_url()
 
 
 @pytest.fixture
@@ -44,7 +78,7 @@ async def redis_prefix() -> AsyncIterator[str]:
     """A key prefix unique to this test; its keys are removed when the test ends."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
         keys += [k async for k in client.scan_iter(match=f"*{{{prefix}*", count=1000)]
@@ -57,13 +91,14 @@ async def redis_prefix() -> AsyncIterator[str]:
 @pytest.fixture(
     params=[
         pytest.param("sqlite+aiosqlite://", id="sqlite"),
-        pytest.param(POSTGRES_URL, id="postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     ]
 )
 async def sql_database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     """A database migrated to head, private to this test: a temporary SQLite file, or a fresh
     schema on the test PostgreSQL (dropped afterwards). Tests using it run on both engines."""
-    async with scratch_database(request.param) as db:
+    url = services.postgres_url() if request.param == "postgres" else request.param
+    async with scratch_database(url) as db:
         yield db
 
 

@@ -17,7 +17,23 @@ from typing import Any
 import httpx
 import pytest
 
-__all__ = ["RedisServer", "free_port", "launch_replica", "wait_for_port"]
+__all__ = ["MissingTool", "RedisServer", "free_port", "launch_replica", "tool", "wait_for_port"]
+
+
+class MissingTool(RuntimeError):
+    """A program the suite needs is not installed: the test fails (it never skips)."""
+
+
+def tool(name: str) -> str:
+    """The path of the program ``name``, also where Debian puts daemons (/usr/sbin, off a
+    user's PATH); a missing one fails the test saying how to get it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise MissingTool(
+            f"{name} is not installed: `make test` installs it (as root; the package list is "
+            "in scripts/provision)"
+        )
+    return path
 
 
 def free_port() -> int:
@@ -75,10 +91,7 @@ class RedisServer:
     """A private ``redis-server`` process: kill it, pause it (SIGSTOP), restart it."""
 
     def __init__(self, port: int | None = None, *extra: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = tool("redis-server")
         self.port = port or free_port()
         self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="gk-redis-")

@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -373,8 +374,10 @@ class Gateway:
         config_path: str | None = None,
         components: Sequence[str] | None = None,
         clock: Clock | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.runtime = Runtime(settings, config, clock=clock or SystemClock())
+        self.sock = sock  # a listening socket bound already (the workers' supervisor's)
         self.runtime.component_specs = (
             list(COMPONENT_FACTORIES) if components is None else list(components)
         )
@@ -415,6 +418,7 @@ class Gateway:
                 host=self.host or listener.host,
                 port=listener.port if self.port is None else self.port,
                 backlog=listener.backlog,
+                sock=self.sock,
                 keepalive_timeout=listener.keepalive_timeout,
                 shutdown_grace=listener.shutdown_grace,
                 max_header_bytes=listener.max_header_bytes,
@@ -468,6 +472,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Runtime], None] | None = None,
     components: Sequence[str] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
 
@@ -476,7 +481,13 @@ async def serve(
     checks start; the listener binds; SIGHUP reloads ``config_path``.
     """
     gateway = Gateway(
-        settings, config, host=host, port=port, config_path=config_path, components=components
+        settings,
+        config,
+        host=host,
+        port=port,
+        config_path=config_path,
+        components=components,
+        sock=sock,
     )
     await gateway.start()
     loop = asyncio.get_running_loop()

@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="the gatekeeper.yaml (default: GATEKEEPER_CONFIG_FILE)")
     serve.add_argument("--host", help="listen address (default: the file's listener.host)")
     serve.add_argument("--port", type=int, help="listen port (default: the file's listener.port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port (default: GATEKEEPER_WORKERS, else one per core when "
+        "GATEKEEPER_REDIS_URL is set, else 1)",
+    )
     serve.add_argument("--check", action="store_true", help="only validate the file and exit")
     serve.add_argument(
         "--bare",
@@ -48,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gatekeeper.demo import run_serve
 
         return run_serve(
-            args.config, host=args.host, port=args.port, check=args.check, bare=args.bare
+            args.config,
+            host=args.host,
+            port=args.port,
+            check=args.check,
+            bare=args.bare,
+            workers=args.workers,
         )
     if args.command == "worker":
         from gatekeeper.waitingroom.worker import main as run_worker

@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import secrets
+import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.config import GatewayConfig, parse_config
 from gatekeeper.settings import Settings
 
@@ -134,19 +138,28 @@ def run_serve(
     port: int | None = None,
     check: bool = False,
     bare: bool = False,
+    workers: int | None = None,
 ) -> int:
-    """``gatekeeper serve``: validate the file, then run one replica until SIGTERM/SIGINT."""
-    from gatekeeper.app import serve
+    """``gatekeeper serve``: validate the file, then run the replica (one process, or a
+    supervisor and its workers: see ``gatekeeper.workers``) until SIGTERM/SIGINT."""
     from gatekeeper.preflight import StartRefused, load_checked
+    from gatekeeper.workers import worker_count
 
     components = () if bare else None
     try:
         # The same checks with and without --check: --check refuses what serve would refuse.
         settings, config, config_path = load_checked(path, components=components)
+        count = worker_count(
+            workers if workers is not None else settings.workers,
+            shared_store=bool(settings.redis_url),
+        )
     except StartRefused as exc:
         for line in exc.problems:
             print(f"gatekeeper serve: {line}", file=sys.stderr)
         return exc.exit_code
+    except ConfigurationError as exc:
+        print(f"gatekeeper serve: {exc}", file=sys.stderr)
+        return 2
     if check:
         print(f"{config_path}: OK")
         return 0
@@ -158,18 +171,56 @@ def run_serve(
         if problem is not None:
             print(f"gatekeeper serve: {problem}", file=sys.stderr)
             return 1
-    _run(
-        serve(
-            settings,
-            config,
-            host=host,
-            port=port,
-            config_path=config_path,
-            components=components,
-            on_ready=_freeze_heap,
+
+    def work(sock: socket.socket | None) -> int:
+        from gatekeeper.app import serve
+
+        _run(
+            serve(
+                settings,
+                config,
+                host=host,
+                port=port,
+                sock=sock,
+                config_path=config_path,
+                components=components,
+                on_ready=_freeze_heap,
+            )
         )
+        return 0
+
+    if count == 1:
+        return work(None)
+    return _supervise(work, settings, config, host, port, count)
+
+
+def _supervise(
+    work: Callable[[socket.socket], int],
+    settings: Settings,
+    config: GatewayConfig,
+    host: str | None,
+    port: int | None,
+    count: int,
+) -> int:
+    """Bind the port once and run ``count`` workers on it (see ``gatekeeper.workers``)."""
+    from gatekeeper.workers import Supervisor, bind_listener, remove_metrics_dir
+
+    listener = config.listener
+    address = host or listener.host
+    number = listener.port if port is None else port
+    try:
+        sock = bind_listener(address, number, listener.backlog)
+    except OSError as exc:
+        print(f"gatekeeper serve: cannot listen on {address}:{number}: {exc}", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(
+        work, sock, count, grace=listener.shutdown_grace, metrics_dir=settings.metrics_dir
     )
-    return 0
+    try:
+        return supervisor.run()
+    finally:
+        if settings.metrics_dir is None:
+            remove_metrics_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 def _freeze_heap(_runtime: object) -> None:

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     business_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    # How many processes `gatekeeper serve` runs (None: one per core when Redis is set).
+    workers: int | None = Field(default=None, ge=1, le=256)
     # Where multiprocess Prometheus metrics are written when several workers run.
     metrics_dir: str | None = None
     # Redis key prefix of the dashboards' live per-second statistics (shared by all replicas).

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from gatekeeper.limits.storage import MemoryStorage, storage_from_url
 from gatekeeper.testing import FakeClock
 from gatekeeper.types import Storage
+from tests import services
 from tests.cluster import RedisClusterServers
-from tests.conftest import REDIS_URL
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -39,7 +39,7 @@ def cluster_url() -> Iterator[str]:
 
 
 async def _drop_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
@@ -60,7 +60,7 @@ def open_storage(request: pytest.FixtureRequest, backend: str) -> Opener:
     if backend == "memory":
         return lambda prefix: MemoryStorage(clock=FakeClock(), prefix=prefix)
     if backend == "redis":
-        return lambda prefix: storage_from_url(REDIS_URL, prefix=prefix)
+        return lambda prefix: storage_from_url(services.redis_url(), prefix=prefix)
     url = request.getfixturevalue("cluster_url")
     return lambda prefix: storage_from_url(url, prefix=prefix)
 

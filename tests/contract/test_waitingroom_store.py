@@ -12,7 +12,7 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.memory_store import MemoryStore
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.store import TicketState, WaitingRoomStore
-from tests.conftest import REDIS_URL
+from tests import services
 
 GRACE = 60
 T = "acme"
@@ -25,7 +25,7 @@ async def store(
     if request.param == "memory":
         yield MemoryStore()
         return
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     redis_store = RedisStore(client, prefix=redis_prefix, lean=True)
     try:
         yield redis_store

@@ -19,14 +19,12 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from gatekeeper.gateway.mock_backend import run_backends
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, tool, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ADMIN = "dashboard-e2e-token"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 
 
 @dataclass
@@ -118,11 +116,9 @@ class Watched:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Chromium is not installed")
     async with async_playwright() as p:
         browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=tool("chromium"),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:

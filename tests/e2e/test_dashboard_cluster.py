@@ -45,8 +45,10 @@ def _config(port: int, backends: list[str], policy: str) -> dict[str, Any]:
 
 
 def _spawn(config: Path, env: dict[str, str], cwd: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """One `gatekeeper serve` replica writing its output to ``log``."""
+    """One `gatekeeper serve` replica (one process: the dashboard counts processes) writing its
+    output to ``log``."""
     command = [sys.executable, "-m", "gatekeeper", "serve", "--config", str(config)]
+    command += ["--workers", "1"]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

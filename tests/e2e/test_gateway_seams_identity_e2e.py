@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gatekeeper.gateway.mock_backend import MockBackend, run_backends
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.servers import launch_replica
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery"
 def _env(database: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "GATEKEEPER_REDIS_URL": REDIS_URL,
+        "GATEKEEPER_REDIS_URL": services.redis_url(),
         "GATEKEEPER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         "GATEKEEPER_JWT_SECRET": "seams-e2e:jwt-secret-shared-by-replicas",
         "GATEKEEPER_ADMIN_TOKEN": ADMIN_TOKEN,

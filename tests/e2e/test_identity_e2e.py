@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.servers import free_port, launch_replica
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -28,7 +28,7 @@ PASSWORD = "correct horse battery"
 def _env(tmp_path: Path, database: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "GATEKEEPER_REDIS_URL": REDIS_URL,
+        "GATEKEEPER_REDIS_URL": services.redis_url(),
         "GATEKEEPER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         "GATEKEEPER_JWT_SECRET": "e2e:jwt-secret-shared-by-replicas-0123",
         "GATEKEEPER_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
+from playwright.async_api import async_playwright, expect
 
 from gatekeeper.endpoints import Call, Endpoint, Reply
 from gatekeeper.gateway.flow.flow import Flow
@@ -17,13 +18,12 @@ from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import WaitingRoom, build
-from tests.conftest import REDIS_URL
-from tests.servers import free_port
+from tests import services
+from tests.servers import free_port, tool
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 T = "shop"
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -37,7 +37,7 @@ class Site:
 @pytest.fixture
 async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
     """The waiting room plus a page it protects, served by Gatekeeper's own HTTP server."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     repository = MemoryConfigRepository([T])
     config = await repository.get(T)
     assert config is not None
@@ -71,12 +71,10 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
 
 async def _visit(site: Site, *, sse: bool) -> None:
     """Two visitors ahead; each tick moves the page's position down until it lands."""
-    playwright_api = pytest.importorskip("playwright.async_api")
-    expect = playwright_api.expect
     for user in ("ahead-1", "ahead-2"):
         await site.room.service.enqueue(T, user)
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=tool("chromium"), args=ARGS)
         try:
             page = await browser.new_page()
             paths: list[str] = []

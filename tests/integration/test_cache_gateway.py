@@ -24,7 +24,7 @@ from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.http.server import Server
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.integration.test_cache_origin import Origin, Reply, Seen
 
 Gateway = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -202,7 +202,7 @@ async def test_redis_store_shared_by_two_gateway_replicas(
     gateway: Gateway, origin: Origin, redis_prefix: str
 ) -> None:
     """Replica B serves from Redis what replica A stored: the origin sees one request."""
-    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
+    clients = [aioredis.Redis.from_url(services.redis_url()) for _ in range(2)]
     try:
         settings = {"store": "redis", "redis_prefix": redis_prefix}
         a = await gateway(settings, redis=clients[0])

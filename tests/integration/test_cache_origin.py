@@ -30,7 +30,7 @@ from gatekeeper.gateway.cache import (
     TieredStore,
 )
 from gatekeeper.testing import FakeClock
-from tests.conftest import REDIS_URL
+from tests import services
 
 Reply = tuple[int, list[tuple[str, str]], bytes]
 
@@ -179,7 +179,9 @@ async def store(
     if request.param == "memory":
         yield MemoryStore(clock=fake_clock, max_entry_bytes=200_000)
         return
-    redis_store = RedisStore.from_url(REDIS_URL, prefix=redis_prefix, max_entry_bytes=200_000)
+    redis_store = RedisStore.from_url(
+        services.redis_url(), prefix=redis_prefix, max_entry_bytes=200_000
+    )
     try:
         if request.param == "redis":
             yield redis_store
@@ -476,7 +478,7 @@ async def test_redis_store_is_shared_by_replicas(
     origin: Origin, client: httpx.AsyncClient, fake_clock: FakeClock, redis_prefix: str
 ) -> None:
     """A response stored by replica A is a hit on replica B (separate clients, same Redis)."""
-    stores = [RedisStore.from_url(REDIS_URL, prefix=redis_prefix) for _ in range(2)]
+    stores = [RedisStore.from_url(services.redis_url(), prefix=redis_prefix) for _ in range(2)]
     try:
         a, b = (HttpCache(s, clock=fake_clock) for s in stores)
         forward = forwarder(client, origin)
@@ -497,8 +499,8 @@ async def test_redis_records_have_ttls_and_size_bound(
     origin: Origin, client: httpx.AsyncClient, fake_clock: FakeClock, redis_prefix: str
 ) -> None:
     """Redis records carry a TTL from their freshness; oversized entries are not written."""
-    store = RedisStore.from_url(REDIS_URL, prefix=redis_prefix, max_entry_bytes=2_000)
-    raw = aioredis.Redis.from_url(REDIS_URL)
+    store = RedisStore.from_url(services.redis_url(), prefix=redis_prefix, max_entry_bytes=2_000)
+    raw = aioredis.Redis.from_url(services.redis_url())
     try:
         cache = HttpCache(store, clock=fake_clock)
         forward = forwarder(client, origin)
@@ -550,7 +552,7 @@ async def test_redis_store_works_with_a_decoding_client(redis_prefix: str) -> No
     """A shared client with decode_responses=True still round-trips binary bodies."""
     from gatekeeper.gateway.cache import CacheEntry
 
-    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client = aioredis.Redis.from_url(services.redis_url(), decode_responses=True)
     store = RedisStore(client, prefix=redis_prefix)
     try:
         entry = CacheEntry(200, [("etag", '"b"')], bytes(range(256)), 1.0, 2.0)

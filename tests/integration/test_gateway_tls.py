@@ -152,17 +152,21 @@ async def test_server_name_sets_sni_and_the_name_verified(ca: trustme.CA, ca_fil
 
 
 async def test_health_checks_speak_tls_to_https_endpoints(ca: trustme.CA, ca_file: str) -> None:
+    """Active health checks of an https endpoint reach it over TLS and pass."""
     seen: list[bytes] = []
     async with ScriptedUpstream(answering(seen), tls=upstream_tls(ca)) as up:
         pools = _tls_pool(up.url, ca_file=ca_file)
         pools["backends"]["health"] = {"path": "/healthz", "interval": 0.05}  # type: ignore[index]
         async with running_gateway(config_for([], upstreams=pools)) as gw:
             pool = gw.runtime.snapshot.pools["backends"]  # type: ignore[union-attr]
-            for _ in range(100):
-                if any(head.startswith(b"GET /healthz ") for head in seen):
+            endpoint = pool.endpoints[0]
+            # Wait for a recorded result, not for the upstream to see the request: the checker
+            # records only after reading the answer, which a loaded machine may not have done.
+            for _ in range(250):
+                if endpoint.health_successes or endpoint.last_check_error:
                     break
                 await asyncio.sleep(0.02)
-            endpoint = pool.endpoints[0]
+            assert any(head.startswith(b"GET /healthz ") for head in seen)
             assert endpoint.healthy
             assert endpoint.health_successes >= 1
             assert endpoint.last_check_error == ""

@@ -15,7 +15,7 @@ from gatekeeper.identity.cache import HotCache
 from gatekeeper.identity.service import Identity
 from gatekeeper.persistence import Database
 from gatekeeper.testing import FakeClock
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.integration._identity_harness import PASSWORD, build_identity
 
 pytestmark = pytest.mark.redis
@@ -26,7 +26,7 @@ async def replicas(
     sql_database: Database, fake_clock: FakeClock, redis_prefix: str
 ) -> AsyncIterator[tuple[Identity, Identity]]:
     """Two replicas: separate Redis connections and caches, the same SQL database."""
-    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
+    clients = [aioredis.Redis.from_url(services.redis_url()) for _ in range(2)]
     stacks = [
         build_identity(sql_database, fake_clock, redis=c, redis_prefix=redis_prefix)
         for c in clients
@@ -201,8 +201,8 @@ async def test_concurrent_misses_share_one_load_of_the_current_generation() -> N
 
 async def test_listener_survives_garbage_messages(redis_prefix: str) -> None:
     """Malformed messages on the channel are ignored; a valid one still invalidates."""
-    client = aioredis.Redis.from_url(REDIS_URL)
-    publisher = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
+    publisher = aioredis.Redis.from_url(services.redis_url())
     channel = f"{redis_prefix}:inv"
     cache = HotCache(client, channel=channel, clock=FakeClock())
     await cache.start()

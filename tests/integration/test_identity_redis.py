@@ -12,14 +12,14 @@ from gatekeeper.identity.bans import BanList, BanRules
 from gatekeeper.identity.sessions import RevocationList
 from gatekeeper.identity.usage import RequestLog, UsageCounters
 from gatekeeper.testing import FakeClock
-from tests.conftest import REDIS_URL
+from tests import services
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     yield client
     await client.aclose()
 

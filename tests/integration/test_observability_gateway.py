@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from gatekeeper.gateway.config import parse_config
 from gatekeeper.gateway.mock_backend import MockBackend, run_backends
 from gatekeeper.observability.component import ObservabilityComponent
 from gatekeeper.settings import Settings
-from tests.servers import free_port
+from tests.servers import free_port, tool
 
 ADMIN = "observability-test-token"
 
@@ -119,9 +118,7 @@ async def test_traffic_is_counted_in_prometheus_metrics(gateway: Gateway) -> Non
 
 async def test_gateway_exposition_passes_promtool(gateway: Gateway) -> None:
     """The /metrics served by a gateway that has seen traffic passes `promtool check metrics`."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = tool("promtool")
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         await _burst(client, 7)
         text = (await client.get("/metrics")).content

@@ -27,7 +27,7 @@ from gatekeeper.persistence import (
     upgrade,
 )
 from gatekeeper.persistence.testing import scratch_database
-from tests.conftest import POSTGRES_URL
+from tests import services
 
 TABLES = {"tenants", "tiers", "users", "api_keys", "refresh_tokens", "ip_rules", "audit_log"}
 
@@ -35,11 +35,12 @@ TABLES = {"tenants", "tiers", "users", "api_keys", "refresh_tokens", "ip_rules",
 @pytest.fixture(
     params=[
         pytest.param("sqlite+aiosqlite://", id="sqlite"),
-        pytest.param(POSTGRES_URL, id="postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     ]
 )
 async def empty_database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
-    async with scratch_database(request.param, migrate=False) as db:
+    url = services.postgres_url() if request.param == "postgres" else request.param
+    async with scratch_database(url, migrate=False) as db:
         yield db
 
 

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from gatekeeper.errors import StorageError, StorageTimeout
 from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.limits.storage import storage_from_url
-from tests.conftest import REDIS_URL
-from tests.servers import RedisServer, free_port, wait_for_port
+from tests import services
+from tests.servers import RedisServer, free_port, tool, wait_for_port
 
 pytestmark = pytest.mark.redis
 
@@ -30,8 +30,8 @@ async def test_every_key_gets_a_ttl_until_its_state_resets(
 ) -> None:
     """After a debit (Redis time), the key exists under {prefix}:{subject}:policy with a TTL
     no longer than the reported reset_after."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
-    client = aioredis.Redis.from_url(REDIS_URL)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
         check = Check(Policy("ttl", "5/10s", algorithm=algorithm), "ip:1", lease_id="l")
         result = (await store.decide([[check]]))[0][0]
@@ -48,8 +48,8 @@ async def test_every_key_gets_a_ttl_until_its_state_resets(
 async def test_keys_decided_at_a_given_time_live_at_least_a_minute(redis_prefix: str) -> None:
     """With now_us supplied (tests, replays) Redis's clock is not the state's, so the TTL is
     stretched to a minute instead of expiring under the caller's feet."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
-    client = aioredis.Redis.from_url(REDIS_URL)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
         check = Check(Policy("short", "5/second"), "k")
         await store.decide([[check]], NOW)
@@ -180,9 +180,7 @@ class _Sentinel:
     """A redis-server in Sentinel mode watching one master."""
 
     def __init__(self, master_port: int, *settings: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
+        binary = tool("redis-server")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="gk-sentinel-"))
         conf = self.dir / "sentinel.conf"

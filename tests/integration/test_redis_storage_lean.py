@@ -13,7 +13,7 @@ from gatekeeper.limits.policy import Check, Policy
 from gatekeeper.limits.storage import storage_from_url
 from gatekeeper.limits.storage._resp import LeanPool, command, evalsha
 from gatekeeper.limits.storage.redis import RedisStorage
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -52,8 +52,8 @@ def test_evalsha_frames_non_ascii_by_byte_length() -> None:
 
 async def test_a_non_ascii_subject_is_decided_under_its_exact_key(redis_prefix: str) -> None:
     """A subject with non-ASCII characters reaches Redis intact (and in the URL's database)."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
-    client = aioredis.Redis.from_url(REDIS_URL)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
         check = Check(Policy("utf8", "3/minute"), "user:zoë-東京")
         results = [(await store.decide([[check]], NOW))[0][0] for _ in range(4)]
@@ -66,7 +66,7 @@ async def test_a_non_ascii_subject_is_decided_under_its_exact_key(redis_prefix: 
 
 async def test_a_caller_that_gives_up_leaves_the_pipeline_in_step() -> None:
     """A cancelled call's reply is dropped; the next call gets its own reply."""
-    host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
+    host, _, rest = services.redis_url().removeprefix("redis://").partition(":")
     pool = LeanPool(host, int(rest.partition("/")[0]), size=1)
     try:
         first = asyncio.ensure_future(pool.call(command(b"ECHO", b"first")))
@@ -81,7 +81,7 @@ async def test_a_caller_that_gives_up_leaves_the_pipeline_in_step() -> None:
 
 async def test_an_error_reply_becomes_storage_error(redis_prefix: str) -> None:
     """A script error from Redis surfaces as StorageError, and the store goes on serving."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
     assert isinstance(store, RedisStorage)
     assert store.lean is not None
     try:
@@ -134,7 +134,7 @@ async def test_a_killed_redis_fails_waiting_calls_then_reconnects(
 def test_a_store_outlives_its_first_event_loop(redis_prefix: str) -> None:
     """A store used under one event loop and then another opens new connections for the
     second loop instead of writing to the first loop's sockets (and closes those)."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
     check = Check(Policy("loops", "5/minute"), "k")
 
     async def decide() -> int:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from gatekeeper.limits.policy import Algorithm, Check, Policy
 from gatekeeper.limits.storage import storage_from_url
-from tests.conftest import REDIS_URL
+from tests import services
 
 pytestmark = pytest.mark.redis
 
@@ -28,8 +28,8 @@ async def test_a_text_state_reads_like_the_packed_one(
 ) -> None:
     """A state rewritten as decimal text (the earlier format) gives the same decisions as the
     packed state it came from."""
-    store = storage_from_url(REDIS_URL, prefix=redis_prefix)
-    client = aioredis.Redis.from_url(REDIS_URL)
+    store = storage_from_url(services.redis_url(), prefix=redis_prefix)
+    client = aioredis.Redis.from_url(services.redis_url())
     policy = Policy.parse("fmt", "5/second", algorithm=algorithm)
     packed, text = Check(policy, "packed"), Check(policy, "text")
     try:

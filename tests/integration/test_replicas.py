@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import services
 from tests.cluster import RedisClusterServers
-from tests.conftest import REDIS_URL
 from tests.integration.replica_worker import ALGORITHMS, LIMIT, REPLICAS, replica_main
 
 pytestmark = pytest.mark.redis
@@ -66,7 +66,7 @@ def assert_exact(totals: dict[str, tuple[int, int, list[float]]]) -> None:
 @pytest.mark.slow
 async def test_four_replicas_admit_exactly_the_limit_on_one_redis(redis_prefix: str) -> None:
     """4 processes x 16 callers on one key of one Redis: admitted == limit, every algorithm."""
-    assert_exact(await asyncio.to_thread(run_replicas, REDIS_URL, redis_prefix))
+    assert_exact(await asyncio.to_thread(run_replicas, services.redis_url(), redis_prefix))
 
 
 @pytest.fixture

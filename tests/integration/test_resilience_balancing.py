@@ -105,7 +105,7 @@ async def test_hash_on_cookie_pins_a_session(
     async with running_gateway(config, tmp_path) as gateway:
         client = gateway.client()
         backends = {
-            (await client.get("/api/x", {"cookie": f"theme=dark; sid=abc{i % 5}"}))[1]["x-backend"]
+            (await client.get("/api/x", {"cookie": f"theme=dark; sid=abc{i}"}))[1]["x-backend"]
             for i in range(50)
         }
         per_session = [
@@ -116,7 +116,9 @@ async def test_hash_on_cookie_pins_a_session(
             for s in range(5)
         ]
     assert all(len(seen) == 1 for seen in per_session)
-    assert len(backends) >= 2  # five sessions do not all land on one backend
+    # Fifty sessions do not all land on one backend. (Five did in 1 run of 81 or more: the
+    # placement follows the upstreams' random ports.)
+    assert len(backends) >= 2
 
 
 async def test_change_strategy_at_run_time(upstreams: list[Upstream], tmp_path: Path) -> None:

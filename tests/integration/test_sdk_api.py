@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from gatekeeper.errors import AuthenticationError
 from gatekeeper.gateway.flow.flow import Flow
@@ -25,9 +26,8 @@ from tests.integration._identity_harness import (
     build_identity,
     build_table,
 )
-from tests.servers import free_port
+from tests.servers import free_port, tool
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -203,12 +203,11 @@ async def test_python_client_over_real_http(server: tuple[str, Identity]) -> Non
 @pytest.mark.parametrize("sql_database", ["sqlite+aiosqlite://"], indirect=True)
 async def test_browser_sdk_checks_and_shows_the_quota(server: tuple[str, Identity]) -> None:
     """In Chromium, the /sdk page checks with a pasted key and shows what remains."""
-    playwright = pytest.importorskip("playwright.async_api")
     url, identity = server
     user = await identity.users.register("browser@example.com", "correct horse battery")
     key = await identity.api_keys.create(user.id, "web")
-    async with playwright.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=tool("chromium"), args=ARGS)
         try:
             page = await browser.new_page()
             await page.goto(f"{url}/sdk")
@@ -216,11 +215,11 @@ async def test_browser_sdk_checks_and_shows_the_quota(server: tuple[str, Identit
             await page.click("#check")
             # expect() polls without eval, which the page's CSP (rightly) forbids.
             quota = page.locator("#quota")
-            await playwright.expect(quota).to_have_text("remaining 4 / 5")
+            await expect(quota).to_have_text("remaining 4 / 5")
             for _ in range(5):
                 await page.click("#check")
-            await playwright.expect(quota).to_have_attribute("data-allowed", "false")
-            await playwright.expect(quota).to_contain_text("retry in")
+            await expect(quota).to_have_attribute("data-allowed", "false")
+            await expect(quota).to_contain_text("retry in")
             result = await page.evaluate(
                 """async (secret) => {
                     const gk = new Gatekeeper({ apiKey: secret });

@@ -20,7 +20,7 @@ from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import TEST_SECRET, WaitingRoom, build
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec
-from tests.conftest import POSTGRES_URL, REDIS_URL
+from tests import services
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -39,13 +39,13 @@ class Env:
 @pytest.fixture
 async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
     """Two replicas (services + workers) sharing one Redis and one PostgreSQL schema."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     try:
-        storage = storage_from_url(REDIS_URL, prefix=redis_prefix)
+        storage = storage_from_url(services.redis_url(), prefix=redis_prefix)
     except ConfigurationError:  # the engine's Redis store is still being built: same contract
         storage = storage_from_url("memory://")
     limiter = Limiter(storage, deadline=2.0)  # a loaded CI machine must not fail open
-    async with scratch_database(POSTGRES_URL) as database:
+    async with scratch_database(services.postgres_url()) as database:
         repository = SqlConfigRepository(database)
         await repository.ensure([T, "other"])
         await repository.save(

@@ -19,7 +19,7 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import WaitingRoom, build
-from tests.conftest import REDIS_URL
+from tests import services
 from tests.servers import free_port
 
 pytestmark = pytest.mark.redis
@@ -31,7 +31,7 @@ T = "shop"
 async def served(
     redis_prefix: str, fake_clock: FakeClock
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     room = build(RedisStore(client, prefix=redis_prefix), MemoryConfigRepository([T]), fake_clock)
     server = Server(
         Flow.for_endpoints(room.dispatcher), host="127.0.0.1", port=free_port(), shutdown_grace=1.0

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore, tenant_base
-from tests.conftest import REDIS_URL
+from tests import services
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -70,7 +70,7 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
 ) -> None:
     """SIGKILL the lease holder mid-run: the other worker takes over, catches up the missed
     ticks, and every user is admitted once, in order, at exactly LIMIT per second."""
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = aioredis.Redis.from_url(services.redis_url())
     store = RedisStore(client, prefix=redis_prefix)
     base = tenant_base(redis_prefix, T)
     lease_key = f"{redis_prefix}:wr:lease:admission"
@@ -87,7 +87,7 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
                 await store.enqueue(T, f"user-{i}", time.time(), 60)
             env = {
                 **os.environ,
-                "GATEKEEPER_REDIS_URL": REDIS_URL,
+                "GATEKEEPER_REDIS_URL": services.redis_url(),
                 "GATEKEEPER_DATABASE_URL": database.url,
                 "GATEKEEPER_BUSINESS_IDS": T,
                 "GATEKEEPER_WAITINGROOM_REDIS_PREFIX": redis_prefix,

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from gatekeeper.errors import ConfigurationError, NoHealthyUpstream, QueueFull
+from gatekeeper.gateway.config import UpstreamConfig
 from gatekeeper.gateway.upstream.balancing import RequestContext
 from gatekeeper.gateway.upstream.breaker import BreakerConfig, BreakerState
 from gatekeeper.gateway.upstream.endpoint import Endpoint
@@ -156,8 +157,7 @@ def test_bad_strategy_or_hash_on_names_the_upstream() -> None:
 
 def test_pool_from_the_gateway_configuration() -> None:
     """pool_from_config reads an upstreams: entry of the gateway's YAML model."""
-    config_module = pytest.importorskip("gatekeeper.gateway.config")
-    config = config_module.UpstreamConfig.model_validate(
+    config = UpstreamConfig.model_validate(
         {
             "endpoints": ["http://127.0.0.1:7001", {"url": "http://127.0.0.1:7002", "weight": 3}],
             "strategy": "weighted",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -11,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.observability.metrics import Metrics
+from tests.servers import tool
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -116,9 +116,7 @@ def test_unknown_breaker_state_is_a_configuration_error() -> None:
 
 def test_exposition_passes_promtool(tmp_path: object) -> None:
     """`promtool check metrics` accepts the exposition (names, units, help, types)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = tool("promtool")
     metrics = Metrics()
     _exercise(metrics)
     result = subprocess.run(
