@@ -16,9 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+from bench.net import ensure_redis
 from bench.report import Report
 
-BENCHMARKS = ["engine", "gateway", "ab", "waitingroom", "cache", "identity", "observability"]
+BENCHMARKS = [
+    "engine",
+    "gateway",
+    "ab",
+    "route_options",
+    "waitingroom",
+    "cache",
+    "identity",
+    "observability",
+]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -31,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names or BENCHMARKS
     RESULTS.mkdir(exist_ok=True)
+    stop_redis = ensure_redis()  # before the benchmarks read GATEKEEPER_BENCH_REDIS_URL
+    try:
+        failed = _run(names, args.quick)
+    finally:
+        if stop_redis is not None:
+            stop_redis()
+    return 1 if failed else 0
+
+
+def _run(names: list[str], quick: bool) -> int:
     failed = 0
     for name in names:
         try:
@@ -39,15 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] not available yet, skipped")
             continue
         started = time.time()
-        report: Report = module.run(quick=args.quick)
+        report: Report = module.run(quick=quick)
         report.meta.update(
             {"started": started, "seconds": round(time.time() - started, 1),
-             "python": platform.python_version(), "quick": args.quick}
+             "python": platform.python_version(), "quick": quick}
         )  # fmt: skip
         print(report.render())
         (RESULTS / f"{name}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         failed += not report.targets_met
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

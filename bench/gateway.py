@@ -10,8 +10,9 @@ Setup: one upstream (nginx, 1 worker, a fixed 40-byte JSON answer) and the ways 
   alive), then the proxying (Debian has no lua-resty-redis, so the RESP is written by hand);
 - Gatekeeper as users run it, ``gatekeeper serve --config``, with a Redis-backed limit on every
   request high enough to admit everything: with one worker (``--workers 1``, the per-process
-  figure) and with its default (one worker per core); and one worker without a limit, to show
-  the limiter's cost. Logging at ``warning`` (no access line per request), as nginx's
+  figure) and with its default (one worker per core); one worker without a limit, to show
+  the limiter's cost; and ``GET /health`` on the one-worker replica (it must cost no more than
+  a proxied request). Logging at ``warning`` (no access line per request), as nginx's
   ``access_log off``.
 
 Every proxy runs one worker/process unless said. Throughput: ``wrk -t1 -c64`` (closed loop,
@@ -252,6 +253,12 @@ def run(quick: bool) -> Report:
                 started["gkn"].pid,
             ),
             Contender("gatekeeper, no limit, 1 worker", url("gk_plain"), started["gk_plain"].pid),
+            # Issue 14: /health must not cost more than a proxied request.
+            Contender(
+                "gatekeeper GET /health, 1 worker",
+                f"http://127.0.0.1:{ports['gk1']}/health",
+                started["gk1"].pid,
+            ),
         ]
         for contender in contenders:  # warm up: connections, pools, caches
             wrk(contender.url, CONNECTIONS, 2)
@@ -288,6 +295,12 @@ def run(quick: bool) -> Report:
             f"gatekeeper default ({workers} workers) / 1 worker", many["rps"] / one["rps"], 1.25
         )
         report.target("p99 headroom at half load: 2 ms - added p99 (ms)", 2.0 - added, 0.0)
+        health = results["gatekeeper GET /health, 1 worker"]
+        report.target(
+            "CPU of a proxied, limited GET / CPU of GET /health (>= 1: /health is cheaper)",
+            one["cpu_us"] / health["cpu_us"],
+            1.0,
+        )
     finally:
         procs.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -34,10 +34,12 @@ from gatekeeper.component import Component, Context
 from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app, docs_endpoints, operator
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_endpoints
+from gatekeeper.gateway.cache.config import route_cache
 from gatekeeper.gateway.cache.setup import gateway_cache
-from gatekeeper.gateway.config import GatewayConfig
+from gatekeeper.gateway.config import CorsConfig, GatewayConfig
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.compression import Compression
+from gatekeeper.gateway.flow.cors import Cors
 from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.flow.header_rules import HeaderRules, header_rules
 from gatekeeper.gateway.flow.routing import LimitRule, RetryPolicy, Route, Router, Timeouts
@@ -292,7 +294,7 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                     on_connect_error=rc.retry.on_connect_error,
                     on_timeout=rc.retry.on_timeout,
                 ),
-                cache=rc.cache if rc.cache else None,
+                cache=route_cache(rc.cache, rc.name or f"route-{i}"),
                 priority=rc.priority,
                 strip_prefix=rc.strip_prefix,
                 preserve_host=rc.preserve_host,
@@ -302,10 +304,29 @@ def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]
                 response_headers=_rules(rc.response_headers, request=False),
                 compress=_compression(rc.compress),
                 waiting_room=rc.waiting_room,
-                auth=None if rc.auth == "none" else rc.auth,
+                auth=_auth(rc.auth, rc.tiers),
+                tiers=frozenset(rc.tiers) if rc.tiers else None,
+                cors=_cors(rc.cors),
+                timing=rc.timing,
             )
         )
     return routes
+
+
+def _auth(auth: str, tiers: list[str] | None) -> str | None:
+    """The credentials a route asks for: a tier gate needs a principal, so "none" becomes
+    "any" on a route with ``tiers``."""
+    if auth == "none":
+        return "any" if tiers else None
+    return auth
+
+
+def _cors(config: Any) -> Cors | None:
+    if config is False:
+        return None
+    if config is True:
+        return CorsConfig().build()
+    return config.build()  # type: ignore[no-any-return]
 
 
 def _compression(config: Any) -> Compression | None:
@@ -347,6 +368,7 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
         gate=extras.get("waitingroom_gate"),
         guard=extras.get("identity_guard"),
+        cors=_cors(config.cors),
     )
     # (Without a context this is only `serve --check` building the snapshot: nothing to warn of.)
     running = runtime.context is not None

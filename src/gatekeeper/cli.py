@@ -1,4 +1,4 @@
-"""The ``gatekeeper`` command: ``demo``, ``serve``, ``worker``, ``migrate``.
+"""The ``gatekeeper`` command: ``demo``, ``serve``, ``worker``, ``tenant-key``, ``migrate``.
 
 Each sub-command is registered by the module that owns it; this file only parses arguments and
 dispatches, so that importing the CLI stays cheap.
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="data plane only: the gateway and its built-in endpoints, no other components",
     )
     sub.add_parser("worker", help="run the waiting room's admission worker (needs Redis)")
+    sub.add_parser(
+        "tenant-key",
+        help="print a new waiting-room tenant secret key (for GATEKEEPER_BUSINESS_IDS=id=key)",
+    )
     migrate = sub.add_parser("migrate", help="upgrade (or --downgrade) the SQL schema")
     migrate.add_argument("--url", help="database URL (default: GATEKEEPER_DATABASE_URL)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
@@ -65,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gatekeeper.waitingroom.worker import main as run_worker
 
         return run_worker([])
+    if args.command == "tenant-key":
+        from gatekeeper.waitingroom.tenants import new_secret
+
+        print(new_secret())
+        return 0
     if args.command == "migrate":
         from gatekeeper.persistence.migrate import run as run_migrate
 

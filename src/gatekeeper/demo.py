@@ -88,14 +88,18 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     """Run the demo until interrupted; returns the process exit code."""
     from gatekeeper.app import Runtime, serve
     from gatekeeper.gateway.mock_backend import run_backends
+    from gatekeeper.waitingroom.tenants import new_secret
 
     workdir = tempfile.mkdtemp(prefix="gatekeeper-demo-")
+    # The demo tenant's secret key, for this run only: its backend's business_id (verify,
+    # finish, /config); browsers send the public id "demo".
+    tenant_key = new_secret()
     settings = Settings(
         redis_url="",
         database_url=f"sqlite+aiosqlite:///{Path(workdir) / 'gatekeeper.db'}",
         log_format="console",
         auto_migrate=True,  # a throw-away SQLite file: build its schema at start-up
-        business_ids=[DEMO_TENANT],
+        business_ids=[f"{DEMO_TENANT}={tenant_key}"],
     )
     if settings.admin_token is None:
         settings.admin_token = SecretStr(secrets.token_urlsafe(18))
@@ -114,7 +118,10 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
                 f"  backends: {', '.join(b.url for b in backends)}\n"
                 f"  try:      curl http://{server.host}:{server.port}/api/info\n"
                 f"  queue:    http://{server.host}:{server.port}/shop (waiting room)\n"
-                f"  admin token (this run): {token}",
+                f"  admin token (this run): {token}\n"
+                f"  tenant {DEMO_TENANT!r} secret key (this run): {tenant_key}\n"
+                f"            (business_id for /queue/verify, /queue/finish, /config; "
+                f"browsers send {DEMO_TENANT!r})",
                 flush=True,
             )
 

@@ -26,7 +26,8 @@ Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from gatekeeper.limits.decision import Decision
@@ -56,6 +57,10 @@ __all__ = [
 
 class GatekeeperError(Exception):
     """The root of every error Gatekeeper raises."""
+
+    # Members the problem document answering this error adds (``gatekeeper.problem``): what a
+    # client can act on, e.g. which credential is needed.
+    problem_members: ClassVar[Mapping[str, Any]] = {}
 
 
 class ConfigurationError(GatekeeperError, ValueError):

@@ -7,7 +7,9 @@ one JSON shape, RFC 9457's members plus the two plain fields clients and tests r
      "error": "not_found", "detail": "user 'u1' does not exist", ...extra members}
 
 ``error`` is a machine code (snake_case), ``detail`` a sentence for people. Extra members carry
-what a particular answer adds (``problems`` for invalid input, ``retry_after`` for a 429).
+what a particular answer adds: ``problems`` for invalid input, ``retry_after`` (seconds, as the
+``Retry-After`` field says) on every 429 and 503 that says when to retry, and whatever an
+exception names in its ``problem_members`` (a waiting room's 403 says which key is needed).
 
 :func:`problem_of` is THE map from an exception to its answer (:func:`status_of` its status and
 code), used at every edge: the gateway's request path and the built-in endpoints:
@@ -94,9 +96,9 @@ def title_of(status: int) -> str:
     return _TITLES.get(status, "Error")
 
 
-def problem(status: int, error: str, detail: str, **extra: Any) -> dict[str, Any]:
+def problem(status: int, error: str, detail: str, /, **extra: Any) -> dict[str, Any]:
     """The problem document of an answer (``extra`` members follow the standard ones, which
-    they cannot replace: e.g. ``retry_after``, ``problems``)."""
+    they cannot replace, even one named ``status``: e.g. ``retry_after``, ``problems``)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title_of(status),
@@ -109,7 +111,7 @@ def problem(status: int, error: str, detail: str, **extra: Any) -> dict[str, Any
     return body
 
 
-def problem_body(status: int, error: str, detail: str, **extra: Any) -> bytes:
+def problem_body(status: int, error: str, detail: str, /, **extra: Any) -> bytes:
     """:func:`problem`, encoded as UTF-8 JSON."""
     return _ENCODE(problem(status, error, detail, **extra)).encode()
 
@@ -171,12 +173,17 @@ def problem_of(exc: BaseException) -> Problem:
         retry = exc.decision.retry_after
         headers = ((b"retry-after", str(retry).encode()),)
         extra = {"retry_after": retry, "policy": exc.decision.policy}
-    elif isinstance(exc, QueueFull):
-        headers = ((b"retry-after", str(exc.retry_after).encode()),)
-    elif error in _HIDDEN:
-        headers = ((b"retry-after", b"1"),)
+    elif isinstance(exc, QueueFull) or error in _HIDDEN:
+        # (A back end that knows when it will be back says so: the waiting room's breaker.)
+        given = getattr(exc, "retry_after", None)
+        retry = given if type(given) is int and given > 0 else 1
+        headers = ((b"retry-after", str(retry).encode()),)
+        extra = {"retry_after": retry}
     elif isinstance(exc, InvalidInput) and exc.problems:
         extra = {"problems": exc.problems}
+    members = exc.problem_members
+    if members:
+        extra = {**members, **(extra or {})}
     return Problem(status, error, detail, headers, extra)
 
 

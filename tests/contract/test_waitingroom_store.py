@@ -12,6 +12,7 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.memory_store import MemoryStore
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.store import TicketState, WaitingRoomStore
+from gatekeeper.waitingroom.testing import patient_guard
 from tests import services
 
 GRACE = 60
@@ -26,7 +27,7 @@ async def store(
         yield MemoryStore()
         return
     client = aioredis.Redis.from_url(services.redis_url())
-    redis_store = RedisStore(client, prefix=redis_prefix, lean=True)
+    redis_store = RedisStore(client, prefix=redis_prefix, lean=True, guard=patient_guard())
     try:
         yield redis_store
     finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -50,3 +52,49 @@ def test_demo_burst_of_seven_gives_five_200s_and_two_429s(tmp_path: Path) -> Non
     assert health.status_code == 200
     assert health.json() == {"status": "healthy"}
     assert process.returncode == 0
+
+
+def test_demo_prints_the_tenant_secret_key_beside_the_admin_token(tmp_path: Path) -> None:
+    """The demo prints its tenant's secret key (this run's): with it /config answers, with the
+    public id "demo" it is 403, and browsers still queue with the public id."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    log_path = tmp_path / "demo.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        found = None
+        for _ in range(100):  # the banner follows the listener by a moment
+            found = re.search(
+                r"tenant 'demo' secret key \(this run\): (gkwr_\S+)", log_path.read_text()
+            )
+            if found:
+                break
+            time.sleep(0.1)
+        assert found is not None, log_path.read_text()
+        assert "admin token (this run):" in log_path.read_text()
+        secret = found.group(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            with_key = client.get("/config", headers={"business_id": secret})
+            public = client.get("/config", headers={"business_id": "demo"})
+            queued = client.post("/queue/enqueue", headers={"business_id": "demo", "user_id": "u"})
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert with_key.status_code == 200
+    assert with_key.json()["updated_config"]["admission_limit"] == 10
+    assert public.status_code == 403
+    assert public.json()["needed"] == "secret_key"
+    assert queued.status_code == 200

@@ -17,7 +17,7 @@ from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.redis_store import RedisStore
-from gatekeeper.waitingroom.testing import WaitingRoom, build
+from gatekeeper.waitingroom.testing import WaitingRoom, build, patient_guard
 from tests import services
 from tests.servers import free_port, tool
 
@@ -45,7 +45,12 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
     settings = WaitingRoomSettings(
         sse_interval_seconds=0.1, poll_min_seconds=0.2, poll_max_seconds=0.3, config_cache_seconds=0
     )
-    room = build(RedisStore(client, prefix=redis_prefix), repository, fake_clock, settings=settings)
+    room = build(
+        RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
+        repository,
+        fake_clock,
+        settings=settings,
+    )
     gate = WaitingRoomGate(room.service, T)
 
     async def protected(call: Call) -> Reply:

@@ -49,7 +49,8 @@ def build_identity(
 
 
 def build_table(identity: Identity) -> Dispatcher:
-    """The identity component's endpoints in a table of their own."""
+    """The identity component's endpoints, and the waiting room's tenant admin endpoints, in a
+    table of their own."""
     from gatekeeper.component import Context
     from gatekeeper.settings import Settings
 
@@ -57,11 +58,23 @@ def build_table(identity: Identity) -> Dispatcher:
         settings=Settings(), clock=identity.clock, limiter=identity.limiter, database=identity.db
     )
     component = IdentityComponent(context, identity=identity)
-    return Dispatcher(component.endpoints())
+    # The waiting room's tenant admin endpoints, opened to admins and audited by this identity.
+    from gatekeeper.waitingroom.admin import tenant_admin_endpoints
+    from gatekeeper.waitingroom.memory_store import MemoryStore
+    from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
+    from gatekeeper.waitingroom.testing import build
+
+    room = build(
+        MemoryStore(), SqlConfigRepository(identity.db, clock=identity.clock), identity.clock
+    )
+    tenants = tenant_admin_endpoints(
+        room.service, users=context.extras["admin_guard"], audit=identity.audit.record
+    )
+    return Dispatcher([*component.endpoints(), *tenants])
 
 
 def build_app(identity: Identity) -> ASGIApp:
-    """The identity component's endpoints as an ASGI app."""
+    """The identity component's endpoints (and the tenant admin ones) as an ASGI app."""
     return asgi_app(build_table(identity))
 
 

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gatekeeper.app import Runtime, build_snapshot
+from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.cache.adapter import GatewayCache
 from gatekeeper.gateway.config import parse_config
 from gatekeeper.gateway.flow.flow import Flow
@@ -46,13 +47,16 @@ async def gateway(origin: Origin, fake_clock: FakeClock) -> AsyncIterator[Gatewa
     started: list[tuple[Server, Any, httpx.AsyncClient]] = []
 
     async def start(
-        cache: dict[str, Any] | None = None, redis: Any = None, metrics: Any = None
+        cache: dict[str, Any] | None = None,
+        redis: Any = None,
+        metrics: Any = None,
+        route: Any = True,
     ) -> httpx.AsyncClient:
         config = parse_config(
             {
                 "upstreams": {"origin": {"endpoints": [f"http://127.0.0.1:{origin.port}"]}},
                 "routes": [
-                    {"name": "cached", "path_prefix": "/", "upstream": "origin", "cache": True}
+                    {"name": "cached", "path_prefix": "/", "upstream": "origin", "cache": route}
                 ],
                 "cache": cache or {"max_object_bytes": 100_000},
             }
@@ -346,3 +350,73 @@ async def test_a_hit_on_the_express_lane_is_the_pipelines_hit_byte_for_byte(
     assert express[2].startswith(b"HTTP/1.1 304 Not Modified\r\n")
     assert express[3] == express[0]
     assert origin.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "stored"),
+    [
+        ([], True),
+        ([("etag", '"e1"')], True),
+        ([("cache-control", "no-store")], False),
+        ([("cache-control", "private")], False),
+        ([("set-cookie", "sid=1")], False),
+        ([("cache-control", "max-age=2")], True),  # its own lifetime wins over the default
+    ],
+)
+async def test_a_route_default_ttl_caches_answers_without_freshness(
+    gateway: Gateway,
+    origin: Origin,
+    fake_clock: FakeClock,
+    fields: list[tuple[str, str]],
+    stored: bool,
+) -> None:
+    """cache: {default_ttl: 30}: an answer without max-age, s-maxage or Expires is fresh for
+    30 s (nginx's proxy_cache_valid), unless no-store, private or Set-Cookie forbid storing
+    it; the client sees the origin's fields as they were (no Cache-Control added)."""
+    origin.handler = lambda seen: (200, fields, b"data")
+    client = await gateway(route={"default_ttl": 30})
+    first = await client.get("/d")
+    assert "cache-control" not in first.headers or first.headers["cache-control"] == dict(
+        fields
+    ).get("cache-control")
+    stats = client.cache.cache.stats  # type: ignore[attr-defined]
+    for _ in range(100):  # the entry is stored once the body's last read returned
+        if stats.stored or not stored:
+            break
+        await asyncio.sleep(0.01)
+    fake_clock.advance(10)
+    second = await client.get("/d")
+    own_lifetime = ("cache-control", "max-age=2") in fields
+    hit = stored and not own_lifetime
+    assert ("hit" in second.headers["cache-status"]) is hit
+    assert origin.count() == (1 if hit else 2)
+    if hit:
+        fake_clock.advance(25)  # 35 s in: past the default lifetime
+        third = await client.get("/d")
+        assert "hit" not in third.headers["cache-status"]
+
+
+async def test_without_a_default_ttl_an_answer_without_freshness_is_not_stored(
+    gateway: Gateway, origin: Origin
+) -> None:
+    """The default stays RFC 9111's: no freshness and no validator, nothing stored."""
+    origin.handler = lambda seen: (200, [], b"data")
+    client = await gateway()
+    await client.get("/d")
+    second = await client.get("/d")
+    assert "no-freshness" in second.headers["cache-status"]
+    assert origin.count() == 2
+
+
+def test_a_bad_default_ttl_is_refused_by_name() -> None:
+    """serve --check names a default_ttl that is not positive seconds."""
+    for bad in (0, -1, "30", True):
+        with pytest.raises(ConfigurationError, match="default_ttl"):
+            parse_config(
+                {
+                    "upstreams": {"o": {"endpoints": ["http://127.0.0.1:1"]}},
+                    "routes": [
+                        {"path_prefix": "/", "upstream": "o", "cache": {"default_ttl": bad}}
+                    ],
+                }
+            )

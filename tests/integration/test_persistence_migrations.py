@@ -29,7 +29,16 @@ from gatekeeper.persistence import (
 from gatekeeper.persistence.testing import scratch_database
 from tests import services
 
-TABLES = {"tenants", "tiers", "users", "api_keys", "refresh_tokens", "ip_rules", "audit_log"}
+TABLES = {
+    "tenants",
+    "tenant_keys",
+    "tiers",
+    "users",
+    "api_keys",
+    "refresh_tokens",
+    "ip_rules",
+    "audit_log",
+}
 
 
 @pytest.fixture(

@@ -18,13 +18,23 @@ from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
-from gatekeeper.waitingroom.testing import TEST_SECRET, WaitingRoom, build
+from gatekeeper.waitingroom.tenants import new_secret
+from gatekeeper.waitingroom.testing import (
+    TEST_SECRET,
+    TEST_TENANT_KEY,
+    WaitingRoom,
+    build,
+    patient_guard,
+)
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, TokenCodec
 from tests import services
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 T = "shop"
+KEY = TEST_TENANT_KEY  # shop's secret key: what its backend sends as business_id
+OTHER_KEY = new_secret()
+KEYS = {T: KEY, "other": OTHER_KEY}
 
 
 @dataclass
@@ -47,7 +57,7 @@ async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
     limiter = Limiter(storage, deadline=2.0)  # a loaded CI machine must not fail open
     async with scratch_database(services.postgres_url()) as database:
         repository = SqlConfigRepository(database)
-        await repository.ensure([T, "other"])
+        await repository.ensure({T: [KEY], "other": [OTHER_KEY]})
         await repository.save(
             T,
             (await repository.get(T)).updated(  # type: ignore[union-attr]
@@ -56,7 +66,7 @@ async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
         )
         rooms = [
             build(
-                RedisStore(client, prefix=redis_prefix),
+                RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
                 repository,
                 fake_clock,
                 limiter=limiter,
@@ -86,11 +96,13 @@ async def status(http: httpx.AsyncClient, token: str, tenant: str = T) -> httpx.
 
 
 async def verify(http: httpx.AsyncClient, token: str, tenant: str = T) -> httpx.Response:
-    return await http.get("/queue/verify", headers={"business_id": tenant, "jwt": token})
+    """The backend's call: with the tenant's secret key."""
+    return await http.get("/queue/verify", headers={"business_id": KEYS[tenant], "jwt": token})
 
 
 async def finish(http: httpx.AsyncClient, token: str, tenant: str = T) -> httpx.Response:
-    return await http.delete("/queue/finish", headers={"business_id": tenant, "jwt": token})
+    """The backend's call: with the tenant's secret key."""
+    return await http.delete("/queue/finish", headers={"business_id": KEYS[tenant], "jwt": token})
 
 
 async def tick(env: Env) -> None:
@@ -201,7 +213,7 @@ async def test_unknown_tenant_and_missing_headers(env: Env) -> None:
 async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
     """POST /config applies partial updates, rejects out-of-bounds with 422 naming the field,
     persists in SQL and is seen by the other replica."""
-    headers = {"business_id": T}
+    headers = {"business_id": KEY}
     bad = await env.clients[0].post("/config", headers=headers, json={"jwt_expiry_seconds": 601})
     assert bad.status_code == 422
     assert "jwt_expiry_seconds" in bad.json()["detail"]
@@ -230,25 +242,30 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
     assert stored.admission_limit == 20
 
 
-async def test_booleans_are_not_numbers_in_the_config(env: Env) -> None:
-    """``{"admission_limit": true}`` is a 422 naming the field, and nothing is stored (it
-    was taken as 1)."""
-    headers = {"business_id": T}
+async def test_config_settings_are_integers_not_booleans_strings_or_floats(env: Env) -> None:
+    """{"admission_limit": true} (or "5", 5.0, null) is 422 naming the field; nothing changes
+    (true was once taken as 1)."""
+    headers = {"business_id": KEY}
     before = (await env.clients[0].get("/config", headers=headers)).json()["updated_config"]
     for field in ("admission_limit", "ip_enqueue_limit", "jwt_expiry_seconds"):
-        refused = await env.clients[0].post("/config", headers=headers, json={field: True})
-        assert refused.status_code == 422
-        assert [p["field"] for p in refused.json()["problems"]] == [field]
-    stored = await SqlConfigRepository(env.database).get(T)
-    assert stored is not None
-    assert stored.model_dump() == before
+        for value in (True, False, "100", 100.0, None):
+            bad = await env.clients[0].post("/config", headers=headers, json={field: value})
+            assert bad.status_code == 422, (field, value)
+            assert field in bad.json()["detail"]
+            assert [p["field"] for p in bad.json()["problems"]] == [field]
+    stored = (await env.clients[1].get("/config", headers=headers)).json()["updated_config"]
+    assert (stored["admission_limit"], stored["ip_enqueue_limit"]) == (3, 1000)
+    assert stored["jwt_expiry_seconds"] == 120
+    in_database = await SqlConfigRepository(env.database).get(T)
+    assert in_database is not None
+    assert in_database.model_dump() == before
 
 
 async def test_per_ip_limits_answer_429_with_retry_after(env: Env) -> None:
     """Past the tenant's per-IP enqueue and status limits the API answers 429 + Retry-After."""
     await env.clients[0].post(
         "/config",
-        headers={"business_id": T},
+        headers={"business_id": KEY},
         json={"ip_enqueue_limit": 3, "ip_status_polling_limit": 2},
     )
     codes = [(await enqueue(env.clients[i % 2], f"ip-{i}")).status_code for i in range(5)]

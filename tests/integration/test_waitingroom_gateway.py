@@ -26,6 +26,8 @@ async def test_protected_route_sends_visitors_to_the_waiting_page_then_through(
     """No token -> 302 to /queue/wait with the way back; queued -> still 302; ready -> proxied."""
     monkeypatch.setenv("GATEKEEPER_WAITINGROOM_EMBEDDED_WORKER", "false")
     monkeypatch.setenv("GATEKEEPER_WAITINGROOM_REDIS_PREFIX", redis_prefix)
+    # Not about outages: a loaded machine's pauses must not look like a dead Redis.
+    monkeypatch.setenv("GATEKEEPER_WAITINGROOM_STORE_DEADLINE_SECONDS", "2")
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'gk.db'}"
     database = Database(database_url)
     await upgrade(database)

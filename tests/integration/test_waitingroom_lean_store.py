@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from gatekeeper.errors import StorageError
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.store import TicketState
+from gatekeeper.waitingroom.testing import patient_guard
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -21,7 +22,7 @@ async def test_script_flush_is_recovered_and_nothing_is_enqueued_twice(
     """After SCRIPT FLUSH the lean call meets NOSCRIPT (nothing ran), loads the script and
     sends once more: the user holds one place, not two."""
     client = aioredis.Redis.from_url(private_redis.url)
-    store = RedisStore(client, prefix="lean", lean=True)
+    store = RedisStore(client, prefix="lean", lean=True, guard=patient_guard())
     try:
         first = await store.enqueue(T, "alice", 1000.0, 60)
         await client.script_flush()
@@ -40,7 +41,7 @@ async def test_script_flush_is_recovered_and_nothing_is_enqueued_twice(
 
 async def test_a_dead_server_is_a_storage_error(private_redis: RedisServer) -> None:
     client = aioredis.Redis.from_url(private_redis.url)
-    store = RedisStore(client, prefix="lean", lean=True)
+    store = RedisStore(client, prefix="lean", lean=True, guard=patient_guard())
     try:
         await store.enqueue(T, "alice", 1000.0, 60)
         private_redis.kill()

@@ -27,9 +27,11 @@ from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.migrate import upgrade
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
+from gatekeeper.waitingroom.testing import TEST_TENANT_KEY
 from tests.integration.gateway_fixtures import config_for
 
 T = "shop"
+KEY = TEST_TENANT_KEY
 SECRET = SecretStr("native-test-secret-0123456789abcdef")
 # Headers whose values legitimately differ between two processes.
 _VOLATILE = {"date", "server"}
@@ -45,7 +47,7 @@ async def _gateway(
     database = Database(database_url)
     await upgrade(database)
     await database.aclose()
-    settings = Settings(database_url=database_url, business_ids=[T], jwt_secret=SECRET)
+    settings = Settings(database_url=database_url, business_ids=[f"{T}={KEY}"], jwt_secret=SECRET)
     gateway = Gateway(
         settings,
         parse_config(config_for(["http://127.0.0.1:9"])),
@@ -88,7 +90,7 @@ Step = Callable[[httpx.AsyncClient, dict[str, str]], Any]
 async def test_the_listener_and_asgi_answer_the_same_script_identically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Enqueue/status/verify: success, duplicate, 400, 401, 422, 429 and request ids all
+    """Enqueue/status/verify: success, duplicate, 400, 401, 403, 422, 429 and request ids all
     match between the gateway's listener and the ASGI adapter."""
     clock = FakeClock()
     async with (
@@ -134,15 +136,19 @@ async def test_the_listener_and_asgi_answer_the_same_script_identically(
             ta = (await a.post("/queue/enqueue", headers={"business_id": T, "user_id": "p"})).json()
             tb = (await b.post("/queue/enqueue", headers={"business_id": T, "user_id": "p"})).json()
             for path in ("/queue/status", "/queue/verify"):
-                own = {"business_id": T, "x-request-id": "own"}
+                # verify is the backend's: its secret key (status takes the public id).
+                biz = KEY if path == "/queue/verify" else T
+                own = {"business_id": biz, "x-request-id": "own"}
                 ra = await a.get(path, headers={**own, "jwt": ta["jwt"]})
                 rb = await b.get(path, headers={**own, "jwt": tb["jwt"]})
                 assert _normal(ra) == _normal(rb)
                 assert ra.status_code == 200
-                await same("GET", path, headers={"business_id": T, "jwt": "not.a.token"})
-                await same("GET", path, headers={"business_id": T})
+                await same("GET", path, headers={"business_id": biz, "jwt": "not.a.token"})
+                await same("GET", path, headers={"business_id": biz})
                 await same("GET", path, headers={"business_id": "nope", "jwt": ta["jwt"]})
                 await same("GET", path, headers={"jwt": ta["jwt"]})
+            public, _ = await same("GET", "/queue/verify", headers={"business_id": T, "jwt": "x"})
+            assert public["needed"] == "secret_key"
             # The same per-IP limit: enqueue until both refuse with the same 429 + Retry-After.
             limited = None
             for i in range(200):
@@ -178,5 +184,7 @@ async def test_endpoints_are_documented_once_and_other_methods_are_405(
             slash = await http.post("/queue/enqueue/", headers={"business_id": T})
             assert slash.status_code == 404
             finish = await http.delete("/queue/finish", headers={"business_id": T, "jwt": "x.y"})
+            assert finish.status_code == 403  # the public id: finish needs the secret key
+            finish = await http.delete("/queue/finish", headers={"business_id": KEY, "jwt": "x.y"})
             assert finish.status_code == 401
             assert finish.headers["content-type"] == "application/problem+json"

@@ -18,7 +18,7 @@ from gatekeeper.sdk.waitingroom import (
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
-from gatekeeper.waitingroom.testing import WaitingRoom, build
+from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
 from tests import services
 from tests.servers import free_port
 
@@ -32,7 +32,11 @@ async def served(
     redis_prefix: str, fake_clock: FakeClock
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
     client = aioredis.Redis.from_url(services.redis_url())
-    room = build(RedisStore(client, prefix=redis_prefix), MemoryConfigRepository([T]), fake_clock)
+    room = build(
+        RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
+        MemoryConfigRepository({T: [TEST_TENANT_KEY]}),
+        fake_clock,
+    )
     server = Server(
         Flow.for_endpoints(room.dispatcher), host="127.0.0.1", port=free_port(), shutdown_grace=1.0
     )
@@ -55,7 +59,7 @@ async def test_async_client_verifies_and_finishes_once(served: tuple[WaitingRoom
     """Async SDK: a ready token verifies, finish clears it, then it neither verifies nor clears."""
     room, url = served
     token = await _ready_token(room, "alice")
-    sdk = AsyncWaitingRoomClient(url, T)
+    sdk = AsyncWaitingRoomClient(url, TEST_TENANT_KEY)
     assert (await sdk.verify(token)).ready
     finished = await sdk.finish(token)
     assert finished.cleared
@@ -71,13 +75,17 @@ async def test_async_client_verifies_and_finishes_once(served: tuple[WaitingRoom
 
 
 async def test_sync_client_verifies_and_finishes(served: tuple[WaitingRoom, str]) -> None:
-    """Sync SDK (http.client): same behaviour as the async one."""
+    """Sync SDK (http.client): same behaviour as the async one; the public id gets 403."""
     room, url = served
     token = await _ready_token(room, "bob")
     queued = (await room.service.enqueue(T, "carol")).jwt
-    sdk = WaitingRoomClient(url, T)
+    sdk = WaitingRoomClient(url, TEST_TENANT_KEY)
     assert (await asyncio.to_thread(sdk.verify, token)).ready
     assert not (await asyncio.to_thread(sdk.verify, queued)).ready
+    # The public id (what browsers send) cannot verify: 403, saying which key is needed.
+    public = await asyncio.to_thread(WaitingRoomClient(url, T).verify, token)
+    assert (public.ready, public.status) == (False, 403)
+    assert "secret key" in public.message
     assert (await asyncio.to_thread(sdk.finish, token)).cleared
     assert not (await asyncio.to_thread(sdk.verify, token)).ready
 

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore, tenant_base
+from gatekeeper.waitingroom.testing import patient_guard
 from tests import services
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -71,7 +72,7 @@ async def test_killed_leader_is_replaced_without_lost_or_doubled_ticks(
     """SIGKILL the lease holder mid-run: the other worker takes over, catches up the missed
     ticks, and every user is admitted once, in order, at exactly LIMIT per second."""
     client = aioredis.Redis.from_url(services.redis_url())
-    store = RedisStore(client, prefix=redis_prefix)
+    store = RedisStore(client, prefix=redis_prefix, guard=patient_guard())
     base = tenant_base(redis_prefix, T)
     lease_key = f"{redis_prefix}:wr:lease:admission"
     try:

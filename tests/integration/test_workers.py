@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL
 from tests.servers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -87,11 +86,11 @@ class Served:
 
 
 @pytest.fixture
-def env(tmp_path: Path, redis_prefix: str) -> dict[str, str]:
+def env(tmp_path: Path, redis_url: str, redis_prefix: str) -> dict[str, str]:
     database = tmp_path / "gk.db"
     environment = dict(
         os.environ,
-        GATEKEEPER_REDIS_URL=REDIS_URL,
+        GATEKEEPER_REDIS_URL=redis_url,
         GATEKEEPER_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         GATEKEEPER_AUTO_MIGRATE="true",
         GATEKEEPER_JWT_SECRET="j" * 40,

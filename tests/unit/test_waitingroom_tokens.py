@@ -178,6 +178,29 @@ def test_issued_payload_is_byte_for_byte_json_dumps(user: str, tenant: str) -> N
     )
 
 
+@given(user=st.text(max_size=40), ready_until=st.integers(min_value=0, max_value=2**40))
+@settings(max_examples=200, deadline=None)
+def test_ready_tokens_carry_rdy_and_read_back_alike_on_both_paths(
+    user: str, ready_until: int
+) -> None:
+    """A ready token's payload (claim rdy, absent when 0) is json.dumps' bytes, and decodes to
+    the same claims fresh (fast or general parser) and from the verified-token cache."""
+    codec = TokenCodec(HS256Signer(SECRET))
+    token = codec.issue("shop", user, 3, now=NOW, ttl=60, ready_until=ready_until)
+    raw = base64.urlsafe_b64decode(token.split(".")[1] + "==")
+    body = json.loads(raw)
+    assert raw == json.dumps(body, separators=(",", ":")).encode()
+    assert body.get("rdy", 0) == ready_until
+    assert ("rdy" in body) == (ready_until > 0)
+    fresh = TokenCodec(HS256Signer(SECRET)).decode(token, "shop", now=NOW)
+    assert fresh.ready_until == ready_until
+    assert codec.decode(token, "shop", now=NOW) == fresh
+    # The general parser reads rdy too (another key order).
+    reordered = json.dumps({"rdy": ready_until, **body}, separators=(",", ":")).encode()
+    signer = HS256Signer(SECRET)
+    assert TokenCodec(signer).decode(_signed(reordered, signer), "shop", now=NOW) == fresh
+
+
 @pytest.mark.parametrize(
     ("payload", "user"),
     [

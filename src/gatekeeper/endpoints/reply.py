@@ -63,7 +63,7 @@ def bytes_reply(
 
 
 def problem_reply(
-    status: int, error: str, detail: str, headers: Headers | None = None, **extra: Any
+    status: int, error: str, detail: str, headers: Headers | None = None, /, **extra: Any
 ) -> Reply:
     """A problem document (see :mod:`gatekeeper.problem`)."""
     head = [(b"content-type", PROBLEM_JSON), *(headers or ())]

@@ -28,12 +28,14 @@ from pydantic import (
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.cache.config import cache_config_problems
+from gatekeeper.gateway.flow.cors import DEFAULT_EXPOSED, Cors, cors_policy
 from gatekeeper.gateway.upstream.balancing import canonical_strategy
 from gatekeeper.gateway.upstream.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
 
 __all__ = [
     "ConfigFileError",
+    "CorsConfig",
     "EndpointConfig",
     "GatewayConfig",
     "LimiterConfig",
@@ -250,9 +252,14 @@ class UpstreamConfig(_Model):
         return value
 
 
+_KEY_PARTS = ("ip", "api_key", "global", "path", "method", "route")
+
+
 class LimitRef(_Model):
-    """A policy applied on a route, keyed by ``ip``, ``api_key``, ``header:<name>``,
-    ``query:<name>`` or ``global``."""
+    """A policy applied on a route, keyed by ``ip``, ``api_key``, ``global``, ``path``,
+    ``method``, ``route``, ``header:<name>``, ``query:<name>`` or ``segment:<n>`` (the n-th
+    path segment), or by several joined with ``+`` (``ip+path``: one bucket per client and
+    endpoint)."""
 
     policy: str
     key: str = "ip"
@@ -265,12 +272,49 @@ class LimitRef(_Model):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if value in ("ip", "api_key", "global"):
-            return value
-        kind, _, name = value.partition(":")
-        if kind in ("header", "query") and name:
-            return f"{kind}:{name.lower() if kind == 'header' else name}"
-        raise ValueError("key must be ip, api_key, global, header:<name> or query:<name>")
+        return "+".join(_key_part(part.strip()) for part in value.split("+"))
+
+
+def _key_part(value: str) -> str:
+    if value in _KEY_PARTS:
+        return value
+    kind, _, name = value.partition(":")
+    if kind in ("header", "query") and name:
+        return f"{kind}:{name.lower() if kind == 'header' else name}"
+    if kind == "segment" and name.isdigit() and int(name) >= 1:
+        return value
+    raise ValueError(
+        f"key part {value!r}: use ip, api_key, global, path, method, route, header:<name>, "
+        "query:<name> or segment:<n>, joined with + for a composite key"
+    )
+
+
+class CorsConfig(_Model):
+    """Cross-origin requests (see ``gateway/flow/cors.py``): origins exact, ``*``,
+    ``https://*.example.com`` or ``regex:<pattern>``."""
+
+    allow_origins: list[str] = ["*"]
+    allow_methods: list[str] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    allow_headers: list[str] = ["*"]
+    expose_headers: list[str] | None = None  # None: the RateLimit fields, Retry-After, request id
+    allow_credentials: bool = False
+    max_age: int = Field(default=600, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> CorsConfig:
+        self.build()
+        return self
+
+    def build(self) -> Cors:
+        """The compiled policy (ConfigurationError names a bad origin)."""
+        return cors_policy(
+            allow_origins=self.allow_origins,
+            allow_methods=self.allow_methods,
+            allow_headers=self.allow_headers,
+            expose_headers=DEFAULT_EXPOSED if self.expose_headers is None else self.expose_headers,
+            allow_credentials=self.allow_credentials,
+            max_age=self.max_age,
+        )
 
 
 class HeaderRulesConfig(_Model):
@@ -320,7 +364,9 @@ class RouteConfig(_Model):
     priority: int = 0
     strip_prefix: bool = False
     preserve_host: bool = True
-    ratelimit_headers: bool = True
+    # Which rate-limit fields answers carry: the IETF RateLimit/RateLimit-Policy, the legacy
+    # X-RateLimit-* trio, both or none (Retry-After on every 429 whatever the choice).
+    ratelimit_headers: Literal["ietf", "legacy", "both", "none"] = "ietf"
     max_body_bytes: int | None = Field(default=None, ge=0)
     request_headers: HeaderRulesConfig | None = None
     response_headers: HeaderRulesConfig | None = None
@@ -329,6 +375,21 @@ class RouteConfig(_Model):
     waiting_room: str | None = None
     # Who may call the route: the identity guard checks credentials and the principal's tier.
     auth: Literal["none", "api_key", "jwt", "any"] = "none"
+    # Only principals of these tiers pass (403 naming them; no credentials: 401). Implies
+    # auth "any" when auth is "none".
+    tiers: list[str] | None = Field(default=None, min_length=1)
+    cors: CorsConfig | bool = False
+    # X-Response-Time and Server-Timing on the answers.
+    timing: bool = False
+
+    @field_validator("ratelimit_headers", mode="before")
+    @classmethod
+    def _ratelimit_headers(cls, value: Any) -> Any:
+        if value is True:
+            return "ietf"
+        if value is False:
+            return "none"
+        return value
 
     @field_validator("request_headers", "response_headers")
     @classmethod
@@ -382,6 +443,8 @@ class GatewayConfig(_Model):
     cache: dict[str, Any] = {}
     admin: dict[str, Any] = {}
     log_access: bool = True
+    # CORS for the built-in endpoints (routes have their own ``cors``).
+    cors: CorsConfig | bool = False
 
 
 def _cross_check(data: Any) -> list[str]:

@@ -2,7 +2,8 @@
 
 Callers present ``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>`` or the token (or key) of a
 user with the admin role; anyone else gets 401 or 403. Each change is written to the audit log
-with the actor, the target, the caller's address and the request's parameters.
+with the actor, the target, the caller's address and the request's parameters. The waiting
+room's tenants have their admin endpoints in ``gatekeeper.waitingroom.admin`` (same guard).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import select
 
 from gatekeeper.endpoints import (
     Answer,
@@ -23,37 +23,22 @@ from gatekeeper.endpoints import (
     problem,
     query,
 )
-from gatekeeper.errors import Conflict, InvalidInput, NotFound
+from gatekeeper.errors import InvalidInput
 from gatekeeper.identity import schemas
 from gatekeeper.identity.http import IdentityGuards, StrictBody
 from gatekeeper.identity.service import Identity
-from gatekeeper.identity.users import UserInfo, at
-from gatekeeper.persistence.models import Tenant
+from gatekeeper.identity.users import UserInfo
 
 __all__ = ["admin_endpoints"]
 
 # Bounds every engine takes (PostgreSQL's INTEGER is 32-bit; SQLite's OFFSET 64-bit).
 MAX_INT32 = 2**31 - 1
 
-_TENANT_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
-TENANT_FIELDS = (
-    "admission_limit",
-    "admission_frequency",
-    "jwt_expiry_seconds",
-    "ready_ttl_seconds",
-    "ip_enqueue_limit",
-    "ip_enqueue_limit_interval",
-    "ip_status_polling_limit",
-    "ip_status_polling_limit_interval",
-)
-
-
 _Body = StrictBody
 _LIMIT = query("limit", int, default=100, ge=1, le=1000, description="at most this many")
 _OFFSET = query("offset", int, default=0, ge=0, le=MAX_INT32, description="skip this many")
 _USER_ID = path("user_id", str, max_length=64)
 _TIER = path("name", str, max_length=64)
-_BUSINESS_ID = path("business_id", str, max_length=64, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 _NOT_FOUND = {404: problem("It does not exist.")}
 
 
@@ -91,31 +76,6 @@ class IpRuleBody(_Body):
 
 class SubjectBody(_Body):
     subject: str = Field(min_length=1, max_length=200)
-
-
-class TenantBody(_Body):
-    business_id: str | None = Field(default=None, pattern=_TENANT_ID)
-    name: str | None = Field(default=None, max_length=200)
-    enabled: bool | None = None
-    admission_limit: int | None = Field(default=None, ge=1, le=100_000)
-    admission_frequency: int | None = Field(default=None, ge=1, le=3600)
-    jwt_expiry_seconds: int | None = Field(default=None, ge=60, le=600)
-    ready_ttl_seconds: int | None = Field(default=None, ge=60, le=3600)
-    ip_enqueue_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    ip_enqueue_limit_interval: int | None = Field(default=None, ge=1, le=86_400)
-    ip_status_polling_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    ip_status_polling_limit_interval: int | None = Field(default=None, ge=1, le=86_400)
-
-
-def _tenant_dict(row: Tenant) -> dict[str, Any]:
-    return {
-        "business_id": row.business_id,
-        "name": row.name,
-        "enabled": row.enabled,
-        **{name: getattr(row, name) for name in TENANT_FIELDS},
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }
 
 
 def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint]:
@@ -317,90 +277,6 @@ def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint
         await identity.bans.lift(body.subject)
         await audit(call, "ban.lift", body.subject)
         return json_reply({"subject": body.subject, "banned": False})
-
-    # -- tenants of the waiting room ----------------------------------------------------------
-
-    @routes.get("/admin/tenants", responses={200: Answer("Every tenant.", schemas.Tenants)})
-    async def list_tenants(call: Call) -> Reply:
-        """The waiting room's tenants."""
-        async with identity.db.transaction() as session:
-            rows = (await session.scalars(select(Tenant).order_by(Tenant.business_id))).all()
-        return json_reply({"tenants": [_tenant_dict(r) for r in rows]})
-
-    @routes.post(
-        "/admin/tenants",
-        body=TenantBody,
-        responses={
-            201: Answer("The new tenant.", schemas.TenantOut),
-            409: problem("The tenant exists."),
-        },
-    )
-    async def create_tenant(call: Call) -> Reply:
-        """A new tenant; unset settings take the waiting room's defaults."""
-        body: TenantBody = call.data
-        if not body.business_id:
-            raise InvalidInput("business_id is required")
-        values = body.model_dump(exclude_none=True)
-        now = at(identity.clock)
-        async with identity.db.transaction() as session:
-            if await session.get(Tenant, body.business_id) is not None:
-                raise Conflict(f"tenant {body.business_id!r} already exists")
-            row = Tenant(**values, created_at=now, updated_at=now)
-            session.add(row)
-            await session.flush()
-            await session.refresh(row)
-            result = _tenant_dict(row)
-        await audit(call, "tenant.create", body.business_id, **values)
-        return json_reply(result, 201)
-
-    tenant = {200: Answer("The tenant.", schemas.TenantOut), **_NOT_FOUND}
-
-    @routes.get("/admin/tenants/{business_id}", params=(_BUSINESS_ID,), responses=tenant)
-    async def get_tenant(call: Call) -> Reply:
-        """One tenant."""
-        business_id = call.params["business_id"]
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-        if row is None:
-            raise NotFound(f"tenant {business_id!r} does not exist")
-        return json_reply(_tenant_dict(row))
-
-    @routes.patch(
-        "/admin/tenants/{business_id}", params=(_BUSINESS_ID,), body=TenantBody, responses=tenant
-    )
-    async def update_tenant(call: Call) -> Reply:
-        """Change some settings of a tenant (others keep their value)."""
-        business_id = call.params["business_id"]
-        body: TenantBody = call.data
-        values = body.model_dump(exclude_none=True)
-        if values.pop("business_id", business_id) != business_id:
-            raise InvalidInput("business_id cannot be changed")
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-            if row is None:
-                raise NotFound(f"tenant {business_id!r} does not exist")
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = at(identity.clock)
-            result = _tenant_dict(row)
-        await audit(call, "tenant.update", business_id, **values)
-        return json_reply(result)
-
-    @routes.delete(
-        "/admin/tenants/{business_id}",
-        params=(_BUSINESS_ID,),
-        responses={200: Answer("Message.", schemas.Message), **_NOT_FOUND},
-    )
-    async def delete_tenant(call: Call) -> Reply:
-        """Delete a tenant."""
-        business_id = call.params["business_id"]
-        async with identity.db.transaction() as session:
-            row = await session.get(Tenant, business_id)
-            if row is None:
-                raise NotFound(f"tenant {business_id!r} does not exist")
-            await session.delete(row)
-        await audit(call, "tenant.delete", business_id)
-        return json_reply({"message": f"tenant {business_id} deleted"})
 
     # -- reading the record -------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Built from the shared :class:`~gatekeeper.component.Context`: the SQL database (
 must be migrated, see ``gatekeeper migrate``), Redis when configured (shared caches, bans, usage
 and revocations; else in-process), the shared limiter, the clock. Publishes the
 :class:`~gatekeeper.identity.service.Identity` facade as ``extras["identity"]`` and the
-:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway.
+:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway, and
+its admin endpoints' guard (the admin token or an admin user) as ``extras["admin_guard"]`` for
+other components' admin endpoints (the waiting room's tenants).
 """
 
 from __future__ import annotations
@@ -83,13 +85,15 @@ class IdentityComponent:
         )
         self.guard = Guard(self.identity)
         self.problem: str | None = None
+        self.guards = identity_guards(self.identity, lambda: self.problem)
         context.extras["identity"] = self.identity
         context.extras["identity_guard"] = self.guard
+        context.extras["admin_guard"] = self.guards.admin
 
     def endpoints(self) -> list[Endpoint]:
         from gatekeeper.sdk.routes import sdk_endpoints
 
-        guards = identity_guards(self.identity, lambda: self.problem)
+        guards = self.guards
         return [
             *auth_endpoints(self.identity, guards),
             *admin_endpoints(self.identity, guards),

@@ -24,8 +24,6 @@ __all__ = [
     "NewKey",
     "Registered",
     "RotatedKey",
-    "TenantOut",
-    "Tenants",
     "TierOut",
     "Tiers",
     "Tokens",
@@ -149,18 +147,6 @@ class Bans(BaseModel):
     subject: str
     banned: bool
     remaining: float | None = None
-
-
-class TenantOut(_Open):
-    business_id: str
-    name: str | None
-    enabled: bool
-    created_at: str
-    updated_at: str
-
-
-class Tenants(BaseModel):
-    tenants: list[TenantOut]
 
 
 class AuditPage(BaseModel):

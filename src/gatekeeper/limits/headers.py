@@ -95,15 +95,21 @@ def rate_limit_headers(
     *,
     policies: Mapping[str, Policy] | None = None,
     legacy: bool = False,
+    style: str = "ietf",
 ) -> list[Header]:
     """The fields for a response decided by ``decision``.
 
+    ``style`` picks the families: ``ietf`` (``RateLimit``/``RateLimit-Policy``), ``legacy``
+    (``X-RateLimit-Limit/-Remaining/-Reset``, as GitHub and Twitter send them), ``both`` or
+    ``none``; ``legacy=True`` is ``both``. A denial carries ``Retry-After`` whatever the style.
     ``policies`` (name -> Policy) supplies each policy's window for ``RateLimit-Policy``'s ``w``;
     without it, ``w`` is left out (it is optional in the draft). Degraded decisions get only
     ``Retry-After`` (when denied).
     """
+    if legacy:
+        style = "both"
     only = decision.results
-    if len(only) == 1 and decision.allowed and not decision.degraded and not legacy:
+    if len(only) == 1 and decision.allowed and not decision.degraded and style == "ietf":
         r = only[0]
         if not r.shadow:  # the common answer, one admitted policy: no lists, cached names
             policy_field, name = _single(r, policies)
@@ -111,9 +117,9 @@ def rate_limit_headers(
             return [(b"ratelimit-policy", policy_field), (b"ratelimit", state.encode("ascii"))]
     # A degraded decision knows nothing true about the shared quota (fail-open has no state, a
     # fallback only this replica's share): advertise nothing rather than something wrong.
-    results = [] if decision.degraded else _enforced(decision)
+    results = [] if decision.degraded or style == "none" else _enforced(decision)
     headers: list[Header] = []
-    if results:
+    if results and style != "legacy":
         policy_items = []
         state_items = []
         for r in results:
@@ -126,7 +132,7 @@ def rate_limit_headers(
         headers.append((b"ratelimit", ", ".join(state_items).encode("ascii")))
     if not decision.allowed:
         headers.append((b"retry-after", str(decision.retry_after).encode("ascii")))
-    if legacy and results:
+    if results and style != "ietf":
         binding = results[0]
         reset = _seconds(binding.reset_after)
         if not decision.allowed:

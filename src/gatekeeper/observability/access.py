@@ -38,6 +38,7 @@ class Termination(StrEnum):
     CACHED = "cached"
     STALE = "stale"
     BUILTIN = "builtin"
+    PREFLIGHT = "preflight"
     NO_ROUTE = "no_route"
     DENIED = "denied"
     UNAUTHENTICATED = "unauthenticated"
@@ -63,6 +64,7 @@ _CODES: dict[Termination, str] = {
     Termination.CACHED: "C-",
     Termination.STALE: "CS",
     Termination.BUILTIN: "B-",
+    Termination.PREFLIGHT: "BP",
     Termination.NO_ROUTE: "RN",
     Termination.DENIED: "RD",
     Termination.UNAUTHENTICATED: "RA",

@@ -4,7 +4,8 @@ A bug that fails every request must not flood the log (a full traceback with fra
 request wrote 1,929 lines in 7 s on one replica). :func:`report_unexpected` writes exactly one
 line per occurrence, with the request id and the exception; the first occurrence at an error
 site (the innermost frame of the traceback) in each minute carries the traceback as text in
-that same line. No frame locals, ever: they may hold secrets.
+that same line, and how many occurrences there were since the last one (``suppressed``). No
+frame locals, ever: they may hold secrets.
 
 This module imports only the standard library and structlog, so that every edge (the gateway,
 the built-in endpoints) reports the same way.
@@ -51,6 +52,7 @@ class UnexpectedErrors:
         self.logger = logger if logger is not None else _log
         self.max_sites = max_sites
         self._last: dict[tuple[str, int, str], float] = {}
+        self._held: dict[tuple[str, int, str], int] = {}
 
     def report(self, exc: BaseException, *, request_id: str | None = None, where: str = "") -> None:
         """Write the one line for ``exc`` (with its traceback if the site's minute is new)."""
@@ -67,8 +69,14 @@ class UnexpectedErrors:
         if last is None or now - last >= self.every:
             if len(self._last) >= self.max_sites:
                 self._last.clear()
+                self._held.clear()
             self._last[site] = now
             fields["traceback"] = "".join(traceback.format_exception(exc))
+            held = self._held.pop(site, 0)
+            if held:
+                fields["suppressed"] = held  # occurrences since the last traceback
+        else:
+            self._held[site] = self._held.get(site, 0) + 1
         try:
             self.logger.error("unexpected_error", **fields)
         except Exception:  # reporting must never fail the answer

@@ -34,6 +34,7 @@ __all__ = [
     "IpRule",
     "RefreshToken",
     "Tenant",
+    "TenantKey",
     "Tier",
     "UTCDateTime",
     "User",
@@ -99,6 +100,26 @@ class Tenant(Base):
     ip_status_polling_limit_interval: Mapped[int] = mapped_column(Integer, default=60)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TenantKey(Base):
+    """A tenant's secret key (what its backend sends as ``business_id``). Like an API key:
+    only a SHA-256 digest is kept, ``prefix`` finds the row; ``origin`` is ``admin`` (the admin
+    API issued it) or ``env`` (``GATEKEEPER_BUSINESS_IDS`` lists it)."""
+
+    __tablename__ = "tenant_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    business_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.business_id", ondelete="CASCADE", onupdate="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(8), default="admin")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set on the old key when it is rotated: the id of its successor.
+    replaced_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Tier(Base):

@@ -3,13 +3,16 @@
 Standard library only. The synchronous client uses ``http.client``; the asynchronous one speaks
 HTTP/1.1 over ``asyncio`` streams itself (no thread pool), one short connection per call.
 
-    room = WaitingRoomClient("http://127.0.0.1:8080", business_id="shop")
+    room = WaitingRoomClient("http://127.0.0.1:8080", business_id=SHOP_SECRET_KEY)
     if room.verify(token).ready:
         ...              # serve the checkout
         room.finish(token)   # the token never verifies again
 
-    room = AsyncWaitingRoomClient("http://127.0.0.1:8080", business_id="shop")
+    room = AsyncWaitingRoomClient("http://127.0.0.1:8080", business_id=SHOP_SECRET_KEY)
     if (await room.verify(token)).ready: ...
+
+``business_id`` is the tenant's secret key (``gkwr_...``): verify and finish are the backend's
+calls, which the public id (what browsers send) cannot make (403).
 
 A forged, expired or foreign token is simply not ready (``status`` says 401); only an
 unreachable or broken service raises :class:`WaitingRoomUnavailable`.
@@ -42,11 +45,14 @@ class WaitingRoomUnavailable(GatekeeperError):
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """``ready``: the visitor holds a current, ready session. ``status``: the HTTP status."""
+    """``ready``: the visitor holds a current, ready session. ``status``: the HTTP status.
+    ``degraded``: ready on the strength of the visitor's ready token alone, the waiting room's
+    store being unreachable (admitted visitors are not thrown out by an outage)."""
 
     ready: bool
     message: str
     status: int
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,8 @@ class _Base:
     @staticmethod
     def _verify(status: int, body: dict[str, Any]) -> VerifyResult:
         ready = status == 200 and body.get("ready") is True
-        return VerifyResult(ready, str(body.get("message") or body.get("detail") or ""), status)
+        message = str(body.get("message") or body.get("detail") or "")
+        return VerifyResult(ready, message, status, ready and body.get("degraded") is True)
 
     @staticmethod
     def _finish(status: int, body: dict[str, Any]) -> FinishResult:

@@ -1,10 +1,14 @@
 """The waiting room as a :class:`gatekeeper.component.Component` of one process.
 
 Built from the shared :class:`~gatekeeper.component.Context`: Redis when configured (else the
-in-process store), the SQL database for tenant configs (else an in-memory list from
-``GATEKEEPER_BUSINESS_IDS``), the shared limiter for per-IP limits, the metrics if published as
-``context.extras["metrics"]``. It publishes its service as ``extras["waitingroom"]`` and a gate
-factory as ``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
+in-process store; the Redis store's calls are bounded by the deadline and breaker of
+``deadline.py``), the SQL database for tenants and their secret keys (else an in-memory list
+from ``GATEKEEPER_BUSINESS_IDS``), the admin token (which also opens the backend-only calls),
+the shared limiter for per-IP limits, the metrics if published as ``context.extras["metrics"]``.
+Its endpoints include the tenant admin endpoints (``admin.py``), opened to admin users and
+audited when the identity component runs (its ``extras["admin_guard"]`` and audit log). It
+publishes its service as ``extras["waitingroom"]`` and a gate factory as
+``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
 """
 
 from __future__ import annotations
@@ -17,19 +21,23 @@ import structlog
 
 from gatekeeper.errors import PersistenceError
 from gatekeeper.settings import from_environment
+from gatekeeper.waitingroom.access import TenantAccess
+from gatekeeper.waitingroom.admin import tenant_admin_endpoints
 from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
     CachedConfigs,
     ConfigRepository,
     MemoryConfigRepository,
-    SqlConfigRepository,
 )
+from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.memory_store import MemoryStore
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.service import WaitingRoomService
+from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
 from gatekeeper.waitingroom.store import WaitingRoomStore
+from gatekeeper.waitingroom.tenants import parse_business_ids
 from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, Signer, TokenCodec
 from gatekeeper.waitingroom.worker import AdmissionWorker
 
@@ -37,8 +45,15 @@ if TYPE_CHECKING:
     from gatekeeper.component import Context
     from gatekeeper.endpoints import Endpoint
     from gatekeeper.settings import Settings
+    from gatekeeper.types import Clock
 
-__all__ = ["WaitingRoomComponent", "create_component", "preflight", "signer_from_settings"]
+__all__ = [
+    "WaitingRoomComponent",
+    "create_component",
+    "preflight",
+    "signer_from_settings",
+    "store_guard",
+]
 
 log = structlog.get_logger("gatekeeper.waitingroom")
 
@@ -83,10 +98,11 @@ def _signer(
 
 def preflight(settings: Settings) -> None:
     """What the component would refuse in ``settings`` (``gatekeeper.preflight``): its own
-    ``GATEKEEPER_WAITINGROOM_*`` variables and the token signer (a missing shared secret or
-    key file)."""
+    ``GATEKEEPER_WAITINGROOM_*`` variables, the token signer (a missing shared secret or key
+    file) and the ``GATEKEEPER_BUSINESS_IDS`` entries (a malformed id or secret key)."""
     wr = from_environment(WaitingRoomSettings)
     _signer(wr, settings, shared=bool(settings.redis_url), warn=False)
+    parse_business_ids(settings.business_ids)
 
 
 class WaitingRoomComponent:
@@ -99,18 +115,32 @@ class WaitingRoomComponent:
         self.settings = settings or from_environment(WaitingRoomSettings)
         wr = self.settings
         shared = context.redis is not None
+        # Refused here, before anything starts: a malformed GATEKEEPER_BUSINESS_IDS entry.
+        self.business_ids = parse_business_ids(context.settings.business_ids)
         self.store: WaitingRoomStore = (
-            RedisStore(context.redis, prefix=wr.redis_prefix, lean=True)
+            RedisStore(
+                context.redis,
+                prefix=wr.redis_prefix,
+                lean=True,
+                guard=store_guard(wr, context.clock),
+            )
             if context.redis is not None
             else MemoryStore()
         )
         self.repository: ConfigRepository = (
-            SqlConfigRepository(context.database)
+            SqlConfigRepository(context.database, clock=context.clock)
             if context.database is not None
-            else MemoryConfigRepository(context.settings.business_ids)
+            else MemoryConfigRepository(self.business_ids, clock=context.clock)
         )
         self.configs = CachedConfigs(self.repository, context.clock, wr.config_cache_seconds)
         signer = _signer(wr, context.settings, shared=shared)
+        admin = context.settings.admin_token
+        access = TenantAccess(
+            self.configs,
+            context.clock,
+            admin_token=admin.get_secret_value() if admin else None,
+            ttl=wr.config_cache_seconds,
+        )
         metrics: Any = context.extras.get("metrics")
         self.service = WaitingRoomService(
             self.store,
@@ -120,6 +150,7 @@ class WaitingRoomComponent:
             wr,
             limiter=context.limiter,
             metrics=metrics,
+            access=access,
         )
         self.worker = AdmissionWorker(self.store, self.configs, context.clock, wr, metrics=metrics)
         self._stop = asyncio.Event()
@@ -136,16 +167,28 @@ class WaitingRoomComponent:
         return gate
 
     def endpoints(self) -> list[Endpoint]:
-        return waitingroom_endpoints(self.service)
+        # The identity component (created before this one) publishes its admin guard (admin
+        # users) and audit log; without it the admin token alone opens the tenant admin
+        # endpoints, unaudited.
+        extras = self.context.extras
+        identity: Any = extras.get("identity")
+        return [
+            *waitingroom_endpoints(self.service),
+            *tenant_admin_endpoints(
+                self.service,
+                users=extras.get("admin_guard"),
+                audit=identity.audit.record if identity is not None else None,
+            ),
+        ]
 
     async def start(self) -> None:
         try:
-            await self.repository.ensure(self.context.settings.business_ids)
+            await self.repository.ensure(self.business_ids)
         except PersistenceError as exc:
             # Serving from memory beats not serving: the tenants of GATEKEEPER_BUSINESS_IDS
             # still work, with default settings that POST /config changes in this process only.
             log.error("waitingroom_config_database_unavailable", error=str(exc))
-            self.repository = MemoryConfigRepository(self.context.settings.business_ids)
+            self.repository = MemoryConfigRepository(self.business_ids, clock=self.context.clock)
             self.configs.repository = self.repository
         if self.settings.embedded_worker:
             self._stop.clear()
@@ -159,6 +202,17 @@ class WaitingRoomComponent:
             self._task = None
         if isinstance(self.store, RedisStore):
             await self.store.aclose()
+
+
+def store_guard(wr: WaitingRoomSettings, clock: Clock) -> StoreGuard:
+    """The deadline and breaker of the Redis store, from the settings."""
+    return StoreGuard(
+        deadline=wr.store_deadline_seconds,
+        worker_deadline=wr.worker_deadline_seconds,
+        failure_threshold=wr.store_breaker_failures,
+        cooldown=wr.store_breaker_cooldown_seconds,
+        clock=clock,
+    )
 
 
 def create_component(context: Context) -> WaitingRoomComponent:

@@ -18,9 +18,13 @@ __all__ = ["CONFIG_KEYS", "TenantConfig", "WaitingRoomSettings"]
 
 
 class TenantConfig(BaseModel):
-    """One tenant's waiting-room settings. Bounds are enforced on every construction."""
+    """One tenant's waiting-room settings. Bounds are enforced on every construction.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: a setting is a JSON integer. ``true``, ``"5"`` and ``5.0`` are refused (422 naming
+    the field) instead of being read as 1 or 5: a client that sends them has a bug to learn of.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     admission_limit: int = Field(
         default=10, ge=1, le=100_000, description="Users admitted per tick."
@@ -81,5 +85,13 @@ class WaitingRoomSettings(BaseSettings):
     jwt_secret: SecretStr | None = None
     # Keys live under "<redis_prefix>:wr:{tenant}:..."; tests isolate themselves by prefix.
     redis_prefix: str = "gk"
+    # Every call to the Redis store is bounded by this deadline (seconds): a paused or dead
+    # Redis answers 503 + Retry-After within it. After `store_breaker_failures` failed calls in
+    # a row the store is not called for `store_breaker_cooldown_seconds` (no latency at all).
+    store_deadline_seconds: float = Field(default=0.25, gt=0, le=10)
+    store_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    store_breaker_cooldown_seconds: float = Field(default=1.0, gt=0, le=60)
+    # The admission worker's calls (admit, lease): a long sweep is not an outage.
+    worker_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     # Run the admission worker inside serve/demo (the lease keeps it to one replica per tick).
     embedded_worker: bool = True

@@ -20,7 +20,11 @@ from gatekeeper.errors import GatekeeperError
 if TYPE_CHECKING:
     from gatekeeper.waitingroom.service import WaitingRoomService
 
-__all__ = ["GateDecision", "WaitingRoomGate", "cookie_name"]
+__all__ = ["DEGRADED_HEADER", "GateDecision", "WaitingRoomGate", "cookie_name"]
+
+DEGRADED_HEADER = ("Gatekeeper-Waiting-Room", "degraded")
+"""On answers that let a visitor in on a ready token alone (the store unreachable): proxied
+answers of a protected route and ``/queue/verify``."""
 
 
 def cookie_name(tenant: str) -> str:
@@ -30,10 +34,22 @@ def cookie_name(tenant: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GateDecision:
-    """``allowed``, or else ``redirect`` (a relative URL for a 302/303 ``Location``)."""
+    """``allowed``, or else ``redirect`` (a relative URL for a 302/303 ``Location``).
+    ``degraded``: allowed on the strength of a ready token alone, the store being unreachable;
+    ``headers`` (lower-case bytes) are added to the answer, saying so."""
 
     allowed: bool
     redirect: str | None = None
+    degraded: bool = False
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+_ALLOWED = GateDecision(True)
+_DEGRADED = GateDecision(
+    True,
+    degraded=True,
+    headers=((DEGRADED_HEADER[0].lower().encode(), DEGRADED_HEADER[1].encode()),),
+)
 
 
 class WaitingRoomGate:
@@ -61,15 +77,19 @@ class WaitingRoomGate:
         """Allow a request whose token is ready; send others to the waiting page.
 
         ``headers`` (lower-case names) and ``cookies`` are the request's; ``target`` is its
-        path and query, used as the way back.
+        path and query, used as the way back. While the store is unreachable, a valid ready
+        token still passes (``degraded``); anyone else is sent to the page, which answers 503
+        with ``Retry-After`` until the store is back.
         """
         token = self.token_of(headers, cookies, target)
         if token:
             try:
-                if await self.service.verify(self.tenant, token):
-                    return GateDecision(True)
+                verdict = await self.service.verification(self.tenant, token)
             except GatekeeperError:
-                pass  # forged, expired or unknown: the visitor queues (again)
+                pass  # forged, expired or unknown (or no store): the visitor queues (again)
+            else:
+                if verdict.ready:
+                    return _DEGRADED if verdict.degraded else _ALLOWED
         back = quote(target if target.startswith("/") else "/", safe="")
         return GateDecision(
             False, f"{self.wait_path}?business_id={quote(self.tenant, safe='')}&return_to={back}"

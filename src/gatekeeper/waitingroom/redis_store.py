@@ -31,9 +31,10 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from gatekeeper.errors import StorageError, StorageTimeout
-from gatekeeper.limits.storage._resp import LeanPool, ReplyError, evalsha
+from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
 from gatekeeper.waitingroom.coalesce import Coalescer
+from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.store import (
     USER_BUCKETS,
     AdmitResult,
@@ -74,10 +75,21 @@ class _Script:
         self.lean = lean
         self.sha: str | None = None
 
+    async def _load(self) -> str:
+        """Load the script; its SHA. On a lean server through the lean client, whose
+        connections reopen by themselves (a pooled redis-py connection to a restarted server
+        fails once more before it notices)."""
+        if self.lean is None:
+            return str(await self.redis.script_load(self.source))
+        reply = await self.lean.call(command(b"SCRIPT", b"LOAD", self.source))
+        if isinstance(reply, ReplyError):
+            raise StorageError(f"Redis refused the script: {reply}")
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             if self.sha is None:
-                self.sha = str(await self.redis.script_load(self.source))
+                self.sha = await self._load()
             if self.lean is not None:
                 return await self._lean_call(self.lean, self.sha, keys, args)
             try:
@@ -100,7 +112,7 @@ class _Script:
         reply = await lean.call(evalsha(sha, keys, args))
         if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
             # Redis restarted or failed over and lost its scripts: load, send once more.
-            self.sha = sha = str(await self.redis.script_load(self.source))
+            self.sha = sha = await self._load()
             reply = await lean.call(evalsha(sha, keys, args))
         if isinstance(reply, ReplyError):
             raise StorageError(f"Redis answered {reply}")
@@ -118,17 +130,19 @@ class RedisStore:
         owns_client: bool = False,
         batch_max: int = 64,
         lean: bool = False,
+        guard: StoreGuard | None = None,
     ) -> None:
         """``lean``: send the scripts over the limiter's lean client when ``redis`` is a plain
         TCP client (its own two connections, closed by :meth:`aclose`, which must then be
-        awaited)."""
+        awaited). ``guard``: the deadline and breaker every call passes (``deadline.py``)."""
         self.redis = redis
+        self.guard = guard or StoreGuard()
         self.prefix = prefix
         self._owns = owns_client
         self._lean = lean_pool_for(redis) if lean else None
         self._scripts = {
             name: _Script(redis, _load(name), self._lean)
-            for name in ("enqueue", "status", "finish", "admit", "lease", "release")
+            for name in ("enqueue", "status", "finish", "admit", "stats", "lease", "release")
         }
         # Batches of at most `batch_max` keep several script calls in flight, so that Python
         # finishes one batch's requests while Redis runs the next.
@@ -164,7 +178,8 @@ class RedisStore:
         now = max(item[1] for item in items)
         base = self._base(tenant)
         args = [base, repr(now), int(now // grace), 3 * grace, b"".join(i[0] for i in items)]
-        flat = await self._scripts["enqueue"]([base + "seq"], args)
+        script = self._scripts["enqueue"]
+        flat = await self.guard.call("enqueue", lambda: script([base + "seq"], args))
         queued, ready = TicketState.QUEUED, TicketState.READY
         return [
             EnqueueResult(
@@ -196,7 +211,8 @@ class RedisStore:
         base = self._base(tenant)
         epoch = int(now // grace) if grace else 0
         args = [base, repr(now), epoch, 3 * grace, int(grace > 0), b"".join(i[0] for i in items)]
-        flat = await self._scripts["status"]([base + "seq"], args)
+        script = self._scripts["status"]
+        flat = await self.guard.call("status", lambda: script([base + "seq"], args))
         results = []
         for i in range(0, len(flat), 2):
             state, value = flat[i], flat[i + 1]
@@ -210,7 +226,10 @@ class RedisStore:
 
     async def finish(self, tenant: str, ticket: int, user: str, now: float) -> bool:
         base = self._base(tenant)
-        done = await self._scripts["finish"]([base + "seq"], [base, repr(now), ticket, user])
+        script = self._scripts["finish"]
+        done = await self.guard.call(
+            "finish", lambda: script([base + "seq"], [base, repr(now), ticket, user])
+        )
         return bool(done)
 
     async def admit(
@@ -227,45 +246,42 @@ class RedisStore:
         base = self._base(tenant)
         args = [base, repr(now), int(now // grace), limit, frequency, ready_ttl]
         args += [max_catch_up, SWEEP_BUDGET]
-        ticks, admitted, skipped, expired, abandoned, head, nxt = (
-            int(v) for v in await self._scripts["admit"]([base + "seq"], args)
-        )
+        script = self._scripts["admit"]
+        reply = await self.guard.background("admit", lambda: script([base + "seq"], args))
+        ticks, admitted, skipped, expired, abandoned, head, nxt = (int(v) for v in reply)
         return AdmitResult(ticks, admitted, skipped, expired, abandoned, head, nxt / 1000)
 
     async def stats(self, tenant: str, now: float) -> QueueStats:
+        return await self.guard.call("stats", lambda: self._stats(tenant, now))
+
+    async def _stats(self, tenant: str, now: float) -> QueueStats:
         base = self._base(tenant)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(base + "seq")
-                pipe.get(base + "head")
-                pipe.zcard(base + "gone")
-                pipe.zcount(base + "ready", f"({now!r}", "+inf")
-                pipe.get(base + "next")
-                pipe.lrange(base + "hist", 0, -1)
-                seq, head, gone, ready, nxt, hist = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"waiting room store failed: {exc}") from exc
+        script = self._scripts["stats"]
+        seq, head, gone, ready, nxt, hist = await script([base + "seq"], [base, repr(now)])
         history = []
         for entry in hist:
             when, _, count = entry.decode().partition(":")
             history.append((float(when), int(count)))
-        head_n = int(head or 0)
         return QueueStats(
-            queued=max(0, int(seq or 0) - head_n - int(gone)),
+            queued=max(0, int(seq) - int(head) - int(gone)),
             ready=int(ready),
-            head=head_n,
-            last_ticket=int(seq or 0),
-            next_tick=float(nxt) if nxt is not None else None,
+            head=int(head),
+            last_ticket=int(seq),
+            next_tick=float(nxt) if nxt else None,
             history=tuple(history),
         )
 
     async def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
         key = f"{self.prefix}:wr:lease:{name}"
-        held = await self._scripts["lease"]([key], [owner, max(1, math.ceil(ttl * 1000))])
+        script = self._scripts["lease"]
+        args = [owner, max(1, math.ceil(ttl * 1000))]
+        held = await self.guard.background("lease", lambda: script([key], args))
         return bool(held)
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._scripts["release"]([f"{self.prefix}:wr:lease:{name}"], [owner])
+        script = self._scripts["release"]
+        key = f"{self.prefix}:wr:lease:{name}"
+        await self.guard.background("release", lambda: script([key], [owner]))
 
     async def aclose(self) -> None:
         if self._lean is not None:

@@ -5,8 +5,13 @@ all call this class; it owns the rules that make the queue fair and honest:
 
 * a user holds at most one place (duplicate enqueue returns the current place, empty ``jwt``);
 * tokens are bound to tenant, user and ticket; an expired but authentic token is renewed by
-  ``status`` while the place is still live; ``verify`` needs a current token and a ready
-  session; ``finish`` ends the session so that the token never verifies again;
+  ``status`` while the place is still live; once admitted, ``status`` hands out a *ready
+  token* (claim ``rdy``); ``verify`` needs a current token and a ready session, or, while the
+  store is unreachable, a valid ready token (``degraded``); ``finish`` ends the session so that
+  the token never verifies again;
+* ``business_id`` values are resolved by :class:`~gatekeeper.waitingroom.access.TenantAccess`
+  (a public id costs nothing; a secret key names its tenant); the HTTP layer decides which
+  calls need a secret key;
 * per-IP limits from the tenant's config guard enqueue and status (429 + ``Retry-After``);
 * every answer carries an ETA with a range and the polling interval the server wants.
 """
@@ -18,8 +23,17 @@ import inspect
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from gatekeeper.errors import AuthenticationError, GatekeeperError, RateLimitExceeded, TokenError
+from gatekeeper.errors import (
+    AuthenticationError,
+    BadRequest,
+    GatekeeperError,
+    RateLimitExceeded,
+    StorageError,
+    TokenError,
+)
 from gatekeeper.limits.policy import Algorithm, Check, Policy, Rate
+from gatekeeper.waitingroom.access import UNKNOWN, TenantAccess
+from gatekeeper.waitingroom.eta import Eta, estimate, eta_for, measured_period
 from gatekeeper.waitingroom.store import QueueStats, TicketState
 from gatekeeper.waitingroom.tokens import QueueClaims, TokenExpired
 
@@ -38,6 +52,7 @@ __all__ = [
     "Eta",
     "InvalidRequest",
     "StatusAnswer",
+    "Verification",
     "WaitingRoomService",
     "eta_for",
 ]
@@ -47,68 +62,8 @@ STATS_TTL = 1.0
 CHECKS_CACHE = 8192  # per-IP limit checks kept built (a visitor polls from one address)
 
 
-class InvalidRequest(GatekeeperError, ValueError):
+class InvalidRequest(BadRequest):
     """The request lacks a required value or carries a malformed one (-> 400)."""
-
-
-class Eta(NamedTuple):
-    """Seconds until admission: the expected value and a range; when to poll next."""
-
-    seconds: int
-    low: int
-    high: int
-    poll_after: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "eta_seconds": self.seconds,
-            "eta_range_seconds": [self.low, self.high],
-            "poll_after_seconds": self.poll_after,
-        }
-
-
-def eta_for(
-    position: int,
-    stats: QueueStats,
-    config: TenantConfig,
-    settings: WaitingRoomSettings,
-    now: float,
-) -> Eta:
-    """ETA of ``position`` from the schedule and the measured tick rate.
-
-    The low end assumes every coming tick admits ``admission_limit``; the high end stretches
-    the tick period to the one measured over recent ticks (a slow or restarting worker shows
-    there) plus a quarter for safety. Abandonment ahead can only make things faster.
-    """
-    return _eta(position, stats.next_tick, measured_period(stats), config, settings, now)
-
-
-def measured_period(stats: QueueStats) -> float:
-    """The mean tick period over the recorded ticks (0.0 with fewer than two)."""
-    history = stats.history
-    if len(history) < 2:
-        return 0.0
-    return (history[-1][0] - history[0][0]) / (len(history) - 1)
-
-
-def _eta(
-    position: int,
-    next_tick: float | None,
-    measured: float,
-    config: TenantConfig,
-    settings: WaitingRoomSettings,
-    now: float,
-) -> Eta:
-    freq = config.admission_frequency
-    period = max(float(freq), measured)
-    first = freq if next_tick is None else min(freq, max(0.0, next_tick - now))
-    ticks = max(0, -(-position // config.admission_limit) - 1)  # ceil, in integers
-    low = first + ticks * freq
-    high = first + ticks * period * 1.25
-    # Poll often near the front, rarely far back, and always well inside the grace period.
-    ceiling = min(settings.poll_max_seconds, settings.grace_seconds / 4)
-    poll = min(ceiling, max(settings.poll_min_seconds, low / 10))
-    return Eta(round((low + high) / 2), math.floor(low), math.ceil(high), round(poll, 1))
 
 
 class EnqueueAnswer(NamedTuple):
@@ -119,6 +74,14 @@ class EnqueueAnswer(NamedTuple):
     message: str
     ready: bool
     eta: Eta | None
+
+
+class Verification(NamedTuple):
+    """``ready``: admitted now. ``degraded``: decided from the ready token alone, because the
+    store was unreachable (see :meth:`WaitingRoomService.verification`)."""
+
+    ready: bool
+    degraded: bool
 
 
 class StatusAnswer(NamedTuple):
@@ -145,6 +108,7 @@ class WaitingRoomService:
         *,
         limiter: Any = None,
         metrics: Any = None,
+        access: TenantAccess | None = None,
     ) -> None:
         self.store = store
         self.configs = configs
@@ -153,6 +117,7 @@ class WaitingRoomService:
         self.settings = settings
         self.limiter = limiter
         self.metrics = metrics
+        self.access = access or TenantAccess(configs, clock, ttl=configs.ttl)
         self._policies: dict[tuple[str, int, int], Policy] = {}
         self._checks: dict[tuple[str, str, str, int, int], tuple[Check]] = {}
         self._stats: dict[str, tuple[float, QueueStats, float]] = {}
@@ -165,7 +130,7 @@ class WaitingRoomService:
         entry = self._stats.get(tenant)
         if entry is None or entry[0] <= self.clock.monotonic():
             return None
-        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
+        return estimate(position, entry[1].next_tick, entry[2], config, self.settings, now)
 
     async def _eta(self, tenant: str, position: int, config: TenantConfig, now: float) -> Eta:
         # ETAs need the tick schedule and history, which change once per tick: reading them
@@ -179,7 +144,7 @@ class WaitingRoomService:
             entry[0] <= self.clock.monotonic() and tenant not in self._stats_reads
         ):
             entry = await self._read_stats(tenant, now)
-        return _eta(position, entry[1].next_tick, entry[2], config, self.settings, now)
+        return estimate(position, entry[1].next_tick, entry[2], config, self.settings, now)
 
     def _read_stats(self, tenant: str, now: float) -> Awaitable[tuple[float, QueueStats, float]]:
         reading = self._stats_reads.get(tenant)
@@ -211,13 +176,19 @@ class WaitingRoomService:
         return None
 
     async def tenant_config(self, tenant: str | None) -> TenantConfig:
-        """The config of a known tenant; :class:`AuthenticationError` for anything else."""
+        """The config of a known tenant (by public id); :class:`AuthenticationError` for
+        anything else."""
         if not tenant or len(tenant) > 64:
-            raise AuthenticationError("missing or unknown business_id")
+            raise AuthenticationError(UNKNOWN)
         config = await self.configs.get(tenant)
         if config is None:
-            raise AuthenticationError("missing or unknown business_id")
+            raise AuthenticationError(UNKNOWN)
         return config
+
+    async def _tenant(self, value: str | None) -> tuple[str, TenantConfig]:
+        # Off the hot path: a value not in the config cache, maybe a secret key.
+        tenant, _ = await self.access.tenant(value)
+        return tenant, await self.tenant_config(tenant)
 
     async def update_config(self, tenant: str, changes: dict[str, Any]) -> TenantConfig:
         """Apply a partial update (bounds re-checked as a whole; ValidationError names fields)."""
@@ -259,7 +230,9 @@ class WaitingRoomService:
 
     async def enqueue(self, tenant: str, user: str | None, ip: str | None = None) -> EnqueueAnswer:
         """Take a place in line for ``user`` (or return the place they hold)."""
-        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
+        config = self._fresh_config(tenant)
+        if config is None:
+            tenant, config = await self._tenant(tenant)
         if not user or len(user) > MAX_ID:
             raise InvalidRequest("user_id header is required (at most 256 characters)")
         limiter = self.limiter
@@ -308,7 +281,9 @@ class WaitingRoomService:
 
     async def status(self, tenant: str, token: str | None, ip: str | None = None) -> StatusAnswer:
         """Where the token's holder stands; renews the token if it expired (still authentic)."""
-        config = self._fresh_config(tenant) or await self.tenant_config(tenant)
+        config = self._fresh_config(tenant)
+        if config is None:
+            tenant, config = await self._tenant(tenant)
         limiter = self.limiter
         limited: Awaitable[Decision] | None = None
         if limiter is not None and ip:
@@ -347,28 +322,64 @@ class WaitingRoomService:
                 None,
             )
         fresh = token or ""
+        if st.state is TicketState.READY:
+            if not claims.ready_until or claims.exp - now < 10:
+                fresh = self._ready_token(tenant, claims, config, st.ready_until or now, now)
+            return StatusAnswer(None, fresh, None, True, None)
         if claims.exp - now < 10:
             ttl = config.jwt_expiry_seconds
-            if st.ready_until is not None:
-                ttl = max(1, min(ttl, math.ceil(st.ready_until - now)))
             fresh = self.codec.issue(tenant, claims.user, claims.ticket, now=now, ttl=ttl)
             if self.metrics is not None:
                 self.metrics.token_issued(tenant)
-        if st.state is TicketState.READY:
-            return StatusAnswer(None, fresh, None, True, None)
         position = st.position or 1
         eta = self._cached_eta(tenant, position, config, now) or await self._eta(
             tenant, position, config, now
         )
         return StatusAnswer(None, fresh, position, False, eta)
 
+    def _ready_token(
+        self,
+        tenant: str,
+        claims: QueueClaims,
+        config: TenantConfig,
+        ready_until: float,
+        now: float,
+    ) -> str:
+        # A ready token says until when its holder is admitted (claim rdy) and expires no later:
+        # what lets an admitted visitor in while the store is unreachable (verification()).
+        ttl = max(1, min(config.jwt_expiry_seconds, math.ceil(ready_until - now)))
+        token = self.codec.issue(
+            tenant, claims.user, claims.ticket, now=now, ttl=ttl, ready_until=int(ready_until)
+        )
+        if self.metrics is not None:
+            self.metrics.token_issued(tenant)
+        return token
+
     async def verify(self, tenant: str, token: str | None) -> bool:
-        """True if the token is current, authentic, for this tenant, and its session is ready."""
+        """True if the token is current, authentic, for this tenant, and its session is ready
+        (see :meth:`verification`, which also says whether the store was consulted)."""
+        return (await self.verification(tenant, token)).ready
+
+    async def verification(self, tenant: str, token: str | None) -> Verification:
+        """Is the token's holder admitted right now?
+
+        Normally the store decides. While it is unreachable (timeout, error, open breaker), an
+        authentic, unexpired *ready token* (claim ``rdy`` in the future) is still accepted, and
+        the answer says ``degraded``: admitted visitors are not thrown out by an outage. Any
+        other token gets the store's error (503): nobody new is let in without the queue.
+        """
         await self.tenant_config(tenant)
         claims = self._claims(tenant, token, allow_expired=False)
-        ready = await self.store.verify(tenant, claims.ticket, claims.user, self.clock.now())
+        now = self.clock.now()
+        try:
+            ready = await self.store.verify(tenant, claims.ticket, claims.user, now)
+        except StorageError:
+            if claims.ready_until > now:
+                self._verified(tenant, "degraded")
+                return Verification(True, True)
+            raise
         self._verified(tenant, "valid" if ready else "not_ready")
-        return ready
+        return Verification(ready, False)
 
     async def finish(self, tenant: str, token: str | None) -> bool:
         """End the token's ready session (True), or report that it was not ready (False).

@@ -9,7 +9,9 @@ cryptography), then the signature, then the claims. The hot path is hand-rolled 
 because status polls verify a token each and PyJWT's generality costs several times more.
 
 Claims: ``iss`` ("gatekeeper"), ``aud`` (``wr:<tenant>``), ``sub`` (user id), ``tkt`` (ticket
-number), ``jti`` (random), ``iat`` and ``exp`` (seconds).
+number), ``jti`` (random), ``iat`` and ``exp`` (seconds), and on a *ready token* ``rdy``: until
+when (epoch seconds) its holder was admitted when it was issued. A ready token is what lets an
+admitted visitor in while the queue's store is unreachable (see ``WaitingRoomService.verify``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class QueueClaims(NamedTuple):
     jti: str
     iat: int
     exp: int
+    ready_until: int = 0
+    """``rdy``: the end of the ready session this token was issued for (0: a queue token)."""
 
 
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
@@ -74,7 +78,8 @@ _STR = rb'"([^"\\\x00-\x1f]*)"'
 _INT = rb"(0|[1-9][0-9]*)"
 _OWN_PAYLOAD = re.compile(
     rb'\{"iss":"gatekeeper","aud":"wr:' + _STR[1:] + rb',"sub":' + _STR + rb',"tkt":' + _INT
-    + rb',"jti":' + _STR + rb',"iat":' + _INT + rb',"exp":' + _INT + rb"\}\Z"
+    + rb',"jti":' + _STR + rb',"iat":' + _INT + rb',"exp":' + _INT
+    + rb'(?:,"rdy":' + _INT + rb")?\}\Z"
 )  # fmt: skip
 # How json.loads decodes a UTF-8 document (lone surrogates pass), for exact equivalence.
 _UTF8, _SURR = "utf-8", "surrogatepass"
@@ -211,8 +216,11 @@ class TokenCodec:
         self._evict = random.Random(secrets.randbits(64)).randrange
         self._heads: dict[str, str] = {}
 
-    def issue(self, tenant: str, user: str, ticket: int, *, now: float, ttl: int) -> str:
-        """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``."""
+    def issue(
+        self, tenant: str, user: str, ticket: int, *, now: float, ttl: int, ready_until: int = 0
+    ) -> str:
+        """A fresh token for ``ticket`` valid ``ttl`` seconds from ``now``; with
+        ``ready_until``, a ready token (claim ``rdy``)."""
         iat = int(now)
         jti = f"{self._jti_prefix}{next(self._jti):06x}"
         # Hand-formatted compact JSON (strings escaped exactly as json.dumps does): the same
@@ -224,9 +232,10 @@ class TokenCodec:
                 self._heads.clear()  # bounded: tenants are few, but not trusted to be
             head = f'{{"iss":"{ISSUER}","aud":{_json_str("wr:" + tenant)},"sub":'
             self._heads[tenant] = head
+        ready = f',"rdy":{int(ready_until)}' if ready_until > 0 else ""
         payload = (
             f"{head}{_json_str(user)},"
-            f'"tkt":{int(ticket)},"jti":"{jti}","iat":{iat},"exp":{iat + int(ttl)}}}'
+            f'"tkt":{int(ticket)},"jti":"{jti}","iat":{iat},"exp":{iat + int(ttl)}{ready}}}'
         )
         signing_input = self._prefix + _b64(payload.encode())
         return (signing_input + b"." + _b64(self.signer.sign(signing_input))).decode()
@@ -267,7 +276,7 @@ class TokenCodec:
             raise TokenError("token signature is invalid")
         own = _OWN_PAYLOAD.match(payload)
         if own is not None:
-            aud, sub, tkt, jti, iat, exp = own.groups()
+            aud, sub, tkt, jti, iat, exp, rdy = own.groups()
             try:
                 claims = QueueClaims(
                     aud.decode(_UTF8, _SURR),
@@ -276,6 +285,7 @@ class TokenCodec:
                     jti.decode(_UTF8, _SURR),
                     int(iat),
                     int(exp),
+                    int(rdy) if rdy is not None else 0,
                 )
             except UnicodeDecodeError as exc:
                 raise TokenError("token is not valid base64url JSON") from exc
@@ -317,6 +327,7 @@ def _general_claims(payload: bytes, tenant: str) -> QueueClaims:
             jti=str(document["jti"]),
             iat=int(document["iat"]),
             exp=int(document["exp"]),
+            ready_until=int(document.get("rdy", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenError(f"token lacks a valid claim: {exc}") from exc

@@ -12,7 +12,8 @@ Two ways, one dispatcher:
 A :class:`~gatekeeper.endpoints.Reply` is written in one ``send_bytes``; a
 :class:`~gatekeeper.endpoints.StreamReply` with chunked framing (close-delimited for
 HTTP/1.0), chunk by chunk with backpressure, and its producer is stopped when the client goes
-away. The dispatcher echoes the request id itself.
+away. The dispatcher echoes the request id itself; ``extra`` are the fields every answer to
+the request carries besides (CORS, from the exchange), added when the answer is written.
 """
 
 from __future__ import annotations
@@ -29,9 +30,19 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.http.messages import ProxyRequest
     from gatekeeper.gateway.http.protocol import HttpProtocol
 
-__all__ = ["Result", "call_of", "dispatch_now", "serve_call", "write_result"]
+__all__ = ["Result", "besides_id", "call_of", "dispatch_now", "serve_call", "write_result"]
 
 Result = Reply | StreamReply
+Headers = list[tuple[bytes, bytes]]
+_REQUEST_ID = b"x-request-id"
+
+
+def besides_id(fields: Headers | None) -> Headers | None:
+    """``fields`` without the request id (the dispatcher echoes it), None when nothing is
+    left: the usual case, a request without CORS, costs no list."""
+    if not fields or (len(fields) == 1 and fields[0][0] == _REQUEST_ID):
+        return None
+    return [f for f in fields if f[0] != _REQUEST_ID] or None
 
 
 def call_of(request: ProxyRequest, body: bytes, request_id: str, conn: HttpProtocol) -> Call:
@@ -62,7 +73,11 @@ def dispatch_now(
 
 
 async def serve_call(
-    table: Dispatcher, request: ProxyRequest, conn: HttpProtocol, request_id: str
+    table: Dispatcher,
+    request: ProxyRequest,
+    conn: HttpProtocol,
+    request_id: str,
+    extra: Headers | None = None,
 ) -> int:
     """Read the body (bounded), dispatch, write; the status sent."""
     body = request.body
@@ -76,31 +91,38 @@ async def serve_call(
         detail = f"the request body is larger than {limit} bytes"
         reply = problem_reply(413, "payload_too_large", detail)
         reply.headers.append((b"x-request-id", request_id.encode("latin-1")))
-        return write_reply(conn, request, reply)
+        return write_reply(conn, request, reply, extra)
     result = table.dispatch(call_of(request, data, request_id, conn))
-    return await write_result(conn, request, result)
+    return await write_result(conn, request, result, extra)
 
 
 async def write_result(
-    conn: HttpProtocol, request: ProxyRequest, result: Result | Awaitable[Result]
+    conn: HttpProtocol,
+    request: ProxyRequest,
+    result: Result | Awaitable[Result],
+    extra: Headers | None = None,
 ) -> int:
     """Wait for ``result`` if it is pending, then write it; the status."""
     answer: Any = result
     if not isinstance(answer, Reply | StreamReply):
         answer = await answer
     if isinstance(answer, Reply):
-        return write_reply(conn, request, answer)
-    return await _write_stream(conn, request, answer)
+        return write_reply(conn, request, answer, extra)
+    return await _write_stream(conn, request, answer, extra)
 
 
-def write_reply(conn: HttpProtocol, request: ProxyRequest, reply: Reply) -> int:
+def write_reply(
+    conn: HttpProtocol, request: ProxyRequest, reply: Reply, extra: Headers | None = None
+) -> int:
     """Write a complete reply in one piece; the status."""
-    conn.send_bytes(reply.status, reply.headers, reply.body, request)
+    conn.send_bytes(reply.status, reply.headers, reply.body, request, extra)
     return reply.status
 
 
-async def _write_stream(conn: HttpProtocol, request: ProxyRequest, reply: StreamReply) -> int:
-    head, mode = conn.response_head(request, reply.status, reply.headers)
+async def _write_stream(
+    conn: HttpProtocol, request: ProxyRequest, reply: StreamReply, extra: Headers | None
+) -> int:
+    head, mode = conn.response_head(request, reply.status, reply.headers, extra)
     conn.write(head)
     chunks = reply.chunks
     try:

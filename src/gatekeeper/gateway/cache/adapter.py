@@ -226,17 +226,18 @@ def _namespace(route: Any) -> str:
     policy = route.cache if route is not None else None
     if isinstance(policy, RouteCache):
         return policy.namespace
-    if isinstance(policy, dict) and isinstance(policy.get("namespace"), str):
-        return str(policy["namespace"])  # the raw YAML mapping, validated at start-up
     return str(route.name) if route is not None else ""
 
 
 def _cache_request(request: ProxyRequest) -> CacheRequest:
+    route = request.route
+    policy = route.cache if route is not None else None
     return CacheRequest(
         request.method,
         request.host,
         request.target.decode("latin-1"),
         [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        default_ttl=policy.default_ttl if isinstance(policy, RouteCache) else None,
     )
 
 

@@ -402,7 +402,14 @@ class HttpCache:
         status.stored = True
         times = (request_time, self.clock.now())
         # Freshness left counts the age the response already had (Age, Date, transit).
-        probe = CacheEntry(response.status, response.headers, b"", times[0], times[1])
+        probe = CacheEntry(
+            response.status,
+            response.headers,
+            b"",
+            times[0],
+            times[1],
+            default_lifetime=request.default_ttl,
+        )
         status.ttl = (probe.lifetime or 0.0) - probe.age(times[1])
         self._count(status)
         headers = add_cache_status(response.headers, status.render(self.options.name))
@@ -434,6 +441,7 @@ class HttpCache:
             request_time=times[0],
             response_time=times[1],
             vary=vary_values(request.headers, names),
+            default_lifetime=request.default_ttl,
         )
 
     async def _store_new(self, look: _Lookup, entry: CacheEntry) -> None:

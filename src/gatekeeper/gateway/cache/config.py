@@ -16,7 +16,9 @@ Top level (every field optional)::
       honor_request_directives: true
 
 Per route: ``cache: true`` (cache this route), ``cache: false`` / absent (do not), or a mapping
-``{namespace: "..."}`` to share entries between routes that serve the same URIs.
+``{namespace: "...", default_ttl: 30}``: ``namespace`` shares entries between routes that serve
+the same URIs; ``default_ttl`` (seconds) is the lifetime of answers that give no freshness of
+their own (no ``max-age``, ``s-maxage`` or ``Expires``), as nginx's ``proxy_cache_valid``.
 """
 
 from __future__ import annotations
@@ -113,15 +115,18 @@ def cache_config_problems(data: Any) -> list[str]:
             try:
                 route_cache(value, str(i))
             except ConfigurationError as exc:
-                problems.append(f"routes.{i}.cache: {str(exc).partition(': ')[2]}")
+                # "routes[i].cache.default_ttl: ..." -> "routes.i.cache.default_ttl: ..."
+                problems.append(f"routes.{i}.cache{str(exc).partition('].cache')[2]}")
     return problems
 
 
 @dataclass(frozen=True, slots=True)
 class RouteCache:
-    """A route's cache policy: entries of routes with the same namespace are shared."""
+    """A route's cache policy: entries of routes with the same namespace are shared; answers
+    without freshness of their own are fresh for ``default_ttl`` seconds (None: none)."""
 
     namespace: str
+    default_ttl: float | None = None
 
 
 def route_cache(value: dict[str, Any] | bool | None, route_name: str) -> RouteCache | None:
@@ -132,16 +137,23 @@ def route_cache(value: dict[str, Any] | bool | None, route_name: str) -> RouteCa
         return RouteCache(namespace=route_name)
     # Only ``namespace``: the pipeline caches every route whose value is truthy, so a mapping
     # must never mean "off" (use ``cache: false``).
-    unknown = set(value) - {"namespace"}
+    unknown = set(value) - {"namespace", "default_ttl"}
     if unknown:
         raise ConfigurationError(
             f"routes[{route_name}].cache: unknown field(s) {', '.join(sorted(unknown))}"
-            " (allowed: namespace; use cache: false to turn caching off)"
+            " (allowed: namespace, default_ttl; use cache: false to turn caching off)"
         )
     namespace = value.get("namespace", route_name)
     if not isinstance(namespace, str) or not namespace:
         raise ConfigurationError(f"routes[{route_name}].cache.namespace: must be a string")
-    return RouteCache(namespace=namespace)
+    ttl = value.get("default_ttl")
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 31_536_000
+    ):
+        raise ConfigurationError(
+            f"routes[{route_name}].cache.default_ttl: must be seconds between 0 and a year"
+        )
+    return RouteCache(namespace=namespace, default_ttl=None if ttl is None else float(ttl))
 
 
 def build_cache(config: CacheConfig, *, clock: Clock, redis: Redis | None = None) -> HttpCache:

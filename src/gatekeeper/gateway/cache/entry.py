@@ -39,9 +39,11 @@ class CacheEntry:
     request_time: float
     response_time: float
     vary: dict[str, str | None] = field(default_factory=dict)
+    # The route's lifetime for a response that gives none (see cache/policy.py), or None.
+    default_lifetime: float | None = None
     cache_control: CacheControl = field(init=False, compare=False, repr=False)
     lifetime: float | None = field(init=False, compare=False, repr=False)
-    """Explicit freshness lifetime (``None``: the response gave none)."""
+    """Explicit freshness lifetime, else the route's default (``None``: neither)."""
     etag: str | None = field(init=False, compare=False, repr=False)
     last_modified: str | None = field(init=False, compare=False, repr=False)
     serve_headers: Headers = field(init=False, compare=False, repr=False)
@@ -70,13 +72,10 @@ class CacheEntry:
         set_(self, "_fields", fields)
         set_(self, "cache_control", control)
         set_(self, "_initial_age", max(apparent_age, age_value + response_delay))
-        set_(
-            self,
-            "lifetime",
-            explicit_lifetime(
-                control, fields.get("expires"), fields.get("date"), self.response_time
-            ),
+        explicit = explicit_lifetime(
+            control, fields.get("expires"), fields.get("date"), self.response_time
         )
+        set_(self, "lifetime", explicit if explicit is not None else self.default_lifetime)
         set_(self, "etag", fields.get("etag"))
         set_(self, "last_modified", fields.get("last-modified"))
         serve = [(k, v) for k, v in self.headers if k.lower() not in {"age", "content-length"}]
@@ -127,7 +126,7 @@ class CacheEntry:
         """A compact serialization: a length-prefixed JSON header, then the raw body."""
         meta = json.dumps(
             [_FORMAT, self.status, self.headers, self.request_time, self.response_time,
-             self.vary],
+             self.vary, self.default_lifetime],
             separators=(",", ":"),
         ).encode()  # fmt: skip
         return _META_LENGTH.pack(len(meta)) + meta + self.body
@@ -140,9 +139,10 @@ class CacheEntry:
         (length,) = _META_LENGTH.unpack_from(data)
         end = _META_LENGTH.size + length
         try:
-            fmt, status, headers, request_time, response_time, vary = json.loads(
-                data[_META_LENGTH.size : end]
-            )
+            fields = json.loads(data[_META_LENGTH.size : end])
+            fmt, status, headers, request_time, response_time, vary = fields[:6]
+            # (Entries written before default lifetimes existed have six members.)
+            default = fields[6] if len(fields) > 6 else None
         except (ValueError, TypeError) as exc:
             raise ValueError("corrupt cache entry") from exc
         if fmt != _FORMAT:
@@ -154,4 +154,5 @@ class CacheEntry:
             request_time=float(request_time),
             response_time=float(response_time),
             vary=dict(vary),
+            default_lifetime=None if default is None else float(default),
         )

@@ -76,6 +76,9 @@ class CacheRequest:
     host: str
     target: str
     headers: Headers = field(default_factory=list)
+    # The route's lifetime for answers that give no freshness of their own (nginx's
+    # proxy_cache_valid), or None: such answers are stored only to be revalidated.
+    default_ttl: float | None = None
     _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:

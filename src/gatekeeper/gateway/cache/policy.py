@@ -5,7 +5,10 @@ never stored, and responses to requests carrying ``Authorization`` are stored on
 response explicitly allows it. Deliberate choices (documented in docs/cache.md):
 
 - no heuristic freshness: a response without ``max-age``, ``s-maxage`` or ``Expires`` is stored
-  only when it can be revalidated (ETag or Last-Modified) and is then revalidated on every use;
+  only when it can be revalidated (ETag or Last-Modified) and is then revalidated on every use,
+  unless its route sets a ``default_ttl`` (the request's ``default_ttl``): it is then fresh for
+  that long (``no-store``, ``private``, ``Authorization`` and ``Set-Cookie`` still forbid
+  storing it, ``no-cache`` still makes every use a revalidation);
 - responses with ``Set-Cookie`` are never stored (a cookie meant for one client must not be
   replayed to others);
 - ``Vary: *`` is never stored, since it can never match;
@@ -90,7 +93,8 @@ def not_storable_reason(request: CacheRequest, status: int, headers: Headers) ->
     ):
         return "authorization"
     has_validator = get_header(headers, "etag") or get_header(headers, "last-modified")
-    if freshness_lifetime(headers, 0.0) is None and not has_validator:
+    explicit = freshness_lifetime(headers, 0.0)
+    if explicit is None and not has_validator and not request.default_ttl:
         return "no-freshness"
     return None
 

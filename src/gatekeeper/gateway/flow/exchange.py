@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -140,8 +141,10 @@ class Exchange:
         "forwarding",
         "index",
         "lease",
+        "limit_fields",
         "parts",
         "plan",
+        "principal",
         "priority",
         "request",
         "rid",
@@ -173,11 +176,14 @@ class Exchange:
         self.index = 0
         self.route: Route | None = None
         self.rid = ""
-        # Fields the answer carries whatever it is: the request id, the RateLimit fields.
+        # Fields the answer carries whatever it is (the request id, CORS), and the rate-limit
+        # fields of the decision that admitted it (the route's replace the tier's): see fields().
         self.extra: Headers | None = None
+        self.limit_fields: Headers | None = None
         self.decision: Decision | None = None
         self.term: Termination | None = None
         self.priority = 0
+        self.principal: Any = None  # who the identity guard authenticated, if it ran
         self.status = 0
         self.settled = False
         self.waiting: Step | None = None
@@ -294,11 +300,35 @@ class Exchange:
                 self.task = None
 
     # -- answers the gateway gives itself ---------------------------------------------------
+    def fields(self) -> Headers | None:
+        """What every answer to this request carries besides its own fields: the request id,
+        CORS, the rate-limit fields, the response timing (one place, for every way out)."""
+        extra = self.extra
+        limit = self.limit_fields
+        if limit:
+            extra = [*extra, *limit] if extra else limit
+        route = self.route
+        if route is not None and route.timing:
+            extra = [*(extra or ()), *self._timing()]
+        return extra
+
+    def _timing(self) -> Headers:
+        """X-Response-Time and Server-Timing: the time to the answer's head, and the
+        upstream's share of it when it answered."""
+        now = self.conn.loop.time()
+        total = (now - self.started) * 1000
+        timing = b"gatekeeper;dur=%.1f" % total
+        forwarding = self.forwarding
+        if forwarding is not None and forwarding.sent:
+            upstream = (time.monotonic() - forwarding.sent) * 1000
+            timing += b", upstream;dur=%.1f" % upstream
+        return [(b"x-response-time", b"%.1fms" % total), (b"server-timing", timing)]
+
     def answer(self, status: int, headers: Headers, body: bytes) -> None:
         """Answer now with a complete body (the exchange's extra fields added) and settle."""
         conn = self.conn
         try:
-            conn.send_bytes(status, headers, body, self.request, self.extra)
+            conn.send_bytes(status, headers, body, self.request, self.fields())
         except ConnectionError:
             conn.keep_alive = False
         self.settle(status)
@@ -415,7 +445,7 @@ class Exchange:
         if rules is not None:
             headers = rules.apply(headers)
         head, mode = self.conn.response_head(
-            self.request, status, headers, self.extra, length, reason=reason
+            self.request, status, headers, self.fields(), length, reason=reason
         )
         self.parts.append(head)
         self.chunked = mode is _CHUNKED
@@ -486,7 +516,7 @@ class Exchange:
         if rules is not None:
             response.headers = rules.apply(response.headers)
         if response.switched is not None:
-            self.conn.switch(response, self.extra)  # a WebSocket: the connections are joined
+            self.conn.switch(response, self.fields())  # a WebSocket: the connections are joined
             self.settle(101)
             return
         compress = route.compress
@@ -494,7 +524,7 @@ class Exchange:
             from gatekeeper.gateway.flow.compression import compress_response
 
             response = compress_response(compress, self.request, response)
-        await self.conn.send_response(response, self.request, self.extra)
+        await self.conn.send_response(response, self.request, self.fields())
         self.settle(response.status)
 
     def write_stored(self, status: int, lines: bytes, body: bytes, length: int | None) -> None:
@@ -504,7 +534,7 @@ class Exchange:
             length = None
         elif length is None and self.request.method != "HEAD":
             length = len(body)
-        head, _ = conn.response_head(self.request, status, [], self.extra, length, lines=lines)
+        head, _ = conn.response_head(self.request, status, [], self.fields(), length, lines=lines)
         transport = conn.transport
         if transport is not None and not conn.closed:
             transport.write(head + body)

@@ -14,11 +14,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.endpoints import Reply
-from gatekeeper.gateway.builtin.calls import dispatch_now, serve_call, write_reply, write_result
+from gatekeeper.gateway.builtin.calls import (
+    besides_id,
+    dispatch_now,
+    serve_call,
+    write_reply,
+    write_result,
+)
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange
 from gatekeeper.gateway.flow.snapshot import Snapshot
-from gatekeeper.gateway.flow.steps import ENTRY, plan_for
+from gatekeeper.gateway.flow.steps import ENTRY, builtin_plan, plan_for
 
 if TYPE_CHECKING:
     from gatekeeper.endpoints import Dispatcher
@@ -97,24 +103,27 @@ class Flow:
     def dispatch(self, ex: Exchange) -> Any:
         """Answer a request no route takes from the endpoint table (or 404). A synchronous
         endpoint whose request body is in hand (``/health``) is answered now, on the
-        callback path; the others continue in a task."""
+        callback path; the others continue in a task. The answer carries the exchange's
+        fields (CORS) as any other does."""
         request = ex.request
         table = self.endpoints
         if table is None:
             ex.answer_problem(404, "not_found", f"no route for {request.path}")
             return TAKEN
+        extra = besides_id(ex.fields())
         result = dispatch_now(table, request, ex.conn, ex.rid)
         if result is None:  # the body is still to come, or too large
-            return ex.run(self._served(ex, serve_call(table, request, ex.conn, ex.rid)))
+            serving = serve_call(table, request, ex.conn, ex.rid, extra)
+            return ex.run(self._served(ex, serving))
         if isinstance(result, Reply):
             try:
-                status = write_reply(ex.conn, request, result)
+                status = write_reply(ex.conn, request, result, extra)
             except ConnectionError:
                 ex.conn.keep_alive = False
                 status = 499
             ex.settle(status)
             return TAKEN
-        return ex.run(self._served(ex, write_result(ex.conn, request, result)))
+        return ex.run(self._served(ex, write_result(ex.conn, request, result, extra)))
 
     @staticmethod
     async def _served(ex: Exchange, serving: Any) -> None:
@@ -134,7 +143,8 @@ class Flow:
 def _planned(snapshot: Snapshot) -> Snapshot:
     """``snapshot`` with each route's plan decided (once: a snapshot never changes)."""
     plans = snapshot.plans
-    if not plans:
+    if not snapshot.builtin:
         for route in snapshot.router.routes:
             plans[id(route)] = plan_for(route, snapshot)
+        snapshot.builtin = builtin_plan(snapshot)
     return snapshot

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.flow.compression import Compression
+    from gatekeeper.gateway.flow.cors import Cors
     from gatekeeper.gateway.flow.header_rules import HeaderRules
 
 __all__ = ["LimitRule", "RetryPolicy", "Route", "Router", "Timeouts"]
@@ -65,7 +66,8 @@ class Route:
     priority: int = 0
     strip_prefix: bool = False
     preserve_host: bool = True
-    ratelimit_headers: bool = True
+    # The rate-limit fields answers carry: "ietf", "legacy", "both" or "none".
+    ratelimit_headers: str = "ietf"
     # The largest request body accepted (413 beyond it), or None: no bound.
     max_body_bytes: int | None = None
     # Header rewrites towards the upstream and back to the client (gateway/flow/header_rules.py).
@@ -77,6 +79,12 @@ class Route:
     waiting_room: str | None = None
     # Credentials the identity guard must accept: "api_key", "jwt", "any", or None (no auth).
     auth: str | None = None
+    # Tiers whose principals may pass (a tier gate), or None.
+    tiers: frozenset[str] | None = None
+    # Cross-origin requests (gateway/flow/cors.py), or None.
+    cors: Cors | None = None
+    # X-Response-Time and Server-Timing on the answers.
+    timing: bool = False
 
     def matches(self, host: str, path: str, method: str) -> bool:
         """Whether this route takes the request (``host`` without port, lower case)."""

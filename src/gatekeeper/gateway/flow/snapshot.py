@@ -40,9 +40,13 @@ class Snapshot:
     guard: Any = None
     gate: Any = None
     cache: ResponseCache | None = None
+    # CORS for the built-in endpoints (``flow.cors.Cors``), or None.
+    cors: Any = None
     # id(route) -> the steps its requests go through (``flow.steps.Step`` objects, decided by
     # the flow that serves the snapshot; typed loosely so the snapshot imports no step).
     plans: dict[int, tuple[Any, ...]] = field(default_factory=dict, init=False)
+    # The plan of requests no route takes (the built-in endpoints).
+    builtin: tuple[Any, ...] = field(default=(), init=False)
     checks: Checks = field(default_factory=Checks, init=False)
 
     async def start(self) -> None:

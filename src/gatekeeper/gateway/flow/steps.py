@@ -4,16 +4,20 @@
     IdentifyRequest  the request id (the client's X-Request-ID if sane): upstream, logs, answer
     MatchRoute       host, path prefix and method; no route: the built-in endpoints
     ---- a route's plan: the steps below that apply to it (decided once per configuration) ----
+    AllowOrigin      CORS: preflights answered here (never forwarded nor limited); allowed
+                     origins get the Access-Control-* fields on every answer
     BoundBody        413 for a body larger than the route accepts
     DenyAddress      the identity's deny list (routes with ``auth`` check it with the rest)
     Authenticate     credentials, bans and tier limits (the identity guard); 401/403/429
+    GateTier         only the route's tiers pass; 403 naming them
     Limit            every policy of the route in ONE limiter call (batched per loop turn); 429
     WaitingRoom      a visitor without a ready token goes to the waiting page (302)
     Admit            the pool's concurrency limit and priority queue; 503 when full
     Cache            a fresh stored answer; else the cache fetches (and stores) the answer
     Forward          balance, attempts and retries; the answer relayed as it is parsed
 
-The built-in endpoints' plan is one step, :class:`Dispatch`. How steps run (on callbacks while
+The built-in endpoints' plan is :class:`AllowOrigin` (with the file's top-level ``cors``) and
+:class:`Dispatch`. How steps run (on callbacks while
 they answer at once, in a task once one must wait) is :mod:`.exchange`'s.
 """
 
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.http.messages import ProxyRequest, ProxyResponse
     from gatekeeper.limits.decision import Decision
 
-__all__ = ["BUILTIN", "ENTRY", "PATH", "plan_for"]
+__all__ = ["BUILTIN", "ENTRY", "PATH", "builtin_plan", "plan_for"]
 
 Headers = list[tuple[bytes, bytes]]
 _REQUEST_ID = b"x-request-id"
@@ -83,11 +87,44 @@ class MatchRoute(Step):
         route = snapshot.router.match(request.host, request.path, request.method)
         ex.index = 0
         if route is None:
-            ex.plan = BUILTIN
+            ex.plan = snapshot.builtin
             return
         ex.route = request.route = route
         ex.priority = route.priority
         ex.plan = snapshot.plans[id(route)]
+
+
+class AllowOrigin(Step):
+    """Cross-origin requests (see :mod:`.cors`): a preflight is answered now; an allowed
+    origin's request goes on, its answer carrying the Access-Control-* fields."""
+
+    __slots__ = ()
+    name = "cors"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.cors is not None
+
+    def enter(self, ex: Exchange) -> None:
+        request = ex.request
+        origin = request.header(b"origin")
+        if origin is None:
+            return
+        route = ex.route
+        cors = route.cors if route is not None else ex.snapshot.cors
+        assert cors is not None  # (the step is in the plan only with a policy)
+        method = request.header(b"access-control-request-method")
+        if request.method == "OPTIONS" and method is not None:
+            requested = request.header(b"access-control-request-headers")
+            status, fields, why = cors.preflight(origin, method, requested)
+            ex.term = Termination.PREFLIGHT
+            if status == 204:
+                ex.answer(204, fields, b"")
+            else:
+                ex.answer_problem(403, "cors_refused", why)
+            return
+        if cors.allows(origin.decode("latin-1")):
+            fields = cors.answer_fields(origin)
+            ex.extra = [*ex.extra, *fields] if ex.extra else fields
 
 
 class BoundBody(Step):
@@ -167,14 +204,16 @@ class Authenticate(Step):
     def resume(self, ex: Exchange, verdict_and_priority: tuple[Any, int]) -> None:
         verdict, priority = verdict_and_priority
         headers: Headers = []
-        if verdict.decision is not None and ex.route.ratelimit_headers:  # type: ignore[union-attr]
+        style = ex.route.ratelimit_headers  # type: ignore[union-attr]
+        if verdict.decision is not None and style != "none":
             policies = {p.name: p for p in verdict.policies}
             headers = [
                 h
-                for h in rate_limit_headers(verdict.decision, policies=policies)
+                for h in rate_limit_headers(verdict.decision, policies=policies, style=style)
                 if h[0] != b"retry-after"
             ]
         principal = verdict.principal
+        ex.principal = principal
         if not verdict.allowed:
             if verdict.retry_after:
                 headers.append((b"retry-after", str(verdict.retry_after).encode()))
@@ -188,7 +227,37 @@ class Authenticate(Step):
             return
         ex.priority += priority
         if headers:
-            ex.extra = [*ex.extra, *headers] if ex.extra else headers
+            ex.limit_fields = headers
+
+
+class GateTier(Step):
+    """Only principals of the route's tiers pass (the administrator's token passes too)."""
+
+    __slots__ = ()
+    name = "tiers"
+
+    def applies(self, route: Route, snapshot: Snapshot) -> bool:
+        return route.tiers is not None
+
+    def enter(self, ex: Exchange) -> None:
+        tiers = ex.route.tiers  # type: ignore[union-attr]
+        assert tiers is not None
+        principal = ex.principal
+        if principal is None:  # (Authenticate answered 401 before: a guard without identity)
+            ex.term = Termination.UNAUTHENTICATED
+            ex.answer_problem(401, "unauthorized", "this route needs credentials")
+            return
+        if principal.via == "admin_token" or principal.tier in tiers:
+            return
+        allowed = sorted(tiers)
+        ex.term = Termination.DENIED
+        ex.answer_problem(
+            403,
+            "tier_required",
+            f"this route is for the {', '.join(allowed)} tier(s); yours is {principal.tier}",
+            tiers=allowed,
+            tier=principal.tier,
+        )
 
 
 class Limit(Step):
@@ -210,19 +279,19 @@ class Limit(Step):
         ex.decision = decision
         ex.flow.accounting.decided(decision)
         snapshot = ex.snapshot
+        style = ex.route.ratelimit_headers  # type: ignore[union-attr]
         if not decision.allowed:
             ex.lease = None  # all or nothing: a denied group took no lease
             request = ex.request
-            fields = rate_limit_headers(decision, policies=snapshot.policies)
+            fields = rate_limit_headers(decision, policies=snapshot.policies, style=style)
             body = problem_body(decision, instance=request.path)
             ex.term = Termination.LIMITED
+            ex.limit_fields = None  # (the 429's own fields say it all)
             ex.answer(429, [*fields, _PROBLEM], body)
             return
-        if ex.route.ratelimit_headers:  # type: ignore[union-attr]
+        if style != "none":
             # The route's own limits replace the tier's fields (one RateLimit set only).
-            fields = rate_limit_headers(decision, policies=snapshot.policies)
-            rid = ex.rid
-            ex.extra = [(_REQUEST_ID, rid.encode("latin-1")), *fields] if rid else fields
+            ex.limit_fields = rate_limit_headers(decision, policies=snapshot.policies, style=style)
 
     def discard(self, ex: Exchange, decision: Decision) -> None:
         lease = ex.lease
@@ -249,6 +318,8 @@ class WaitingRoom(Step):
             ex.term = Termination.WAITING_ROOM
             location = (verdict.redirect or "/").encode("latin-1")
             ex.answer(302, [(b"location", location), (b"cache-control", b"no-store")], b"")
+        elif verdict.headers:  # e.g. let in on a ready token alone, the queue's store down
+            ex.extra = [*(ex.extra or ()), *verdict.headers]
 
 
 class Admit(Step):
@@ -347,21 +418,28 @@ class Dispatch(Step):
 
 ENTRY: tuple[Step, ...] = (ResolveClient(), IdentifyRequest(), MatchRoute())
 PATH: tuple[Step, ...] = (
+    AllowOrigin(),
     BoundBody(),
     DenyAddress(),
     Authenticate(),
+    GateTier(),
     Limit(),
     WaitingRoom(),
     Admit(),
     Cache(),
     Forward(),
 )
-BUILTIN: tuple[Step, ...] = (Dispatch(),)
+BUILTIN: tuple[Step, ...] = (AllowOrigin(), Dispatch())
 
 
 def plan_for(route: Route, snapshot: Snapshot) -> tuple[Step, ...]:
     """The steps of :data:`PATH` that requests of ``route`` go through."""
     return tuple(step for step in PATH if step.applies(route, snapshot))
+
+
+def builtin_plan(snapshot: Snapshot) -> tuple[Step, ...]:
+    """The steps of :data:`BUILTIN` for requests no route takes (CORS if configured)."""
+    return BUILTIN if snapshot.cors is not None else BUILTIN[1:]
 
 
 # -- helpers of the steps ------------------------------------------------------------------

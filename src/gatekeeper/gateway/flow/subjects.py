@@ -2,7 +2,9 @@
 
 A route's ``limits`` name a policy and a key kind: ``ip``, ``global`` (one counter for
 everybody), ``api_key`` (the ``X-API-Key`` header or ``api_key`` query parameter, else the IP),
-``header:<name>`` or ``query:<name>`` (else the IP). The checks of a request are immutable and
+``header:<name>`` or ``query:<name>`` (else the IP), ``path``, ``method``, ``route`` or
+``segment:<n>`` (the n-th segment of the path); or several joined with ``+``, one bucket per
+combination (``ip+path``: per client and endpoint). The checks of a request are immutable and
 the same clients come back, so they are kept per (policy, key), bounded, instead of being built
 and validated per request; a concurrency policy's check carries a lease id of its own per
 request, so it is built each time.
@@ -29,6 +31,12 @@ _CONCURRENCY = Algorithm.CONCURRENCY
 
 def subject_key(kind: str, request: ProxyRequest) -> str:
     """The limit subject of ``request`` for a route's ``key`` setting."""
+    if "+" in kind:
+        return "+".join(_part(part, request) for part in kind.split("+"))
+    return _part(kind, request)
+
+
+def _part(kind: str, request: ProxyRequest) -> str:
     if kind == "ip":
         return "ip:" + request.client_ip
     if kind == "global":
@@ -36,7 +44,17 @@ def subject_key(kind: str, request: ProxyRequest) -> str:
     if kind == "api_key":
         value = request.header(b"x-api-key") or query_param(request.target, b"api_key")
         return "key:" + value.decode("latin-1") if value else "ip:" + request.client_ip
+    if kind == "path":
+        return "path:" + request.path
+    if kind == "method":
+        return "method:" + request.method
+    if kind == "route":
+        return "route:" + (request.route.name if request.route is not None else "")
     source, _, name = kind.partition(":")
+    if source == "segment":
+        segments = request.path.split("/")
+        index = int(name)
+        return f"segment:{name}:{segments[index] if index < len(segments) else ''}"
     if source == "header":
         value = request.header(name.encode("latin-1"))
     else:
@@ -63,13 +81,19 @@ def shown_subject(route: Route, request: ProxyRequest, policy: str) -> str | Non
     keys, header and query values) replaced by a short hash that still groups by client."""
     for rule in route.limits:
         if rule.policy.name == policy:
-            subject = subject_key(rule.key, request)
-            if subject.startswith("ip:") or subject == "global":
-                return subject
-            prefix, _, secret = subject.rpartition(":")
-            digest = hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
-            return f"{prefix}:#{digest}"
+            return "+".join(_shown(part) for part in subject_key(rule.key, request).split("+"))
     return None
+
+
+_PLAIN = ("ip:", "path:", "method:", "route:", "segment:")
+
+
+def _shown(subject: str) -> str:
+    if subject.startswith(_PLAIN) or subject == "global":
+        return subject
+    prefix, _, secret = subject.rpartition(":")
+    digest = hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"{prefix}:#{digest}"
 
 
 class _LeaseIds:

@@ -61,6 +61,10 @@ ALIASES = {
     "random_two_choices": "p2c",
     "power_of_two_choices": "p2c",
     "peak_ewma": "adaptive",
+    # Seed 004's and NGINX Plus' name: the endpoint answering fastest, in-flight requests
+    # counted (peak-EWMA latency times load, as "adaptive" does).
+    "least_response_time": "adaptive",
+    "least_time": "adaptive",
     "consistent_hash": "ring_hash",
     "ip_hash": "ring_hash",
 }
