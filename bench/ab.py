@@ -87,8 +87,9 @@ def run(quick: bool) -> Report:
         contenders: dict[str, int] = {}
         ports: dict[str, int] = {}
         for version, src in versions.items():
-            env = gatekeeper_env(workdir / version.replace(" ", "-"))
-            (workdir / version.replace(" ", "-")).mkdir()
+            home = workdir / f"env-{version.replace(' ', '-')}"
+            home.mkdir()
+            env = gatekeeper_env(home)
             env["PYTHONPATH"] = str(src)
             gk = [sys.executable, "-m", "gatekeeper"]
             subprocess.run([*gk, "migrate"], env=env, check=True, capture_output=True)
