@@ -205,3 +205,31 @@ async def test_an_unexpected_error_is_one_json_500_and_the_connection_serves_on(
                 assert failed.json()["error"] == "internal_error"
                 assert "secret" not in failed.text
             assert (await client.get("/health")).status_code == 200
+
+
+async def test_builtin_answers_carry_cors_and_one_request_id_on_every_way_out() -> None:
+    """With the file's top-level ``cors``, a synchronous endpoint, an asynchronous one, a body
+    read in a task, a refused body and a 404 all carry the CORS fields and exactly one request
+    id (the client's)."""
+    origin = "https://app.example.test"
+    data = config_for(["http://127.0.0.1:9"], cors={"allow_origins": [origin]})
+    headers = {"origin": origin, "x-request-id": "cors-rid-1", **AUTH}
+    async with running_gateway(data) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        answers = [
+            await client.get("/health", headers=headers),
+            await client.get("/ready", headers=headers),
+            await client.post(
+                "/change_strategy",
+                headers={**headers, "expect": "100-continue"},
+                json={"upstream": "backends", "strategy": "least_connections"},
+            ),
+            await client.post("/change_strategy", headers=headers, content=b"x" * 2_000_000),
+            await client.get("/no/such/endpoint", headers=headers),
+        ]
+    statuses = [a.status_code for a in answers]
+    # (/ready is answered by an asynchronous handler: ready or not, as the health checks say.)
+    assert statuses[1] in (200, 503)
+    assert statuses[:1] + statuses[2:] == [200, 200, 413, 404]
+    for answer in answers:
+        assert answer.headers["access-control-allow-origin"] == origin, answer.request.url
+        assert answer.headers.get_list("x-request-id") == ["cors-rid-1"], answer.request.url

@@ -96,6 +96,37 @@ def test_retry_after_and_authentication_headers() -> None:
         assert any(name == b"www-authenticate" for name, _ in problem_of(exc).headers)
 
 
+def test_a_back_end_that_knows_when_it_is_back_says_so() -> None:
+    """A 503 whose exception carries ``retry_after`` (the waiting room's open breaker) says
+    that many seconds in Retry-After and the body; others say 1; the 429 and 503 bodies carry
+    ``retry_after`` like their Retry-After field."""
+
+    class BreakerOpen(StorageError):
+        def __init__(self) -> None:
+            super().__init__("breaker open")
+            self.retry_after = 4
+
+    found = problem_of(BreakerOpen())
+    assert (found.status, found.error) == (503, "storage_unavailable")
+    assert (b"retry-after", b"4") in found.headers
+    assert json.loads(found.body())["retry_after"] == 4
+    assert json.loads(problem_of(PersistenceError("x")).body())["retry_after"] == 1
+    assert json.loads(problem_of(QueueFull("full", retry_after=3)).body())["retry_after"] == 3
+
+
+def test_an_error_names_what_its_problem_document_adds() -> None:
+    """``problem_members`` of an exception class become members of its answer (never in place
+    of the standard ones)."""
+
+    class KeyNeeded(PermissionDenied):
+        problem_members = {"needed": "secret_key", "status": 999}
+
+    body = json.loads(problem_of(KeyNeeded("use the key")).body())
+    assert body["needed"] == "secret_key"
+    assert (body["status"], body["error"], body["detail"]) == (403, "forbidden", "use the key")
+    assert "needed" not in json.loads(problem_of(PermissionDenied("no")).body())
+
+
 def test_invalid_input_lists_its_problems() -> None:
     """InvalidInput's field problems become the body's ``problems`` member."""
     problems = [{"field": "offset", "problem": "must be at most 10"}]
