@@ -1,7 +1,8 @@
 """Waiting room: enqueues/s and status polls/s of ``gatekeeper serve`` as users run it.
 
 The product as a user runs it: ``gatekeeper serve --config <file>`` with its defaults (the
-native handlers, the embedded admission worker on, per-IP limits through the shared limiter),
+endpoint table on the gateway's listener, the embedded admission worker on, per-IP limits
+through the shared limiter),
 Redis (a private ``redis-server`` started for the run) and SQLite (migrated first, as ``serve``
 requires), one tenant from ``GATEKEEPER_BUSINESS_IDS=bench=<secret key>``. The only change to
 the defaults is the tenant's own per-IP limits, raised through ``POST /config`` with its secret

@@ -5,8 +5,9 @@ Extension point — how a part of Gatekeeper plugs in
 Add ONE line to :data:`COMPONENT_FACTORIES` below: ``"package.module:function"``, where
 ``function(context: gatekeeper.component.Context) -> Component``. At start-up the lifespan
 imports each factory (a module that does not exist yet is skipped, so the list may name parts
-still being built), calls it with the shared :class:`~gatekeeper.component.Context`, mounts the
-component's router on the built-in API and runs its ``start``/``stop``. Components publish
+still being built), calls it with the shared :class:`~gatekeeper.component.Context`, adds the
+component's endpoints to the one endpoint table (:class:`gatekeeper.endpoints.Dispatcher`) and
+runs its ``start``/``stop``. Components publish
 objects to each other through ``context.extras``; the gateway's ``Snapshot`` is published as
 ``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
 
@@ -28,13 +29,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-
 from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.component import Component, Context
+from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app, docs_endpoints, operator
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_router
+from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_endpoints
 from gatekeeper.gateway.cache.config import route_cache
 from gatekeeper.gateway.cache.setup import gateway_cache
 from gatekeeper.gateway.config import CorsConfig, GatewayConfig
@@ -53,8 +52,6 @@ from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
 
 if TYPE_CHECKING:
-    from fastapi import Request
-
     from gatekeeper.gateway.builtin.reload import Reloader
     from gatekeeper.gateway.http.server import Server
     from gatekeeper.types import Clock
@@ -65,6 +62,7 @@ __all__ = [
     "Runtime",
     "build_snapshot",
     "create_app",
+    "lifespan",
     "redis_client",
     "serve",
 ]
@@ -105,7 +103,7 @@ class Runtime:
     flow: Flow | None = None
     server: Server | None = None
     reloader: Reloader | None = None
-    app: FastAPI | None = None
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
     component_specs: list[str] = field(default_factory=lambda: list(COMPONENT_FACTORIES))
 
 
@@ -220,12 +218,21 @@ async def _close_resources(runtime: Runtime) -> None:
         await runtime.redis.aclose()
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The built-in API (FastAPI) whose lifespan opens and closes ``runtime``'s resources."""
+@contextlib.asynccontextmanager
+async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
+    """Open ``runtime``'s resources, build the endpoint table, start the components; on exit,
+    stop the components and close the resources, in reverse.
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await _open_resources(runtime)
+    Step by step: the resources (Redis, limit store and limiter, database, metrics), the
+    store's warm-up, the shared :class:`Context` (with the operator guard reading the
+    configured ``operator_networks``), each component (its endpoints join the table after the
+    gateway's own), the docs endpoints, then every component's ``start``.
+    """
+    await _open_resources(runtime)
+    started: list[Component] = []
+    try:
+        # (Inside the try: a component that refuses its settings still gets the resources
+        # closed behind it.)
         await _warm_up(runtime)
         context = Context(
             settings=runtime.settings,
@@ -234,57 +241,39 @@ def create_app(runtime: Runtime) -> FastAPI:
             limiter=runtime.limiter,
             database=runtime.database,
         )
+        context.operator_guard = operator(
+            context.admin_token, lambda: runtime.config.operator_networks
+        )
         context.extras["metrics"] = runtime.metrics
         context.extras["runtime"] = runtime
         runtime.context = context
+        table = runtime.dispatcher
+        table.extend(builtin_endpoints(runtime))
         for spec in runtime.component_specs:
             factory = _load_factory(spec)
             if factory is None:
                 continue
             component = factory(context)
-            router = component.router()
-            if router is not None:
-                app.include_router(router)
+            table.extend(component.endpoints())
             runtime.components.append(component)
-        started: list[Component] = []
-        try:
-            for component in runtime.components:
-                await component.start()
-                started.append(component)
-            yield {"context": context}
-        finally:
-            for component in reversed(started):
-                try:
-                    await component.stop()
-                except Exception:
-                    logger.exception("component %s failed to stop", component.name)
-            await _close_resources(runtime)
+        table.extend(docs_endpoints(table, title="Gatekeeper", version="0.1.0"))
+        for component in runtime.components:
+            await component.start()
+            started.append(component)
+        yield context
+    finally:
+        for component in reversed(started):
+            try:
+                await component.stop()
+            except Exception:
+                logger.exception("component %s failed to stop", component.name)
+        await _close_resources(runtime)
 
-    app = FastAPI(title="Gatekeeper", version="0.1.0", lifespan=lifespan)
-    app.include_router(builtin_router(runtime))
-    # Every built-in API request gets an id (the client's X-Request-ID if sane), echoed back and
-    # bound to the log lines written while serving it.
-    from gatekeeper.observability.logging import RequestIdMiddleware
 
-    app.add_middleware(RequestIdMiddleware)
-
-    @app.exception_handler(GatekeeperError)
-    async def _gatekeeper_error(request: Request, exc: GatekeeperError) -> JSONResponse:
-        from gatekeeper.errors import AuthenticationError, Conflict, NotFound, PermissionDenied
-
-        status = 500
-        for kind, code in (
-            (AuthenticationError, 401),
-            (PermissionDenied, 403),
-            (NotFound, 404),
-            (Conflict, 409),
-        ):
-            if isinstance(exc, kind):
-                status = code
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
-
-    runtime.app = app
-    return app
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The built-in API as an ASGI application whose lifespan opens and closes ``runtime``'s
+    resources (for running it under an ASGI server of one's own)."""
+    return asgi_app(runtime.dispatcher, lifespan=lambda: lifespan(runtime))
 
 
 def build_routes(config: GatewayConfig, policies: dict[str, Any]) -> list[Route]:
@@ -368,7 +357,7 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     max_idle = max((uc.max_idle_connections for uc in config.upstreams.values()), default=128)
     idle_timeout = min((uc.idle_timeout for uc in config.upstreams.values()), default=60.0)
     proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
-    reserved = list(RESERVED_PATHS) + RESERVED_PREFIXES
+    reserved = [*RESERVED_PATHS, *RESERVED_PREFIXES, *runtime.dispatcher.prefixes()]
     router = Router(build_routes(config, policies), reserved=reserved)
     geo = None
     if config.geo is not None:  # opens the database: refused here when it cannot serve
@@ -425,7 +414,7 @@ class Gateway:
         self.host = host
         self.port = port
         self.config_path = config_path
-        self._lifespan: Any = None
+        self._lifespan: contextlib.AbstractAsyncContextManager[Context] | None = None
 
     @property
     def server(self) -> Server:
@@ -438,24 +427,20 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Open resources, start components, build the state, bind the listener."""
-        from gatekeeper.gateway.builtin.bridge import Lifespan
         from gatekeeper.gateway.builtin.reload import Reloader
         from gatekeeper.gateway.http.server import Server
 
         runtime = self.runtime
         config = runtime.config
-        app = create_app(runtime)
-        self._lifespan = Lifespan(app)
-        await self._lifespan.startup()
+        self._lifespan = lifespan(runtime)
+        await self._lifespan.__aenter__()
         try:
             snapshot = build_snapshot(runtime, config)
             extras = runtime.context.extras if runtime.context else {}
             flow = Flow(
                 snapshot,
                 accounting=Accounting(runtime.metrics, extras.get("access_log")),
-                app=app,
-                app_state=self._lifespan.state,
-                native=extras.get("native_handlers"),
+                endpoints=runtime.dispatcher,
             )
             listener = config.listener
             server = Server(
@@ -479,8 +464,8 @@ class Gateway:
             runtime.flow = flow
             await snapshot.start()
             await server.start()
-        except BaseException:
-            await self._lifespan.shutdown()
+        except BaseException as exc:
+            await self._lifespan.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         if self.config_path is not None:
             runtime.reloader = Reloader(runtime, server, self.config_path)
@@ -503,7 +488,8 @@ class Gateway:
                 await runtime.flow.drain()
         finally:
             if self._lifespan is not None:
-                await self._lifespan.shutdown()
+                opened, self._lifespan = self._lifespan, None
+                await opened.__aexit__(None, None, None)
 
 
 async def serve(
@@ -520,9 +506,9 @@ async def serve(
 ) -> None:
     """Run one replica until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully.
 
-    Start-up, step by step: the built-in API's lifespan opens the resources and starts the
-    components; the gateway state (pools, router, proxy) is built and its health checks start;
-    the listener binds; SIGHUP reloads ``config_path``.
+    Start-up, step by step: the lifespan opens the resources, builds the endpoint table and
+    starts the components; the snapshot (pools, router, proxy, plans) is built and its health
+    checks start; the listener binds; SIGHUP reloads ``config_path``.
     """
     gateway = Gateway(
         settings,

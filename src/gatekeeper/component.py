@@ -2,23 +2,31 @@
 
 The composition root (``gatekeeper.app``) opens the shared resources once, in the lifespan, and
 hands them to every component as a :class:`Context`. A component (waiting room, identity, admin,
-dashboard, ...) contributes HTTP routes and may run background tasks between ``start`` and
-``stop``. Components never open their own Redis pool or database engine.
+dashboard, ...) contributes HTTP endpoints (:class:`gatekeeper.endpoints.Endpoint`) and may run
+background tasks between ``start`` and ``stop``. Components never open their own Redis pool or
+database engine.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gatekeeper.endpoints.guards import Guard, Networks, admin_token, operator
+
 if TYPE_CHECKING:
-    from fastapi import APIRouter
     from redis.asyncio import Redis
 
+    from gatekeeper.endpoints.endpoint import Endpoint
     from gatekeeper.settings import Settings
     from gatekeeper.types import Clock
 
-__all__ = ["Component", "Context"]
+__all__ = ["LOOPBACK", "Component", "Context"]
+
+# Who may read operational endpoints without the admin token, unless configured otherwise.
+LOOPBACK: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass
@@ -29,6 +37,10 @@ class Context:
     their in-process implementation. ``limiter`` is a ``gatekeeper.limits.Limiter``;
     ``database`` a ``gatekeeper.persistence.Database`` (typed ``Any`` here so that this module
     imports nothing heavy). ``extras`` lets components publish objects to each other by name.
+
+    ``admin_guard`` (the admin token) and ``operator_guard`` (the admin token or a client in the
+    operator networks) are the guards of the endpoints every component shares; the composition
+    root replaces the operator guard with one reading the configured ``operator_networks``.
     """
 
     settings: Settings
@@ -37,15 +49,26 @@ class Context:
     limiter: Any = None
     database: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    admin_guard: Guard = field(init=False)
+    operator_guard: Guard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admin_guard = admin_token(self.admin_token)
+        self.operator_guard = operator(self.admin_token, lambda: LOOPBACK)
+
+    def admin_token(self) -> str | None:
+        """The configured admin token (None: none is configured)."""
+        token = self.settings.admin_token
+        return token.get_secret_value() if token is not None else None
 
 
 class Component(Protocol):
-    """A part of the service: routes plus a lifetime."""
+    """A part of the service: endpoints plus a lifetime."""
 
     name: str
 
-    def router(self) -> APIRouter | None:
-        """Routes to mount on the built-in API (``None`` for a component without HTTP)."""
+    def endpoints(self) -> Sequence[Endpoint]:
+        """Endpoints to add to the built-in API (empty for a component without HTTP)."""
         ...
 
     async def start(self) -> None:

@@ -20,18 +20,21 @@ Third-party exceptions (redis, SQLAlchemy, sockets, JWT) are translated at the e
     ├── NotFound                the named thing does not exist               (-> 404)
     ├── Conflict                the thing already exists                     (-> 409)
     ├── InvalidInput            a request's input breaks a rule              (-> 422)
+    │   └── BadRequest          ... it is malformed: a header missing, a body not JSON (-> 400)
     └── PersistenceError        the SQL database failed or is not migrated
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from gatekeeper.limits.decision import Decision
 
 __all__ = [
     "AuthenticationError",
+    "BadRequest",
     "BodyTooLarge",
     "ConfigurationError",
     "Conflict",
@@ -54,6 +57,10 @@ __all__ = [
 
 class GatekeeperError(Exception):
     """The root of every error Gatekeeper raises."""
+
+    # Members the problem document answering this error adds (``gatekeeper.problem``): what a
+    # client can act on, e.g. which credential is needed.
+    problem_members: ClassVar[Mapping[str, Any]] = {}
 
 
 class ConfigurationError(GatekeeperError, ValueError):
@@ -131,8 +138,17 @@ class Conflict(GatekeeperError):
 class InvalidInput(GatekeeperError, ValueError):
     """A request's input is well-formed but breaks a rule (weak password, unknown field value).
 
-    The message names the field and the rule; HTTP APIs answer 422 with it.
+    The message names the field and the rule; HTTP APIs answer 422 with it. ``problems``
+    optionally lists every field at fault as ``{"field": ..., "problem": ...}``.
     """
+
+    def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class BadRequest(InvalidInput):
+    """A request is malformed: a required header is missing, a body is not JSON (400)."""
 
 
 class PersistenceError(GatekeeperError):

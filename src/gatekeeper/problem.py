@@ -1,81 +1,199 @@
-"""The one error shape every answer uses, and the one map from exception to status.
+"""The one error answer of every HTTP edge: an ``application/problem+json`` document.
 
-Errors leave Gatekeeper as RFC 9457 problem details (``application/problem+json``) with two
-members of our own that clients and tests read: ``error``, a stable snake_case code, and
-``detail``, a sentence for humans::
+Every error Gatekeeper answers over HTTP (built-in endpoints, the gateway's own refusals) has
+one JSON shape, RFC 9457's members plus the two plain fields clients and tests read::
 
-    {"type": "about:blank", "title": "Bad Gateway", "status": 502,
-     "error": "bad_gateway", "detail": "upstream 10.0.0.7:8000: connection refused"}
+    {"type": "about:blank", "title": "Not Found", "status": 404,
+     "error": "not_found", "detail": "user 'u1' does not exist", ...extra members}
 
-:func:`status_of` is the edge's translation of :mod:`gatekeeper.errors` into HTTP: the gateway's
-request path and the built-in endpoints both use it, so an exception means the same status
-everywhere. Anything that is not a :class:`~gatekeeper.errors.GatekeeperError` is a 500 whose
-detail never repeats the exception's text (it may hold internals).
+``error`` is a machine code (snake_case), ``detail`` a sentence for people. Extra members carry
+what a particular answer adds: ``problems`` for invalid input, ``retry_after`` (seconds, as the
+``Retry-After`` field says) on every 429 and 503 that says when to retry, and whatever an
+exception names in its ``problem_members`` (a waiting room's 403 says which key is needed).
+
+:func:`problem_of` is THE map from an exception to its answer (:func:`status_of` its status and
+code), used at every edge: the gateway's request path and the built-in endpoints:
+
+==========================  ======  ========================
+exception                   status  ``error``
+==========================  ======  ========================
+BadRequest                  400     ``bad_request``
+InvalidInput                422     ``invalid_input``
+TokenError                  401     ``invalid_token``
+AuthenticationError         401     ``unauthorized``
+PermissionDenied            403     ``forbidden``
+NotFound                    404     ``not_found``
+Conflict                    409     ``conflict``
+BodyTooLarge                413     ``payload_too_large``
+RateLimitExceeded           429     ``rate_limited`` (Retry-After)
+QueueFull                   503     ``queue_full`` (Retry-After)
+StorageError                503     ``storage_unavailable`` (Retry-After)
+PersistenceError            503     ``database_unavailable`` (Retry-After)
+NoHealthyUpstream           503     ``no_healthy_upstream``
+UpstreamTimeout             504     ``upstream_timeout``
+UpstreamError               502     ``bad_gateway``
+anything else               500     ``internal_error``
+==========================  ======  ========================
+
+Back-end failures (storage, database) and unexpected exceptions never show their text: it may
+hold SQL, parameters or addresses. This module imports only the standard library and
+:mod:`gatekeeper.errors` so that any edge can use it.
 """
 
 from __future__ import annotations
 
-import http
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
-from gatekeeper import errors
-
-__all__ = ["CONTENT_TYPE", "exception_body", "problem", "problem_body", "status_of"]
-
-CONTENT_TYPE = b"application/problem+json"
-
-# Most specific first: the first class an exception is an instance of decides.
-_STATUSES: tuple[tuple[type[BaseException], int, str], ...] = (
-    (errors.BodyTooLarge, 413, "payload_too_large"),
-    (errors.RateLimitExceeded, 429, "rate_limited"),
-    (errors.QueueFull, 503, "queue_full"),
-    (errors.NoHealthyUpstream, 503, "no_healthy_upstream"),
-    (errors.UpstreamTimeout, 504, "upstream_timeout"),
-    (errors.UpstreamError, 502, "bad_gateway"),
-    (errors.StorageError, 503, "storage_unavailable"),
-    (errors.AuthenticationError, 401, "unauthorized"),
-    (errors.TokenError, 401, "invalid_token"),
-    (errors.PermissionDenied, 403, "forbidden"),
-    (errors.NotFound, 404, "not_found"),
-    (errors.Conflict, 409, "conflict"),
-    (errors.InvalidInput, 422, "invalid_input"),
+from gatekeeper.errors import (
+    AuthenticationError,
+    BadRequest,
+    BodyTooLarge,
+    Conflict,
+    GatekeeperError,
+    InvalidInput,
+    NoHealthyUpstream,
+    NotFound,
+    PermissionDenied,
+    PersistenceError,
+    QueueFull,
+    RateLimitExceeded,
+    StorageError,
+    TokenError,
+    UpstreamError,
+    UpstreamTimeout,
 )
-_TITLES = {s.value: s.phrase for s in http.HTTPStatus}
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+__all__ = [
+    "CONTENT_TYPE",
+    "PROBLEM_JSON",
+    "WWW_AUTHENTICATE",
+    "Problem",
+    "exception_body",
+    "problem",
+    "problem_body",
+    "problem_of",
+    "status_of",
+    "title_of",
+]
+
+PROBLEM_JSON = b"application/problem+json"
+CONTENT_TYPE = PROBLEM_JSON
+# Every 401 says how to authenticate (RFC 9110 11.6.1).
+WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="gatekeeper"')
+
+_TITLES = {status.value: status.phrase for status in HTTPStatus}
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+Header = tuple[bytes, bytes]
 
 
-def status_of(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and error code that answer ``exc``."""
-    for kind, status, code in _STATUSES:
-        if isinstance(exc, kind):
-            return status, code
-    return 500, "internal_error"
+def title_of(status: int) -> str:
+    """The HTTP reason phrase of ``status`` (``"Error"`` for a code HTTP does not name)."""
+    return _TITLES.get(status, "Error")
 
 
-def problem(status: int, error: str, detail: str, **extra: Any) -> dict[str, Any]:
-    """The problem document of an answer (``extra`` members are added after the standard
-    ones, e.g. ``retry_after`` or ``tier``)."""
+def problem(status: int, error: str, detail: str, /, **extra: Any) -> dict[str, Any]:
+    """The problem document of an answer (``extra`` members follow the standard ones, which
+    they cannot replace, even one named ``status``: e.g. ``retry_after``, ``problems``)."""
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": _TITLES.get(status, "Error"),
+        "title": title_of(status),
         "status": status,
         "error": error,
         "detail": detail,
     }
-    if extra:
-        body.update(extra)
+    for key, value in extra.items():
+        body.setdefault(key, value)
     return body
 
 
-def problem_body(status: int, error: str, detail: str, **extra: Any) -> bytes:
+def problem_body(status: int, error: str, detail: str, /, **extra: Any) -> bytes:
     """:func:`problem`, encoded as UTF-8 JSON."""
     return _ENCODE(problem(status, error, detail, **extra)).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An error answer before it is written: status, code, sentence, headers, extra members."""
+
+    status: int
+    error: str
+    detail: str
+    headers: tuple[Header, ...] = ()
+    extra: Mapping[str, Any] | None = None
+
+    def body(self) -> bytes:
+        """The document's bytes."""
+        return problem_body(self.status, self.error, self.detail, **(self.extra or {}))
+
+
+# Order matters: subclasses before their bases.
+_MAP: tuple[tuple[type[BaseException], int, str], ...] = (
+    (BadRequest, 400, "bad_request"),
+    (InvalidInput, 422, "invalid_input"),
+    (TokenError, 401, "invalid_token"),
+    (AuthenticationError, 401, "unauthorized"),
+    (PermissionDenied, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (BodyTooLarge, 413, "payload_too_large"),
+    (RateLimitExceeded, 429, "rate_limited"),
+    (QueueFull, 503, "queue_full"),
+    (StorageError, 503, "storage_unavailable"),
+    (PersistenceError, 503, "database_unavailable"),
+    (NoHealthyUpstream, 503, "no_healthy_upstream"),
+    (UpstreamTimeout, 504, "upstream_timeout"),
+    (UpstreamError, 502, "bad_gateway"),
+)
+_HIDDEN = {
+    "storage_unavailable": "the shared store is unavailable; retry later",
+    "database_unavailable": "the database is unavailable; retry later",
+}
+_INTERNAL = Problem(500, "internal_error", "internal error")
+
+
+def problem_of(exc: BaseException) -> Problem:
+    """The answer for ``exc`` (a 500 ``internal_error`` for anything not in the map)."""
+    if not isinstance(exc, GatekeeperError):
+        return _INTERNAL
+    found = next((entry for entry in _MAP if isinstance(exc, entry[0])), None)
+    if found is None:
+        return _INTERNAL
+    _, status, error = found
+    headers: tuple[Header, ...] = ()
+    extra: dict[str, Any] | None = None
+    detail = _HIDDEN.get(error) or str(exc) or title_of(status)
+    if status == 401:
+        headers = (WWW_AUTHENTICATE,)
+    elif isinstance(exc, RateLimitExceeded):
+        retry = exc.decision.retry_after
+        headers = ((b"retry-after", str(retry).encode()),)
+        extra = {"retry_after": retry, "policy": exc.decision.policy}
+    elif isinstance(exc, QueueFull) or error in _HIDDEN:
+        # (A back end that knows when it will be back says so: the waiting room's breaker.)
+        given = getattr(exc, "retry_after", None)
+        retry = given if type(given) is int and given > 0 else 1
+        headers = ((b"retry-after", str(retry).encode()),)
+        extra = {"retry_after": retry}
+    elif isinstance(exc, InvalidInput) and exc.problems:
+        extra = {"problems": exc.problems}
+    members = exc.problem_members
+    if members:
+        extra = {**members, **(extra or {})}
+    return Problem(status, error, detail, headers, extra)
+
+
+def status_of(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code that answer ``exc`` (see :func:`problem_of`)."""
+    found = problem_of(exc)
+    return found.status, found.error
+
+
 def exception_body(exc: BaseException) -> tuple[int, bytes]:
-    """The status and problem body that answer ``exc`` (its message as the detail, except for
-    unexpected exceptions, whose text is not shown)."""
-    status, code = status_of(exc)
-    detail = str(exc) if status != 500 else "an unexpected error occurred; it was logged"
-    return status, problem_body(status, code, detail)
+    """The status and problem body that answer ``exc``."""
+    found = problem_of(exc)
+    return found.status, found.body()

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
-from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from playwright.async_api import async_playwright, expect
 
+from gatekeeper.endpoints import Call, Endpoint, Reply
 from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.http.server import Server
 from gatekeeper.testing import FakeClock
@@ -54,16 +53,19 @@ async def site(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Site]:
     )
     gate = WaitingRoomGate(room.service, T)
 
-    @room.app.get("/protected")
-    async def protected(request: Request) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        decision = await gate.check(request.headers, request.cookies, target)
+    async def protected(call: Call) -> Reply:
+        query = call.query_string.decode("latin-1")
+        target = call.path + (f"?{query}" if query else "")
+        decision = await gate.check_headers(call.headers, target)
         if not decision.allowed:
             assert decision.redirect is not None
-            return RedirectResponse(decision.redirect, status_code=302)
-        return HTMLResponse("<h1 id='welcome'>Protected checkout</h1>")
+            return Reply(302, [(b"location", decision.redirect.encode("latin-1"))])
+        page = b"<h1 id='welcome'>Protected checkout</h1>"
+        return Reply(200, [(b"content-type", b"text/html; charset=utf-8")], page)
 
-    server = Server(Flow.for_app(room.app), host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    room.dispatcher.add(Endpoint("GET", "/protected", protected))
+    flow = Flow.for_endpoints(room.dispatcher)
+    server = Server(flow, host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
     await server.start()
     try:
         yield Site(room, f"http://127.0.0.1:{server.port}", fake_clock)

@@ -1,6 +1,6 @@
 """Fixtures for the identity, admin and SDK tests: a real database (SQLite and PostgreSQL, via
 ``sql_database``), the real limiter on the memory store, a fake clock, and the routers on a
-FastAPI app of their own reached through httpx's ASGI transport.
+endpoint table of their own reached through httpx's ASGI transport.
 
 Import the fixtures into a test module with ``from tests.integration._identity_harness import
 api, identity  # noqa: F401``.
@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
+from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app
 from gatekeeper.identity.component import IdentityComponent
 from gatekeeper.identity.service import Identity, IdentityOptions
 from gatekeeper.identity.tokens import KeyRing
@@ -48,7 +48,9 @@ def build_identity(
     return Identity(db, clock, limiter, redis, options(**overrides))
 
 
-def build_app(identity: Identity) -> FastAPI:
+def build_table(identity: Identity) -> Dispatcher:
+    """The identity component's endpoints, and the waiting room's tenant admin endpoints, in a
+    table of their own."""
     from gatekeeper.component import Context
     from gatekeeper.settings import Settings
 
@@ -56,10 +58,8 @@ def build_app(identity: Identity) -> FastAPI:
         settings=Settings(), clock=identity.clock, limiter=identity.limiter, database=identity.db
     )
     component = IdentityComponent(context, identity=identity)
-    app = FastAPI()
-    app.include_router(component.router())
-    # The waiting room's tenant admin routes, authorized and audited by this identity.
-    from gatekeeper.waitingroom.admin import tenant_admin_router
+    # The waiting room's tenant admin endpoints, opened to admins and audited by this identity.
+    from gatekeeper.waitingroom.admin import tenant_admin_endpoints
     from gatekeeper.waitingroom.memory_store import MemoryStore
     from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
     from gatekeeper.waitingroom.testing import build
@@ -67,8 +67,15 @@ def build_app(identity: Identity) -> FastAPI:
     room = build(
         MemoryStore(), SqlConfigRepository(identity.db, clock=identity.clock), identity.clock
     )
-    app.include_router(tenant_admin_router(room.service, identity))
-    return app
+    tenants = tenant_admin_endpoints(
+        room.service, users=context.extras["admin_guard"], audit=identity.audit.record
+    )
+    return Dispatcher([*component.endpoints(), *tenants])
+
+
+def build_app(identity: Identity) -> ASGIApp:
+    """The identity component's endpoints (and the tenant admin ones) as an ASGI app."""
+    return asgi_app(build_table(identity))
 
 
 @dataclass

@@ -17,10 +17,13 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 class GatewayProcess:
-    """``python -m gatekeeper serve --config <file>`` on a free port, components off."""
+    """``python -m gatekeeper serve --config <file>`` on a free port (``env``: more settings)."""
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
+        self.env = dict(env or {})
         self.path = tmp_path / "gatekeeper.yaml"
         self.log = tmp_path / "gatekeeper.log"
         self.write(config)
@@ -45,6 +48,7 @@ class GatewayProcess:
             GATEKEEPER_DATABASE_URL=f"sqlite+aiosqlite:///{self.path.parent / 'gk.db'}",
             GATEKEEPER_JWT_SECRET="x" * 40,
         )
+        env.update(self.env)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gatekeeper", "serve", "--config", str(self.path)],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from gatekeeper.gateway.mock_backend import MockBackend
@@ -111,31 +113,29 @@ async def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(
     assert anonymous.status_code == 401
     assert reloaded.status_code == 200
     assert refused.status_code == 422
-    problems = refused.json()["problems"]
+    problems = [p["problem"] for p in refused.json()["problems"]]
     assert any("listener.port" in p for p in problems)
     assert any("routes.0.upstream" in p and "nowhere" in p for p in problems)
 
 
-async def test_server_sent_events_stream_through_the_asgi_bridge() -> None:
-    """A streaming response of the built-in API reaches the client event by event."""
-    from fastapi import APIRouter
-    from fastapi.responses import StreamingResponse
+async def test_server_sent_events_stream_from_the_endpoint_table() -> None:
+    """A streaming answer of the built-in API reaches the client event by event."""
+    from collections.abc import AsyncIterator
+
+    from gatekeeper.endpoints import Call, Endpoint, StreamReply
 
     async with running_gateway(config_for([MockBackend("x").url])) as gw:
-        router = APIRouter()
         release = asyncio.Event()
 
-        @router.get("/events-test")
-        async def events() -> StreamingResponse:
-            async def stream():  # type: ignore[no-untyped-def]
+        def events(call: Call) -> StreamReply:
+            async def stream() -> AsyncIterator[bytes]:
                 yield b"data: one\n\n"
                 await release.wait()
                 yield b"data: two\n\n"
 
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            return StreamReply(200, [(b"content-type", b"text/event-stream")], stream())
 
-        assert gw.runtime.app is not None
-        gw.runtime.app.include_router(router)
+        gw.runtime.dispatcher.add(Endpoint("GET", "/events-test", events))
         async with httpx.AsyncClient(base_url=gw.url) as client:  # noqa: SIM117
             async with client.stream("GET", "/events-test") as response:
                 chunks = response.aiter_bytes()
@@ -145,3 +145,91 @@ async def test_server_sent_events_stream_through_the_asgi_bridge() -> None:
     assert response.headers["content-type"].startswith("text/event-stream")
     assert first == b"data: one\n\n"
     assert rest == b"data: two\n\n"
+
+
+async def test_health_is_answered_on_the_callback_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /health over keep-alive is answered without a task (the synchronous dispatch on the
+    exchange's callbacks), its request id echoed; /ready (it awaits the store) takes one."""
+    from gatekeeper.gateway.flow.exchange import Exchange
+
+    tasks: list[str] = []
+    run = Exchange.run
+
+    def counted(self: Exchange, work: Any, **kw: Any) -> Any:
+        tasks.append(self.request.path)
+        return run(self, work, **kw)
+
+    monkeypatch.setattr(Exchange, "run", counted)
+    async with running_gateway(config_for([MockBackend("x").url])) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+        try:
+            for n in range(3):
+                writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: h-%d\r\n\r\n" % n)
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200")
+                assert head.count(b"x-request-id: ") == 1
+                assert b"x-request-id: h-%d\r\n" % n in head
+                assert await reader.readexactly(20) == b'{"status":"healthy"}'
+            assert tasks == []
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert tasks == ["/ready"]
+        finally:
+            writer.close()
+
+
+async def test_an_unexpected_error_is_one_json_500_and_the_connection_serves_on() -> None:
+    """A built-in endpoint that fails with a bug answers the problem shape's 500 (the request
+    id echoed, nothing of the exception shown) and the keep-alive connection goes on."""
+    from gatekeeper.endpoints import Call, Endpoint, Reply
+
+    def broken(call: Call) -> Reply:
+        raise KeyError("secret-internal-detail")
+
+    async def broken_later(call: Call) -> Reply:
+        await asyncio.sleep(0)
+        raise KeyError("secret-internal-detail")
+
+    async with running_gateway(config_for([MockBackend("x").url])) as gw:
+        gw.runtime.dispatcher.add(Endpoint("GET", "/broken", broken))
+        gw.runtime.dispatcher.add(Endpoint("GET", "/broken-later", broken_later))
+        async with httpx.AsyncClient(base_url=gw.url) as client:
+            for target in ("/broken", "/broken-later"):
+                failed = await client.get(target, headers={"x-request-id": "r-500"})
+                assert failed.status_code == 500
+                assert failed.headers["content-type"] == "application/problem+json"
+                assert failed.headers["x-request-id"] == "r-500"
+                assert failed.json()["error"] == "internal_error"
+                assert "secret" not in failed.text
+            assert (await client.get("/health")).status_code == 200
+
+
+async def test_builtin_answers_carry_cors_and_one_request_id_on_every_way_out() -> None:
+    """With the file's top-level ``cors``, a synchronous endpoint, an asynchronous one, a body
+    read in a task, a refused body and a 404 all carry the CORS fields and exactly one request
+    id (the client's)."""
+    origin = "https://app.example.test"
+    data = config_for(["http://127.0.0.1:9"], cors={"allow_origins": [origin]})
+    headers = {"origin": origin, "x-request-id": "cors-rid-1", **AUTH}
+    async with running_gateway(data) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        answers = [
+            await client.get("/health", headers=headers),
+            await client.get("/ready", headers=headers),
+            await client.post(
+                "/change_strategy",
+                headers={**headers, "expect": "100-continue"},
+                json={"upstream": "backends", "strategy": "least_connections"},
+            ),
+            await client.post("/change_strategy", headers=headers, content=b"x" * 2_000_000),
+            await client.get("/no/such/endpoint", headers=headers),
+        ]
+    statuses = [a.status_code for a in answers]
+    # (/ready is answered by an asynchronous handler: ready or not, as the health checks say.)
+    assert statuses[1] in (200, 503)
+    assert statuses[:1] + statuses[2:] == [200, 200, 413, 404]
+    for answer in answers:
+        assert answer.headers["access-control-allow-origin"] == origin, answer.request.url
+        assert answer.headers.get_list("x-request-id") == ["cors-rid-1"], answer.request.url

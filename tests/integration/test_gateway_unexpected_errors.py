@@ -3,7 +3,7 @@ is written at most once a minute per place it was raised (issue 14: 1,929 lines 
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -13,8 +13,18 @@ from gatekeeper.observability import unexpected
 from tests.integration.gateway_fixtures import backends, config_for, running_gateway
 
 
+class _Lines:
+    """A logger keeping what the reporter writes (one structured line per call)."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.lines.append({"event": event, **fields})
+
+
 async def test_a_failing_step_answers_one_problem_and_logs_one_line_per_request(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fifty requests through a step that raises: fifty 500 problems with the request id,
     fifty one-line log records naming it, one traceback; the gateway keeps serving."""
@@ -23,8 +33,8 @@ async def test_a_failing_step_answers_one_problem_and_logs_one_line_per_request(
         raise RuntimeError("the limit step is broken")
 
     monkeypatch.setattr(steps.Limit, "enter", broken)
-    monkeypatch.setattr(unexpected, "_DEFAULT", unexpected.UnexpectedErrors(interval=60))
-    caplog.set_level(logging.ERROR, logger="gatekeeper.errors")
+    log = _Lines()
+    monkeypatch.setattr(unexpected, "_DEFAULT", unexpected.UnexpectedErrors(every=60, logger=log))
     async with backends(1) as bs:
         data = config_for(
             [bs[0].url],
@@ -42,38 +52,31 @@ async def test_a_failing_step_answers_one_problem_and_logs_one_line_per_request(
     assert all(a.headers["content-type"] == "application/problem+json" for a in answers)
     assert "broken" not in answers[0].text  # the exception's text stays in the log
     assert healthy.status_code == 200
-    records = [r for r in caplog.records if r.name == "gatekeeper.errors"]
+    records = log.lines
     assert len(records) == 50
     ids = [a.headers["x-request-id"] for a in answers]
-    assert all(rid in record.getMessage() for rid, record in zip(ids, records, strict=True))
-    with_trace = [r for r in records if "Traceback" in r.getMessage()]
+    assert [record["request_id"] for record in records] == ids
+    assert all("the limit step is broken" in record["error"] for record in records)
+    with_trace = [r for r in records if "traceback" in r]
     assert len(with_trace) == 1
-    assert all("\n" not in r.getMessage() for r in records if r not in with_trace)
+    assert "Traceback" in with_trace[0]["traceback"]
+    assert all("\n" not in str(v) for r in records if r not in with_trace for v in r.values())
 
 
 def test_the_traceback_comes_back_after_the_interval_with_a_count() -> None:
     """Per site, a traceback again once the interval passed, saying how many were held."""
     now = [0.0]
-    reporter = unexpected.UnexpectedErrors(interval=60, clock=lambda: now[0])
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    handler = Capture()
-    logger = logging.getLogger("gatekeeper.errors")
-    logger.addHandler(handler)
-    try:
-        for second in (0, 1, 2, 30, 61):
-            now[0] = second
-            try:
-                raise ValueError("bad")
-            except ValueError as exc:
-                reporter.report(exc, request_id=f"r{second}")
-    finally:
-        logger.removeHandler(handler)
-    traces = [line for line in lines if "Traceback" in line]
+    log = _Lines()
+    reporter = unexpected.UnexpectedErrors(every=60, clock=lambda: now[0], logger=log)
+    for second in (0, 1, 2, 30, 61):
+        now[0] = second
+        try:
+            raise ValueError("bad")
+        except ValueError as exc:
+            reporter.report(exc, request_id=f"r{second}")
+    lines = log.lines
+    traces = [line for line in lines if "traceback" in line]
     assert len(lines) == 5
     assert len(traces) == 2
-    assert "(3 more since the last traceback)" in traces[1]
+    assert traces[1]["suppressed"] == 3  # the three held back since the last traceback
+    assert "suppressed" not in traces[0]

@@ -291,7 +291,7 @@ async def test_reload_reopens_the_database_keeps_the_counts_and_refuses_a_corrup
         refused = await client.post("/admin/reload", headers=AUTH)
         assert refused.status_code == 422
         assert any(
-            f"geo.database: {str(database)!r} is not a MaxMind DB file" in problem
+            f"geo.database: {str(database)!r} is not a MaxMind DB file" in problem["problem"]
             for problem in refused.json()["problems"]
         ), refused.json()
         assert _served_by(await _get(client, LONDON)) == "us-east"

@@ -73,27 +73,29 @@ async def test_weak_or_oversized_passwords_are_refused(
         "/auth/register", json={"email": "carol@example.com", "password": password}
     )
     assert response.status_code == 422
-    assert problem in response.json()["message"]
+    assert problem in response.json()["detail"]
     assert password not in response.text
 
 
 async def test_bad_emails_and_extra_fields_are_422(api: Api) -> None:
-    """Malformed addresses and unknown fields are rejected with the field named."""
+    """Malformed addresses and unknown fields are rejected with the field named (422); a
+    body that is not JSON at all is a 400."""
     bad = await api.client.post("/auth/register", json={"email": "nope", "password": PASSWORD})
     assert bad.status_code == 422
-    assert "email" in bad.json()["message"]
+    assert "email" in bad.json()["detail"]
     extra = await api.client.post(
         "/auth/register", json={"email": "d@example.com", "password": PASSWORD, "role": "admin"}
     )
     assert extra.status_code == 422
-    assert "role" in extra.json()["message"]
+    assert "role" in extra.json()["detail"]
     missing = await api.client.post("/auth/register", json={"email": "d@example.com"})
     assert missing.status_code == 422
-    assert "password" in missing.json()["message"]
+    assert "password" in missing.json()["detail"]
     garbage = await api.client.post(
         "/auth/register", content=b"{not json", headers={"content-type": "application/json"}
     )
-    assert garbage.status_code == 422
+    assert garbage.status_code == 400
+    assert garbage.json()["error"] == "bad_request"
 
 
 async def test_self_registration_cannot_pick_a_paid_tier(api: Api) -> None:
@@ -156,7 +158,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api) -> None:
 
     reuse = await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert reuse.status_code == 401
-    assert "already used" in reuse.json()["message"]
+    assert "already used" in reuse.json()["detail"]
     # The family is gone: the rotated refresh token and its access token no longer work.
     later = await api.client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
     assert later.status_code == 401
@@ -219,7 +221,7 @@ async def test_malformed_forged_and_expired_jwts_are_401(api: Api) -> None:
     api.clock.advance(api.identity.codec.access_ttl + 1)
     expired = await api.client.get("/auth/me", headers=bearer(access))
     assert expired.status_code == 401
-    assert "expired" in expired.json()["message"]
+    assert "expired" in expired.json()["detail"]
 
 
 async def test_keys_rotate_without_logging_anyone_out(api: Api) -> None:
@@ -284,12 +286,12 @@ async def test_revoked_expired_and_unknown_keys_are_refused(api: Api) -> None:
     assert r.status_code == 200
     gone = await api.client.get("/auth/me", headers={"X-API-Key": revoked["api_key"]})
     assert gone.status_code == 401
-    assert "revoked" in gone.json()["message"]
+    assert "revoked" in gone.json()["detail"]
     assert (await api.client.get("/auth/me", headers={"X-API-Key": short["api_key"]})).is_success
     api.clock.advance(86400 + 1)
     expired = await api.client.get("/auth/me", headers={"X-API-Key": short["api_key"]})
     assert expired.status_code == 401
-    assert "expired" in expired.json()["message"]
+    assert "expired" in expired.json()["detail"]
     made_up = short["api_key"][:-4] + "AAAA"
     unknown = await api.client.get("/auth/me", headers={"X-API-Key": made_up})
     assert unknown.status_code == 401
@@ -353,7 +355,7 @@ async def test_nul_characters_are_refused_not_a_server_error(api: Api) -> None:
         "/auth/register", json={"email": "nul\u0000@example.com", "password": PASSWORD}
     )
     assert r.status_code == 422
-    assert "NUL" in r.json()["message"]
+    assert "NUL" in r.json()["detail"]
     tokens = await api.register("nul@example.com")
     r = await api.client.post(
         "/auth/create_api_key", json={"name": "a\u0000b"}, headers=bearer(tokens["access_token"])

@@ -24,6 +24,7 @@ from tests.integration._identity_harness import (
     bearer,
     build_app,
     build_identity,
+    build_table,
 )
 from tests.servers import free_port, tool
 
@@ -169,7 +170,10 @@ async def server(
     """The routes behind Gatekeeper's own HTTP server on a free port."""
     identity = build_identity(sql_database, fake_clock)
     srv = Server(
-        Flow.for_app(build_app(identity)), host="127.0.0.1", port=free_port(), shutdown_grace=1.0
+        Flow.for_endpoints(build_table(identity)),
+        host="127.0.0.1",
+        port=free_port(),
+        shutdown_grace=1.0,
     )
     await srv.start()
     try:

@@ -221,9 +221,12 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
         response = await env.clients[0].post("/config", headers=headers, json={field: value})
         assert response.status_code == 422
         assert field in response.json()["detail"]
-    assert (
-        await env.clients[0].post("/config", headers=headers, content=b"[1]")
-    ).status_code == 400
+    # Valid JSON that is not an object: 422 naming the body; not JSON at all: 400.
+    listed = await env.clients[0].post("/config", headers=headers, content=b"[1]")
+    assert listed.status_code == 422
+    assert listed.json()["problems"] == [{"field": "body", "problem": "a JSON object is required"}]
+    garbage = await env.clients[0].post("/config", headers=headers, content=b"{nope")
+    assert garbage.status_code == 400
     ok = await env.clients[0].post(
         "/config", headers=headers, json={"admission_limit": 20, "jwt_expiry_seconds": 600}
     )
@@ -240,17 +243,22 @@ async def test_config_bounds_partial_updates_and_persistence(env: Env) -> None:
 
 
 async def test_config_settings_are_integers_not_booleans_strings_or_floats(env: Env) -> None:
-    """{"admission_limit": true} (or "5", 5.0, null) is 422 naming the field; nothing changes."""
+    """{"admission_limit": true} (or "5", 5.0, null) is 422 naming the field; nothing changes
+    (true was once taken as 1)."""
     headers = {"business_id": KEY}
+    before = (await env.clients[0].get("/config", headers=headers)).json()["updated_config"]
     for field in ("admission_limit", "ip_enqueue_limit", "jwt_expiry_seconds"):
         for value in (True, False, "100", 100.0, None):
             bad = await env.clients[0].post("/config", headers=headers, json={field: value})
             assert bad.status_code == 422, (field, value)
             assert field in bad.json()["detail"]
-            assert [e["field"] for e in bad.json()["errors"]] == [field]
+            assert [p["field"] for p in bad.json()["problems"]] == [field]
     stored = (await env.clients[1].get("/config", headers=headers)).json()["updated_config"]
     assert (stored["admission_limit"], stored["ip_enqueue_limit"]) == (3, 1000)
     assert stored["jwt_expiry_seconds"] == 120
+    in_database = await SqlConfigRepository(env.database).get(T)
+    assert in_database is not None
+    assert in_database.model_dump() == before
 
 
 async def test_per_ip_limits_answer_429_with_retry_after(env: Env) -> None:

@@ -37,7 +37,9 @@ async def served(
         MemoryConfigRepository({T: [TEST_TENANT_KEY]}),
         fake_clock,
     )
-    server = Server(Flow.for_app(room.app), host="127.0.0.1", port=free_port(), shutdown_grace=1.0)
+    server = Server(
+        Flow.for_endpoints(room.dispatcher), host="127.0.0.1", port=free_port(), shutdown_grace=1.0
+    )
     await server.start()
     try:
         yield room, f"http://127.0.0.1:{server.port}"

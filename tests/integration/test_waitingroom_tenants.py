@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select, text
 
+from gatekeeper.endpoints import openapi_document
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.models import TenantKey
@@ -225,6 +226,44 @@ async def test_rotation_keeps_the_old_key_for_the_overlap_then_refuses_it(env: E
     assert missing.status_code == 404
     anonymous = await http.post(f"/admin/tenants/{T}/rotate_secret", json={})
     assert anonymous.status_code == 401
+
+
+async def test_the_key_rule_is_the_guard_of_the_backend_endpoints_and_is_documented(
+    env: Env,
+) -> None:
+    """verify, finish and /config are guarded (checked before their parameters: a public id
+    with a bad jwt header is still 403) and their OpenAPI operations name the tenantSecretKey
+    scheme (the business_id header) or the admin token, with the 401 and 403 answers;
+    enqueue and status stay open to the public id."""
+    http = env.http[0]
+    too_long = {"business_id": T, "jwt": "x" * 5000}
+    guarded = await http.get("/queue/verify", headers=too_long)
+    assert guarded.status_code == 403
+    assert guarded.headers["content-type"] == "application/problem+json"
+    assert (guarded.json()["error"], guarded.json()["needed"]) == ("forbidden", "secret_key")
+    assert (
+        await http.get("/queue/verify", headers={**too_long, "business_id": KEY})
+    ).status_code == 422
+    spec = openapi_document(env.rooms[0].dispatcher.endpoints)
+    scheme = spec["components"]["securitySchemes"]["tenantSecretKey"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "business_id")
+    assert spec["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
+    for path, method in (
+        ("/queue/verify", "get"),
+        ("/queue/finish", "delete"),
+        ("/config", "get"),
+        ("/config", "post"),
+    ):
+        operation = spec["paths"][path][method]
+        assert operation["security"] == [{"tenantSecretKey": []}, {"adminToken": []}], path
+        assert {"401", "403"} <= set(operation["responses"]), path
+        forbidden = operation["responses"]["403"]["content"]["application/problem+json"]
+        assert forbidden["schema"] == {"$ref": "#/components/schemas/Problem"}
+    for path, method in (("/queue/enqueue", "post"), ("/queue/status", "get")):
+        assert "security" not in spec["paths"][path][method], path
+        assert "403" not in spec["paths"][path][method]["responses"], path
+    admin = spec["paths"]["/admin/tenants/{business_id}/rotate_secret"]["post"]
+    assert admin["security"] == [{"adminToken": []}]
 
 
 async def test_hot_paths_resolve_the_tenant_from_the_process_cache(env: Env) -> None:

@@ -6,6 +6,7 @@ import itertools
 import json
 from typing import Any
 
+from gatekeeper.endpoints import Reply
 from gatekeeper.waitingroom.replies import _enqueue_ok, _status_ok
 from gatekeeper.waitingroom.service import EnqueueAnswer, Eta, StatusAnswer
 
@@ -26,6 +27,11 @@ def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def ok(body: dict[str, Any]) -> Reply:
+    """A 200 JSON reply of exactly ``json.dumps``'s bytes."""
+    return Reply(200, [(b"content-type", b"application/json")], dumps(body))
+
+
 def eta_fields(eta: Eta | None) -> dict[str, Any]:
     if eta is None:
         return {}
@@ -37,6 +43,7 @@ def eta_fields(eta: Eta | None) -> dict[str, Any]:
 
 
 def test_enqueue_answers() -> None:
+    """Every enqueue answer, plain or not, is a 200 JSON reply of json.dumps's bytes."""
     for jwt, position, message, ready, eta in itertools.product(
         TEXTS, POSITIONS, TEXTS[:4], (False, True), ETAS
     ):
@@ -45,17 +52,18 @@ def test_enqueue_answers() -> None:
         if ready:
             body["ready"] = True
         body.update(eta_fields(eta))
-        assert _enqueue_ok(answer) == (200, dumps(body), None), answer
+        assert _enqueue_ok(answer) == ok(body), answer
 
 
 def test_status_answers() -> None:
+    """Every status answer, plain or not, is a 200 JSON reply of json.dumps's bytes."""
     for warning, token, position, ready, eta in itertools.product(
         [None, *TEXTS], TEXTS, POSITIONS, (False, True), ETAS
     ):
         answer = StatusAnswer(warning, token, position, ready, eta)
         body = {"warning_msg": warning, "jwt_token": token, "position": position, "ready": ready}
         body.update(eta_fields(eta))
-        assert _status_ok(answer) == (200, dumps(body), None), answer
+        assert _status_ok(answer) == ok(body), answer
 
 
 def test_unusual_numbers_take_the_general_encoder() -> None:
@@ -63,4 +71,4 @@ def test_unusual_numbers_take_the_general_encoder() -> None:
     odd = Eta(7, 5, 9, 2)  # type: ignore[arg-type]
     answer = StatusAnswer(None, "t", 3.0, False, odd)  # type: ignore[arg-type]
     expected = {"warning_msg": None, "jwt_token": "t", "position": 3.0, "ready": False}
-    assert _status_ok(answer)[1] == dumps({**expected, **eta_fields(odd)})
+    assert _status_ok(answer).body == dumps({**expected, **eta_fields(odd)})

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -430,6 +431,15 @@ class GatewayConfig(_Model):
 
     listener: ListenerConfig = Field(default_factory=ListenerConfig)
     trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] = []
+    # Clients that may read the operational endpoints (/dashboard*, /stats, /api/metrics,
+    # /metrics) without the admin token: loopback unless configured (e.g. a Prometheus
+    # network). Everyone else needs Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>.
+    operator_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
     limiter: LimiterConfig = Field(default_factory=LimiterConfig)
     policies: dict[str, PolicyConfig] = {}
     upstreams: dict[str, UpstreamConfig] = {}

@@ -1,32 +1,45 @@
-"""The ``/admin/*`` routes and ``/logs``: the operator's levers, every one audited.
+"""The ``/admin/*`` endpoints and ``/logs``: the operator's levers, every one audited.
 
 Callers present ``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>`` or the token (or key) of a
 user with the admin role; anyone else gets 401 or 403. Each change is written to the audit log
 with the actor, the target, the caller's address and the request's parameters. The waiting
-room's tenants have their admin routes in ``gatekeeper.waitingroom.admin`` (same rules).
+room's tenants have their admin endpoints in ``gatekeeper.waitingroom.admin`` (same guard).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
-from gatekeeper.errors import InvalidInput
-from gatekeeper.identity.http import (
-    ErrorRoute,
-    StrictBody,
-    client_address,
-    presented_credentials,
+from gatekeeper.endpoints import (
+    Answer,
+    Call,
+    Endpoint,
+    Reply,
+    Routes,
+    json_reply,
+    path,
+    problem,
+    query,
 )
-from gatekeeper.identity.principal import Principal
+from gatekeeper.errors import InvalidInput
+from gatekeeper.identity import schemas
+from gatekeeper.identity.http import IdentityGuards, StrictBody
 from gatekeeper.identity.service import Identity
 from gatekeeper.identity.users import UserInfo
 
-__all__ = ["admin_router"]
+__all__ = ["admin_endpoints"]
+
+# Bounds every engine takes (PostgreSQL's INTEGER is 32-bit; SQLite's OFFSET 64-bit).
+MAX_INT32 = 2**31 - 1
 
 _Body = StrictBody
+_LIMIT = query("limit", int, default=100, ge=1, le=1000, description="at most this many")
+_OFFSET = query("offset", int, default=0, ge=0, le=MAX_INT32, description="skip this many")
+_USER_ID = path("user_id", str, max_length=64)
+_TIER = path("name", str, max_length=64)
+_NOT_FOUND = {404: problem("It does not exist.")}
 
 
 class TierChange(_Body):
@@ -65,55 +78,65 @@ class SubjectBody(_Body):
     subject: str = Field(min_length=1, max_length=200)
 
 
-def admin_router(identity: Identity) -> APIRouter:
-    """Admin routes bound to ``identity``."""
-    router = APIRouter(route_class=ErrorRoute, tags=["admin"])
+def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint]:
+    """Admin endpoints bound to ``identity``."""
+    routes = Routes(tags=("admin",), guard=guards.admin)
 
-    async def admin(request: Request) -> Principal:
-        bearer, api_key = presented_credentials(request)
-        return await identity.require_admin(bearer, api_key)
-
-    async def audit(
-        request: Request, who: Principal, action: str, target: str, **detail: Any
-    ) -> None:
-        await identity.audit.record(who.actor, action, target, client_address(request), **detail)
+    async def audit(call: Call, action: str, target: str, **detail: Any) -> None:
+        who = call.principal
+        await identity.audit.record(who.actor, action, target, call.client_ip, **detail)
 
     # -- users and tiers ----------------------------------------------------------------------
 
-    @router.get("/admin/users")
-    async def list_users(
-        request: Request,
-        limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:
+    @routes.get(
+        "/admin/users",
+        params=(_LIMIT, _OFFSET),
+        responses={200: Answer("A page of users.", schemas.UserPage)},
+    )
+    async def list_users(call: Call) -> Reply:
         """Users, oldest first."""
-        await admin(request)
-        users, total = await identity.users.list(limit=limit, offset=offset)
-        return {"users": [u.as_dict() for u in users], "total": total}
+        users, total = await identity.users.list(
+            limit=call.params["limit"], offset=call.params["offset"]
+        )
+        return json_reply({"users": [u.as_dict() for u in users], "total": total})
 
-    @router.get("/admin/users/{user_id}")
-    async def get_user(user_id: str, request: Request) -> dict[str, Any]:
+    @routes.get(
+        "/admin/users/{user_id}",
+        params=(_USER_ID,),
+        responses={200: Answer("The user and their keys.", schemas.UserDetail), **_NOT_FOUND},
+    )
+    async def get_user(call: Call) -> Reply:
         """One user with their API keys."""
-        await admin(request)
+        user_id = call.params["user_id"]
         user = await identity.users.get(user_id)
         keys = await identity.api_keys.list(user_id)
-        return {**user.as_dict(), "api_keys": [k.as_dict() for k in keys]}
+        return json_reply({**user.as_dict(), "api_keys": [k.as_dict() for k in keys]})
 
-    @router.patch("/admin/users/{user_id}")
-    async def change_user(user_id: str, body: UserChange, request: Request) -> dict[str, Any]:
+    @routes.patch(
+        "/admin/users/{user_id}",
+        params=(_USER_ID,),
+        body=UserChange,
+        responses={200: Answer("The changed user.", schemas.UserOut), **_NOT_FOUND},
+    )
+    async def change_user(call: Call) -> Reply:
         """Change a user's tier, role or disabled flag."""
-        who = await admin(request)
+        user_id = call.params["user_id"]
+        body: UserChange = call.data
         user = await identity.users.update(
             user_id, tier=body.tier, role=body.role, disabled=body.disabled
         )
-        await audit(request, who, "user.update", user_id, **body.model_dump(exclude_none=True))
-        return user.as_dict()
+        await audit(call, "user.update", user_id, **body.model_dump(exclude_none=True))
+        return json_reply(user.as_dict())
 
-    @router.post("/admin/upgrade_tier")
-    async def upgrade_tier(body: TierChange, request: Request) -> dict[str, Any]:
+    @routes.post(
+        "/admin/upgrade_tier",
+        body=TierChange,
+        responses={200: Answer("The user, on the new tier.", schemas.Message), **_NOT_FOUND},
+    )
+    async def upgrade_tier(call: Call) -> Reply:
         """Move a user (named by ``user_id``, ``email`` or one of their ``api_key``s) to a tier;
         the new limits apply on every replica within a second."""
-        who = await admin(request)
+        body: TierChange = call.data
         target: UserInfo
         if body.user_id:
             target = await identity.users.get(body.user_id)
@@ -126,31 +149,48 @@ def admin_router(identity: Identity) -> APIRouter:
             raise InvalidInput("name the user by user_id, email or api_key")
         await identity.tiers.get(body.tier)  # 404 naming an unknown tier
         user = await identity.users.update(target.id, tier=body.tier)
-        await audit(request, who, "user.tier", user.id, old=target.tier, new=body.tier)
-        return {"message": f"tier changed to {body.tier}", **user.as_dict()}
+        await audit(call, "user.tier", user.id, old=target.tier, new=body.tier)
+        return json_reply({"message": f"tier changed to {body.tier}", **user.as_dict()})
 
-    @router.get("/admin/tiers")
-    async def list_tiers(request: Request) -> dict[str, Any]:
-        await admin(request)
-        return {"tiers": [t.as_dict() for t in await identity.tiers.list_all()]}
+    @routes.get("/admin/tiers", responses={200: Answer("Every tier.", schemas.Tiers)})
+    async def list_tiers(call: Call) -> Reply:
+        """Every tier with its policies."""
+        return json_reply({"tiers": [t.as_dict() for t in await identity.tiers.list_all()]})
 
-    @router.put("/admin/tiers/{name}")
-    async def put_tier(name: str, body: TierBody, request: Request, response: Response) -> Any:
+    @routes.put(
+        "/admin/tiers/{name}",
+        params=(_TIER,),
+        body=TierBody,
+        responses={
+            200: Answer("The tier, replaced.", schemas.TierOut),
+            201: Answer("The tier, created.", schemas.TierOut),
+        },
+    )
+    async def put_tier(call: Call) -> Reply:
         """Create or replace a tier and its policies (validated: a bad rate is a 422)."""
-        who = await admin(request)
+        name = call.params["name"]
+        body: TierBody = call.data
         info, created = await identity.tiers.put(
             name, body.policies, description=body.description, priority=body.priority
         )
-        response.status_code = 201 if created else 200
-        await audit(request, who, "tier.put", name, policies=body.policies, created=created)
-        return info.as_dict()
+        await audit(call, "tier.put", name, policies=body.policies, created=created)
+        return json_reply(info.as_dict(), 201 if created else 200)
 
-    @router.delete("/admin/tiers/{name}")
-    async def delete_tier(name: str, request: Request) -> dict[str, Any]:
-        who = await admin(request)
+    @routes.delete(
+        "/admin/tiers/{name}",
+        params=(_TIER,),
+        responses={
+            200: Answer("Message.", schemas.Message),
+            409: problem("Users are still on the tier."),
+            **_NOT_FOUND,
+        },
+    )
+    async def delete_tier(call: Call) -> Reply:
+        """Delete a tier nobody is on."""
+        name = call.params["name"]
         await identity.tiers.delete(name)
-        await audit(request, who, "tier.delete", name)
-        return {"message": f"tier {name} deleted"}
+        await audit(call, "tier.delete", name)
+        return json_reply({"message": f"tier {name} deleted"})
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -161,101 +201,122 @@ def admin_router(identity: Identity) -> APIRouter:
             return (await identity.api_keys.find(str(ref.api_key or ref.prefix))).id
         raise InvalidInput("name the key by api_key, key_id or prefix")
 
-    async def set_blocked(ref: KeyRef, request: Request, blocked: bool) -> dict[str, Any]:
-        who = await admin(request)
-        info = await identity.api_keys.set_blocked(await find_key(ref), blocked)
-        action = "key.block" if blocked else "key.unblock"
-        await audit(request, who, action, info.id, prefix=info.prefix)
-        return info.as_dict()
+    async def set_blocked(call: Call, blocked: bool) -> Reply:
+        info = await identity.api_keys.set_blocked(await find_key(call.data), blocked)
+        await audit(call, "key.block" if blocked else "key.unblock", info.id, prefix=info.prefix)
+        return json_reply(info.as_dict())
 
-    @router.post("/admin/block_key")
-    async def block_key(body: KeyRef, request: Request) -> dict[str, Any]:
+    key_answers = {200: Answer("The key.", schemas.ApiKeyOut), **_NOT_FOUND}
+
+    @routes.post("/admin/block_key", body=KeyRef, responses=key_answers)
+    async def block_key(call: Call) -> Reply:
         """Block a key (403 on every replica within a second); reversible."""
-        return await set_blocked(body, request, True)
+        return await set_blocked(call, True)
 
-    @router.post("/admin/unblock_key")
-    async def unblock_key(body: KeyRef, request: Request) -> dict[str, Any]:
-        return await set_blocked(body, request, False)
+    @routes.post("/admin/unblock_key", body=KeyRef, responses=key_answers)
+    async def unblock_key(call: Call) -> Reply:
+        """Unblock a key."""
+        return await set_blocked(call, False)
 
-    @router.post("/admin/revoke_key")
-    async def revoke_key(body: KeyRef, request: Request) -> dict[str, Any]:
+    @routes.post("/admin/revoke_key", body=KeyRef, responses=key_answers)
+    async def revoke_key(call: Call) -> Reply:
         """Revoke a key for good."""
-        who = await admin(request)
-        info = await identity.api_keys.revoke(await find_key(body))
-        await audit(request, who, "key.revoke", info.id, prefix=info.prefix)
-        return info.as_dict()
+        info = await identity.api_keys.revoke(await find_key(call.data))
+        await audit(call, "key.revoke", info.id, prefix=info.prefix)
+        return json_reply(info.as_dict())
 
     # -- IP lists and bans --------------------------------------------------------------------
 
-    @router.get("/admin/ip_rules")
-    async def list_ip_rules(request: Request) -> dict[str, Any]:
-        await admin(request)
-        return {"rules": [r.as_dict() for r in await identity.ip_rules.list_all()]}
+    @routes.get("/admin/ip_rules", responses={200: Answer("Every rule.", schemas.IpRules)})
+    async def list_ip_rules(call: Call) -> Reply:
+        """The allow and deny rules."""
+        return json_reply({"rules": [r.as_dict() for r in await identity.ip_rules.list_all()]})
 
-    @router.post("/admin/ip_rules", status_code=201)
-    async def add_ip_rule(body: IpRuleBody, request: Request) -> dict[str, Any]:
+    @routes.post(
+        "/admin/ip_rules",
+        body=IpRuleBody,
+        responses={201: Answer("The new rule.", schemas.IpRuleOut)},
+    )
+    async def add_ip_rule(call: Call) -> Reply:
         """Allow or deny an address or CIDR, optionally for ``ttl_seconds``."""
-        who = await admin(request)
+        body: IpRuleBody = call.data
         rule = await identity.ip_rules.add(
             body.cidr, body.action, note=body.note, ttl_seconds=body.ttl_seconds
         )
-        await audit(request, who, f"ip.{body.action}", rule.cidr, rule_id=rule.id, note=body.note)
-        return rule.as_dict()
+        await audit(call, f"ip.{body.action}", rule.cidr, rule_id=rule.id, note=body.note)
+        return json_reply(rule.as_dict(), 201)
 
-    @router.delete("/admin/ip_rules/{rule_id}")
-    async def delete_ip_rule(rule_id: int, request: Request) -> dict[str, Any]:
-        who = await admin(request)
+    @routes.delete(
+        "/admin/ip_rules/{rule_id}",
+        params=(path("rule_id", int, ge=1, le=MAX_INT32),),
+        responses={200: Answer("The removed rule.", schemas.IpRuleOut), **_NOT_FOUND},
+    )
+    async def delete_ip_rule(call: Call) -> Reply:
+        """Remove a rule."""
+        rule_id = call.params["rule_id"]
         rule = await identity.ip_rules.remove(rule_id)
-        await audit(request, who, "ip.remove", rule.cidr, rule_id=rule_id)
-        return rule.as_dict()
+        await audit(call, "ip.remove", rule.cidr, rule_id=rule_id)
+        return json_reply(rule.as_dict())
 
-    @router.get("/admin/bans")
-    async def ban_status(
-        request: Request, subject: str = Query(min_length=1, max_length=200)
-    ) -> dict[str, Any]:
+    @routes.get(
+        "/admin/bans",
+        params=(query("subject", str, required=True, min_length=1, max_length=200),),
+        responses={200: Answer("The subject's ban.", schemas.Bans)},
+    )
+    async def ban_status(call: Call) -> Reply:
         """How long ``subject`` (``ip:<addr>`` or ``key:<id>``) stays banned."""
-        await admin(request)
+        subject = call.params["subject"]
         remaining = await identity.bans.remaining(subject)
-        return {"subject": subject, "banned": remaining > 0, "remaining": round(remaining, 3)}
+        body = {"subject": subject, "banned": remaining > 0, "remaining": round(remaining, 3)}
+        return json_reply(body)
 
-    @router.post("/admin/unban")
-    async def unban(body: SubjectBody, request: Request) -> dict[str, Any]:
-        who = await admin(request)
+    @routes.post("/admin/unban", body=SubjectBody, responses={200: Answer("Lifted.", schemas.Bans)})
+    async def unban(call: Call) -> Reply:
+        """Lift a ban now."""
+        body: SubjectBody = call.data
         await identity.bans.lift(body.subject)
-        await audit(request, who, "ban.lift", body.subject)
-        return {"subject": body.subject, "banned": False}
+        await audit(call, "ban.lift", body.subject)
+        return json_reply({"subject": body.subject, "banned": False})
 
     # -- reading the record -------------------------------------------------------------------
 
-    @router.get("/admin/audit")
-    async def read_audit(
-        request: Request,
-        limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
-        action: str | None = Query(None, max_length=64),
-    ) -> dict[str, Any]:
+    @routes.get(
+        "/admin/audit",
+        params=(_LIMIT, _OFFSET, query("action", str, max_length=64)),
+        responses={200: Answer("A page of the audit log.", schemas.AuditPage)},
+    )
+    async def read_audit(call: Call) -> Reply:
         """Who did what, when and from where; newest first."""
-        await admin(request)
-        records, total = await identity.audit.list(limit=limit, offset=offset, action=action)
-        return {"entries": [r.as_dict() for r in records], "total": total}
+        params = call.params
+        records, total = await identity.audit.list(
+            limit=params["limit"], offset=params["offset"], action=params["action"]
+        )
+        return json_reply({"entries": [r.as_dict() for r in records], "total": total})
 
-    @router.get("/admin/usage/{key_id}")
-    async def key_usage(
-        key_id: str,
-        request: Request,
-        granularity: str = Query("hour", max_length=8),
-        count: int = Query(24, ge=1, le=400),
-    ) -> dict[str, Any]:
+    @routes.get(
+        "/admin/usage/{key_id}",
+        params=(
+            path("key_id", str, max_length=64),
+            query("granularity", str, default="hour", choices=("hour", "day")),
+            query("count", int, default=24, ge=1, le=400),
+        ),
+        responses={200: Answer("The key's history.", schemas.History), **_NOT_FOUND},
+    )
+    async def key_usage(call: Call) -> Reply:
         """Any key's usage history."""
-        await admin(request)
-        info = await identity.api_keys.get(key_id)
-        history = await identity.usage.history(f"key:{info.id}", granularity, count)
-        return {"key_id": info.id, "granularity": granularity, "buckets": history}
+        params = call.params
+        info = await identity.api_keys.get(params["key_id"])
+        granularity = params["granularity"]
+        history = await identity.usage.history(f"key:{info.id}", granularity, params["count"])
+        return json_reply({"key_id": info.id, "granularity": granularity, "buckets": history})
 
-    @router.get("/logs")
-    async def logs(request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    @routes.get(
+        "/logs",
+        params=(query("limit", int, default=100, ge=1, le=1000),),
+        responses={200: Answer("The most recent decisions.", schemas.LogEntries)},
+    )
+    async def logs(call: Call) -> Reply:
         """The most recent requests decided by this deployment."""
-        await admin(request)
-        return {"entries": await identity.request_log.recent(limit)}
+        return json_reply({"entries": await identity.request_log.recent(call.params["limit"])})
 
-    return router
+    return routes.endpoints

@@ -4,7 +4,9 @@ Built from the shared :class:`~gatekeeper.component.Context`: the SQL database (
 must be migrated, see ``gatekeeper migrate``), Redis when configured (shared caches, bans, usage
 and revocations; else in-process), the shared limiter, the clock. Publishes the
 :class:`~gatekeeper.identity.service.Identity` facade as ``extras["identity"]`` and the
-:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway.
+:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway, and
+its admin endpoints' guard (the admin token or an admin user) as ``extras["admin_guard"]`` for
+other components' admin endpoints (the waiting room's tenants).
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import APIRouter, Depends
 
 from gatekeeper.errors import ConfigurationError, PersistenceError
-from gatekeeper.identity.admin import admin_router
-from gatekeeper.identity.api import auth_router
+from gatekeeper.identity.admin import admin_endpoints
+from gatekeeper.identity.api import auth_endpoints
 from gatekeeper.identity.guard import Guard
-from gatekeeper.identity.http import NotReady
+from gatekeeper.identity.http import identity_guards
 from gatekeeper.identity.service import Identity, IdentityOptions
 from gatekeeper.identity.tokens import KeyRing
 from gatekeeper.persistence.migrate import check_migrated, upgrade
 
 if TYPE_CHECKING:
     from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
     from gatekeeper.settings import Settings
 
 _log = structlog.get_logger("gatekeeper.identity")
@@ -55,7 +57,7 @@ def preflight(settings: Settings) -> None:
 
 
 class IdentityComponent:
-    """``/auth/*``, ``/usage``, ``/admin/*``, ``/logs`` and the SDK routes."""
+    """``/auth/*``, ``/usage``, ``/admin/*``, ``/logs`` and the SDK endpoints."""
 
     name = "identity"
 
@@ -83,21 +85,20 @@ class IdentityComponent:
         )
         self.guard = Guard(self.identity)
         self.problem: str | None = None
+        self.guards = identity_guards(self.identity, lambda: self.problem)
         context.extras["identity"] = self.identity
         context.extras["identity_guard"] = self.guard
+        context.extras["admin_guard"] = self.guards.admin
 
-    def router(self) -> APIRouter:
-        from gatekeeper.sdk.routes import sdk_router
+    def endpoints(self) -> list[Endpoint]:
+        from gatekeeper.sdk.routes import sdk_endpoints
 
-        async def ready() -> None:
-            if self.problem is not None:
-                raise NotReady(self.problem)
-
-        router = APIRouter(dependencies=[Depends(ready)])
-        router.include_router(auth_router(self.identity))
-        router.include_router(admin_router(self.identity))
-        router.include_router(sdk_router(self.guard))
-        return router
+        guards = self.guards
+        return [
+            *auth_endpoints(self.identity, guards),
+            *admin_endpoints(self.identity, guards),
+            *sdk_endpoints(self.guard, guards),
+        ]
 
     async def start(self) -> None:
         """Refuse an unmigrated database (or migrate it, when the settings ask to), then

@@ -1,54 +1,51 @@
-"""HTTP plumbing shared by the identity, admin and SDK routers.
+"""HTTP plumbing shared by the identity, admin and SDK endpoints: the strict request body base,
+credentials as presented, and the identity's guards.
 
-:class:`ErrorRoute` turns Gatekeeper's errors into JSON bodies with the right status inside the
-routers themselves, so they behave the same on any app they are mounted on. Validation errors
-drop the offending ``input`` from the body: it may be a password.
+The guards (:class:`IdentityGuards`) resolve the caller through the
+:class:`~gatekeeper.identity.service.Identity` (admin token, API key or user token) and first
+refuse to serve while the database is not migrated (:class:`NotReady`, 503). Errors they raise
+are answered through the one problem map (``gatekeeper.problem``): 401 with
+``WWW-Authenticate``, 403, 503.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import structlog
-from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from gatekeeper.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    Conflict,
-    GatekeeperError,
-    InvalidInput,
-    NotFound,
-    PermissionDenied,
-    PersistenceError,
-    RateLimitExceeded,
-    StorageError,
-    TokenError,
-)
+from gatekeeper.endpoints import ADMIN_SCHEME, Call, Guard
+from gatekeeper.errors import AuthenticationError, PersistenceError
+
+if TYPE_CHECKING:
+    from gatekeeper.identity.principal import Principal
+    from gatekeeper.identity.service import Identity
 
 __all__ = [
-    "ErrorRoute",
+    "SCHEMES",
+    "IdentityGuards",
     "NotReady",
     "StrictBody",
-    "client_address",
-    "error_response",
+    "identity_guards",
     "presented_credentials",
 ]
 
-_log = structlog.get_logger("gatekeeper.identity")
-# Failures of our own back ends: the caller gets a generic message, the log gets the details
-# (which may hold SQL, parameters and server addresses).
-_INTERNAL = (PersistenceError, StorageError)
+SCHEMES: dict[str, dict[str, Any]] = {
+    "adminToken": ADMIN_SCHEME,
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "A user's access token (or an API key sent as a bearer token).",
+    },
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 class NotReady(PersistenceError):
-    """The identity layer cannot serve: its database is not migrated. The message says how to
-    fix it and holds no secrets, so it is shown to callers (503)."""
+    """The identity layer cannot serve: its database is not migrated (503)."""
 
 
 def _has_nul(value: object) -> bool:
@@ -77,92 +74,101 @@ class StrictBody(BaseModel):
         return data
 
 
-_STATUS: list[tuple[type[GatekeeperError], int, str]] = [
-    (InvalidInput, 422, "invalid_input"),
-    (ConfigurationError, 422, "invalid_input"),
-    (TokenError, 401, "invalid_token"),
-    (AuthenticationError, 401, "unauthorized"),
-    (PermissionDenied, 403, "forbidden"),
-    (NotFound, 404, "not_found"),
-    (Conflict, 409, "conflict"),
-    (RateLimitExceeded, 429, "rate_limited"),
-    (PersistenceError, 503, "database_unavailable"),
-    (StorageError, 503, "storage_unavailable"),
-]
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    """The JSON error body every identity route uses."""
-    all_headers = dict(headers or {})
-    if status == 401:
-        all_headers.setdefault("WWW-Authenticate", 'Bearer realm="gatekeeper"')
-    return JSONResponse(
-        {"error": code, "message": message, **extra}, status_code=status, headers=all_headers
-    )
-
-
-def _from_error(exc: GatekeeperError) -> JSONResponse:
-    if isinstance(exc, NotReady):
-        return error_response(503, "not_ready", str(exc), {"Retry-After": "5"})
-    if isinstance(exc, _INTERNAL):
-        _log.error("backend_failure", error=str(exc), kind=type(exc).__name__)
-    for kind, status, code in _STATUS:
-        if isinstance(exc, kind):
-            if isinstance(exc, _INTERNAL):
-                what = "the database" if isinstance(exc, PersistenceError) else "storage"
-                message = f"{what} is unavailable; retry later"
-                return error_response(status, code, message, {"Retry-After": "1"})
-            headers = {}
-            if isinstance(exc, RateLimitExceeded):
-                headers["Retry-After"] = str(exc.decision.retry_after)
-            return error_response(status, code, str(exc), headers)
-    return error_response(500, "internal_error", "internal error")
-
-
-class ErrorRoute(APIRoute):
-    """An APIRoute whose handler answers errors as JSON (4xx for anything the caller did)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except GatekeeperError as exc:
-                return _from_error(exc)
-            except RequestValidationError as exc:
-                problems = [
-                    {
-                        "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                        "problem": e.get("msg", "invalid"),
-                    }
-                    for e in exc.errors()
-                ]
-                summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-                return error_response(
-                    422, "invalid_input", summary or "invalid request", problems=problems
-                )
-
-        return handle
-
-
-def client_address(request: Request) -> str:
-    """The caller's IP (the socket peer; the gateway resolves trusted proxies before us)."""
-    resolved = request.scope.get("gatekeeper.client_ip")
-    if isinstance(resolved, str):
-        return resolved
-    return request.client.host if request.client else "unknown"
-
-
-def presented_credentials(request: Request) -> tuple[str | None, str | None]:
+def presented_credentials(call: Call) -> tuple[str | None, str | None]:
     """``(bearer, api_key)`` as presented: ``Authorization: Bearer``, ``X-API-Key``, or the
     seeds' legacy ``api_key`` query parameter."""
     bearer = None
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = (call.header_text("authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         bearer = value.strip()
-    api_key = request.headers.get("x-api-key") or request.query_params.get("api_key")
+    api_key = call.header_text("x-api-key") or call.query_value("api_key")
     return bearer, api_key
+
+
+@dataclass(frozen=True)
+class IdentityGuards:
+    """The identity's guards: ``ready`` (anyone, once migrated), ``user`` (any credentials),
+    ``jwt_user`` (a user's access token), ``key_user`` (an API key), ``admin`` (the admin
+    token or a user with the admin role)."""
+
+    ready: Guard
+    user: Guard
+    jwt_user: Guard
+    key_user: Guard
+    admin: Guard
+
+
+_ANY_USER: tuple[dict[str, list[str]], ...] = ({"bearerAuth": []}, {"apiKey": []})
+_DENIED = {
+    401: "No credentials, or they are wrong, expired or revoked.",
+    403: "The key is blocked or its user is disabled.",
+}
+
+
+def identity_guards(identity: Identity, problem: Callable[[], str | None]) -> IdentityGuards:
+    """Guards bound to ``identity``; ``problem()`` says why the database cannot serve (None:
+    it can)."""
+
+    def ready(call: Call) -> None:
+        reason = problem()
+        if reason is not None:
+            raise NotReady(reason)
+
+    async def user(call: Call) -> Principal:
+        ready(call)
+        bearer, api_key = presented_credentials(call)
+        return await identity.authenticate(bearer, api_key)
+
+    async def jwt_user(call: Call) -> Principal:
+        principal = await user(call)
+        if principal.via != "jwt":
+            raise AuthenticationError("this endpoint needs a user's access token (JWT)")
+        return principal
+
+    async def key_user(call: Call) -> Principal:
+        principal = await user(call)
+        if principal.key_id is None:
+            raise AuthenticationError("usage is reported per API key: pass api_key")
+        return principal
+
+    async def admin(call: Call) -> Principal:
+        ready(call)
+        bearer, api_key = presented_credentials(call)
+        return await identity.require_admin(bearer, api_key)
+
+    unavailable = {503: "The identity database is unavailable or not migrated."}
+    return IdentityGuards(
+        ready=Guard("identity_ready", ready, responses=unavailable),
+        user=Guard(
+            "user",
+            user,
+            security=_ANY_USER,
+            schemes=SCHEMES,
+            responses={**_DENIED, **unavailable},
+        ),
+        jwt_user=Guard(
+            "jwt_user",
+            jwt_user,
+            security=({"bearerAuth": []},),
+            schemes=SCHEMES,
+            responses={**_DENIED, **unavailable},
+        ),
+        key_user=Guard(
+            "key_user",
+            key_user,
+            security=_ANY_USER,
+            schemes=SCHEMES,
+            responses={**_DENIED, **unavailable},
+        ),
+        admin=Guard(
+            "identity_admin",
+            admin,
+            security=({"adminToken": []}, *_ANY_USER),
+            schemes=SCHEMES,
+            responses={
+                401: "No credentials, or they are wrong.",
+                403: "The caller is not an admin.",
+                **unavailable,
+            },
+        ),
+    )

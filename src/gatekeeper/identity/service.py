@@ -18,11 +18,11 @@ from gatekeeper.identity.blocklists import IpRules
 from gatekeeper.identity.cache import HotCache
 from gatekeeper.identity.passwords import Passwords
 from gatekeeper.identity.principal import ADMIN_TOKEN_PRINCIPAL, Principal
-from gatekeeper.identity.sessions import RevocationList, SessionService
+from gatekeeper.identity.sessions import RevocationList, SessionService, TokenPair
 from gatekeeper.identity.tiers import TierService
 from gatekeeper.identity.tokens import KeyRing, TokenCodec
 from gatekeeper.identity.usage import RequestLog, UsageCounters
-from gatekeeper.identity.users import UserService
+from gatekeeper.identity.users import UserService, user_info
 from gatekeeper.limits.policy import Policy
 from gatekeeper.persistence.db import Database
 from gatekeeper.types import Clock
@@ -142,6 +142,17 @@ class Identity:
         if user.role != "admin" or user.disabled:
             raise PermissionDenied("this endpoint needs the admin role or the admin token")
         return principal
+
+    async def register(self, email: str, password: str) -> TokenPair:
+        """A new account on the default tier and its first session, committed in ONE
+        transaction: a process killed meanwhile leaves both or neither (never a user who
+        cannot log in with the tokens they were never sent)."""
+        row = await self.users.new_row(email, password)
+        pair, token = self.sessions.new_pair(user_info(row))
+        async with self.db.transaction() as session:
+            await self.users.insert(session, row)
+            session.add(token)
+        return pair
 
     async def current_tier(self, principal: Principal) -> str:
         """The principal's tier now. API-key principals are cached already fresh; a JWT

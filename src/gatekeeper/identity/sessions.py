@@ -102,22 +102,31 @@ class SessionService:
         """A pair in a new family (a login)."""
         return await self._issue(user, uuid.uuid4().hex)
 
-    async def _issue(self, user: UserInfo, family: str) -> TokenPair:
+    def new_pair(self, user: UserInfo) -> tuple[TokenPair, RefreshToken]:
+        """A pair in a new family and the refresh token's row, not yet stored: the caller adds
+        the row in its own transaction (registration stores the user and it together)."""
+        return self._pair(user, uuid.uuid4().hex)
+
+    def _pair(self, user: UserInfo, family: str) -> tuple[TokenPair, RefreshToken]:
         access, _ = self.codec.issue(
             user.id, "access", role=user.role, tier=user.tier, email=user.email, fam=family
         )
         refresh, claims = self.codec.issue(user.id, "refresh", fam=family)
+        row = RefreshToken(
+            jti=claims.jti,
+            family_id=family,
+            user_id=user.id,
+            issued_at=datetime.fromtimestamp(claims.issued_at, UTC),
+            expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+        )
+        pair = TokenPair(access, refresh, self.codec.access_ttl, self.codec.refresh_ttl, user)
+        return pair, row
+
+    async def _issue(self, user: UserInfo, family: str) -> TokenPair:
+        pair, row = self._pair(user, family)
         async with self.db.transaction() as session:
-            session.add(
-                RefreshToken(
-                    jti=claims.jti,
-                    family_id=family,
-                    user_id=user.id,
-                    issued_at=datetime.fromtimestamp(claims.issued_at, UTC),
-                    expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
-                )
-            )
-        return TokenPair(access, refresh, self.codec.access_ttl, self.codec.refresh_ttl, user)
+            session.add(row)
+        return pair
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Spend ``refresh_token`` for a new pair; reuse of a spent one revokes its family."""

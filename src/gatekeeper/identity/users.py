@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatekeeper.errors import AuthenticationError, Conflict, InvalidInput, NotFound
 from gatekeeper.identity.cache import HotCache
@@ -18,7 +19,7 @@ from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.models import Tier, User
 from gatekeeper.types import Clock
 
-__all__ = ["ROLES", "UserInfo", "UserService", "at", "normalize_email"]
+__all__ = ["ROLES", "UserInfo", "UserService", "at", "normalize_email", "user_info"]
 
 ROLES = ("user", "admin")
 # Deliberately loose: one "@", something on each side, a dot in the domain, no spaces.
@@ -60,8 +61,12 @@ class UserInfo:
         }
 
 
-def _info(row: User) -> UserInfo:
+def user_info(row: User) -> UserInfo:
+    """The API's view of a user row."""
     return UserInfo(row.id, row.email, row.role, row.tier, row.disabled, row.created_at)
+
+
+_info = user_info
 
 
 class UserService:
@@ -76,6 +81,14 @@ class UserService:
 
     async def register(self, email: str, password: str, *, role: str = "user") -> UserInfo:
         """A new user on the default tier; :class:`Conflict` if the email is taken."""
+        row = await self.new_row(email, password, role=role)
+        async with self.db.transaction() as session:
+            await self.insert(session, row)
+        return _info(row)
+
+    async def new_row(self, email: str, password: str, *, role: str = "user") -> User:
+        """A user row, checked and with its password hashed, not yet stored (see
+        :meth:`insert`): the slow hashing happens outside any transaction."""
         address = normalize_email(email)
         problem = password_problem(password) if isinstance(password, str) else "is required"
         if problem is not None:
@@ -84,21 +97,24 @@ class UserService:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}; got {role!r}")
         password_hash = await self.passwords.hash(password)
         now = at(self.clock)
-        async with self.db.transaction() as session:
-            exists = await session.scalar(select(func.count()).where(User.email == address))
-            if exists:
-                raise Conflict("a user with this email already exists")
-            row = User(
-                id=uuid.uuid4().hex,
-                email=address,
-                password_hash=password_hash,
-                role=role,
-                tier=DEFAULT_TIER,
-                disabled=False,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
+        return User(
+            id=uuid.uuid4().hex,
+            email=address,
+            password_hash=password_hash,
+            role=role,
+            tier=DEFAULT_TIER,
+            disabled=False,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def insert(self, session: AsyncSession, row: User) -> UserInfo:
+        """Store ``row`` in the caller's transaction; :class:`Conflict` if the email is taken."""
+        exists = await session.scalar(select(func.count()).where(User.email == row.email))
+        if exists:
+            raise Conflict("a user with this email already exists")
+        session.add(row)
+        await session.flush()  # (rows that reference the user follow it in the transaction)
         return _info(row)
 
     async def authenticate(self, email: str, password: str) -> UserInfo:

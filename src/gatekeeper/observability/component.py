@@ -3,7 +3,7 @@
 The composition root mounts it like any other component::
 
     from gatekeeper.observability.component import create_component
-    component = create_component(context)          # router(), start(), stop()
+    component = create_component(context)          # endpoints(), start(), stop()
 
 and the gateway's hot path takes the shared recorders from the same context, whichever of the
 two runs first::
@@ -42,9 +42,8 @@ from gatekeeper.observability.logging import get_logger
 from gatekeeper.observability.metrics import Metrics
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
 
 __all__ = ["Observability", "ObservabilityComponent", "create_component"]
 
@@ -116,10 +115,15 @@ class ObservabilityComponent:
         """``cluster`` when numbers come from Redis (every replica), ``local`` otherwise."""
         return "cluster" if isinstance(self.obs.live.store, RedisLiveStore) else "local"
 
-    def router(self) -> APIRouter:
-        from gatekeeper.observability.dashboard.routes import build_router
+    @property
+    def generation(self) -> int:
+        """The number of the latest published view."""
+        return self._generation
 
-        return build_router(self)
+    def endpoints(self) -> list[Endpoint]:
+        from gatekeeper.observability.dashboard.routes import dashboard_endpoints
+
+        return dashboard_endpoints(self)
 
     async def start(self) -> None:
         """Start the flush/snapshot loop."""

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import sys
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REQUEST_ID_HEADER",
+    "REQUEST_ID_VAR",
     "AccessEntry",
     "AccessLog",
     "RequestIdMiddleware",
@@ -91,6 +93,20 @@ def accept_request_id(value: str | bytes | None) -> str:
         if _SANE_ID.fullmatch(text):
             return text
     return new_request_id()
+
+
+def _request_id_var() -> ContextVar[Any]:
+    """The context variable behind structlog's bound ``request_id`` (read off the token that
+    binding returns), so that a request can set and reset it directly: structlog's
+    bind/reset pair costs about 1 us a request, the variable's own set/reset a tenth."""
+    tokens = structlog.contextvars.bind_contextvars(request_id=None)
+    structlog.contextvars.reset_contextvars(**tokens)
+    return tokens["request_id"].var
+
+
+# Set it (and reset it with the token ``set`` returns) to bind a request id to the log lines
+# written meanwhile, as ``bind_contextvars(request_id=...)`` would.
+REQUEST_ID_VAR = _request_id_var()
 
 
 def request_id_of(scope: Scope) -> str:

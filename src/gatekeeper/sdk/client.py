@@ -77,9 +77,9 @@ class DecisionClient:
         """Decide one call of ``cost``; a 401 (bad key) raises :class:`AuthenticationError`."""
         status, body = self._post("/sdk/check", {"cost": cost, "endpoint": endpoint})
         if status == 401:
-            raise AuthenticationError(str(body.get("message", "API key rejected")))
-        if status == 422:
-            raise ConfigurationError(str(body.get("message", "invalid check")))
+            raise AuthenticationError(str(body.get("detail") or "API key rejected"))
+        if status in (400, 422):
+            raise ConfigurationError(str(body.get("detail") or "invalid check"))
         return CheckResult(
             allowed=bool(body.get("allowed", False)),
             status=status,

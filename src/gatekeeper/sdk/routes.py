@@ -12,21 +12,27 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import Field
 
-from gatekeeper.errors import AuthenticationError
-from gatekeeper.identity.guard import Guard, Verdict
-from gatekeeper.identity.http import (
-    ErrorRoute,
-    StrictBody,
-    client_address,
-    presented_credentials,
+from gatekeeper.endpoints import (
+    Answer,
+    Call,
+    Endpoint,
+    Reply,
+    Routes,
+    bytes_reply,
+    json_reply,
+    problem,
+    problem_reply,
+    query,
 )
+from gatekeeper.errors import AuthenticationError
+from gatekeeper.identity import schemas
+from gatekeeper.identity.guard import Guard, Verdict
+from gatekeeper.identity.http import IdentityGuards, StrictBody, presented_credentials
 from gatekeeper.limits.headers import rate_limit_headers
 
-__all__ = ["sdk_router"]
+__all__ = ["sdk_endpoints"]
 
 # The page's scripts are files of this origin; its small stylesheet is inline.
 _PAGE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; object-src 'none'"
@@ -46,11 +52,13 @@ class TrackBody(StrictBody):
     latency_ms: float | None = Field(default=None, ge=0, le=3_600_000)
 
 
-def _static(name: str) -> str:
-    return resources.files("gatekeeper.sdk").joinpath("static", name).read_text("utf-8")
+def _static(name: str) -> bytes:
+    return resources.files("gatekeeper.sdk").joinpath("static", name).read_bytes()
 
 
-def _verdict_response(verdict: Verdict, **extra: Any) -> JSONResponse:
+def _verdict_reply(verdict: Verdict, **extra: Any) -> Reply:
+    """An allowed verdict as JSON; a denial as a problem document carrying the same fields
+    (``allowed``, ``reason``, ``message``, ``retry_after``, the limit's state)."""
     decision = verdict.decision
     body: dict[str, Any] = {
         **extra,
@@ -59,7 +67,7 @@ def _verdict_response(verdict: Verdict, **extra: Any) -> JSONResponse:
         "message": verdict.message,
         "retry_after": verdict.retry_after,
     }
-    headers: dict[str, str] = {"cache-control": "no-store"}
+    headers = [(b"cache-control", b"no-store")]
     if verdict.principal is not None:
         body["tier"] = verdict.principal.tier
     if decision is not None:
@@ -72,49 +80,73 @@ def _verdict_response(verdict: Verdict, **extra: Any) -> JSONResponse:
             }
         )
         policies = {p.name: p for p in verdict.policies}
-        for name, value in rate_limit_headers(decision, policies=policies, legacy=True):
-            headers[name.decode()] = value.decode()
-    if not verdict.allowed:
-        body["error"] = verdict.reason
-        if verdict.retry_after:
-            # Bans outlast the limit's own Retry-After: the longer wait is the true one.
-            headers["retry-after"] = str(verdict.retry_after)
-    return JSONResponse(body, status_code=verdict.status, headers=headers)
+        headers += rate_limit_headers(decision, policies=policies, legacy=True)
+    if verdict.allowed:
+        return json_reply(body, verdict.status, headers)
+    if verdict.retry_after:
+        # Bans outlast the limit's own Retry-After: the longer wait is the true one.
+        headers = [h for h in headers if h[0] != b"retry-after"]
+        headers.append((b"retry-after", str(verdict.retry_after).encode()))
+    if verdict.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="gatekeeper"'))
+    detail = verdict.message or verdict.reason
+    return problem_reply(verdict.status, verdict.reason, detail, headers, **body)
 
 
-def sdk_router(guard: Guard) -> APIRouter:
-    """SDK routes deciding through ``guard``."""
-    router = APIRouter(route_class=ErrorRoute, tags=["sdk"])
+_DENIALS = {
+    401: problem("The key or token is wrong, expired or revoked.", **{
+        "WWW-Authenticate": "Bearer"
+    }),
+    403: problem("The address is denied, the key blocked or its user disabled."),
+    429: problem("A limit or a ban denies the call (the verdict's fields).", **{
+        "Retry-After": "Seconds to wait."
+    }),
+}  # fmt: skip
+
+
+def sdk_endpoints(guard: Guard, guards: IdentityGuards) -> list[Endpoint]:
+    """SDK endpoints deciding through ``guard``."""
+    routes = Routes(tags=("sdk",), guard=guards.ready)
     identity = guard.identity
     script = _static("sdk.js")
     page = _static("demo.html")
     demo_script = _static("demo.js")
+    javascript = Answer("The script.", None, "application/javascript")
 
-    @router.get("/sdk.js", include_in_schema=False)
-    async def sdk_js() -> Response:
+    @routes.get("/sdk.js", include_in_schema=False, responses={200: javascript})
+    def sdk_js(call: Call) -> Reply:
         """The dependency-free browser SDK."""
-        return Response(
-            script,
-            media_type="application/javascript",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
+        cache = [(b"cache-control", b"public, max-age=300")]
+        return bytes_reply(script, b"application/javascript", 200, cache)
 
-    @router.get("/sdk", include_in_schema=False)
-    async def sdk_page() -> HTMLResponse:
+    @routes.get(
+        "/sdk", include_in_schema=False, responses={200: Answer("The page.", None, "text/html")}
+    )
+    def sdk_page(call: Call) -> Reply:
         """A page that demonstrates the SDK against this server."""
-        return HTMLResponse(page, headers={"Content-Security-Policy": _PAGE_CSP})
+        csp = [(b"content-security-policy", _PAGE_CSP.encode())]
+        return bytes_reply(page, b"text/html; charset=utf-8", 200, csp)
 
-    @router.get("/sdk/demo.js", include_in_schema=False)
-    async def demo_js() -> Response:
-        return Response(demo_script, media_type="application/javascript")
+    @routes.get("/sdk/demo.js", include_in_schema=False, responses={200: javascript})
+    def demo_js(call: Call) -> Reply:
+        """The demo page's script."""
+        return bytes_reply(demo_script, b"application/javascript")
 
-    @router.post("/sdk/check")
-    async def check(request: Request, body: CheckBody | None = None) -> JSONResponse:
+    @routes.post(
+        "/sdk/check",
+        body=CheckBody,
+        body_required=False,
+        responses={
+            200: Answer("Allowed (the verdict and the limit's state).", schemas.Verdict),
+            **_DENIALS,
+        },
+    )
+    async def check(call: Call) -> Reply:
         """Decide one call (debiting ``cost``) without forwarding it. The body is optional:
         the key may come in a header, and the cost defaults to 1."""
-        body = body or CheckBody()
-        bearer, header_key = presented_credentials(request)
-        ip = client_address(request)
+        body: CheckBody = call.data or CheckBody()
+        bearer, header_key = presented_credentials(call)
+        ip = call.client_ip
         verdict = await guard.check(
             ip, bearer=bearer, api_key=body.api_key or header_key, cost=body.cost
         )
@@ -126,39 +158,48 @@ def sdk_router(guard: Guard) -> APIRouter:
             allowed=verdict.allowed,
             status=verdict.status,
         )
-        return _verdict_response(verdict)
+        return _verdict_reply(verdict)
 
-    @router.get("/data")
-    async def data(request: Request) -> JSONResponse:
+    @routes.get(
+        "/data",
+        params=(query("api_key", str, max_length=200, description="the key (or X-API-Key)"),),
+        responses={200: Answer("The sample data and the verdict.", schemas.Verdict), **_DENIALS},
+    )
+    async def data(call: Call) -> Reply:
         """The seeds' protected sample endpoint: needs a key (or token); limited by its tier."""
-        bearer, api_key = presented_credentials(request)
+        bearer, api_key = presented_credentials(call)
         if bearer is None and api_key is None:
             raise AuthenticationError("pass an API key (X-API-Key, api_key=, or Bearer)")
-        ip = client_address(request)
+        ip = call.client_ip
         verdict = await guard.check(ip, bearer=bearer, api_key=api_key)
         await identity.request_log.append(
             kind="data", ip=ip, subject=verdict.subject, allowed=verdict.allowed,
             status=verdict.status,
         )  # fmt: skip
         if not verdict.allowed:
-            return _verdict_response(verdict)
-        return _verdict_response(verdict, data={"message": "protected sample data"})
+            return _verdict_reply(verdict)
+        return _verdict_reply(verdict, data={"message": "protected sample data"})
 
-    @router.post("/sdk/track")
-    async def track(request: Request, body: TrackBody | None = None) -> dict[str, Any]:
+    @routes.post(
+        "/sdk/track",
+        body=TrackBody,
+        body_required=False,
+        responses={200: Answer("Recorded.", schemas.Tracked), **_DENIALS},
+    )
+    async def track(call: Call) -> Reply:
         """Record a call the client made (request log only; debits nothing)."""
-        body = body or TrackBody()
-        bearer, header_key = presented_credentials(request)
+        body: TrackBody = call.data or TrackBody()
+        bearer, header_key = presented_credentials(call)
         principal = await identity.authenticate(bearer, body.api_key or header_key)
         await identity.request_log.append(
             kind="track",
-            ip=client_address(request),
+            ip=call.client_ip,
             subject=principal.subject,
             endpoint=body.endpoint,
             method=body.method,
             status=body.status,
             latency_ms=body.latency_ms,
         )
-        return {"tracked": True}
+        return json_reply({"tracked": True})
 
-    return router
+    return routes.endpoints

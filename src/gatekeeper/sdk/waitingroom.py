@@ -100,7 +100,9 @@ class _Base:
 
     @staticmethod
     def _finish(status: int, body: dict[str, Any]) -> FinishResult:
-        text = str(body.get("status", "not_ready"))
+        # (An error answer is a problem document: its ``status`` is the HTTP code.)
+        found = body.get("status")
+        text = found if isinstance(found, str) else "not_ready"
         message = str(body.get("message") or body.get("detail") or "")
         return FinishResult(status == 200 and text == "ready_cleared", text, message, status)
 

@@ -36,7 +36,10 @@ UNKNOWN = "missing or unknown business_id"
 
 
 class SecretKeyRequired(PermissionDenied):
-    """A public id was presented where the tenant's secret key is needed (403)."""
+    """A public id was presented where the tenant's secret key is needed (403; the answer
+    names the key needed: ``"needed": "secret_key"``)."""
+
+    problem_members = {"needed": "secret_key"}
 
     def __init__(self, what: str) -> None:
         super().__init__(

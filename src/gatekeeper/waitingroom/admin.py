@@ -9,151 +9,188 @@
                                                valid ``overlap_seconds`` more (default 3600)
 =============================================  ===============================================
 
-Callers present the admin token (``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>``) or, when
-the identity component runs, the credentials of a user with the admin role; each change is
-written to its audit log. The routes authorize and read the request; what they do is
-:class:`~gatekeeper.waitingroom.tenant_admin.TenantAdmin`'s.
+The guard (``guards.tenant_admin``) lets in the admin token (``Authorization: Bearer
+<GATEKEEPER_ADMIN_TOKEN>``) or, when the identity component runs, the credentials of a user with
+the admin role; each change is written to the audit log. The endpoints validate the request
+(bodies strictly: ``"5"`` is not a number; unknown fields are refused) and call
+:class:`~gatekeeper.waitingroom.tenant_admin.TenantAdmin`, which does the work.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
-from gatekeeper.errors import AuthenticationError, InvalidInput
-from gatekeeper.identity.http import ErrorRoute, client_address, presented_credentials
+from gatekeeper.endpoints import (
+    Answer,
+    Call,
+    Endpoint,
+    Guard,
+    Reply,
+    Routes,
+    json_reply,
+    path,
+    problem,
+)
 from gatekeeper.waitingroom.config import TenantConfig
-from gatekeeper.waitingroom.tenant_admin import RotateBody, TenantAdmin
+from gatekeeper.waitingroom.guards import tenant_admin
+from gatekeeper.waitingroom.tenant_admin import Audit, RotateBody, TenantAdmin
 
 if TYPE_CHECKING:
     from gatekeeper.waitingroom.service import WaitingRoomService
 
-__all__ = ["tenant_admin_router"]
+__all__ = ["tenant_admin_endpoints"]
 
-_ID = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-
-
-class AdminError(BaseModel):
-    """The admin routes' error body (``identity.http``)."""
-
-    error: str
-    message: str
+_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_ID = path("business_id", str, max_length=64, pattern=_ID_PATTERN, description="the public id")
 
 
-_ERRORS: dict[int, str] = {
-    401: "no admin credentials",
-    403: "credentials of a user without the admin role",
-    404: "no such tenant",
-    409: "the tenant exists already",
-    422: "a field out of bounds, unknown or of the wrong type (named)",
-    503: "the database is unavailable",
+def _unset_is_absent(schema: dict[str, Any]) -> None:
+    # An unset field is absent, not null: its placeholder default is none of the schema's.
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
+_STRICT = ConfigDict(extra="forbid", strict=True, json_schema_extra=_unset_is_absent)
+
+# The settings of a create or update body: TenantConfig's fields and bounds, each optional (an
+# unset one keeps its value, or takes the default). Derived, so that the bounds live in one place.
+_SETTINGS: dict[str, Any] = {
+    name: (int, FieldInfo.merge_field_infos(info, default=None))
+    for name, info in TenantConfig.model_fields.items()
 }
 
 
-def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": AdminError, "description": _ERRORS[code]} for code in codes}
-
-
-def _tenant_body(*, required: bool) -> dict[str, Any]:
-    """The OpenAPI request body of create and update (read by hand: settings and the tenant's
-    own fields in one object)."""
-    settings = TenantConfig.model_json_schema()["properties"]
-    schema: dict[str, Any] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "business_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
-            "name": {"type": "string", "maxLength": 200},
-            "enabled": {"type": "boolean"},
-            **settings,
-        },
-    }
-    if required:
-        schema["required"] = ["business_id"]
-    return {
-        "requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}
-    }
-
-
-async def _json(request: Request) -> object:
-    try:
-        return json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise InvalidInput("body must be a JSON object") from None
-
-
-def tenant_admin_router(service: WaitingRoomService, identity: Any = None) -> APIRouter:
-    """Admin routes over ``service``'s tenants. ``identity`` (an ``identity.Identity``, when
-    that component runs) authorizes admin users and keeps the audit log."""
-    router = APIRouter(route_class=ErrorRoute, tags=["admin"])
-    ops = TenantAdmin(service, identity.audit.record if identity is not None else None)
-    access = service.access
-
-    async def admin(request: Request) -> tuple[str, str]:
-        """The acting admin (for the audit log) and the caller's address; 401/403 else."""
-        ip = client_address(request)
-        if access.is_admin(request.headers.get("authorization")):
-            return "admin-token", ip
-        if identity is not None:
-            bearer, api_key = presented_credentials(request)
-            principal = await identity.require_admin(bearer, api_key)
-            return str(principal.actor), ip
-        raise AuthenticationError("this endpoint needs the admin token")
-
-    @router.get("/admin/tenants", responses=_answers(401, 403, 503))
-    async def list_tenants(request: Request) -> dict[str, Any]:
-        """Every tenant, its settings and its live keys (prefixes only)."""
-        await admin(request)
-        return await ops.list()
-
-    @router.post(
-        "/admin/tenants",
-        status_code=201,
-        responses=_answers(401, 403, 409, 422, 503),
-        openapi_extra=_tenant_body(required=True),
+def _tenant_body(model: str, *, id_required: bool) -> type[BaseModel]:
+    business_id: Any = Field(default=... if id_required else None, pattern=_ID_PATTERN)
+    return create_model(
+        model,
+        __config__=_STRICT,
+        business_id=(str, business_id),
+        name=(str, Field(default=None, max_length=200)),
+        enabled=(bool, Field(default=None)),
+        **_SETTINGS,
     )
-    async def create_tenant(request: Request) -> dict[str, Any]:
+
+
+NewTenantBody = _tenant_body("NewTenantBody", id_required=True)
+TenantBody = _tenant_body("TenantBody", id_required=False)
+
+
+class TenantKeyOut(BaseModel):
+    key_id: str
+    prefix: str
+    origin: str
+    created_at: str
+    expires_at: str | None
+    replaced_by: str | None
+
+
+class TenantOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # (and every setting)
+
+    business_id: str
+    name: str
+    enabled: bool
+    created_at: str | None
+    updated_at: str | None
+    keys: list[TenantKeyOut]
+
+
+class NewTenant(TenantOut):
+    secret_key: str = Field(description="The tenant's first secret key: shown here only.")
+
+
+class Tenants(BaseModel):
+    tenants: list[TenantOut]
+
+
+class Rotated(BaseModel):
+    business_id: str
+    secret_key: str = Field(description="The new secret key: shown here only.")
+    key: TenantKeyOut
+    previous_keys_valid_until: str
+
+
+class Message(BaseModel):
+    message: str
+
+
+_NOT_FOUND = {404: problem("No such tenant.")}
+_DOWN = {503: problem("The database is unavailable.", **{"Retry-After": "Seconds."})}
+
+
+def tenant_admin_endpoints(
+    service: WaitingRoomService, *, users: Guard | None = None, audit: Audit | None = None
+) -> list[Endpoint]:
+    """Admin endpoints over ``service``'s tenants. ``users``: the identity's admin guard (admin
+    users may call too); ``audit``: the identity's audit log (``AuditLog.record``)."""
+    ops = TenantAdmin(service, audit)
+    routes = Routes(tags=("admin",), guard=tenant_admin(service.access, users), responses=_DOWN)
+
+    def actor(call: Call) -> str:
+        return str(getattr(call.principal, "actor", call.principal))
+
+    def changes(call: Call) -> dict[str, Any]:
+        return dict(call.data.model_dump(exclude_unset=True)) if call.data is not None else {}
+
+    @routes.get("/admin/tenants", responses={200: Answer("Every tenant.", Tenants)})
+    async def list_tenants(call: Call) -> Reply:
+        """Every tenant, its settings and its live keys (prefixes only)."""
+        return json_reply(await ops.list())
+
+    @routes.post(
+        "/admin/tenants",
+        body=NewTenantBody,
+        responses={
+            201: Answer("The new tenant and its secret key.", NewTenant),
+            409: problem("The tenant exists already."),
+        },
+    )
+    async def create_tenant(call: Call) -> Reply:
         """A new tenant (unset settings take the defaults) and its first secret key, shown in
         this answer only."""
-        who, ip = await admin(request)
-        return await ops.create(who, ip, await _json(request))
+        created = await ops.create(actor(call), call.client_ip, changes(call))
+        return json_reply(created, 201)
 
-    @router.get("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
-    async def get_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
+    tenant = {200: Answer("The tenant.", TenantOut), **_NOT_FOUND}
+
+    @routes.get("/admin/tenants/{business_id}", params=(_ID,), responses=tenant)
+    async def get_tenant(call: Call) -> Reply:
         """One tenant, its settings and its live keys."""
-        await admin(request)
-        return await ops.get(business_id)
+        return json_reply(await ops.get(call.params["business_id"]))
 
-    @router.patch(
-        "/admin/tenants/{business_id}",
-        responses=_answers(401, 403, 404, 422, 503),
-        openapi_extra=_tenant_body(required=False),
-    )
-    async def update_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
+    @routes.patch("/admin/tenants/{business_id}", params=(_ID,), body=TenantBody, responses=tenant)
+    async def update_tenant(call: Call) -> Reply:
         """Change some settings, the name or the switch of a tenant (others keep their value)."""
-        who, ip = await admin(request)
-        return await ops.update(who, ip, business_id, await _json(request))
+        tenant_id = call.params["business_id"]
+        return json_reply(await ops.update(actor(call), call.client_ip, tenant_id, changes(call)))
 
-    @router.delete("/admin/tenants/{business_id}", responses=_answers(401, 403, 404, 422, 503))
-    async def delete_tenant(request: Request, business_id: str = _ID) -> dict[str, Any]:
-        """Remove a tenant and its keys (its queue in Redis expires on its own)."""
-        who, ip = await admin(request)
-        return await ops.delete(who, ip, business_id)
-
-    @router.post(
-        "/admin/tenants/{business_id}/rotate_secret", responses=_answers(401, 403, 404, 422, 503)
+    @routes.delete(
+        "/admin/tenants/{business_id}",
+        params=(_ID,),
+        responses={200: Answer("Removed.", Message), **_NOT_FOUND},
     )
-    async def rotate_secret(
-        request: Request, body: RotateBody | None = None, business_id: str = _ID
-    ) -> dict[str, Any]:
+    async def delete_tenant(call: Call) -> Reply:
+        """Remove a tenant and its keys (its queue in Redis expires on its own)."""
+        return json_reply(await ops.delete(actor(call), call.client_ip, call.params["business_id"]))
+
+    @routes.post(
+        "/admin/tenants/{business_id}/rotate_secret",
+        params=(_ID,),
+        body=RotateBody,
+        body_required=False,
+        responses={200: Answer("The new secret key.", Rotated), **_NOT_FOUND},
+    )
+    async def rotate_secret(call: Call) -> Reply:
         """A new secret key, shown once; every other key of the tenant stays valid for
         ``overlap_seconds`` more (0: refused from now on, on every replica within the config
         cache's lifetime)."""
-        who, ip = await admin(request)
-        overlap = (body or RotateBody()).overlap_seconds
-        return await ops.rotate(who, ip, business_id, overlap)
+        body: RotateBody = call.data or RotateBody()
+        tenant_id = call.params["business_id"]
+        rotated = await ops.rotate(actor(call), call.client_ip, tenant_id, body.overlap_seconds)
+        return json_reply(rotated)
 
-    return router
+    return routes.endpoints

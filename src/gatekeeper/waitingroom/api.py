@@ -1,4 +1,4 @@
-"""The waiting room's HTTP API: the seed's contract, plus tenant keys, events and the page.
+"""The waiting room's endpoints: the seed's contract, plus tenant keys, events and the page.
 
 =======================  ==================================================================
 ``POST /queue/enqueue``  headers ``business_id``, ``user_id`` -> ``{jwt, position, message}``
@@ -12,30 +12,39 @@
 ``GET /queue/.well-known/jwks.json``  public keys when tokens are EdDSA-signed
 =======================  ==================================================================
 
-``business_id`` is the tenant's public id or one of its secret keys (``access.py``); where a
-secret key is needed, the public id with ``Authorization: Bearer <admin token>`` works too.
-Status and ETA answers add ``eta_seconds``, ``eta_range_seconds`` and ``poll_after_seconds``.
-Errors are JSON: 400 (missing header), 401 (unknown tenant or key, bad token), 403 (public id
-where the secret key is needed), 422 (config out of bounds or not an integer, naming the field),
-429 with ``Retry-After`` (per-IP limits), 503 with ``Retry-After`` (store down).
+``business_id`` is the tenant's public id or one of its secret keys; where a secret key is
+needed, the endpoint's guard (``guards.py``) says so: 403 naming the key needed, unless the
+admin token comes with the public id. Status and ETA answers add ``eta_seconds``,
+``eta_range_seconds`` and ``poll_after_seconds``. Errors are problem documents: 400 (missing
+header, body not JSON), 401 (unknown tenant or key, bad token), 403 (public id where the secret
+key is needed), 422 (a parameter or setting out of bounds or not an integer, each named), 429
+with ``Retry-After`` (per-IP limits), 503 with ``Retry-After`` (store or database down).
 
-The routes only read the request and call the reply functions of ``replies.py``.
+The endpoints only read the request and call the functions of ``replies.py``. Enqueue and
+status, the hot ones, have no guard: the service resolves the tenant from its in-process cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import resources
-from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from gatekeeper.endpoints import (
+    Answer,
+    Call,
+    Endpoint,
+    Reply,
+    Routes,
+    StreamReply,
+    header,
+    problem,
+    query,
+)
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.waitingroom.config import TenantConfig
+from gatekeeper.waitingroom.guards import tenant_key
 from gatekeeper.waitingroom.replies import (
-    Reply,
     config_reply,
     enqueue_reply,
     error_reply,
@@ -48,14 +57,7 @@ from gatekeeper.waitingroom.replies import (
 from gatekeeper.waitingroom.service import WaitingRoomService
 from gatekeeper.waitingroom.sse import status_events
 
-__all__ = ["build_router"]
-
-IpOf = Callable[[Request], str | None]
-
-
-def _response(reply: Reply) -> Response:
-    status, body, headers = reply
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+__all__ = ["waitingroom_endpoints"]
 
 
 class EnqueueResponse(BaseModel):
@@ -87,235 +89,183 @@ class ConfigResponse(BaseModel):
     updated_config: TenantConfig
 
 
-class ErrorResponse(BaseModel):
-    detail: str
-
-
-class KeyNeeded(BaseModel):
-    detail: str
-    needed: str
-
-
-class Unavailable(BaseModel):
-    detail: str
-    retry_after: int
-
-
-_PUBLIC = "the tenant's public id or one of its secret keys"
-_SECRET = (
-    "one of the tenant's secret keys; or its public id with `Authorization: Bearer <admin token>`"
-)
-_ERRORS: dict[int, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "a required header is missing, or the body"},
-    401: {"model": ErrorResponse, "description": "unknown tenant or key, bad token"},
-    403: {"model": KeyNeeded, "description": "the public id where a secret key is needed"},
-    422: {"model": ErrorResponse, "description": "a setting out of bounds, unknown or no integer"},
-    429: {"model": ErrorResponse, "description": "per-IP limit (see Retry-After)"},
-    503: {"model": Unavailable, "description": "store down (see Retry-After)"},
-}
-
-
-def _responses(ok: dict[str, Any], *codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI answers: 200 as ``ok``, then the listed error statuses."""
-    return {200: ok, **{code: _ERRORS[code] for code in codes}}
-
-
-def _headers(**described: str) -> dict[str, Any]:
-    """OpenAPI header parameters. The routes read ``request.headers`` themselves: FastAPI's
-    per-request parameter solving would cost more than the rest of an enqueue."""
-    required = {"business_id", "user_id"}
-    return {
-        "parameters": [
-            {
-                "name": name,
-                "in": "header",
-                "required": name in required,
-                "description": text,
-                "schema": {"type": "string"},
-            }
-            for name, text in described.items()
-        ]
-    }
-
-
-def _socket_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 _STATIC = resources.files("gatekeeper.waitingroom") / "static"
-_AUTH = {"Authorization": "`Bearer <admin token>`: instead of a secret key"}
 
-
-def build_router(service: WaitingRoomService, *, client_ip: IpOf | None = None) -> APIRouter:
-    """The routes of the waiting room, bound to one service. ``client_ip`` resolves the
-    caller's address (the gateway passes its trusted-proxy aware resolver)."""
-    ip_of = client_ip or _socket_ip
-    router = APIRouter(tags=["waiting room"])
-
-    @router.post(
-        "/queue/enqueue",
-        responses=_responses({"model": EnqueueResponse}, 400, 401, 429, 503),
-        openapi_extra=_headers(business_id=_PUBLIC, user_id="the visitor's id"),
+_PUBLIC = "the tenant's public id (what browsers send) or one of its secret keys"
+_SECRET = "a secret key of the tenant; or its public id, with the admin token"
+_TENANT = header("business_id", str, max_length=256, description=_PUBLIC)
+_TENANT_KEY = header("business_id", str, required=True, max_length=256, description=_SECRET)
+_JWT = header("jwt", str, max_length=2048, description="the queue token")
+_UNKNOWN = {401: problem("Unknown tenant or key, or a bad or expired token.")}
+_LIMITED = {
+    429: problem("The address asked too often (per-IP limit).", **{"Retry-After": "Seconds."})
+}
+_DOWN = {
+    503: problem(
+        "The waiting room's store or configuration database is unavailable.",
+        **{"Retry-After": "Seconds."},
     )
-    async def enqueue(request: Request) -> Response:
+}
+_DEGRADED = {"Gatekeeper-Waiting-Room": "`degraded`: decided from the ready token alone."}
+
+
+def waitingroom_endpoints(service: WaitingRoomService) -> list[Endpoint]:
+    """The endpoints of the waiting room, bound to one service. The caller's address is the
+    one the gateway resolved (trusted proxies applied)."""
+    routes = Routes(tags=("waiting room",), responses=_DOWN)
+    backend = tenant_key(service.access)
+
+    @routes.post(
+        "/queue/enqueue",
+        params=(_TENANT, header("user_id", str, max_length=256, description="the visitor")),
+        responses={
+            200: Answer("The place in line.", EnqueueResponse),
+            400: problem("The user_id header is missing."),
+            **_UNKNOWN,
+            **_LIMITED,
+        },
+    )
+    async def enqueue(call: Call) -> Reply:
         """Take a place in line (or get back the place already held, with an empty ``jwt``)."""
-        headers = request.headers
-        return _response(
-            await enqueue_reply(
-                service, headers.get("business_id", ""), headers.get("user_id"), ip_of(request)
-            )
+        params = call.params
+        return await enqueue_reply(
+            service, params["business_id"] or "", params["user_id"], call.client_ip
         )
 
-    @router.get(
+    @routes.get(
         "/queue/status",
-        responses=_responses({"model": StatusResponse}, 401, 429, 503),
-        openapi_extra=_headers(business_id=_PUBLIC, jwt="the queue token"),
+        params=(_TENANT, _JWT),
+        responses={
+            200: Answer("Position and readiness.", StatusResponse),
+            **_UNKNOWN,
+            **_LIMITED,
+        },
     )
-    async def status(request: Request) -> Response:
+    async def status(call: Call) -> Reply:
         """Position and readiness; renews an expired (authentic) token: use ``jwt_token`` next.
         Once ready, ``jwt_token`` is a *ready token*: keep it (it still admits while the
         store is down)."""
-        headers = request.headers
-        return _response(
-            await status_reply(
-                service, headers.get("business_id", ""), headers.get("jwt"), ip_of(request)
-            )
+        params = call.params
+        return await status_reply(
+            service, params["business_id"] or "", params["jwt"], call.client_ip
         )
 
-    @router.get(
+    @routes.get(
         "/queue/verify",
-        responses=_responses({"model": VerifyResponse}, 401, 403, 503),
-        openapi_extra=_headers(business_id=_SECRET, jwt="the visitor's token", **_AUTH),
+        guard=backend,
+        params=(_TENANT_KEY, _JWT),
+        responses={
+            200: Answer("Whether the holder is admitted.", VerifyResponse, headers=_DEGRADED),
+            **_UNKNOWN,
+        },
     )
-    async def verify(request: Request) -> Response:
+    async def verify(call: Call) -> Reply:
         """For the backend: is this token's holder admitted right now? While the store is
         unreachable a valid ready token answers ready with ``degraded: true`` (and the header
         ``Gatekeeper-Waiting-Room: degraded``); any other token gets 503."""
-        headers = request.headers
-        return _response(
-            await verify_reply(
-                service,
-                headers.get("business_id", ""),
-                headers.get("jwt"),
-                headers.get("authorization"),
-            )
-        )
+        return await verify_reply(service, call.principal, call.params["jwt"])
 
-    @router.delete(
+    @routes.delete(
         "/queue/finish",
-        responses=_responses({"model": FinishResponse}, 401, 403, 503),
-        openapi_extra=_headers(business_id=_SECRET, jwt="the visitor's token", **_AUTH),
+        guard=backend,
+        params=(_TENANT_KEY, _JWT),
+        responses={200: Answer("The session's state.", FinishResponse), **_UNKNOWN},
     )
-    async def finish(request: Request) -> Response:
+    async def finish(call: Call) -> Reply:
         """For the backend: end the ready session; the token never verifies again."""
-        headers = request.headers
-        return _response(
-            await finish_reply(
-                service,
-                headers.get("business_id", ""),
-                headers.get("jwt"),
-                headers.get("authorization"),
-            )
-        )
+        return await finish_reply(service, call.principal, call.params["jwt"])
 
-    @router.get(
+    @routes.get(
         "/config",
-        responses=_responses({"model": ConfigResponse}, 401, 403, 503),
-        openapi_extra=_headers(business_id=_SECRET, **_AUTH),
+        guard=backend,
+        params=(_TENANT_KEY,),
+        responses={200: Answer("The tenant's settings.", ConfigResponse), **_UNKNOWN},
     )
-    async def get_config(request: Request) -> Response:
+    async def get_config(call: Call) -> Reply:
         """The tenant's waiting-room settings."""
-        headers = request.headers
-        return _response(
-            await config_reply(service, headers.get("business_id"), headers.get("authorization"))
-        )
+        return await config_reply(service, call.principal)
 
-    @router.post(
+    @routes.post(
         "/config",
-        responses=_responses({"model": ConfigResponse}, 400, 401, 403, 422, 503),
-        openapi_extra={
-            **_headers(business_id=_SECRET, **_AUTH),
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": TenantConfig.model_json_schema()}},
-            },
-        },
+        guard=backend,
+        params=(_TENANT_KEY,),
+        body=TenantConfig,
+        responses={200: Answer("The updated settings.", ConfigResponse), **_UNKNOWN},
     )
-    async def post_config(request: Request) -> Response:
-        """Update some or all settings; out-of-bounds values get 422 naming the field."""
-        headers = request.headers
-        return _response(
-            await update_config_reply(
-                service,
-                headers.get("business_id"),
-                headers.get("authorization"),
-                await request.body(),
-            )
-        )
+    async def post_config(call: Call) -> Reply:
+        """Update some or all settings (strict: each a JSON integer within its bounds; 422
+        naming every field at fault)."""
+        changes = call.data.model_dump(exclude_unset=True)
+        return await update_config_reply(service, call.principal, changes)
 
-    @router.get(
+    @routes.get(
         "/queue/events",
-        responses=_responses(
-            {"content": {"text/event-stream": {}}, "description": "status events"},
-            401,
-            429,
-            503,
+        params=(
+            query("business_id", str, max_length=256, description=f"{_PUBLIC} (or the header)"),
+            query("jwt", str, max_length=2048, description="the queue token (or the header)"),
         ),
-        openapi_extra={
-            "parameters": [
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": True,
-                    "description": text,
-                    "schema": {"type": "string"},
-                }
-                for name, text in (("business_id", _PUBLIC), ("jwt", "the queue token"))
-            ]
+        responses={
+            200: Answer("`status` events until ready.", None, "text/event-stream"),
+            **_UNKNOWN,
+            **_LIMITED,
         },
     )
-    async def events(request: Request) -> Response:
-        """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``)."""
-        value = request.query_params.get("business_id") or request.headers.get("business_id")
-        token = request.query_params.get("jwt") or request.headers.get("jwt") or ""
+    async def events(call: Call) -> Reply | StreamReply:
+        """Server-Sent Events of ``/queue/status`` (query ``business_id`` and ``jwt``:
+        ``EventSource`` cannot send headers)."""
+        value = call.params["business_id"] or call.header_text("business_id")
+        token = call.params["jwt"] or call.header_text("jwt") or ""
         try:
             tenant, _ = await service.access.tenant(value)
-            await service.status(tenant, token, ip_of(request))
+            await service.status(tenant, token, call.client_ip)
         except GatekeeperError as exc:
-            return _response(error_reply(exc))
+            return error_reply(exc)
+
+        async def gone() -> bool:
+            return call.is_disconnected()
+
         stream = status_events(
             service,
             tenant,
             token,
-            disconnected=request.is_disconnected,
+            disconnected=gone,
             interval=service.settings.sse_interval_seconds,
         )
-        return StreamingResponse(
-            stream,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        return StreamReply(200, headers, stream)
 
-    @router.get("/queue/wait", include_in_schema=False)
-    async def waiting_page() -> Response:
+    page = Answer("The page.", None, "text/html")
+
+    @routes.get("/queue/wait", include_in_schema=False, responses={200: page})
+    def waiting_page(call: Call) -> Reply:
         """The hosted, accessible waiting page."""
-        html = (_STATIC / "waiting.html").read_text()
-        return Response(
-            html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"}
-        )
+        html = (_STATIC / "waiting.html").read_bytes()
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+        return Reply(200, headers, html)
 
-    @router.get("/queue/client.js", include_in_schema=False)
-    async def client_js() -> Response:
+    @routes.get(
+        "/queue/client.js",
+        include_in_schema=False,
+        responses={200: Answer("The script.", None, "text/javascript")},
+    )
+    def client_js(call: Call) -> Reply:
         """The dependency-free browser client."""
-        return Response(
-            (_STATIC / "client.js").read_text(),
-            media_type="text/javascript; charset=utf-8",
-            headers={"Cache-Control": "max-age=300"},
-        )
+        headers = [
+            (b"content-type", b"text/javascript; charset=utf-8"),
+            (b"cache-control", b"max-age=300"),
+        ]
+        return Reply(200, headers, (_STATIC / "client.js").read_bytes())
 
-    @router.get("/queue/.well-known/jwks.json")
-    async def jwks() -> Response:
+    @routes.get(
+        "/queue/.well-known/jwks.json",
+        responses={200: Answer("The public keys (empty for HS256).", {"type": "object"})},
+    )
+    def jwks(call: Call) -> Reply:
         """Public keys verifying queue tokens (empty for HS256: the secret is never shown)."""
-        return _response(json_reply(service.codec.signer.jwks()))
+        return json_reply(service.codec.signer.jwks())
 
-    return router
+    return routes.endpoints

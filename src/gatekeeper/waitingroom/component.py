@@ -5,9 +5,10 @@ in-process store; the Redis store's calls are bounded by the deadline and breake
 ``deadline.py``), the SQL database for tenants and their secret keys (else an in-memory list
 from ``GATEKEEPER_BUSINESS_IDS``), the admin token (which also opens the backend-only calls),
 the shared limiter for per-IP limits, the metrics if published as ``context.extras["metrics"]``.
-Its routes include the tenant admin routes (``admin.py``), authorized and audited by the
-identity component when it runs. It publishes its service as ``extras["waitingroom"]`` and a gate
-factory as ``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
+Its endpoints include the tenant admin endpoints (``admin.py``), opened to admin users and
+audited when the identity component runs (its ``extras["admin_guard"]`` and audit log). It
+publishes its service as ``extras["waitingroom"]`` and a gate factory as
+``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gatekeeper.errors import PersistenceError
-from gatekeeper.gateway.builtin.native import native_table
 from gatekeeper.settings import from_environment
 from gatekeeper.waitingroom.access import TenantAccess
-from gatekeeper.waitingroom.admin import tenant_admin_router
-from gatekeeper.waitingroom.api import build_router
+from gatekeeper.waitingroom.admin import tenant_admin_endpoints
+from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import (
     CachedConfigs,
@@ -33,7 +33,6 @@ from gatekeeper.waitingroom.config_repository import (
 from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.gate import WaitingRoomGate
 from gatekeeper.waitingroom.memory_store import MemoryStore
-from gatekeeper.waitingroom.native import register_native
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.service import WaitingRoomService
 from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
@@ -43,9 +42,8 @@ from gatekeeper.waitingroom.tokens import EdDSASigner, HS256Signer, Signer, Toke
 from gatekeeper.waitingroom.worker import AdmissionWorker
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
     from gatekeeper.settings import Settings
     from gatekeeper.types import Clock
 
@@ -108,7 +106,7 @@ def preflight(settings: Settings) -> None:
 
 
 class WaitingRoomComponent:
-    """Routes ``/queue/*`` and ``/config``, plus the embedded admission worker."""
+    """Endpoints ``/queue/*`` and ``/config``, plus the embedded admission worker."""
 
     name = "waitingroom"
 
@@ -160,9 +158,6 @@ class WaitingRoomComponent:
         self._task: asyncio.Task[None] | None = None
         context.extras["waitingroom"] = self.service
         context.extras["waitingroom_gate"] = self.gate
-        if wr.native_http and context.extras.get("client_ip") is None:
-            # (A custom client-IP resolver is only known to the FastAPI routes.)
-            register_native(native_table(context.extras), self.service)
 
     def gate(self, tenant: str) -> WaitingRoomGate:
         """The gate protecting routes with ``tenant``'s waiting room (one per tenant)."""
@@ -171,14 +166,20 @@ class WaitingRoomComponent:
             gate = self._gates[tenant] = WaitingRoomGate(self.service, tenant)
         return gate
 
-    def router(self) -> APIRouter:
-        router = build_router(self.service, client_ip=self.context.extras.get("client_ip"))
-        # The identity component (created before this one) authorizes admin users and keeps
-        # the audit log; without it the admin token alone opens the tenant admin routes.
-        router.include_router(
-            tenant_admin_router(self.service, self.context.extras.get("identity"))
-        )
-        return router
+    def endpoints(self) -> list[Endpoint]:
+        # The identity component (created before this one) publishes its admin guard (admin
+        # users) and audit log; without it the admin token alone opens the tenant admin
+        # endpoints, unaudited.
+        extras = self.context.extras
+        identity: Any = extras.get("identity")
+        return [
+            *waitingroom_endpoints(self.service),
+            *tenant_admin_endpoints(
+                self.service,
+                users=extras.get("admin_guard"),
+                audit=identity.audit.record if identity is not None else None,
+            ),
+        ]
 
     async def start(self) -> None:
         try:

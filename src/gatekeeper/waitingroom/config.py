@@ -46,8 +46,9 @@ class TenantConfig(BaseModel):
     )
 
     def updated(self, changes: dict[str, Any]) -> TenantConfig:
-        """A copy with ``changes`` applied and every bound re-checked (raises ValidationError)."""
-        return TenantConfig.model_validate({**self.model_dump(), **changes})
+        """A copy with ``changes`` applied and every bound re-checked (raises ValidationError).
+        Strict: a boolean is not a number (``{"admission_limit": true}`` is refused, not 1)."""
+        return TenantConfig.model_validate({**self.model_dump(), **changes}, strict=True)
 
     @property
     def admission_rate(self) -> float:
@@ -94,6 +95,3 @@ class WaitingRoomSettings(BaseSettings):
     worker_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     # Run the admission worker inside serve/demo (the lease keeps it to one replica per tick).
     embedded_worker: bool = True
-    # Answer enqueue/status/verify from the gateway's native handler table (no ASGI, FastAPI):
-    # same answers, ~5x less CPU. false: every request goes through the FastAPI routes.
-    native_http: bool = True

@@ -1,9 +1,15 @@
-"""The waiting room's answers, before they become HTTP responses.
+"""The waiting room's answers, as the endpoint table's :class:`~gatekeeper.endpoints.Reply`.
 
-Each endpoint's logic is one function here returning a :data:`Reply` (status, JSON body, extra
-headers). The FastAPI routes (``api.py``) and the gateway's native handlers (``native.py``)
-call the same functions, so both paths answer alike, and moving an endpoint to another table
-of routes is a matter of calling its function.
+Each endpoint's logic is one function here; the endpoints of ``api.py`` only read the request
+(and the tenant their guard resolved) and call it. Who may call is decided before: the public
+id or a secret key names the tenant of enqueue and status (the service resolves it from its
+in-process cache), and the secret-key guard (``guards.py``) hands verify, finish and the config
+the tenant it resolved.
+
+Errors are problem documents (``gatekeeper.problem``), with what the waiting room adds: a store
+or configuration database that is down says so (``detail``) and when to retry (the store's
+breaker knows: ``Retry-After`` and ``retry_after``); verify and finish keep their own members
+(``message``, and ``ready: false`` on verify).
 """
 
 from __future__ import annotations
@@ -11,32 +17,24 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from gatekeeper.errors import (
-    AuthenticationError,
-    GatekeeperError,
-    PermissionDenied,
-    PersistenceError,
-    RateLimitExceeded,
-    StorageError,
-    TokenError,
-)
-from gatekeeper.waitingroom.deadline import StoreUnavailable
+from gatekeeper.endpoints import JSON, Reply, validation_problems
+from gatekeeper.errors import GatekeeperError, InvalidInput, PersistenceError, StorageError
+from gatekeeper.problem import PROBLEM_JSON, problem_body, problem_of
 from gatekeeper.waitingroom.gate import DEGRADED_HEADER
 from gatekeeper.waitingroom.service import (
     EnqueueAnswer,
     Eta,
-    InvalidRequest,
     StatusAnswer,
     WaitingRoomService,
 )
 from gatekeeper.waitingroom.sse import status_body
 
 __all__ = [
-    "Reply",
     "config_reply",
     "enqueue_reply",
     "error_reply",
@@ -47,14 +45,20 @@ __all__ = [
     "verify_reply",
 ]
 
-Reply = tuple[int, bytes, dict[str, str] | None]
-"""An answer before it becomes a response: status, JSON body, extra headers."""
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return status, _ENCODER.encode(body).encode(), headers
+def json_reply(
+    body: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+) -> Reply:
+    """``body`` as compact JSON (ASCII, as ``json.dumps`` writes it)."""
+    return Reply(
+        status, [(b"content-type", JSON), *(headers or ())], _ENCODER.encode(body).encode()
+    )
+
+
+def _ok(text: str) -> Reply:
+    return Reply(200, [(b"content-type", JSON)], text.encode())
 
 
 # The two hot answers (enqueue, status poll) are formatted by hand when every string in them is
@@ -112,11 +116,10 @@ def _enqueue_ok(answer: EnqueueAnswer) -> Reply:
         and _PLAIN.match(answer.message)
     ):
         ready = ',"ready":true' if answer.ready else ""
-        text = (
+        return _ok(
             f'{{"jwt":"{answer.jwt}","position":{position},"message":"{answer.message}"'
             f"{ready}{tail}"
         )
-        return 200, text.encode(), None
     return json_reply(_enqueue_body(answer))
 
 
@@ -132,45 +135,33 @@ def _status_ok(answer: StatusAnswer) -> Reply:
         and type(answer.ready) is bool
     ):
         warning_json = "null" if warning is None else f'"{warning}"'
-        text = (
+        return _ok(
             f'{{"warning_msg":{warning_json},'
             f'"jwt_token":"{answer.jwt_token}","position":{position},'
             f'"ready":{"true" if answer.ready else "false"}{tail}'
         )
-        return 200, text.encode(), None
     return json_reply(status_body(answer))
 
 
-def error_reply(exc: Exception, extra: dict[str, Any] | None = None) -> Reply:
-    """The JSON answer for an error raised by the service (never a 500 for bad input, and a
-    503 with ``Retry-After`` when a back end is down)."""
-    body: dict[str, Any] = {"detail": str(exc), **(extra or {})}
-    if isinstance(exc, RateLimitExceeded):
-        retry = exc.decision.retry_after
-        return json_reply({**body, "retry_after": retry}, 429, {"Retry-After": str(retry)})
-    if isinstance(exc, AuthenticationError | TokenError):
-        return json_reply(body, 401)
-    if isinstance(exc, PermissionDenied):
-        if "message" in body:
-            body["message"] = str(exc)
-        return json_reply({**body, "needed": "secret_key"}, 403)
-    if isinstance(exc, InvalidRequest):
-        return json_reply(body, 400)
+def error_reply(exc: GatekeeperError, members: Mapping[str, Any] | None = None) -> Reply:
+    """The problem answer for an error of the service (never a 500 for bad input; a 503 with
+    ``Retry-After`` when a back end is down); ``members`` are added to the document."""
+    problem = problem_of(exc)
+    detail = problem.detail
     if isinstance(exc, StorageError | PersistenceError):
         what = "store" if isinstance(exc, StorageError) else "configuration database"
-        retry = exc.retry_after if isinstance(exc, StoreUnavailable) else 1
-        return json_reply(
-            {**body, "detail": f"waiting room {what} unavailable", "retry_after": retry},
-            503,
-            {"Retry-After": str(retry)},
-        )
-    return json_reply(body, 500)
+        detail = f"waiting room {what} unavailable"
+    extra = {**(problem.extra or {}), **(members or {})}
+    headers = [(b"content-type", PROBLEM_JSON), *problem.headers]
+    return Reply(
+        problem.status, headers, problem_body(problem.status, problem.error, detail, **extra)
+    )
 
 
 async def enqueue_reply(
     service: WaitingRoomService, business_id: str, user_id: str | None, ip: str | None
 ) -> Reply:
-    """``POST /queue/enqueue``: the public id is enough."""
+    """``POST /queue/enqueue``: the public id (or a secret key) names the tenant."""
     try:
         answer = await service.enqueue(business_id, user_id, ip)
     except GatekeeperError as exc:
@@ -181,7 +172,7 @@ async def enqueue_reply(
 async def status_reply(
     service: WaitingRoomService, business_id: str, token: str | None, ip: str | None
 ) -> Reply:
-    """``GET /queue/status``: the public id is enough."""
+    """``GET /queue/status``: the public id (or a secret key) names the tenant."""
     try:
         answer = await service.status(business_id, token, ip)
     except GatekeeperError as exc:
@@ -190,16 +181,13 @@ async def status_reply(
 
 
 _NOT_READY = {"message": "Invalid token", "ready": False}
-_DEGRADED = {DEGRADED_HEADER[0]: DEGRADED_HEADER[1]}
+_DEGRADED = [(DEGRADED_HEADER[0].lower().encode(), DEGRADED_HEADER[1].encode())]
 
 
-async def verify_reply(
-    service: WaitingRoomService, business_id: str, token: str | None, authorization: str | None
-) -> Reply:
-    """``GET /queue/verify``: the secret key (or the admin token) is needed. While the store
-    is down, a valid ready token is still ready, said by ``degraded`` and a header."""
+async def verify_reply(service: WaitingRoomService, tenant: str, token: str | None) -> Reply:
+    """``GET /queue/verify`` for ``tenant`` (its secret key was checked). While the store is
+    down, a valid ready token is still ready, said by ``degraded`` and a header."""
     try:
-        tenant = await service.access.private(business_id, authorization, "GET /queue/verify")
         verdict = await service.verification(tenant, token)
     except GatekeeperError as exc:
         return error_reply(exc, _NOT_READY)
@@ -213,26 +201,20 @@ async def verify_reply(
     return json_reply(body)
 
 
-async def finish_reply(
-    service: WaitingRoomService, business_id: str, token: str | None, authorization: str | None
-) -> Reply:
-    """``DELETE /queue/finish``: the secret key (or the admin token) is needed."""
+async def finish_reply(service: WaitingRoomService, tenant: str, token: str | None) -> Reply:
+    """``DELETE /queue/finish`` for ``tenant`` (its secret key was checked)."""
     try:
-        tenant = await service.access.private(business_id, authorization, "DELETE /queue/finish")
         cleared = await service.finish(tenant, token)
     except GatekeeperError as exc:
-        return error_reply(exc, {"status": "not_ready", "message": "Invalid token"})
+        return error_reply(exc, {"message": "Invalid token"})
     if cleared:
         return json_reply({"status": "ready_cleared", "message": "User removed from ready state"})
     return json_reply({"status": "not_ready", "message": "User was not in the ready state"})
 
 
-async def config_reply(
-    service: WaitingRoomService, business_id: str | None, authorization: str | None
-) -> Reply:
-    """``GET /config``: the secret key (or the admin token) is needed."""
+async def config_reply(service: WaitingRoomService, tenant: str) -> Reply:
+    """``GET /config`` for ``tenant`` (its secret key was checked)."""
     try:
-        tenant = await service.access.private(business_id, authorization, "GET /config")
         config = await service.tenant_config(tenant)
     except GatekeeperError as exc:
         return error_reply(exc)
@@ -242,30 +224,17 @@ async def config_reply(
 
 
 async def update_config_reply(
-    service: WaitingRoomService, business_id: str | None, authorization: str | None, raw: bytes
+    service: WaitingRoomService, tenant: str, changes: dict[str, Any]
 ) -> Reply:
-    """``POST /config``: the secret key (or the admin token) is needed; a partial update,
-    validated as a whole (strict JSON integers within bounds): 422 naming each bad field."""
-    try:
-        tenant = await service.access.private(business_id, authorization, "POST /config")
-        await service.tenant_config(tenant)
-    except GatekeeperError as exc:
-        return error_reply(exc)
-    try:
-        changes = json.loads(raw or b"{}")
-    except ValueError:
-        return json_reply({"detail": "body must be a JSON object"}, 400)
-    if not isinstance(changes, dict):
-        return json_reply({"detail": "body must be a JSON object"}, 400)
+    """``POST /config`` for ``tenant`` (its secret key was checked): a partial update of the
+    settings (each one checked already: a strict JSON integer within its bounds), applied and
+    re-checked as a whole."""
     try:
         config = await service.update_config(tenant, changes)
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-            for err in exc.errors()
-        ]
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        return json_reply({"detail": f"invalid configuration: {summary}", "errors": problems}, 422)
+        problems = validation_problems(exc)
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        return error_reply(InvalidInput(f"invalid configuration: {summary}", problems))
     except GatekeeperError as exc:
         return error_reply(exc)
     return json_reply(

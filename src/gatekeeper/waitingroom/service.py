@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gatekeeper.errors import (
     AuthenticationError,
+    BadRequest,
     GatekeeperError,
     RateLimitExceeded,
     StorageError,
@@ -61,7 +62,7 @@ STATS_TTL = 1.0
 CHECKS_CACHE = 8192  # per-IP limit checks kept built (a visitor polls from one address)
 
 
-class InvalidRequest(GatekeeperError, ValueError):
+class InvalidRequest(BadRequest):
     """The request lacks a required value or carries a malformed one (-> 400)."""
 
 

@@ -1,8 +1,8 @@
 """Assemble a waiting room by hand: for tests (ours and users') and benchmarks.
 
-``build`` wires a service (and optionally a FastAPI app serving its routes) from explicit parts,
-with no environment and no composition root, so that a test decides the clock, the store and
-the tenants.
+``build`` wires a service, its worker and its endpoints (in a dispatcher, and as an ASGI app)
+from explicit parts, with no environment and no composition root, so that a test decides the
+clock, the store and the tenants.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
-
+from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app
 from gatekeeper.types import Clock
 from gatekeeper.waitingroom.access import TenantAccess
-from gatekeeper.waitingroom.admin import tenant_admin_router
-from gatekeeper.waitingroom.api import build_router
+from gatekeeper.waitingroom.admin import tenant_admin_endpoints
+from gatekeeper.waitingroom.api import waitingroom_endpoints
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import CachedConfigs, ConfigRepository
 from gatekeeper.waitingroom.deadline import StoreGuard
@@ -39,11 +38,13 @@ def patient_guard() -> StoreGuard:
 
 @dataclass
 class WaitingRoom:
-    """A hand-assembled waiting room: its service, worker and an app serving its routes."""
+    """A hand-assembled waiting room: its service, worker, endpoint table and an ASGI app
+    serving that table."""
 
     service: WaitingRoomService
     worker: AdmissionWorker
-    app: FastAPI
+    dispatcher: Dispatcher
+    app: ASGIApp
 
 
 def build(
@@ -57,15 +58,14 @@ def build(
     owner: str | None = None,
     admin_token: str | None = None,
 ) -> WaitingRoom:
-    """A service + worker + app (the waiting room's routes and its tenant admin routes, which
-    take ``admin_token``). Configs are cached for 0 s unless ``settings`` say otherwise."""
+    """A service + worker + endpoint table (the waiting room's endpoints and its tenant admin
+    endpoints, which take ``admin_token``). Configs are cached for 0 s unless ``settings`` say
+    otherwise."""
     wr = settings or WaitingRoomSettings(config_cache_seconds=0)
     configs = CachedConfigs(repository, clock, wr.config_cache_seconds)
     codec = TokenCodec(signer or HS256Signer(TEST_SECRET))
     access = TenantAccess(configs, clock, admin_token=admin_token, ttl=wr.config_cache_seconds)
     service = WaitingRoomService(store, configs, codec, clock, wr, limiter=limiter, access=access)
     worker = AdmissionWorker(store, configs, clock, wr, owner=owner)
-    app = FastAPI()
-    app.include_router(build_router(service))
-    app.include_router(tenant_admin_router(service))
-    return WaitingRoom(service, worker, app)
+    dispatcher = Dispatcher([*waitingroom_endpoints(service), *tenant_admin_endpoints(service)])
+    return WaitingRoom(service, worker, dispatcher, asgi_app(dispatcher))

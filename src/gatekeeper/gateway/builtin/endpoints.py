@@ -1,27 +1,37 @@
 """The gateway's own HTTP API, served on the same listener as the proxied routes.
 
-``GET /health`` (liveness), ``GET /ready`` (the store answers and every pool has a healthy
-endpoint; 503 otherwise), ``GET /metrics`` (Prometheus text), ``GET /stats`` (JSON snapshot),
-``GET /geo/stats`` (geographic routing: ``gatekeeper.gateway.geo.geo_stats``),
-``POST /change_strategy`` and ``POST /admin/reload`` (both need
-``Authorization: Bearer <GATEKEEPER_ADMIN_TOKEN>``: 401 without credentials, 403 with wrong ones).
+``GET /health`` (liveness, answered synchronously), ``GET /ready`` (the store answers and every
+pool has a healthy endpoint; 503 otherwise), ``GET /metrics`` (Prometheus text),
+``GET /stats`` (JSON snapshot) and ``GET /geo/stats`` (geographic routing) for operators (the
+admin token, or a client in ``operator_networks``), ``POST /change_strategy`` and
+``POST /admin/reload`` (the admin token: 401 without credentials, 403 with wrong ones).
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from gatekeeper.endpoints import (
+    JSON,
+    PROBLEM_SCHEMA,
+    Answer,
+    Call,
+    Endpoint,
+    Reply,
+    Routes,
+    json_reply,
+    problem,
+)
+from gatekeeper.endpoints import problem_reply as _problem
 from gatekeeper.errors import ConfigurationError, GatekeeperError
+from gatekeeper.observability.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from gatekeeper.app import Runtime
 
-__all__ = ["RESERVED_PATHS", "builtin_router", "check_admin"]
+__all__ = ["RESERVED_PATHS", "builtin_endpoints"]
 
 # Paths the proxy never routes, whatever the configuration says.
 RESERVED_PATHS = (
@@ -34,46 +44,60 @@ RESERVED_PATHS = (
     "/admin",
 )
 
-
-def check_admin(request: Request, runtime: Runtime) -> JSONResponse | None:
-    """``None`` when the request carries the admin token, else the 401/403 response."""
-    token = runtime.settings.admin_token
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if not header or scheme.lower() != "bearer" or not given:
-        return JSONResponse(
-            {"error": "unauthorized", "detail": "send Authorization: Bearer <admin token>"},
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
-        )
-    if token is None or not hmac.compare_digest(
-        given.strip().encode(), token.get_secret_value().encode()
-    ):
-        return JSONResponse(
-            {"error": "forbidden", "detail": "the admin token is wrong or not configured"},
-            status_code=403,
-        )
-    return None
+# The cheapest answer the gateway gives: built once.
+_HEALTHY = Reply(200, [(b"content-type", JSON)], b'{"status":"healthy"}')
+_METRICS_TYPE = [(b"content-type", CONTENT_TYPE.encode())]
 
 
 class StrategyChange(BaseModel):
     """Body of ``POST /change_strategy`` (``pool`` may be left out when there is one pool)."""
 
+    strategy: str = Field(max_length=64)
+    pool: str | None = Field(default=None, max_length=200)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="``ready`` or ``not_ready``")
+    checks: dict[str, Any]
+
+
+class StrategyChanged(BaseModel):
+    pool: str
     strategy: str
-    pool: str | None = None
+    status: str
 
 
-def builtin_router(runtime: Runtime) -> APIRouter:
-    """The built-in routes, reading the live state through ``runtime``."""
-    router = APIRouter(tags=["gateway"])
+class Reloaded(BaseModel):
+    status: str
+    generation: int
 
-    @router.get("/health")
-    async def health() -> dict[str, str]:
+
+_METRICS = Answer("Prometheus text exposition.", {"type": "string"}, CONTENT_TYPE)
+
+
+def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
+    """The gateway's endpoints, reading the live state through ``runtime``."""
+    context = runtime.context
+    assert context is not None, "the composition root builds the context first"
+    routes = Routes(tags=("gateway",))
+
+    @routes.get("/health", responses={200: Answer("The process answers.", Health)})
+    def health(call: Call) -> Reply:
         """Liveness: the process answers."""
-        return {"status": "healthy"}
+        return _HEALTHY
 
-    @router.get("/ready")
-    async def ready() -> JSONResponse:
+    @routes.get(
+        "/ready",
+        responses={
+            200: Answer("Ready to serve.", Readiness),
+            503: Answer("The store or a pool is not ready.", Readiness),
+        },
+    )
+    async def ready(call: Call) -> Reply:
         """Readiness: the limit store answers and each pool has a healthy endpoint."""
         checks: dict[str, Any] = {}
         ok = True
@@ -93,20 +117,20 @@ def builtin_router(runtime: Runtime) -> APIRouter:
             pools[name] = f"{healthy}/{len(endpoints)} healthy"
             ok = ok and healthy > 0
         checks["pools"] = pools
-        return JSONResponse(
-            {"status": "ready" if ok else "not_ready", "checks": checks},
-            status_code=200 if ok else 503,
-        )
+        body = {"status": "ready" if ok else "not_ready", "checks": checks}
+        return json_reply(body, 200 if ok else 503)
 
-    @router.get("/metrics")
-    async def metrics() -> Response:
+    @routes.get("/metrics", guard=context.operator_guard, responses={200: _METRICS})
+    def metrics(call: Call) -> Reply:
         """Prometheus text exposition."""
-        from gatekeeper.observability.metrics import CONTENT_TYPE
+        return Reply(200, _METRICS_TYPE, runtime.metrics.render())
 
-        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
-
-    @router.get("/stats")
-    async def stats() -> dict[str, Any]:
+    @routes.get(
+        "/stats",
+        guard=context.operator_guard,
+        responses={200: Answer("Pools, connections, limiter and cache.", {"type": "object"})},
+    )
+    def stats(call: Call) -> Reply:
         """A JSON snapshot: pools (strategy, endpoints, health, breakers), limiter, cache."""
         state = runtime.snapshot
         body: dict[str, Any] = {"pools": {}, "connections": {}}
@@ -115,32 +139,47 @@ def builtin_router(runtime: Runtime) -> APIRouter:
             body["connections"] = state.proxy.stats()
             cache = state.cache
             if cache is not None and hasattr(cache, "stats"):
-                stats = cache.stats
-                body["cache"] = stats() if callable(stats) else stats
+                found = cache.stats
+                body["cache"] = found() if callable(found) else found
         limiter = runtime.limiter
         if limiter is not None:
             body["limiter"] = limiter.stats.as_dict()
         server = runtime.server
         body["in_flight"] = server.in_flight if server is not None else 0
         body["tunnels"] = server.tunnels if server is not None else 0
-        return body
+        return json_reply(body)
 
-    @router.get("/geo/stats")
-    async def geo_stats() -> JSONResponse:
-        """Geographic routing: requests by datacenter, region and country, failovers,
-        unresolved lookups, distance percentiles, the datacenters and the database."""
+    @routes.get(
+        "/geo/stats",
+        guard=context.operator_guard,
+        responses={
+            200: Answer(
+                "Requests by datacenter, region and country, failovers, unresolved lookups, "
+                "distance percentiles, the datacenters and the database.",
+                {"type": "object"},
+            ),
+            404: Answer("The configuration has no geo section.", PROBLEM_SCHEMA),
+        },
+    )
+    def geo_stats(call: Call) -> Reply:
+        """Geographic routing statistics (this worker's)."""
         from gatekeeper.gateway.geo import geo_stats
 
         state = runtime.snapshot
         status, body = geo_stats(state.geo if state is not None else None)
-        return JSONResponse(body, status_code=status)
+        if status != 200:
+            return _problem(status, body["error"], body["detail"])
+        return json_reply(body, status)
 
-    @router.post("/change_strategy")
-    async def change_strategy(request: Request, change: StrategyChange) -> JSONResponse:
+    @routes.post(
+        "/change_strategy",
+        guard=context.admin_guard,
+        body=StrategyChange,
+        responses={200: Answer("The pool's strategy changed.", StrategyChanged)},
+    )
+    def change_strategy(call: Call) -> Reply:
         """Switch a pool's balancing strategy at run time (admin)."""
-        denied = check_admin(request, runtime)
-        if denied is not None:
-            return denied
+        change: StrategyChange = call.data
         state = runtime.snapshot
         pools = state.pools if state is not None else {}
         name = change.pool
@@ -155,31 +194,34 @@ def builtin_router(runtime: Runtime) -> APIRouter:
             pool.set_strategy(change.strategy)
         except (ConfigurationError, ValueError) as exc:
             return _unprocessable(str(exc))
-        return JSONResponse({"pool": name, "strategy": change.strategy, "status": "changed"})
+        return json_reply({"pool": name, "strategy": change.strategy, "status": "changed"})
 
-    @router.post("/admin/reload")
-    async def reload(request: Request) -> JSONResponse:
+    @routes.post(
+        "/admin/reload",
+        guard=context.admin_guard,
+        responses={
+            200: Answer("The file was applied.", Reloaded),
+            409: problem("This process has no configuration file."),
+            422: problem("The file is invalid (``problems`` lists every error); nothing changed."),
+        },
+    )
+    async def reload(call: Call) -> Reply:
         """Reload the configuration file; an invalid file is refused and the old one stays."""
-        denied = check_admin(request, runtime)
-        if denied is not None:
-            return denied
-        if runtime.reloader is None:
-            return JSONResponse(
-                {"error": "not_reloadable", "detail": "this process has no configuration file"},
-                status_code=409,
-            )
+        reloader = runtime.reloader
+        if reloader is None:
+            detail = "this process has no configuration file"
+            return _problem(409, "not_reloadable", detail)
         from gatekeeper.gateway.config import ConfigFileError
 
         try:
-            await runtime.reloader.reload()
+            await reloader.reload()
         except ConfigFileError as exc:
-            return JSONResponse(
-                {"error": "invalid_configuration", "problems": exc.problems}, status_code=422
-            )
-        return JSONResponse({"status": "reloaded", "generation": runtime.reloader.generation})
+            problems = [{"field": "configuration", "problem": p} for p in exc.problems]
+            return _problem(422, "invalid_configuration", str(exc), problems=problems)
+        return json_reply({"status": "reloaded", "generation": reloader.generation})
 
-    return router
+    return routes.endpoints
 
 
-def _unprocessable(detail: str) -> JSONResponse:
-    return JSONResponse({"error": "unprocessable", "detail": detail}, status_code=422)
+def _unprocessable(detail: str) -> Reply:
+    return _problem(422, "unprocessable", detail)

@@ -13,16 +13,21 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.gateway.builtin.bridge import serve_asgi
-from gatekeeper.gateway.builtin.native import serve_native
+from gatekeeper.endpoints import Reply
+from gatekeeper.gateway.builtin.calls import (
+    besides_id,
+    dispatch_now,
+    serve_call,
+    write_reply,
+    write_result,
+)
 from gatekeeper.gateway.flow.accounting import Accounting
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange
 from gatekeeper.gateway.flow.snapshot import Snapshot
 from gatekeeper.gateway.flow.steps import ENTRY, builtin_plan, plan_for
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.builtin.bridge import ASGIApp
-    from gatekeeper.gateway.builtin.native import NativeTable
+    from gatekeeper.endpoints import Dispatcher
     from gatekeeper.gateway.http.messages import ProxyRequest
     from gatekeeper.gateway.http.protocol import HttpProtocol
     from gatekeeper.limits.decision import Decision
@@ -36,8 +41,8 @@ logger = logging.getLogger("gatekeeper.gateway")
 class Flow:
     """Serves each parsed request on the current :class:`Snapshot` (see the module docstring).
 
-    ``app`` is the built-in API (an ASGI app) for requests no route takes, ``native`` its hot
-    endpoints answered without it; ``accounting`` counts and logs answered requests.
+    ``endpoints`` is the table of built-in endpoints (``gatekeeper.endpoints``) for requests no
+    route takes; ``accounting`` counts and logs answered requests.
     """
 
     def __init__(
@@ -45,30 +50,26 @@ class Flow:
         snapshot: Snapshot,
         *,
         accounting: Accounting | None = None,
-        app: ASGIApp | None = None,
-        app_state: dict[str, Any] | None = None,
-        native: NativeTable | None = None,
+        endpoints: Dispatcher | None = None,
     ) -> None:
         self.snapshot = _planned(snapshot)
         self.accounting = accounting or Accounting()
-        self.app = app
-        self.app_state: dict[str, Any] = app_state if app_state is not None else {}
-        self.native = native
+        self.endpoints = endpoints
         self.server_address: tuple[str, int] | None = None
         self.log = logger
         self._releases: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def for_app(cls, app: ASGIApp) -> Flow:
-        """A flow without routes: every request goes to ``app`` (tests, and serving a
-        component's API on the gateway's listener)."""
+    def for_endpoints(cls, endpoints: Dispatcher) -> Flow:
+        """A flow without routes: every request goes to the ``endpoints`` table (tests, and
+        serving a component's API on the gateway's listener)."""
         from gatekeeper.client_ip import TrustedProxies
         from gatekeeper.gateway.flow.routing import Router
         from gatekeeper.gateway.upstream.proxy import Proxy
 
         trusted = TrustedProxies()
         snapshot = Snapshot(router=Router([]), proxy=Proxy({}, trusted), pools={}, trusted=trusted)
-        return cls(snapshot, app=app)
+        return cls(snapshot, endpoints=endpoints)
 
     def begin(self, request: ProxyRequest, conn: HttpProtocol) -> None:
         """Serve ``request``: the exchange settles it, now or later."""
@@ -100,25 +101,29 @@ class Flow:
         task.add_done_callback(self._releases.discard)
 
     def dispatch(self, ex: Exchange) -> Any:
-        """Answer a request no route takes: a built-in endpoint, or 404."""
+        """Answer a request no route takes from the endpoint table (or 404). A synchronous
+        endpoint whose request body is in hand (``/health``) is answered now, on the
+        callback path; the others continue in a task. The answer carries the exchange's
+        fields (CORS) as any other does."""
         request = ex.request
-        native = self.native
-        handler = native.get((request.method, request.path)) if native else None
-        if handler is not None:
-            served = serve_native(handler, request, ex.conn, ex.rid, ex.fields())
-            return ex.run(self._served(ex, served))
-        if self.app is None:
+        table = self.endpoints
+        if table is None:
             ex.answer_problem(404, "not_found", f"no route for {request.path}")
             return TAKEN
-        served = serve_asgi(
-            self.app,
-            request,
-            ex.conn,
-            state=self.app_state,
-            server=self.server_address,
-            extra=ex.fields(),
-        )
-        return ex.run(self._served(ex, served))
+        extra = besides_id(ex.fields())
+        result = dispatch_now(table, request, ex.conn, ex.rid)
+        if result is None:  # the body is still to come, or too large
+            serving = serve_call(table, request, ex.conn, ex.rid, extra)
+            return ex.run(self._served(ex, serving))
+        if isinstance(result, Reply):
+            try:
+                status = write_reply(ex.conn, request, result, extra)
+            except ConnectionError:
+                ex.conn.keep_alive = False
+                status = 499
+            ex.settle(status)
+            return TAKEN
+        return ex.run(self._served(ex, write_result(ex.conn, request, result, extra)))
 
     @staticmethod
     async def _served(ex: Exchange, serving: Any) -> None:

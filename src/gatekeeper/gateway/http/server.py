@@ -5,7 +5,7 @@ Shutdown, step by step:
 1. stop accepting new connections;
 2. ask every connection to close once its current response is written (idle ones close now);
 3. wait up to ``shutdown_grace`` seconds for in-flight requests, then cut what is left;
-4. stop the gateway state (health checks, idle upstream connections) and the ASGI lifespan.
+4. stop the gateway state (health checks, idle upstream connections) and the lifespan.
 
 The server knows nothing of routes: it hands every parsed request to its :class:`Handler` (the
 gateway's flow), which answers through the connection.

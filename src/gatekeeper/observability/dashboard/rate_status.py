@@ -10,35 +10,35 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import Request
+from gatekeeper.endpoints import Call
 
 __all__ = ["rate_status"]
 
 
-def _subject(kind: str, request: Request, client_ip: str) -> tuple[str, str]:
+def _subject(kind: str, call: Call, client_ip: str) -> tuple[str, str]:
     """The limiter key the gateway uses for ``kind``, and how to show it (secrets hashed)."""
     if kind == "global":
         return "global", "global"
     if kind == "api_key":
-        value = request.headers.get("x-api-key") or request.query_params.get("api_key")
+        value = call.header_text("x-api-key") or call.query_value("api_key")
         if value:
             shown = "key:" + hashlib.sha256(value.encode()).hexdigest()[:12]
             return "key:" + value, shown
     elif kind.startswith(("header:", "query:")):
         source, _, name = kind.partition(":")
-        found = request.headers.get(name) if source == "header" else request.query_params.get(name)
+        found = call.header_text(name) if source == "header" else call.query_value(name)
         if found:
             return f"{source}:{name}:{found}", f"{source}:{name}"
     return "ip:" + client_ip, "ip:" + client_ip
 
 
 async def rate_status(
-    request: Request, path: str, client_ip: str, gateway: Any, limiter: Any
+    call: Call, path: str, client_ip: str, gateway: Any, limiter: Any
 ) -> dict[str, Any]:
     """The status body for ``path``; ``route`` is ``None`` when no route matches it."""
     body: dict[str, Any] = {"client_ip": client_ip, "path": path, "route": None, "limits": []}
     router = getattr(gateway, "router", None)
-    route = router.match(request.headers.get("host", ""), path, "GET") if router else None
+    route = router.match(call.header_text("host") or "", path, "GET") if router else None
     if route is None or limiter is None:
         body["limited"] = False
         return body
@@ -46,7 +46,7 @@ async def rate_status(
     limits = []
     for rule in route.limits:
         policy = rule.policy
-        key, shown = _subject(rule.key, request, client_ip)
+        key, shown = _subject(rule.key, call, client_ip)
         decision = await limiter.peek(policy, key)
         result = decision.binding
         limits.append(

@@ -1,4 +1,4 @@
-"""HTTP routes of the dashboards and of the JSON APIs for people who build their own panels.
+"""Endpoints of the dashboards and of the JSON APIs for people who build their own panels.
 
 =============================== =================================================================
 ``GET /dashboard``              live traffic, upstream pools (strategy switch), cache, queues,
@@ -10,6 +10,9 @@
 ``GET /api/metrics``            runtime figures as flat JSON (seed 002)
 ``GET /api/v1/rate-status``     the caller's limits on a route (seed 003)
 =============================== =================================================================
+
+Everything but ``/api/v1/rate-status`` (the caller's own standing) is operational: the
+operator guard (the admin token, or a client in ``operator_networks``) protects it.
 """
 
 from __future__ import annotations
@@ -17,17 +20,28 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
+from gatekeeper.endpoints import (
+    PUBLIC,
+    Answer,
+    Call,
+    Endpoint,
+    Reply,
+    Routes,
+    StreamReply,
+    bytes_reply,
+    json_reply,
+    path,
+    problem,
+    problem_reply,
+    query,
+)
 from gatekeeper.observability.dashboard.rate_status import rate_status as compute_rate_status
 
-if TYPE_CHECKING:
-    from gatekeeper.observability.component import ObservabilityComponent
-
-__all__ = ["ASSETS", "build_router"]
+__all__ = ["ASSETS", "LiveViews", "dashboard_endpoints"]
 
 # Pages may load scripts, styles and data from Gatekeeper itself only.
 CSP = (
@@ -42,6 +56,50 @@ ASSETS: dict[str, str] = {
 }
 _PAGES = {"dashboard": "dashboard.html", "waiting-room": "waiting-room.html"}
 _HEARTBEAT = 15.0  # seconds between SSE comments on an idle stream (keeps proxies from closing)
+_NO_STORE = [(b"cache-control", b"no-store")]
+_OBJECT: dict[str, Any] = {"type": "object"}
+_NUMBER = {"type": ["number", "null"]}
+
+
+class RateStatus(BaseModel):
+    client_ip: str
+    path: str
+    route: str | None
+    limits: list[dict[str, Any]]
+    limited: bool
+    limit: int | None = None
+    remaining: int | None = None
+    window_seconds: float | None = None
+    reset_in: float | None = None
+    retry_after: float | None = None
+
+
+_API_METRICS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "requests_per_second": _NUMBER,
+        "allowed_per_second": _NUMBER,
+        "limited_per_second": _NUMBER,
+        "errors_per_second": _NUMBER,
+        "latency_ms": _OBJECT,
+        "stale": {"type": "boolean"},
+    },
+}
+
+
+class LiveViews(Protocol):
+    """What the endpoints read (the observability component): the context, the latest view
+    and the next one."""
+
+    @property
+    def context(self) -> Any: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    async def latest(self) -> dict[str, Any]: ...
+
+    async def next_view(self, after: int, wait: float) -> tuple[int, dict[str, Any] | None]: ...
 
 
 def _read(name: str) -> bytes:
@@ -52,60 +110,78 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def build_router(component: ObservabilityComponent) -> APIRouter:
-    """The routes, bound to one component instance."""
-    router = APIRouter(tags=["observability"])
+def dashboard_endpoints(component: LiveViews) -> list[Endpoint]:
+    """The endpoints, bound to one component instance."""
+    operator = component.context.operator_guard
+    routes = Routes(tags=("observability",), guard=operator)
     files = {name: _read(name) for name in [*ASSETS, *_PAGES.values()]}
+    page_headers = [(b"content-security-policy", CSP.encode()), (b"cache-control", b"no-cache")]
+    html = Answer("The page.", None, "text/html")
 
-    def page(name: str) -> Response:
-        return Response(
-            files[_PAGES[name]],
-            media_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
-        )
+    def page(name: str) -> Reply:
+        return bytes_reply(files[_PAGES[name]], b"text/html; charset=utf-8", 200, page_headers)
 
-    @router.get("/dashboard", include_in_schema=False)
-    async def dashboard() -> Response:
+    @routes.get("/dashboard", include_in_schema=False, responses={200: html})
+    def dashboard(call: Call) -> Reply:
         return page("dashboard")
 
-    @router.get("/dashboard/waiting-room", include_in_schema=False)
-    async def waiting_room() -> Response:
+    @routes.get("/dashboard/waiting-room", include_in_schema=False, responses={200: html})
+    def waiting_room(call: Call) -> Reply:
         return page("waiting-room")
 
-    @router.get("/dashboard/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
+    @routes.get(
+        "/dashboard/static/{name}",
+        include_in_schema=False,
+        params=(path("name", str, max_length=64),),
+        responses={200: Answer("The asset.", None, "text/plain"), 404: problem("No such asset.")},
+    )
+    def static(call: Call) -> Reply:
+        name = call.params["name"]
         media = ASSETS.get(name)
         if media is None:
-            return JSONResponse({"error": "not_found", "detail": f"no asset {name!r}"}, 404)
-        return Response(files[name], media_type=media, headers={"Cache-Control": "no-cache"})
+            return problem_reply(404, "not_found", f"no asset {name!r}")
+        headers = [(b"cache-control", b"no-cache")]
+        return bytes_reply(files[name], media.encode(), 200, headers)
 
-    @router.get("/dashboard/snapshot", summary="The dashboard's latest numbers")
-    async def snapshot() -> JSONResponse:
-        return JSONResponse(await component.latest(), headers={"Cache-Control": "no-store"})
+    @routes.get(
+        "/dashboard/snapshot",
+        summary="The dashboard's latest numbers",
+        responses={200: Answer("The latest snapshot.", _OBJECT)},
+    )
+    async def snapshot(call: Call) -> Reply:
+        return json_reply(await component.latest(), headers=_NO_STORE)
 
-    @router.get("/dashboard/events", summary="Live numbers as Server-Sent Events (1/s)")
-    async def events() -> StreamingResponse:
-        async def stream() -> AsyncIterator[str]:
+    @routes.get(
+        "/dashboard/events",
+        summary="Live numbers as Server-Sent Events (1/s)",
+        responses={200: Answer("A stream of `snapshot` events.", None, "text/event-stream")},
+    )
+    def events(call: Call) -> StreamReply:
+        async def stream() -> AsyncIterator[bytes]:
             view = await component.latest()
-            generation = component._generation
-            yield f"retry: 2000\nevent: snapshot\nid: {generation}\ndata: {_dumps(view)}\n\n"
-            # No is_disconnected() polling: StreamingResponse cancels this generator when the
-            # client goes away (it listens for http.disconnect itself).
-            while True:
+            generation = component.generation
+            first = f"retry: 2000\nevent: snapshot\nid: {generation}\ndata: {_dumps(view)}\n\n"
+            yield first.encode()
+            while not call.is_disconnected():
                 generation, fresh = await component.next_view(generation, _HEARTBEAT)
                 if fresh is None:
-                    yield ": idle\n\n"
+                    yield b": idle\n\n"
                 else:
-                    yield f"event: snapshot\nid: {generation}\ndata: {_dumps(fresh)}\n\n"
+                    yield f"event: snapshot\nid: {generation}\ndata: {_dumps(fresh)}\n\n".encode()
 
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        return StreamReply(200, headers, stream())
 
-    @router.get("/api/metrics", summary="Runtime metrics as flat JSON")
-    async def api_metrics() -> JSONResponse:
+    @routes.get(
+        "/api/metrics",
+        summary="Runtime metrics as flat JSON",
+        responses={200: Answer("The figures.", _API_METRICS)},
+    )
+    async def api_metrics(call: Call) -> Reply:
         view = await component.latest()
         traffic = view.get("traffic", {})
         totals = view.get("totals", {})
@@ -135,22 +211,33 @@ def build_router(component: ObservabilityComponent) -> APIRouter:
             "limiter": view.get("limiter"),
             "stale": view.get("stale", False),
         }
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return json_reply(body, headers=_NO_STORE)
 
-    @router.get("/api/v1/rate-status", summary="Your current rate-limit status on a route")
-    async def rate_status(
-        request: Request,
-        path: str = Query("/api/info", max_length=2048, description="the route's path"),
-    ) -> JSONResponse:
-        if not path.startswith("/"):
-            return JSONResponse(
-                {"error": "invalid_path", "detail": "path must start with '/'"}, 422
-            )
-        client_ip = request.client.host if request.client else "unknown"
+    @routes.get(
+        "/api/v1/rate-status",
+        summary="Your current rate-limit status on a route",
+        guard=PUBLIC,
+        params=(
+            query(
+                "path",
+                str,
+                default="/api/info",
+                max_length=2048,
+                pattern=r"^/.*$",
+                description="the route's path (starts with '/')",
+            ),
+        ),
+        responses={200: Answer("Your standing against each limit of the route.", RateStatus)},
+    )
+    async def rate_status(call: Call) -> Reply:
         context = component.context
         body = await compute_rate_status(
-            request, path, client_ip, context.extras.get("gateway"), context.limiter
+            call,
+            call.params["path"],
+            call.client_ip,
+            context.extras.get("gateway"),
+            context.limiter,
         )
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        return json_reply(body, headers=_NO_STORE)
 
-    return router
+    return routes.endpoints
