@@ -80,13 +80,25 @@ def demo_geo(database: str, backends: list[str]) -> dict[str, Any]:
 def demo_config(
     host: str, port: int, backends: list[str], geo_database: str | None = None
 ) -> GatewayConfig:
-    """The demo's configuration: ``/api`` round robin over ``backends``, 5 per 10 s per IP;
-    ``/shop`` over the same backends behind the ``demo`` tenant's waiting room; with
-    ``geo_database``, ``/api/geo`` to the nearest of three datacenters (EU clients stay in
-    the EU)."""
+    """The demo's configuration, one route per seed's scenario, all round robin over
+    ``backends``:
+
+    - ``/api``: 5 per 10 s per IP, fixed window (seed 003's burst demo);
+    - ``/api/v1``: a token bucket of 5 refilling 1 per second, one bucket per client IP and
+      path (seed 001);
+    - ``/api/v2/data`` needs a JWT, ``/api/v2/premium`` the premium tier or better (seed 004);
+    - ``/api/cached``: answers cached for 30 s when they say nothing of their freshness, with
+      ``Cache-Status`` (seed 004);
+    - ``/shop`` behind the ``demo`` tenant's waiting room (seed 000);
+    - with ``geo_database``, ``/api/geo`` to the nearest of three datacenters (EU clients stay
+      in the EU).
+    """
     data: dict[str, Any] = {
         "listener": {"host": host, "port": port, "shutdown_grace": 2},
-        "policies": {"per-ip": {"rate": "5/10s", "algorithm": "fixed_window"}},
+        "policies": {
+            "per-ip": {"rate": "5/10s", "algorithm": "fixed_window"},
+            "per-ip-and-path": {"rate": "1/second", "burst": 5, "algorithm": "token_bucket"},
+        },
         "upstreams": {
             "backends": {
                 "strategy": "round_robin",
@@ -99,6 +111,34 @@ def demo_config(
                 "path_prefix": "/api",
                 "upstream": "backends",
                 "limits": [{"policy": "per-ip", "key": "ip"}],
+                "retry": {"attempts": 1},
+            },
+            {
+                "name": "seed-001",
+                "path_prefix": "/api/v1",
+                "upstream": "backends",
+                "limits": [{"policy": "per-ip-and-path", "key": "ip+path"}],
+                "retry": {"attempts": 1},
+            },
+            {
+                "name": "data",
+                "path_prefix": "/api/v2/data",
+                "upstream": "backends",
+                "auth": "jwt",
+                "retry": {"attempts": 1},
+            },
+            {
+                "name": "premium",
+                "path_prefix": "/api/v2/premium",
+                "upstream": "backends",
+                "tiers": ["premium", "enterprise"],
+                "retry": {"attempts": 1},
+            },
+            {
+                "name": "cached",
+                "path_prefix": "/api/cached",
+                "upstream": "backends",
+                "cache": {"default_ttl": 30},
                 "retry": {"attempts": 1},
             },
             {
@@ -178,7 +218,14 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
             print(
                 f"Gatekeeper demo on http://{server.host}:{server.port}\n"
                 f"  backends: {', '.join(b.url for b in backends)}\n"
-                f"  try:      curl http://{server.host}:{server.port}/api/info\n"
+                f"  try:      curl http://{server.host}:{server.port}/api/info  "
+                f"(5 per 10 s per IP)\n"
+                f"  seed 001: curl http://{server.host}:{server.port}/api/v1/orders  "
+                f"(token bucket, 5 then 1/s per IP and path)\n"
+                f"  JWT:      http://{server.host}:{server.port}/api/v2/data, "
+                f"/api/v2/premium (premium tier and up)\n"
+                f"  cache:    curl -i http://{server.host}:{server.port}/api/cached  "
+                f"(30 s, see Cache-Status)\n"
                 f"  geo:      curl -i -H 'X-Forwarded-For: 81.2.69.142' "
                 f"http://{server.host}:{server.port}/api/geo  (eu-west answers)\n"
                 f"  queue:    http://{server.host}:{server.port}/shop (waiting room)\n"

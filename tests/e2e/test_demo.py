@@ -135,3 +135,69 @@ def test_demo_routes_a_european_client_to_the_eu_datacenter(tmp_path: Path) -> N
     assert local.headers["x-datacenter"] == "us-east"
     assert stats["by_datacenter"] == {"eu-west": 1, "us-east": 1}
     assert stats["database"]["type"] == "Gatekeeper-Demo-City"
+
+
+def test_demo_shows_every_seeds_scenario(tmp_path: Path) -> None:
+    """Beside /api/info: seed 001's token bucket per IP and path, seed 004's JWT and
+    premium-tier routes, a route cached 30 s with Cache-Status, backends that answer with
+    hostname and message, and a summary at /."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    log_path = tmp_path / "demo.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "demo", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        admin = None
+        for _ in range(100):  # the banner follows the listener by a moment
+            admin = re.search(r"admin token \(this run\): (\S+)", log_path.read_text())
+            if admin:
+                break
+            time.sleep(0.1)
+        assert admin is not None, log_path.read_text()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            orders = [client.get("/api/v1/orders").status_code for _ in range(6)]
+            users = client.get("/api/v1/users")
+            anonymous = client.get("/api/v2/data")
+            registered = client.post(
+                "/auth/register",
+                json={"email": "demo-user@example.com", "password": "a long demo password"},
+            )
+            token = {"authorization": f"Bearer {registered.json()['access_token']}"}
+            data = client.get("/api/v2/data", headers=token)
+            free = client.get("/api/v2/premium", headers=token)
+            client.post(
+                "/admin/upgrade_tier",
+                json={"user_id": registered.json()["user_id"], "tier": "premium"},
+                headers={"authorization": f"Bearer {admin.group(1)}"},
+            )
+            premium = client.get("/api/v2/premium", headers=token)
+            first = client.get("/api/cached/page")
+            second = client.get("/api/cached/page")
+            summary = client.get("/")
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert orders == [200] * 5 + [429]
+    assert users.status_code == 200  # another path: another bucket
+    assert {"hostname", "message"} <= set(users.json())
+    assert users.json()["message"].startswith("Hello from backend-")
+    assert (anonymous.status_code, data.status_code) == (401, 200)
+    assert free.status_code == 403
+    assert free.json()["tiers"] == ["enterprise", "premium"]
+    assert premium.status_code == 200
+    assert "stored" in first.headers["cache-status"]
+    assert "hit" in second.headers["cache-status"]
+    assert second.json() == first.json()
+    assert summary.json()["links"]["docs"] == "/docs"

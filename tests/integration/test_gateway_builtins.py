@@ -233,3 +233,61 @@ async def test_builtin_answers_carry_cors_and_one_request_id_on_every_way_out() 
     for answer in answers:
         assert answer.headers["access-control-allow-origin"] == origin, answer.request.url
         assert answer.headers.get_list("x-request-id") == ["cors-rid-1"], answer.request.url
+
+
+async def test_stats_has_the_load_balancer_and_the_cache_at_a_glance() -> None:
+    """/stats gains load_balancer (strategy per pool, requests and health per endpoint) and
+    cache (hits, misses, hit ratio, entries, bytes); zeros when nothing caches."""
+    async with backends(2) as bs:
+        routes = [
+            {"name": "api", "path_prefix": "/api", "upstream": "backends"},
+            {"name": "c", "path_prefix": "/c", "upstream": "backends",
+             "cache": {"default_ttl": 30}},
+        ]  # fmt: skip
+        async with (
+            running_gateway(config_for([b.url for b in bs], routes=routes)) as gw,
+            httpx.AsyncClient(base_url=gw.url) as client,
+        ):
+            for _ in range(4):
+                assert (await client.get("/api/x")).status_code == 200
+            for _ in range(3):
+                await client.get("/c/page")
+            stats = (await client.get("/stats")).json()
+        async with (
+            running_gateway(config_for([b.url for b in bs])) as plain,
+            httpx.AsyncClient(base_url=plain.url) as client,
+        ):
+            nothing = (await client.get("/stats")).json()
+    balancer = stats["load_balancer"]["backends"]
+    assert balancer["strategy"] == "round_robin"
+    assert sorted(e["requests"] for e in balancer["endpoints"]) == [2, 3]  # 4 + the one miss
+    assert all(e["healthy"] for e in balancer["endpoints"])
+    cache = stats["cache"]
+    assert (cache["enabled"], cache["hits"], cache["misses"]) == (True, 2, 1)
+    assert cache["hit_ratio"] == pytest.approx(2 / 3, abs=1e-3)
+    assert cache["entries"] == 1
+    assert cache["bytes"] > 0
+    assert nothing["cache"] == {
+        "enabled": False, "hits": 0, "misses": 0, "hit_ratio": 0.0, "entries": 0, "bytes": 0
+    }  # fmt: skip
+
+
+async def test_the_bare_address_answers_a_summary_unless_a_route_takes_it() -> None:
+    """GET / is a small JSON summary with links; a catch-all route still takes it."""
+    async with backends(1) as bs:
+        async with (
+            running_gateway(config_for([bs[0].url])) as gw,
+            httpx.AsyncClient(base_url=gw.url) as client,
+        ):
+            summary = (await client.get("/")).json()
+        routes = [{"name": "all", "path_prefix": "/", "upstream": "backends"}]
+        async with (
+            running_gateway(config_for([bs[0].url], routes=routes)) as gw,
+            httpx.AsyncClient(base_url=gw.url) as client,
+        ):
+            proxied = (await client.get("/")).json()
+            health = (await client.get("/health")).json()
+    assert summary["name"] == "Gatekeeper"
+    assert set(summary["links"]) >= {"docs", "dashboard", "health"}
+    assert proxied["backend"] == "backend-1"
+    assert health == {"status": "healthy"}

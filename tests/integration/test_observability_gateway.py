@@ -192,6 +192,10 @@ async def test_rate_status_reports_the_callers_window_without_debiting(gateway: 
     assert after["remaining"] == 0
     assert after["limited"] is True
     assert 0 < after["retry_after"] <= 10
+    # Seed 003's dashboard reads these names.
+    assert (first["current_count"], after["current_count"]) == (2, 5)
+    assert (first["blocked"], after["blocked"]) == (False, True)
+    assert 0 < after["ttl_seconds"] <= 10
 
 
 async def test_rate_status_of_an_unrouted_path_and_bad_input(gateway: Gateway) -> None:

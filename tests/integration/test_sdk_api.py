@@ -231,3 +231,29 @@ async def test_browser_sdk_checks_and_shows_the_quota(server: tuple[str, Identit
             assert result.startswith("GatekeeperLimitError:")
         finally:
             await browser.close()
+
+
+async def test_the_seed_sdks_own_fields_are_accepted_and_unknown_ones_named(sdk: Api) -> None:
+    """The seeds' browser SDK sends endpoint and method to /sdk/check, status_code and
+    response_time_ms to /sdk/track: accepted and recorded; a field nobody knows is a 422
+    naming it."""
+    key = (await _key(sdk))["api_key"]
+    headers = {"x-api-key": key}
+    checked = await sdk.client.post(
+        "/sdk/check", json={"endpoint": "/orders", "method": "post"}, headers=headers
+    )
+    assert checked.status_code == 200, checked.text
+    tracked = await sdk.client.post(
+        "/sdk/track",
+        json={"endpoint": "/orders", "method": "POST", "status_code": 201,
+              "response_time_ms": 12.5},
+        headers=headers,
+    )  # fmt: skip
+    assert tracked.status_code == 200, tracked.text
+    log = await sdk.identity.request_log.recent(2)
+    assert log[0]["status"] == 201
+    assert log[0]["latency_ms"] == 12.5
+    assert log[1]["method"] == "POST"
+    unknown = await sdk.client.post("/sdk/track", json={"colour": "blue"}, headers=headers)
+    assert unknown.status_code == 422
+    assert "colour" in str(unknown.json()["problems"])

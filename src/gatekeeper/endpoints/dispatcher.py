@@ -78,8 +78,10 @@ class Dispatcher:
         self.add(*endpoints)
 
     def prefixes(self) -> list[str]:
-        """The static beginnings of every path (for the router's reserved list)."""
-        return sorted({e.path.split("{", 1)[0] for e in self._all})
+        """The static beginnings of every path (for the router's reserved list). The bare
+        ``/`` is left out: reserving it would reserve everything, and a route that takes
+        ``/`` should win over the built-in summary there."""
+        return sorted({e.path.split("{", 1)[0] for e in self._all} - {"/"})
 
     def find(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]] | Reply:
         """The endpoint for ``method`` and ``path`` with its path parameters, or the 404/405."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any, cast
 
 import httptools
@@ -158,6 +159,10 @@ class _Conn(asyncio.Protocol):
         else:
             payload = {
                 "backend": self.backend.name,
+                # Seed 001's backends name themselves and greet (its load-balance script reads
+                # these two fields).
+                "hostname": self.backend.hostname,
+                "message": f"Hello from {self.backend.name}",
                 "port": self.backend.port,
                 "method": method.decode(),
                 "path": url.decode("latin-1"),
@@ -188,6 +193,8 @@ class MockBackend:
         self.host = host
         self.port = port
         self.echo_headers = echo_headers
+        # As a replica of seed 001 names itself: the machine's name, and which backend.
+        self.hostname = f"{socket.gethostname()}-{name}"
         self.requests = 0
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None

@@ -39,17 +39,26 @@ _PAGE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; object-src 'n
 
 
 class CheckBody(StrictBody):
+    """What a client asks before a call: the endpoint and method it is about to call (what
+    the seeds' browser SDK sends), its key, and the cost."""
+
     api_key: str | None = Field(default=None, max_length=200)
     cost: int = Field(default=1, ge=1, le=1000)
     endpoint: str = Field(default="", max_length=2048)
+    method: str = Field(default="GET", max_length=16, pattern=r"^[A-Za-z]+$")
 
 
 class TrackBody(StrictBody):
+    """A call the client made. ``status_code`` and ``response_time_ms`` are the seeds' browser
+    SDK's names for ``status`` and ``latency_ms`` (either spelling is accepted)."""
+
     api_key: str | None = Field(default=None, max_length=200)
     endpoint: str = Field(default="", max_length=2048)
-    method: str = Field(default="GET", max_length=16)
-    status: int = Field(default=200, ge=100, le=599)
+    method: str = Field(default="GET", max_length=16, pattern=r"^[A-Za-z]+$")
+    status: int | None = Field(default=None, ge=100, le=599)
+    status_code: int | None = Field(default=None, ge=100, le=599)
     latency_ms: float | None = Field(default=None, ge=0, le=3_600_000)
+    response_time_ms: float | None = Field(default=None, ge=0, le=3_600_000)
 
 
 def _static(name: str) -> bytes:
@@ -154,6 +163,7 @@ def sdk_endpoints(guard: Guard, guards: IdentityGuards) -> list[Endpoint]:
             kind="check",
             ip=ip,
             endpoint=body.endpoint,
+            method=body.method.upper(),
             subject=verdict.subject,
             allowed=verdict.allowed,
             status=verdict.status,
@@ -196,9 +206,9 @@ def sdk_endpoints(guard: Guard, guards: IdentityGuards) -> list[Endpoint]:
             ip=call.client_ip,
             subject=principal.subject,
             endpoint=body.endpoint,
-            method=body.method,
-            status=body.status,
-            latency_ms=body.latency_ms,
+            method=body.method.upper(),
+            status=body.status if body.status is not None else (body.status_code or 200),
+            latency_ms=body.latency_ms if body.latency_ms is not None else body.response_time_ms,
         )
         return json_reply({"tracked": True})
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from gatekeeper import __version__
 from gatekeeper.endpoints import (
     JSON,
     PROBLEM_SCHEMA,
@@ -76,7 +77,48 @@ class Reloaded(BaseModel):
     generation: int
 
 
+class Summary(BaseModel):
+    name: str
+    version: str
+    links: dict[str, str]
+
+
 _METRICS = Answer("Prometheus text exposition.", {"type": "string"}, CONTENT_TYPE)
+
+
+def _load_balancer(pools: dict[str, Any]) -> dict[str, Any]:
+    """Per pool: its strategy, and each endpoint's requests and health (seed 004's view)."""
+    return {
+        name: {
+            "strategy": pool["strategy"],
+            "endpoints": [
+                {key: endpoint[key] for key in ("address", "healthy", "requests", "in_flight")}
+                for endpoint in pool["endpoints"]
+            ],
+        }
+        for name, pool in pools.items()
+    }
+
+
+def _cache_summary(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """Hits, misses, hit ratio, entries and bytes (zeros when no route caches), plus the
+    cache's own counters."""
+    if stats is None:
+        return {"enabled": False, "hits": 0, "misses": 0, "hit_ratio": 0.0, "entries": 0,
+                "bytes": 0}  # fmt: skip
+    hits = int(stats.get("hits", 0))
+    misses = int(stats.get("misses", 0))
+    served = hits + int(stats.get("stale_hits", 0))  # answered from the cache, stale included
+    looked = served + misses
+    return {
+        **stats,
+        "enabled": True,
+        "hits": hits,
+        "misses": misses,
+        "hit_ratio": round(served / looked, 4) if looked else 0.0,
+        "entries": int(stats.get("responses", stats.get("records", 0))),
+        "bytes": int(stats.get("total_bytes", 0)),
+    }
 
 
 def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
@@ -84,6 +126,26 @@ def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
     context = runtime.context
     assert context is not None, "the composition root builds the context first"
     routes = Routes(tags=("gateway",))
+
+    # What a visitor of the bare address finds (instead of a 404), unless a route takes "/".
+    summary = json_reply(
+        {
+            "name": "Gatekeeper",
+            "version": __version__,
+            "links": {
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "dashboard": "/dashboard",
+                "health": "/health",
+                "ready": "/ready",
+            },
+        }
+    )
+
+    @routes.get("/", responses={200: Answer("What this service is, and where to look.", Summary)})
+    def index(call: Call) -> Reply:
+        """A small summary: name, version, links to the documentation and the dashboard."""
+        return summary
 
     @routes.get("/health", responses={200: Answer("The process answers.", Health)})
     def health(call: Call) -> Reply:
@@ -131,16 +193,20 @@ def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
         responses={200: Answer("Pools, connections, limiter and cache.", {"type": "object"})},
     )
     def stats(call: Call) -> Reply:
-        """A JSON snapshot: pools (strategy, endpoints, health, breakers), limiter, cache."""
+        """A JSON snapshot: pools (strategy, endpoints, health, breakers), the load balancer
+        and the cache at a glance, limiter, connections in flight."""
         state = runtime.snapshot
         body: dict[str, Any] = {"pools": {}, "connections": {}}
+        cache_stats: dict[str, Any] | None = None
         if state is not None:
             body["pools"] = {name: pool.snapshot() for name, pool in state.pools.items()}
             body["connections"] = state.proxy.stats()
             cache = state.cache
             if cache is not None and hasattr(cache, "stats"):
                 found = cache.stats
-                body["cache"] = found() if callable(found) else found
+                cache_stats = found() if callable(found) else found
+        body["load_balancer"] = _load_balancer(body["pools"])
+        body["cache"] = _cache_summary(cache_stats)
         limiter = runtime.limiter
         if limiter is not None:
             body["limiter"] = limiter.stats.as_dict()

@@ -108,7 +108,7 @@ class GatewayCache:
         body["by_status"] = dict(self.cache.stats.by_status)
         store = self.cache.store
         body["store"] = type(store).__name__
-        for name in ("total_bytes", "evictions"):
+        for name in ("total_bytes", "evictions", "responses"):
             if hasattr(store, name):
                 body[name] = getattr(store, name)
         if isinstance(store, Sized):

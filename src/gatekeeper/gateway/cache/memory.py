@@ -51,6 +51,11 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def responses(self) -> int:
+        """Stored responses (one per URI and variant; the records also hold Vary indexes)."""
+        return sum(1 for key in self._records if key.startswith(_ENTRY))
+
     def _lookup(self, key: str) -> object | None:
         record = self._records.get(key)
         if record is None:

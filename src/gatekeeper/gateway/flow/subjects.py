@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gatekeeper.limits.policy import Algorithm, Check
 
@@ -23,20 +23,34 @@ if TYPE_CHECKING:
     from gatekeeper.gateway.flow.routing import Route
     from gatekeeper.gateway.http.messages import ProxyRequest
 
-__all__ = ["Checks", "shown_subject", "subject_key"]
+__all__ = ["Checks", "Subjected", "shown_subject", "subject_key"]
+
+
+class Subjected(Protocol):
+    """What the subject rule reads of a request (the gateway's request has it all; the
+    rate-status endpoint builds one for the path a caller asks about)."""
+
+    client_ip: str
+    path: str
+    method: str
+    target: bytes
+    route: Any
+
+    def header(self, name: bytes) -> bytes | None: ...
+
 
 _BOUND = 65536
 _CONCURRENCY = Algorithm.CONCURRENCY
 
 
-def subject_key(kind: str, request: ProxyRequest) -> str:
+def subject_key(kind: str, request: Subjected) -> str:
     """The limit subject of ``request`` for a route's ``key`` setting."""
     if "+" in kind:
         return "+".join(_part(part, request) for part in kind.split("+"))
     return _part(kind, request)
 
 
-def _part(kind: str, request: ProxyRequest) -> str:
+def _part(kind: str, request: Subjected) -> str:
     if kind == "ip":
         return "ip:" + request.client_ip
     if kind == "global":
@@ -76,7 +90,7 @@ def query_param(target: bytes, name: bytes) -> bytes | None:
     return None
 
 
-def shown_subject(route: Route, request: ProxyRequest, policy: str) -> str | None:
+def shown_subject(route: Route, request: Subjected, policy: str) -> str | None:
     """The limited subject as logs and dashboards may show it: IPs as they are, secrets (API
     keys, header and query values) replaced by a short hash that still groups by client."""
     for rule in route.limits:

@@ -2,34 +2,37 @@
 
 The answer is computed with :meth:`Limiter.peek`, which debits nothing: asking for one's status
 never costs a request. The route and its limit subjects are those the gateway would use for a
-request to ``path`` from this client.
+request to ``path`` from this client (the gateway's own subject rule,
+:func:`gatekeeper.gateway.flow.subjects.subject_key`, composite keys included).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from gatekeeper.endpoints import Call
+from gatekeeper.gateway.flow.subjects import shown_subject, subject_key
 
 __all__ = ["rate_status"]
 
 
-def _subject(kind: str, call: Call, client_ip: str) -> tuple[str, str]:
-    """The limiter key the gateway uses for ``kind``, and how to show it (secrets hashed)."""
-    if kind == "global":
-        return "global", "global"
-    if kind == "api_key":
-        value = call.header_text("x-api-key") or call.query_value("api_key")
-        if value:
-            shown = "key:" + hashlib.sha256(value.encode()).hexdigest()[:12]
-            return "key:" + value, shown
-    elif kind.startswith(("header:", "query:")):
-        source, _, name = kind.partition(":")
-        found = call.header_text(name) if source == "header" else call.query_value(name)
-        if found:
-            return f"{source}:{name}:{found}", f"{source}:{name}"
-    return "ip:" + client_ip, "ip:" + client_ip
+class _Asked:
+    """The request the caller asks about, as the subject rule reads a request: its headers
+    and query are the status call's own, its path the one asked for."""
+
+    __slots__ = ("call", "client_ip", "method", "path", "route", "target")
+
+    def __init__(self, call: Call, path: str, client_ip: str, route: Any) -> None:
+        self.call = call
+        self.client_ip = client_ip
+        self.path = path
+        self.method = "GET"
+        self.route = route
+        query = call.query_string
+        self.target = path.encode("latin-1", "replace") + (b"?" + query if query else b"")
+
+    def header(self, name: bytes) -> bytes | None:
+        return self.call.header(name)
 
 
 async def rate_status(
@@ -40,34 +43,38 @@ async def rate_status(
     router = getattr(gateway, "router", None)
     route = router.match(call.header_text("host") or "", path, "GET") if router else None
     if route is None or limiter is None:
-        body["limited"] = False
+        body["limited"] = body["blocked"] = False
         return body
     body["route"] = route.name
+    asked = _Asked(call, path, client_ip, route)
     limits = []
     for rule in route.limits:
         policy = rule.policy
-        key, shown = _subject(rule.key, call, client_ip)
+        key = subject_key(rule.key, asked)
         decision = await limiter.peek(policy, key)
         result = decision.binding
         limits.append(
             {
                 "policy": policy.name,
                 "algorithm": str(policy.algorithm),
-                "subject": shown,
+                "subject": shown_subject(route, asked, policy.name),
                 "limit": result.limit,
                 "remaining": result.remaining,
+                "current_count": max(0, result.limit - result.remaining),
                 "window_seconds": policy.rate.period,
                 "reset_in": round(result.reset_after, 3),
+                "ttl_seconds": round(result.reset_after, 3),
                 "retry_after": round(result.retry_after, 3),
                 "allowed": result.allowed,
                 "degraded": decision.degraded,
             }
         )
     body["limits"] = limits
-    body["limited"] = any(not item["allowed"] for item in limits)
+    body["limited"] = body["blocked"] = any(not item["allowed"] for item in limits)
     if limits:
         # The seed's flat fields, taken from the tightest limit.
         tightest = min(limits, key=lambda item: (item["remaining"], item["limit"]))
-        for field in ("limit", "remaining", "window_seconds", "reset_in", "retry_after"):
+        fields = ("limit", "remaining", "current_count", "window_seconds", "reset_in")
+        for field in (*fields, "ttl_seconds", "retry_after"):
             body[field] = tightest[field]
     return body

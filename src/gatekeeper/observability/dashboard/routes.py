@@ -67,10 +67,15 @@ class RateStatus(BaseModel):
     route: str | None
     limits: list[dict[str, Any]]
     limited: bool
+    # Seed 003's names: requests counted in the window, seconds until it resets, and whether
+    # the next request would be refused.
+    blocked: bool
     limit: int | None = None
     remaining: int | None = None
+    current_count: int | None = None
     window_seconds: float | None = None
     reset_in: float | None = None
+    ttl_seconds: float | None = None
     retry_after: float | None = None
 
 
