@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 from gatekeeper import __version__
 from gatekeeper.endpoints import (
     JSON,
-    PROBLEM_SCHEMA,
     Answer,
     Call,
     Endpoint,
@@ -224,7 +223,7 @@ def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
                 "distance percentiles, the datacenters and the database.",
                 {"type": "object"},
             ),
-            404: Answer("The configuration has no geo section.", PROBLEM_SCHEMA),
+            404: problem("The configuration has no geo section."),
         },
     )
     def geo_stats(call: Call) -> Reply:
