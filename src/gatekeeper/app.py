@@ -26,12 +26,11 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.component import Component, Context
-from gatekeeper.endpoints import ASGIApp, Dispatcher, asgi_app, docs_endpoints, operator
+from gatekeeper.endpoints import ASGIApp, asgi_app, docs_endpoints, operator
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gateway.builtin.endpoints import RESERVED_PATHS, builtin_endpoints
 from gatekeeper.gateway.cache.config import route_cache
@@ -48,11 +47,11 @@ from gatekeeper.gateway.geo import GeoRouter, route_policy
 from gatekeeper.gateway.http.tls import server_context
 from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool
+from gatekeeper.runtime import Runtime
 from gatekeeper.settings import Settings
 from gatekeeper.types import SystemClock
 
 if TYPE_CHECKING:
-    from gatekeeper.gateway.builtin.reload import Reloader
     from gatekeeper.gateway.http.server import Server
     from gatekeeper.types import Clock
 
@@ -83,28 +82,6 @@ RESERVED_PREFIXES: list[str] = ["/docs", "/openapi.json", "/redoc"]
 RESERVED_PREFIXES += ["/dashboard", "/api/metrics", "/api/v1/rate-status"]  # observability
 RESERVED_PREFIXES += ["/queue", "/config"]  # waiting room
 RESERVED_PREFIXES += ["/auth", "/admin", "/usage", "/logs", "/sdk", "/sdk.js", "/data"]  # identity
-
-
-@dataclass
-class Runtime:
-    """What one process shares: settings, config, resources, the live gateway state."""
-
-    settings: Settings
-    config: GatewayConfig
-    clock: Clock = field(default_factory=SystemClock)
-    redis: Any = None
-    storage: Any = None
-    limiter: Any = None
-    database: Any = None
-    metrics: Any = None
-    context: Context | None = None
-    components: list[Component] = field(default_factory=list)
-    snapshot: Snapshot | None = None
-    flow: Flow | None = None
-    server: Server | None = None
-    reloader: Reloader | None = None
-    dispatcher: Dispatcher = field(default_factory=Dispatcher)
-    component_specs: list[str] = field(default_factory=lambda: list(COMPONENT_FACTORIES))
 
 
 def _load_factory(spec: str) -> Any:
@@ -468,7 +445,13 @@ class Gateway:
             await self._lifespan.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         if self.config_path is not None:
-            runtime.reloader = Reloader(runtime, server, self.config_path)
+            runtime.reloader = Reloader(
+                flow,
+                lambda config: build_snapshot(runtime, config),
+                self.config_path,
+                grace=server.shutdown_grace,
+                applied=runtime.applied,
+            )
         logger.info("gatekeeper listening on http://%s:%d", server.host, server.port)
         return self
 

@@ -29,7 +29,7 @@ from gatekeeper.errors import ConfigurationError, GatekeeperError
 from gatekeeper.observability.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from gatekeeper.app import Runtime
+    from gatekeeper.runtime import Runtime
 
 __all__ = ["RESERVED_PATHS", "builtin_endpoints"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,8 @@ from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.config import ConfigFileError, GatewayConfig, load_config
 
 if TYPE_CHECKING:
-    from gatekeeper.app import Runtime
-    from gatekeeper.gateway.http.server import Server
+    from gatekeeper.gateway.flow.flow import Flow
+    from gatekeeper.gateway.flow.snapshot import Snapshot
 
 __all__ = ["Reloader"]
 
@@ -30,11 +31,23 @@ logger = logging.getLogger("gatekeeper.gateway")
 
 
 class Reloader:
-    """Reloads ``path`` into ``server`` (one reload at a time)."""
+    """Reloads ``path`` into ``flow`` (one reload at a time): ``build`` makes a snapshot of a
+    configuration, ``applied`` hears of each one taken in, ``grace`` is how long requests in
+    flight keep the old snapshot's connections."""
 
-    def __init__(self, runtime: Runtime, server: Server, path: str | Path) -> None:
-        self.runtime = runtime
-        self.server = server
+    def __init__(
+        self,
+        flow: Flow,
+        build: Callable[[GatewayConfig], Snapshot],
+        path: str | Path,
+        *,
+        grace: float,
+        applied: Callable[[GatewayConfig, Snapshot], None] | None = None,
+    ) -> None:
+        self.flow = flow
+        self.build = build
+        self.applied = applied
+        self.grace = grace
         self.path = Path(path)
         self.generation = 0
         self._lock = asyncio.Lock()
@@ -42,14 +55,11 @@ class Reloader:
 
     async def reload(self) -> GatewayConfig:
         """Apply the file now; raises ConfigFileError (and keeps the old config) if invalid."""
-        from gatekeeper.app import build_snapshot
-
-        flow = self.runtime.flow
-        assert flow is not None, "the gateway is not started"
+        flow = self.flow
         async with self._lock:
             try:
                 config = load_config(self.path)
-                state = build_snapshot(self.runtime, config)
+                state = self.build(config)
             except ConfigFileError as exc:
                 logger.error("configuration reload refused:\n%s", exc)
                 raise
@@ -58,17 +68,17 @@ class Reloader:
                 raise ConfigFileError(str(exc), [f"{self.path}: {exc}"]) from exc
             await state.start()
             old = flow.swap(state)
-            self.runtime.config = config
-            self.runtime.snapshot = state
+            if self.applied is not None:
+                self.applied(config, state)
             self.generation += 1
             logger.info(
                 "configuration reloaded from %s (generation %d)", self.path, self.generation
             )
         await old.stop()  # idle connections only; in-flight ones finish and close on release
         loop = asyncio.get_running_loop()
-        loop.call_later(self.server.shutdown_grace, old.proxy.close)
+        loop.call_later(self.grace, old.proxy.close)
         if old.cache is not None and old.cache is not state.cache:
-            task = loop.create_task(_close_later(old.cache, self.server.shutdown_grace))
+            task = loop.create_task(_close_later(old.cache, self.grace))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return config
