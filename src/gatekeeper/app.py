@@ -76,13 +76,6 @@ COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.waitingroom.component:create_component",
 ]
 
-# Paths the built-in API serves besides those of the gateway itself (components' prefixes):
-# reserved so that a catch-all route cannot hide them.
-RESERVED_PREFIXES: list[str] = ["/docs", "/openapi.json", "/redoc"]
-RESERVED_PREFIXES += ["/dashboard", "/api/metrics", "/api/v1/rate-status"]  # observability
-RESERVED_PREFIXES += ["/queue", "/config"]  # waiting room
-RESERVED_PREFIXES += ["/auth", "/admin", "/usage", "/logs", "/sdk", "/sdk.js", "/data"]  # identity
-
 
 def _load_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
@@ -334,7 +327,9 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     max_idle = max((uc.max_idle_connections for uc in config.upstreams.values()), default=128)
     idle_timeout = min((uc.idle_timeout for uc in config.upstreams.values()), default=60.0)
     proxy = Proxy(pools, trusted, max_idle=max_idle, idle_timeout=idle_timeout)
-    reserved = [*RESERVED_PATHS, *RESERVED_PREFIXES, *runtime.dispatcher.prefixes()]
+    # The paths of the endpoint table (each component declares its own with its endpoints) and
+    # the gateway's own subtrees are never routed: a catch-all route cannot hide them.
+    reserved = [*RESERVED_PATHS, *runtime.dispatcher.prefixes()]
     router = Router(build_routes(config, policies), reserved=reserved)
     geo = None
     if config.geo is not None:  # opens the database: refused here when it cannot serve
