@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from gatekeeper.endpoints.endpoint import Endpoint
     from gatekeeper.settings import Settings
-    from gatekeeper.types import Clock
+    from gatekeeper.types import Clock, EventEmitter
 
 __all__ = ["LOOPBACK", "Component", "Context"]
 
@@ -48,6 +48,8 @@ class Context:
     redis: Redis | None = None
     limiter: Any = None
     database: Any = None
+    # Where components report events (None until the events component starts, or without it).
+    events: EventEmitter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     admin_guard: Guard = field(init=False)
     operator_guard: Guard = field(init=False)

@@ -7,14 +7,14 @@ only the shapes are here, so that any part can depend on a shape without importi
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gatekeeper.limits.decision import PolicyResult
     from gatekeeper.limits.policy import Check
 
-__all__ = ["Clock", "MonotonicClock", "Storage", "SystemClock"]
+__all__ = ["Clock", "EventEmitter", "MonotonicClock", "Storage", "SystemClock"]
 
 
 @runtime_checkable
@@ -69,3 +69,16 @@ class Storage(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class EventEmitter(Protocol):
+    """Where a part of Gatekeeper reports something operators are told about (an event).
+
+    ``type`` is the event's type without the ``gatekeeper.`` prefix (``"key.banned"``), ``data``
+    its JSON-able payload, ``subject`` what it is about (a key id, an address, a pool). Emitting
+    only appends to an in-process buffer: it never waits and never raises on the request path.
+    """
+
+    def emit(self, type: str, data: Mapping[str, Any], *, subject: str | None = None) -> None:
+        """Record one event for delivery."""
+        ...
