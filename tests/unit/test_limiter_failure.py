@@ -59,6 +59,24 @@ async def test_fallback_enforces_the_local_rate_while_degraded(fake_clock: FakeC
     assert (await limiter.hit(policy, "other")).allowed
 
 
+@pytest.mark.parametrize(
+    "algorithm", ["token_bucket", "gcra", "fixed_window", "sliding_window", "sliding_log"]
+)
+async def test_fallback_admits_exactly_its_rate_over_a_long_outage(
+    fake_clock: FakeClock, algorithm: str
+) -> None:
+    """A key hit every 10 ms through an eight-second outage gets exactly 5 a second from a
+    fallback of "5/second" (the sliding window gave 4: its last slot never came free)."""
+    limiter, _, _ = broken(fake_clock)
+    policy = Policy.parse("p", "50/second", algorithm=algorithm, fallback="5/second")
+    admitted = [0] * 8
+    for tick in range(800):
+        admitted[tick // 100] += (await limiter.hit(policy, "k")).allowed
+        fake_clock.advance(0.01)
+    assert admitted[1:] == [5] * 7
+    assert admitted[0] <= 10  # a bucket's burst: its capacity plus a second's refill
+
+
 async def test_a_closed_policy_denies_the_group_without_debiting_the_fallback(
     fake_clock: FakeClock,
 ) -> None:
