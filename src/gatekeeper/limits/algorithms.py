@@ -131,10 +131,6 @@ def fixed_window(
     return False, limit - count, reset, (reset if cost > limit else end), None
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def sliding_window(
     state: tuple[int, int, int] | None, now: int, limit: int, period: int, cost: int
 ) -> Outcome:
