@@ -90,11 +90,12 @@ def _load_factory(spec: str) -> Any:
 
 
 def redis_client(url: str) -> Any:
-    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    """The process's shared Redis client for ``url``: a plain, Sentinel or Cluster client
+    (:func:`gatekeeper.redis_client.redis_from_url`). Lazy: nothing connects until first use
     (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
-    import redis.asyncio as aioredis
+    from gatekeeper.redis_client import redis_from_url
 
-    return aioredis.Redis.from_url(url)
+    return redis_from_url(url)
 
 
 async def _open_resources(runtime: Runtime) -> None:
