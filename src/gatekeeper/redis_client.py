@@ -35,6 +35,7 @@ __all__ = [
     "is_cluster",
     "is_cluster_url",
     "parse_hosts",
+    "pubsub",
     "redis_from_url",
     "redis_options",
     "sentinel_master",
@@ -176,6 +177,18 @@ def sentinel_master(
     }
     sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **kwargs)  # type: ignore[no-untyped-call]
     return sentinel, sentinel.master_for(service, redis_class=Redis)
+
+
+async def pubsub(client: Any, *, refresh: bool = False, **options: Any) -> Any:
+    """A pub/sub object of ``client``. On a cluster, classic pub/sub messages reach every node,
+    so one connection to the node of the channel's slot hears them all; the slot map must be
+    known first (``refresh``: read it again, after that node failed)."""
+    if is_cluster(client):
+        if refresh:
+            await client.nodes_manager.initialize()
+        else:
+            await client.initialize()
+    return client.pubsub(**options)
 
 
 async def warm_up(

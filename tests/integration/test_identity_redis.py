@@ -11,15 +11,16 @@ import redis.asyncio as aioredis
 from gatekeeper.identity.bans import BanList, BanRules
 from gatekeeper.identity.sessions import RevocationList
 from gatekeeper.identity.usage import RequestLog, UsageCounters
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
-from tests import services
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(services.redis_url())
+async def redis(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of each Redis deployment in turn: one server, then a cluster."""
+    client = redis_from_url(any_redis_url)
     yield client
     await client.aclose()
 
