@@ -49,7 +49,7 @@ from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool
 from gatekeeper.runtime import Runtime
 from gatekeeper.settings import Settings
-from gatekeeper.types import SystemClock
+from gatekeeper.types import SystemClock, WarmUp
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.http.server import Server
@@ -154,12 +154,15 @@ def _fresh_sqlite(database_url: str) -> bool:
 
 
 async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.0) -> None:
-    """Make the limit store ready before traffic: a fresh replica's first decisions would
-    otherwise pay for connecting and loading the script, overrun the limiter's deadline and
-    fail open. Pings, then runs a few concurrent zero-cost decisions on a key of its own (opens
-    the pooled connections, loads the Lua script). A store that is down only logs: the
-    policies' failure modes take over, as they would later."""
+    """Make Redis ready before traffic (the replica reports ready only after this): a fresh
+    replica's first decisions would otherwise pay for connecting and loading the script,
+    overrun the limiter's deadline and fail open. The limit store opens ``connections``
+    connections to every server that holds keys (every primary of a cluster) and loads its
+    scripts there (:class:`~gatekeeper.types.WarmUp`); then a few concurrent zero-cost
+    decisions run on a key of its own; the shared client connects to every primary. A store
+    that is down only logs: the policies' failure modes take over, as they would later."""
     from gatekeeper.limits.policy import Check, Policy, parse_rate
+    from gatekeeper.redis_client import warm_up
 
     storage = runtime.storage
     if storage is None:
@@ -168,9 +171,11 @@ async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.
     try:
         async with asyncio.timeout(within):
             await storage.ping()
+            if isinstance(storage, WarmUp):
+                await storage.warm_up(connections)
             await asyncio.gather(*(storage.decide([[check]]) for _ in range(connections)))
             if runtime.redis is not None:
-                await runtime.redis.ping()
+                await warm_up(runtime.redis, connections=connections)
     except (GatekeeperError, TimeoutError, OSError) as exc:
         logger.warning("limit store warm-up failed, starting anyway: %s", exc)
     except Exception as exc:  # redis-py's own errors (the shared client): never fatal here

@@ -101,7 +101,8 @@ async def test_a_limited_route_admits_exactly_the_limit(replica: Replica) -> Non
 
 
 async def test_waiting_room_tenants_on_several_nodes(replica: Replica) -> None:
-    """Enqueue, status and admission for tenants whose keys live on different nodes."""
+    """The scripts are loaded at start; enqueue, status and admission for tenants whose keys
+    live on different nodes."""
     context = replica.gateway.runtime.context
     assert context is not None
     redis = context.redis
@@ -110,6 +111,11 @@ async def test_waiting_room_tenants_on_several_nodes(replica: Replica) -> None:
             redis.get_node_from_key(tenant_base(replica.prefix, t) + "seq").name for t in TENANTS
         }
         assert len(nodes) >= 2, "every tenant landed on one node: the test proves nothing"
+    service: WaitingRoomService = context.extras["waitingroom"]
+    # Loaded at start (on every primary), before the first enqueue.
+    scripts = service.store._scripts.values()  # type: ignore[attr-defined]
+    assert all(s.sha for s in scripts)
+    assert await redis.script_exists(*(s.sha for s in scripts)) == [True] * len(scripts)
     tokens = {}
     for tenant in TENANTS:
         for user in ("ann", "bob"):
@@ -124,7 +130,6 @@ async def test_waiting_room_tenants_on_several_nodes(replica: Replica) -> None:
         assert status.status_code == 200, status.text
         assert status.json()["position"] == 2
         assert status.json()["ready"] is False
-    service: WaitingRoomService = context.extras["waitingroom"]
     for tenant in TENANTS:
         await service.store.admit(
             tenant, limit=10, frequency=5, ready_ttl=300, now=service.clock.now(), grace=60

@@ -285,6 +285,17 @@ class RedisStore:
         key = f"{self.prefix}:wr:lease:{name}"
         await self.guard.background("release", lambda: script([key], [owner]))
 
+    async def warm_up(self) -> None:
+        """Load every script now (on every primary of a cluster; the lean connections open
+        too), so that no request's deadline is spent on it. Raises :class:`StorageError`."""
+        for script in self._scripts.values():
+            try:
+                script.sha = await script._load()
+            except (RedisError, OSError) as exc:
+                raise StorageError(f"waiting room store: loading scripts failed: {exc}") from exc
+        if self._lean is not None:
+            await self._lean.open_all()
+
     async def aclose(self) -> None:
         if self._lean is not None:
             self._lean.close()

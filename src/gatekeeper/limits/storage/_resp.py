@@ -153,6 +153,23 @@ class LeanPool:
         except TimeoutError as exc:
             raise StorageTimeout(f"Redis did not answer within {self.timeout} s") from exc
 
+    @property
+    def opened(self) -> int:
+        """How many of the pool's connections are open."""
+        return sum(c is not None and not c.closed for c in self._slots)
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
+    async def open_all(self) -> None:
+        """Open every connection of the pool now (each call opens the first missing one), so
+        that :meth:`send` never finds one missing under traffic."""
+        for _ in self._slots:
+            reply = await self.call(command(b"PING"))
+            if isinstance(reply, ReplyError):
+                raise StorageError(f"Redis {self.host}:{self.port} refused PING: {reply}")
+
     def send(self, payload: bytes) -> asyncio.Future[Any] | None:
         """Write one command on an open connection now and return its reply's future (errors
         as values; no ``timeout``: the caller bounds it); None while a connection is missing

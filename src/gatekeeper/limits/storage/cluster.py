@@ -38,6 +38,7 @@ from gatekeeper.limits.storage._script import (
     load_script,
     translate_errors,
 )
+from gatekeeper.redis_client import warm_up
 
 __all__ = ["RedisClusterStorage"]
 
@@ -190,6 +191,15 @@ class RedisClusterStorage:
             args.extend(self._encoder.fields(check.policy))
             args.extend((check.cost, 0, check.lease_id or ""))
         await self._eval(node, self._refund, keys[:1], args)
+
+    async def warm_up(self, connections: int = 4) -> None:
+        """Read the slot map, open ``connections`` connections to every primary and load both
+        scripts on each: a fresh replica's first decisions on any node find everything ready
+        (see :class:`~gatekeeper.types.WarmUp`)."""
+        await self._ensure_ready()
+        scripts = (self._decide_script.text, self._refund.text)
+        with translate_errors("warming up"):
+            await warm_up(self.client, scripts, connections=connections)
 
     async def release(self, checks: Sequence[Check], lease_id: str) -> None:
         """Give back the concurrency slots that ``lease_id`` holds on these checks' keys."""

@@ -138,6 +138,19 @@ class RedisStorage:
                 await self.client.script_load(script.text)
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
+    async def warm_up(self, connections: int = 4) -> None:
+        """Open the lean connections and ``connections`` of redis-py's, and load the script
+        (see :class:`~gatekeeper.types.WarmUp`)."""
+        script = self._decide
+        if self.lean is not None:
+            await self.lean.open_all()
+            loaded = await self.lean.call(command(b"SCRIPT", b"LOAD", script.text))
+            if isinstance(loaded, ReplyError):
+                raise StorageError(f"loading the limits script failed: {loaded}")
+        with translate_errors("warming up"):
+            await self.client.script_load(script.text)
+            await asyncio.gather(*(self.client.ping() for _ in range(connections)))
+
     async def release(self, checks: Sequence[Check], lease_id: str) -> None:
         """Give back the concurrency slots that ``lease_id`` holds on these checks' keys."""
         leases = [c for c in checks if c.policy.algorithm is Algorithm.CONCURRENCY]
