@@ -7,7 +7,10 @@ travel in ``ARGV`` because a node refuses declared ``KEYS`` of several slots), a
 run concurrently. A group spanning nodes splits the batch there, so groups still apply in
 order. After a resharding or failover a node answers MOVED/ASK (before the
 script runs, so nothing was debited): the store refreshes its slot map and sends that node's
-part again.
+part again. A node that does not answer at all (a killed master) fails its calls (the
+policies' failure modes answer) and makes the store read the slot map again in the background,
+every half second, and warm the primaries it names up: once the cluster has promoted the
+master's replica, decisions go there without a restart.
 
 A group whose checks live on different nodes (say, per IP and per API key) cannot be atomic.
 It is decided by *reserve-then-compensate*: each node's part is debited in a fixed order (by
@@ -21,6 +24,9 @@ subject (or accept that limitation) where exactness matters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +48,8 @@ from gatekeeper.redis_client import warm_up
 
 __all__ = ["RedisClusterStorage"]
 
+logger = logging.getLogger("gatekeeper.limits.cluster")
+
 _REDIRECTS = (
     redis_errors.MovedError,
     redis_errors.AskError,
@@ -50,6 +58,10 @@ _REDIRECTS = (
     redis_errors.SlotNotCoveredError,
 )
 _MAX_REDIRECTS = 3
+# A node that does not answer (killed, partitioned) may have been replaced by its replica: the
+# slot map is read again in the background, at most this often (seconds).
+_REFRESH_EVERY = 0.5
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
 class RedisClusterStorage:
@@ -63,6 +75,8 @@ class RedisClusterStorage:
         self._decide_script = load_script("decide")
         self._refund = load_script("refund")
         self._ready = False
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed_at = float("-inf")
 
     @classmethod
     def from_hosts(
@@ -103,7 +117,29 @@ class RedisClusterStorage:
             return []
         await self._ensure_ready()
         with translate_errors("deciding limits"):
-            return await self._decide(groups, now_us, 0)
+            try:
+                return await self._decide(groups, now_us, 0)
+            except _UNREACHABLE:
+                self._refresh_soon()
+                raise
+
+    def _refresh_soon(self) -> None:
+        """After a node failed to answer: read the slot map again and warm the primaries up,
+        in the background (no request's deadline waits for it), so that a promoted replica
+        takes over without a restart. At most every ``_REFRESH_EVERY`` seconds."""
+        now = time.monotonic()
+        busy = self._refreshing is not None and not self._refreshing.done()
+        if busy or now - self._refreshed_at < _REFRESH_EVERY:
+            return
+        self._refreshed_at = now
+        self._refreshing = asyncio.create_task(self._refresh(), name="cluster-slot-map-refresh")
+
+    async def _refresh(self) -> None:
+        try:
+            await self.client.nodes_manager.initialize()
+            await self.warm_up()
+        except Exception as exc:  # the next failed call tries again
+            logger.info("cluster slot map refresh failed: %s", exc)
 
     async def _decide(
         self, groups: Sequence[Sequence[Check]], now_us: int | None, depth: int
@@ -223,6 +259,10 @@ class RedisClusterStorage:
 
     async def aclose(self) -> None:
         """Close every node's connections (when this store opened the client)."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refreshing
         if self._owns_client:
             with translate_errors("closing"):
                 await self.client.aclose()
