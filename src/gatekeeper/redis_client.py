@@ -23,11 +23,12 @@ must live in one slot, and on one Redis a tag is just part of the name.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from gatekeeper.errors import ConfigurationError
+from gatekeeper.errors import ConfigurationError, StorageError, StorageTimeout
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -39,6 +40,7 @@ __all__ = [
     "redis_from_url",
     "redis_options",
     "sentinel_master",
+    "translate_redis_errors",
     "warm_up",
 ]
 
@@ -177,6 +179,22 @@ def sentinel_master(
     }
     sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **kwargs)  # type: ignore[no-untyped-call]
     return sentinel, sentinel.master_for(service, redis_class=Redis)
+
+
+@contextlib.contextmanager
+def translate_redis_errors(action: str) -> Iterator[None]:
+    """redis-py's and the socket's errors as :class:`StorageError` (``StorageTimeout`` for a
+    timeout), naming ``action``: the edge where components stop seeing redis-py (a node of a
+    cluster that is down answers 503 ``storage_unavailable``, never a 500)."""
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    try:
+        yield
+    except (RedisTimeout, TimeoutError) as exc:
+        raise StorageTimeout(f"{action}: Redis did not answer in time") from exc
+    except (RedisError, OSError) as exc:
+        raise StorageError(f"{action}: {type(exc).__name__}: {exc}") from exc
 
 
 async def pubsub(client: Any, *, refresh: bool = False, **options: Any) -> Any:

@@ -23,7 +23,7 @@ from gatekeeper.identity.tokens import Claims, TokenCodec
 from gatekeeper.identity.users import UserInfo, UserService, at
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.models import RefreshToken
-from gatekeeper.redis_client import is_cluster
+from gatekeeper.redis_client import is_cluster, translate_redis_errors
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class RevocationList:
     async def revoke(self, ident: str, until: float) -> None:
         ttl = max(1, int(until - self.clock.now()) + 1)
         if self.redis is not None:
-            await self.redis.set(self._key(ident), str(until), ex=ttl)
+            with translate_redis_errors("revoking"):
+                await self.redis.set(self._key(ident), str(until), ex=ttl)
         else:
             self._local[ident] = until
             if len(self._local) > 100_000:  # forget the expired ones
@@ -89,7 +90,8 @@ class RevocationList:
             keys = [self._key(i) for i in idents]
             if self._legacy:
                 keys += [f"{self.prefix}:revoked:{i}" for i in idents]
-            values = await self.redis.mget(keys)
+            with translate_redis_errors("reading revocations"):
+                values = await self.redis.mget(keys)
             return any(v is not None and float(v) > now for v in values)
         return any(self._local.get(i, 0.0) > now for i in idents)
 
