@@ -112,6 +112,8 @@ async def test_waiting_room_tenants_on_several_nodes(replica: Replica) -> None:
         }
         assert len(nodes) >= 2, "every tenant landed on one node: the test proves nothing"
     service: WaitingRoomService = context.extras["waitingroom"]
+    # The lean client speaks to one server: on a cluster the scripts go through redis-py.
+    assert (service.store._lean is None) == is_cluster(redis)  # type: ignore[attr-defined]
     # Loaded at start (on every primary), before the first enqueue.
     scripts = service.store._scripts.values()  # type: ignore[attr-defined]
     assert all(s.sha for s in scripts)
