@@ -1,0 +1,61 @@
+"""The Redis client factory (``gatekeeper.redis_client``) against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.redis_client import is_cluster, redis_from_url, warm_up
+from tests.cluster import RedisClusterServers
+
+pytestmark = pytest.mark.redis
+
+
+async def test_a_burst_on_a_fresh_cluster_client_never_fails(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """8 fresh clients, each hit by 20 concurrent commands at once: all answer (redis-py 8.1's
+    own client failed some with an AttributeError when its slot map was not read yet)."""
+    for _ in range(8):
+        client = redis_from_url(redis_cluster.url)
+        assert is_cluster(client)
+        try:
+            replies = await asyncio.gather(
+                *(client.get("gk-test-burst") for _ in range(20)), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+        assert [r for r in replies if isinstance(r, BaseException)] == []
+
+
+async def test_warm_up_reaches_every_primary(any_redis_url: str) -> None:
+    """``warm_up`` loads a script where keys live (every primary of a cluster)."""
+    client = redis_from_url(any_redis_url)
+    script = "return 'gk-test-warm-up'"
+    try:
+        await warm_up(client, [script], connections=2)
+        sha = await client.script_load(script)  # (the SHA; loading twice is harmless)
+        assert await client.script_exists(sha) == [True]
+        assert await client.evalsha(sha, 0) == b"gk-test-warm-up"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://127.0.0.1:7000,nohost", "'nohost' is not host:port"),
+        ("redis+cluster://", "names no host"),
+        ("redis+cluster://127.0.0.1:7000?db=2", "only database 0"),
+        ("redis+cluster://127.0.0.1:7000?colour=red", "unknown option 'colour'"),
+        ("http://127.0.0.1:1", "unknown scheme 'http'"),
+        ("127.0.0.1:6379", "malformed"),
+    ],
+)
+def test_bad_urls_are_refused_by_name(url: str, says: str) -> None:
+    """A malformed Redis URL is a ConfigurationError naming the problem, never redis-py's
+    ValueError."""
+    with pytest.raises(ConfigurationError, match=says):
+        redis_from_url(url)
