@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gatekeeper.errors import ConfigurationError, StorageError, StorageTimeout
 
@@ -124,6 +125,9 @@ def redis_from_url(url: str, **options: Any) -> Any:
     if scheme in _PLAIN_SCHEMES:
         from redis.asyncio import Redis
 
+        if "prefix" in parts.query:  # redis-py would pass it to every connection: TypeError
+            kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+            url = urlunsplit(parts._replace(query=urlencode([i for i in kept if i[0] != "prefix"])))
         try:
             return Redis.from_url(url, **options)
         except ValueError as exc:
@@ -160,6 +164,7 @@ def cluster_client(
     return _cluster_class()(startup_nodes=nodes, **kwargs)
 
 
+@functools.cache
 def _cluster_class() -> Any:
     from redis.asyncio.cluster import RedisCluster
 

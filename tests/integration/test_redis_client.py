@@ -59,3 +59,13 @@ def test_bad_urls_are_refused_by_name(url: str, says: str) -> None:
     ValueError."""
     with pytest.raises(ConfigurationError, match=says):
         redis_from_url(url)
+
+
+async def test_the_limit_stores_prefix_option_is_not_passed_to_redis_py(redis_url: str) -> None:
+    """``GATEKEEPER_REDIS_URL`` serves the limit store and the shared client: its ``prefix``
+    option is the store's, and the shared client still connects (redis-py refused it)."""
+    client = redis_from_url(f"{redis_url}{'&' if '?' in redis_url else '?'}prefix=gk-test")
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
