@@ -242,3 +242,31 @@ class LeanPool:
             if connection is not None:
                 connection.close()
             self._slots[index] = None
+
+
+def lean_pool_from(connection_class: Any, options: dict[str, Any]) -> LeanPool | None:
+    """A :class:`LeanPool` to the server of a redis-py connection class and its keyword
+    arguments (a client's pool, a cluster node), when that is plain TCP (TLS and Unix sockets
+    stay with redis-py: None). AUTH, SELECT and CLIENT SETNAME follow the options."""
+    from redis.asyncio.connection import Connection
+
+    if connection_class is not Connection:
+        return None
+    setup = []
+    password = options.get("password")
+    if password is not None:
+        username = options.get("username")
+        setup.append(
+            command(b"AUTH", username, password) if username else command(b"AUTH", password)
+        )
+    if int(options.get("db") or 0):
+        setup.append(command(b"SELECT", int(options["db"])))
+    if options.get("client_name"):
+        setup.append(command(b"CLIENT", b"SETNAME", options["client_name"]))
+    return LeanPool(
+        options.get("host", "localhost"),
+        int(options.get("port", 6379)),
+        setup=setup,
+        timeout=options.get("socket_timeout"),
+        connect_timeout=options.get("socket_connect_timeout"),
+    )

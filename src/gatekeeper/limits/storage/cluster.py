@@ -33,10 +33,17 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from gatekeeper.errors import StorageError
+from gatekeeper.errors import StorageError, StorageTimeout
 from gatekeeper.limits.algorithms import lease_members
 from gatekeeper.limits.decision import PolicyResult
 from gatekeeper.limits.policy import Algorithm, Check
+from gatekeeper.limits.storage._resp import (
+    LeanPool,
+    ReplyError,
+    command,
+    evalsha,
+    lean_pool_from,
+)
 from gatekeeper.limits.storage._script import (
     Encoder,
     Script,
@@ -64,11 +71,55 @@ _REFRESH_EVERY = 0.5
 _UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
+# Error replies of a node, as the exceptions redis-py raises for them (the redirect handling
+# and the error translation below are written against those).
+_REPLY_ERRORS: tuple[tuple[str, type[redis_errors.RedisError]], ...] = (
+    ("MOVED ", redis_errors.MovedError),
+    ("ASK ", redis_errors.AskError),
+    ("TRYAGAIN", redis_errors.TryAgainError),
+    ("CLUSTERDOWN", redis_errors.ClusterDownError),
+)
+
+
+async def _lean_eval(pool: LeanPool, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """``EVALSHA`` over a node's lean pool, loading the script once on NOSCRIPT; error replies
+    and lost connections raised as redis-py's exceptions."""
+    payload = evalsha(script.sha, keys, args)
+    try:
+        reply = await pool.call(payload)
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            loaded = await pool.call(command(b"SCRIPT", b"LOAD", script.text))
+            if isinstance(loaded, ReplyError):
+                raise redis_errors.ResponseError(f"loading the script failed: {loaded}")
+            reply = await pool.call(payload)
+    except StorageTimeout as exc:
+        raise redis_errors.TimeoutError(str(exc)) from exc
+    except StorageError as exc:  # the lean client's connection errors
+        raise redis_errors.ConnectionError(str(exc)) from exc
+    if isinstance(reply, ReplyError):
+        message = str(reply)
+        for prefix, error in _REPLY_ERRORS:
+            if message.startswith(prefix):
+                raise error(message.removeprefix("MOVED ").removeprefix("ASK "))
+        raise redis_errors.ResponseError(message)
+    return reply
+
+
 class RedisClusterStorage:
     """A :class:`~gatekeeper.types.Storage` on a Redis Cluster (``redis+cluster://``)."""
 
-    def __init__(self, client: RedisCluster, *, prefix: str = "gk", owns_client: bool = True):
+    def __init__(
+        self,
+        client: RedisCluster,
+        *,
+        prefix: str = "gk",
+        owns_client: bool = True,
+        lean: bool = True,
+    ):
+        """``lean``: send the decide and refund scripts over a lean pipelined pool per node
+        (plain TCP only; TLS stays with redis-py), about a third of redis-py's CPU per call."""
         self.client = client
+        self._lean: dict[str, LeanPool] | None = {} if lean else None
         self.prefix = prefix
         self._owns_client = owns_client
         self._encoder = Encoder(prefix)
@@ -100,9 +151,25 @@ class RedisClusterStorage:
             raise StorageError(f"no cluster node serves {check.key!r}")
         return node
 
+    def _lean_pool(self, node: ClusterNode) -> LeanPool | None:
+        """The node's lean pool (created on first use), or None off plain TCP (TLS)."""
+        if self._lean is None:
+            return None
+        pool = self._lean.get(node.name)
+        if pool is None:
+            pool = lean_pool_from(node.connection_class, node.connection_kwargs)
+            if pool is None:
+                self._lean = None  # every node of a cluster speaks alike
+                return None
+            self._lean[node.name] = pool
+        return pool
+
     async def _eval(
         self, node: ClusterNode, script: Script, keys: list[str], args: list[Any]
     ) -> Any:
+        pool = self._lean_pool(node)
+        if pool is not None:
+            return await _lean_eval(pool, script, keys, args)
         try:
             return await node.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
@@ -236,6 +303,16 @@ class RedisClusterStorage:
         scripts = (self._decide_script.text, self._refund.text)
         with translate_errors("warming up"):
             await warm_up(self.client, scripts, connections=connections)
+        primaries = self.client.get_primaries()
+        if self._lean is not None:
+            # Pools of nodes that are no longer primaries (a failed master) are closed.
+            names = {node.name for node in primaries}
+            for name in [n for n in self._lean if n not in names]:
+                self._lean.pop(name).close()
+        for node in primaries:
+            pool = self._lean_pool(node)
+            if pool is not None:
+                await pool.open_all()
 
     async def release(self, checks: Sequence[Check], lease_id: str) -> None:
         """Give back the concurrency slots that ``lease_id`` holds on these checks' keys."""
@@ -263,6 +340,8 @@ class RedisClusterStorage:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._refreshing
+        for pool in (self._lean or {}).values():
+            pool.close()
         if self._owns_client:
             with translate_errors("closing"):
                 await self.client.aclose()

@@ -23,14 +23,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel
 
 from gatekeeper.errors import ConfigurationError, StorageError
 from gatekeeper.limits.algorithms import lease_members
 from gatekeeper.limits.decision import PolicyResult
 from gatekeeper.limits.policy import Algorithm, Check
-from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
+from gatekeeper.limits.storage._resp import (
+    LeanPool,
+    ReplyError,
+    command,
+    evalsha,
+    lean_pool_from,
+)
 from gatekeeper.limits.storage._script import Encoder, decode, load_script, translate_errors
 from gatekeeper.redis_client import (
     CLUSTER_SCHEMES,
@@ -221,24 +226,6 @@ def lean_pool_for(client: Any) -> LeanPool | None:
     """A :class:`LeanPool` to the server a ``redis.asyncio.Redis`` talks to, when it is plain
     TCP (TLS, Unix sockets, Sentinel and Cluster clients stay with redis-py: None)."""
     pool = getattr(client, "connection_pool", None)
-    if pool is None or pool.connection_class is not Connection:
+    if pool is None:
         return None
-    options = pool.connection_kwargs
-    setup = []
-    password = options.get("password")
-    if password is not None:
-        username = options.get("username")
-        setup.append(
-            command(b"AUTH", username, password) if username else command(b"AUTH", password)
-        )
-    if int(options.get("db") or 0):
-        setup.append(command(b"SELECT", int(options["db"])))
-    if options.get("client_name"):
-        setup.append(command(b"CLIENT", b"SETNAME", options["client_name"]))
-    return LeanPool(
-        options.get("host", "localhost"),
-        int(options.get("port", 6379)),
-        setup=setup,
-        timeout=options.get("socket_timeout"),
-        connect_timeout=options.get("socket_connect_timeout"),
-    )
+    return lean_pool_from(pool.connection_class, pool.connection_kwargs)
