@@ -170,6 +170,8 @@ async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.
     check = Check(Policy("gatekeeper-warmup", parse_rate("1/second")), "warmup", 0)
     try:
         async with asyncio.timeout(within):
+            if runtime.redis is not None:
+                await _warn_if_one_node_of_a_cluster(runtime.redis)
             await storage.ping()
             if isinstance(storage, WarmUp):
                 await storage.warm_up(connections)
@@ -180,6 +182,23 @@ async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.
         logger.warning("limit store warm-up failed, starting anyway: %s", exc)
     except Exception as exc:  # redis-py's own errors (the shared client): never fatal here
         logger.warning("Redis warm-up failed, starting anyway: %s", exc)
+
+
+async def _warn_if_one_node_of_a_cluster(client: Any) -> None:
+    """Say so loudly when a plain ``redis://`` URL names one node of a Redis Cluster: every
+    key that lives on another node would fail with MOVED (limits degraded, waiting-room
+    tenants 503). Only a warning: the URL parses, so ``serve --check`` (which connects to
+    nothing) cannot refuse it, and ``serve`` must not refuse what ``--check`` accepts."""
+    from gatekeeper.redis_client import is_cluster
+
+    if is_cluster(client):
+        return
+    info = await client.info("cluster")
+    if int(info.get("cluster_enabled", 0)):
+        logger.error(
+            "GATEKEEPER_REDIS_URL names one node of a Redis Cluster: keys on the other nodes "
+            "will fail with MOVED; use redis+cluster://host1:port1,host2:port2"
+        )
 
 
 async def _close_resources(runtime: Runtime) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import SecretStr
 
+from gatekeeper.app import Gateway
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.gateway.config import parse_config
 from gatekeeper.redis_client import is_cluster, redis_from_url, warm_up
+from gatekeeper.settings import Settings
 from tests.cluster import RedisClusterServers
+from tests.integration.gateway_fixtures import config_for
 
 pytestmark = pytest.mark.redis
 
@@ -69,3 +74,19 @@ async def test_the_limit_stores_prefix_option_is_not_passed_to_redis_py(redis_ur
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_a_plain_url_to_one_node_of_a_cluster_is_called_out(
+    redis_cluster: RedisClusterServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``redis://`` naming one node of a cluster (issue 20: limits degraded by MOVED) starts,
+    with an error in the log that says to use ``redis+cluster://``; a cluster URL does not."""
+    nodes = [f"redis://127.0.0.1:{s.port}/0" for s in redis_cluster.servers[:3]]
+    for url, warned in (*((node, True) for node in nodes), (redis_cluster.url, False)):
+        caplog.clear()
+        settings = Settings(redis_url=url, admin_token=SecretStr("x" * 32))
+        data = config_for(["http://127.0.0.1:9"])
+        gateway = Gateway(settings, parse_config(data), port=0, components=())
+        await gateway.start()
+        await gateway.stop()
+        assert ("use redis+cluster://" in caplog.text) is warned, url
