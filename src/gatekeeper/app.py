@@ -50,7 +50,7 @@ from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool
 from gatekeeper.runtime import Runtime
 from gatekeeper.settings import Settings
-from gatekeeper.types import SystemClock
+from gatekeeper.types import SystemClock, WarmUp
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.http.server import Server
@@ -91,11 +91,12 @@ def _load_factory(spec: str) -> Any:
 
 
 def redis_client(url: str) -> Any:
-    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    """The process's shared Redis client for ``url``: a plain, Sentinel or Cluster client
+    (:func:`gatekeeper.redis_client.redis_from_url`). Lazy: nothing connects until first use
     (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
-    import redis.asyncio as aioredis
+    from gatekeeper.redis_client import redis_from_url
 
-    return aioredis.Redis.from_url(url)
+    return redis_from_url(url)
 
 
 async def _open_resources(runtime: Runtime) -> None:
@@ -154,12 +155,15 @@ def _fresh_sqlite(database_url: str) -> bool:
 
 
 async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.0) -> None:
-    """Make the limit store ready before traffic: a fresh replica's first decisions would
-    otherwise pay for connecting and loading the script, overrun the limiter's deadline and
-    fail open. Pings, then runs a few concurrent zero-cost decisions on a key of its own (opens
-    the pooled connections, loads the Lua script). A store that is down only logs: the
-    policies' failure modes take over, as they would later."""
+    """Make Redis ready before traffic (the replica reports ready only after this): a fresh
+    replica's first decisions would otherwise pay for connecting and loading the script,
+    overrun the limiter's deadline and fail open. The limit store opens ``connections``
+    connections to every server that holds keys (every primary of a cluster) and loads its
+    scripts there (:class:`~gatekeeper.types.WarmUp`); then a few concurrent zero-cost
+    decisions run on a key of its own; the shared client connects to every primary. A store
+    that is down only logs: the policies' failure modes take over, as they would later."""
     from gatekeeper.limits.policy import Check, Policy, parse_rate
+    from gatekeeper.redis_client import warm_up
 
     storage = runtime.storage
     if storage is None:
@@ -167,14 +171,35 @@ async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.
     check = Check(Policy("gatekeeper-warmup", parse_rate("1/second")), "warmup", 0)
     try:
         async with asyncio.timeout(within):
+            if runtime.redis is not None:
+                await _warn_if_one_node_of_a_cluster(runtime.redis)
             await storage.ping()
+            if isinstance(storage, WarmUp):
+                await storage.warm_up(connections)
             await asyncio.gather(*(storage.decide([[check]]) for _ in range(connections)))
             if runtime.redis is not None:
-                await runtime.redis.ping()
+                await warm_up(runtime.redis, connections=connections)
     except (GatekeeperError, TimeoutError, OSError) as exc:
         logger.warning("limit store warm-up failed, starting anyway: %s", exc)
     except Exception as exc:  # redis-py's own errors (the shared client): never fatal here
         logger.warning("Redis warm-up failed, starting anyway: %s", exc)
+
+
+async def _warn_if_one_node_of_a_cluster(client: Any) -> None:
+    """Say so loudly when a plain ``redis://`` URL names one node of a Redis Cluster: every
+    key that lives on another node would fail with MOVED (limits degraded, waiting-room
+    tenants 503). Only a warning: the URL parses, so ``serve --check`` (which connects to
+    nothing) cannot refuse it, and ``serve`` must not refuse what ``--check`` accepts."""
+    from gatekeeper.redis_client import is_cluster
+
+    if is_cluster(client):
+        return
+    info = await client.info("cluster")
+    if int(info.get("cluster_enabled", 0)):
+        logger.error(
+            "GATEKEEPER_REDIS_URL names one node of a Redis Cluster: keys on the other nodes "
+            "will fail with MOVED; use redis+cluster://host1:port1,host2:port2"
+        )
 
 
 async def _close_resources(runtime: Runtime) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.redis_client import translate_redis_errors
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -88,18 +89,19 @@ class BanList:
         now = self.clock.now()
         index = math.floor(now / rules.window)
         if self.redis is not None:
-            result = await self.redis.eval(
-                _VIOLATE,
-                2,
-                *self._keys(subject, index),
-                repr(now),
-                repr(rules.window),
-                rules.threshold,
-                repr(rules.base),
-                repr(rules.multiplier),
-                repr(rules.max_ban),
-                repr(rules.decay),
-            )
+            with translate_redis_errors("recording a violation"):
+                result = await self.redis.eval(
+                    _VIOLATE,
+                    2,
+                    *self._keys(subject, index),
+                    repr(now),
+                    repr(rules.window),
+                    rules.threshold,
+                    repr(rules.base),
+                    repr(rules.multiplier),
+                    repr(rules.max_ban),
+                    repr(rules.decay),
+                )
             return float(result)
         window, count = self._violations.get(subject, (index, 0))
         count = count + 1 if window == index else 1
@@ -118,7 +120,8 @@ class BanList:
     async def remaining(self, subject: str) -> float:
         """Seconds ``subject`` stays banned (0: not banned)."""
         if self.redis is not None:
-            until = await self.redis.hget(self._keys(subject, 0)[1], "until")
+            with translate_redis_errors("reading a ban"):
+                until = await self.redis.hget(self._keys(subject, 0)[1], "until")
             end = float(until) if until is not None else 0.0
         else:
             end = self._state.get(subject, (0, 0.0, 0.0))[2]
@@ -127,6 +130,7 @@ class BanList:
     async def lift(self, subject: str) -> None:
         """End a ban now and forget the offences (an admin's pardon)."""
         if self.redis is not None:
-            await self.redis.delete(self._keys(subject, 0)[1])
+            with translate_redis_errors("lifting a ban"):
+                await self.redis.delete(self._keys(subject, 0)[1])
         self._state.pop(subject, None)
         self._violations.pop(subject, None)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gatekeeper.errors import PersistenceError
+from gatekeeper.errors import GatekeeperError, PersistenceError
 from gatekeeper.settings import from_environment
 from gatekeeper.waitingroom.access import TenantAccess
 from gatekeeper.waitingroom.admin import tenant_admin_endpoints
@@ -189,6 +189,11 @@ class WaitingRoomComponent:
             log.error("waitingroom_config_database_unavailable", error=str(exc))
             self.repository = MemoryConfigRepository(self.business_ids, clock=self.context.clock)
             self.configs.repository = self.repository
+        if isinstance(self.store, RedisStore):
+            try:  # before the replica reports ready: no request pays for loading a script
+                await self.store.warm_up()
+            except GatekeeperError as exc:  # the store's guard answers while Redis is down
+                log.warning("waitingroom_store_warm_up_failed", error=str(exc))
         if self.settings.embedded_worker:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop))

@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from gatekeeper.errors import StorageError, StorageTimeout
 from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.waitingroom.coalesce import Coalescer
 from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.store import (
@@ -155,8 +156,9 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "gk") -> RedisStore:
-        """A store with its own connection pool (the worker process and benchmarks)."""
-        return cls(Redis.from_url(url), prefix=prefix, owns_client=True)
+        """A store with its own connection pool (the worker process and benchmarks); any URL
+        :func:`~gatekeeper.redis_client.redis_from_url` takes, a Cluster's included."""
+        return cls(redis_from_url(url), prefix=prefix, owns_client=True)
 
     def _base(self, tenant: str) -> str:
         return tenant_base(self.prefix, tenant)
@@ -282,6 +284,17 @@ class RedisStore:
         script = self._scripts["release"]
         key = f"{self.prefix}:wr:lease:{name}"
         await self.guard.background("release", lambda: script([key], [owner]))
+
+    async def warm_up(self) -> None:
+        """Load every script now (on every primary of a cluster; the lean connections open
+        too), so that no request's deadline is spent on it. Raises :class:`StorageError`."""
+        for script in self._scripts.values():
+            try:
+                script.sha = await script._load()
+            except (RedisError, OSError) as exc:
+                raise StorageError(f"waiting room store: loading scripts failed: {exc}") from exc
+        if self._lean is not None:
+            await self._lean.open_all()
 
     async def aclose(self) -> None:
         if self._lean is not None:

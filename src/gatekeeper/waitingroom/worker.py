@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gatekeeper.errors import GatekeeperError
+from gatekeeper.errors import ConfigurationError, GatekeeperError
 
 if TYPE_CHECKING:
     from gatekeeper.types import Clock
@@ -144,8 +144,12 @@ async def _serve(stop: asyncio.Event) -> int:
     if not settings.redis_url:
         print("gatekeeper worker: GATEKEEPER_REDIS_URL is required", file=sys.stderr)
         return 2
+    try:
+        store = RedisStore.from_url(settings.redis_url, prefix=wr.redis_prefix)
+    except ConfigurationError as exc:
+        print(f"gatekeeper worker: GATEKEEPER_REDIS_URL: {exc}", file=sys.stderr)
+        return 2
     database = Database.from_settings(settings)
-    store = RedisStore.from_url(settings.redis_url, prefix=wr.redis_prefix)
     clock = SystemClock()
     try:
         repository = SqlConfigRepository(database)
