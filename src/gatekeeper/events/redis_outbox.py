@@ -1,0 +1,178 @@
+"""The shared outbox: a Redis stream with one consumer group, led by one replica at a time.
+
+Keys (one hash tag, so that every key lives in one slot of a Redis Cluster)::
+
+    <prefix>:{events}:outbox      the stream; field "e" holds the event's envelope
+    <prefix>:{events}:lease       who delivers (gatekeeper.lease)
+    <prefix>:{events}:dead        dead letters, newest first (bounded list)
+    <prefix>:{events}:deliveries  recent delivery records, newest first (bounded list)
+
+Every replica XADDs what it saw. The leader reads with XREADGROUP as consumer ``owner``; an
+entry stays in the group's pending list until the leader XACKs it (then XDELs it: delivered
+entries are not kept). A leader killed between reading and acknowledging leaves its entries
+pending: the next leader XAUTOCLAIMs them before reading anything new, so they are delivered
+again (at least once; the event id lets consumers drop the duplicate).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from redis.exceptions import RedisError, ResponseError
+
+from gatekeeper.errors import StorageError
+from gatekeeper.events.model import Event
+from gatekeeper.lease import RedisLease
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["GROUP", "RedisOutbox", "outbox_keys"]
+
+GROUP = "delivery"
+
+
+def outbox_keys(prefix: str) -> dict[str, str]:
+    """The outbox's keys under ``prefix``."""
+    base = f"{prefix}:{{events}}:"
+    return {name: base + name for name in ("outbox", "lease", "dead", "deliveries")}
+
+
+class RedisOutbox:
+    """:class:`gatekeeper.events.outbox.Outbox` on a Redis stream."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "gk",
+        max_length: int = 1_000_000,
+        keep_deliveries: int = 1000,
+        keep_dead: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.keys = outbox_keys(prefix)
+        self.stream = self.keys["outbox"]
+        self.max_length = max_length
+        self.keep_deliveries = keep_deliveries
+        self.keep_dead = keep_dead
+        self.lease = RedisLease(redis, self.keys["lease"])
+        self._group_ready = False
+        self._claim_from = "0-0"
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From the stream's start ("0"): events appended before the first leader ran count.
+            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def append(self, events: Sequence[Event]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.xadd(
+                        self.stream,
+                        {"e": event.to_json()},
+                        maxlen=self.max_length,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+
+    async def lead(self, owner: str, ttl: float) -> bool:
+        return await self.lease.acquire(owner, ttl)
+
+    async def resign(self, owner: str) -> None:
+        await self.lease.release(owner)
+
+    async def read(self, owner: str, count: int, wait: float) -> list[tuple[str, Event]]:
+        try:
+            await self._ensure_group()
+            # Entries another (dead, or deposed) leader read and never acknowledged come first.
+            reply = await self.redis.xautoclaim(
+                self.stream, GROUP, owner, min_idle_time=0, start_id=self._claim_from, count=count
+            )
+            next_start, claimed = cast("tuple[Any, list[Any]]", (reply[0], reply[1]))
+            self._claim_from = next_start.decode() if isinstance(next_start, bytes) else next_start
+            entries = [(i, f) for i, f in claimed if f]
+            if not entries:
+                self._claim_from = "0-0"
+                streams: list[Any] = await self.redis.xreadgroup(  # type: ignore[assignment]
+                    GROUP,
+                    owner,
+                    {self.stream: ">"},
+                    count=count,
+                    block=max(1, int(wait * 1000)),
+                )
+                entries = [(i, f) for _, batch in streams or [] for i, f in batch if f]
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream was deleted under us: recreate the group
+                self._group_ready = False
+            raise StorageError(f"events outbox: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+        out = []
+        for entry_id, fields in entries:
+            raw = fields.get(b"e") or fields.get("e")
+            key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            out.append((key, Event.from_json(raw)))
+        return out
+
+    async def ack(self, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self.stream, GROUP, *entry_ids)
+                pipe.xdel(self.stream, *entry_ids)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+
+    async def _push(self, key: str, records: Sequence[dict[str, Any]], keep: int) -> None:
+        if not records:
+            return
+        values = [json.dumps(r, separators=(",", ":"), default=str) for r in records]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, *values)
+                pipe.ltrim(key, 0, keep - 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+
+    async def _range(self, key: str, limit: int) -> list[dict[str, Any]]:
+        try:
+            raw = await self.redis.lrange(key, 0, limit - 1)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+        return [json.loads(r) for r in raw]
+
+    async def dead_letter(self, records: Sequence[dict[str, Any]]) -> None:
+        await self._push(self.keys["dead"], records, self.keep_dead)
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        return await self._range(self.keys["dead"], limit)
+
+    async def record(self, records: Sequence[dict[str, Any]]) -> None:
+        await self._push(self.keys["deliveries"], records, self.keep_deliveries)
+
+    async def deliveries(self, limit: int) -> list[dict[str, Any]]:
+        return await self._range(self.keys["deliveries"], limit)
+
+    async def backlog(self) -> int:
+        try:
+            return int(await self.redis.xlen(self.stream))
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+
+    async def aclose(self) -> None:
+        return None

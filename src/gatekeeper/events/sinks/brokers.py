@@ -1,0 +1,204 @@
+"""Brokers, chosen by URL: RabbitMQ (``amqp://``, ``amqps://``) or NATS JetStream (``nats://``,
+``tls://``).
+
+- **RabbitMQ** (aio-pika): a durable topic exchange (``gatekeeper.events`` unless the URL's
+  ``exchange`` query parameter names another), routing key = the full event type
+  (``gatekeeper.key.banned``), persistent messages whose ``message_id`` is the event id, and
+  publisher confirms. A batch is published at once and its confirms awaited together (one
+  round trip per batch, not per message).
+- **NATS JetStream** (nats-py): subject = the full event type, the event id as ``Nats-Msg-Id``
+  (the server drops a duplicate inside its window), every publish acknowledged by the stream;
+  the stream (``GATEKEEPER_EVENTS`` over ``gatekeeper.>``, or the URL's ``stream``) is created
+  when missing.
+
+A broker that is down fails the batch's attempts (retried by the delivery loop); the connection
+is reopened on the next try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from gatekeeper.errors import ConfigurationError
+from gatekeeper.events.model import Event
+from gatekeeper.events.sinks.base import Attempt
+
+__all__ = ["AmqpSink", "NatsSink", "broker_from_url"]
+
+
+class BrokerError(Exception):
+    """The broker did not take a message."""
+
+
+def _split(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), query
+
+
+def _results(values: Sequence[Any]) -> list[BaseException | None]:
+    return [v if isinstance(v, BaseException) else None for v in values]
+
+
+class AmqpSink:
+    """Publishes to a RabbitMQ topic exchange with publisher confirms."""
+
+    name = "amqp"
+
+    def __init__(self, url: str, *, exchange: str = "gatekeeper.events", timeout: float = 10.0):
+        self.url = url
+        self.exchange_name = exchange
+        self.timeout = timeout
+        self._connection: Any = None
+        self._exchange: Any = None
+
+    async def _open(self) -> Any:
+        if self._exchange is not None and not self._connection.is_closed:
+            return self._exchange
+        import aio_pika
+
+        await self._drop()
+        self._connection = await asyncio.wait_for(
+            aio_pika.connect(self.url, timeout=self.timeout), self.timeout
+        )
+        channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        return self._exchange
+
+    async def _drop(self) -> None:
+        connection, self._connection, self._exchange = self._connection, None, None
+        if connection is not None:
+            try:
+                await asyncio.wait_for(connection.close(), 2)
+            except Exception:  # closing a broken connection: nothing left to save
+                pass
+
+    async def plan(self, events: Sequence[Event]) -> list[Attempt]:
+        return [Attempt("amqp", event) for event in events]
+
+    async def send(self, attempts: Sequence[Attempt]) -> list[BaseException | None]:
+        import aio_pika
+
+        try:
+            exchange = await self._open()
+        except Exception as exc:  # aio-pika/aiormq/socket errors: the whole batch failed
+            await self._drop()
+            return [BrokerError(f"amqp: {type(exc).__name__}: {exc}")] * len(attempts)
+        messages = [
+            (
+                aio_pika.Message(
+                    a.event.to_json(),
+                    message_id=a.event.id,
+                    type=a.event.full_type,
+                    content_type="application/cloudevents+json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                a.event.full_type,
+            )
+            for a in attempts
+        ]
+        results = await asyncio.gather(
+            *(
+                asyncio.wait_for(exchange.publish(m, routing_key=key), self.timeout)
+                for m, key in messages
+            ),
+            return_exceptions=True,
+        )
+        out = _results(results)
+        if any(r is not None for r in out):
+            await self._drop()  # reopen on the next try rather than reuse a broken channel
+        return out
+
+    async def aclose(self) -> None:
+        await self._drop()
+
+
+class NatsSink:
+    """Publishes to NATS JetStream, one subject per event type, acknowledged."""
+
+    name = "nats"
+
+    def __init__(
+        self, url: str, *, stream: str = "GATEKEEPER_EVENTS", timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.timeout = timeout
+        self._nc: Any = None
+        self._js: Any = None
+
+    async def _open(self) -> Any:
+        if self._js is not None and self._nc.is_connected:
+            return self._js
+        import nats
+        from nats.js.errors import NotFoundError
+
+        await self._drop()
+        self._nc = await nats.connect(
+            self.url,
+            connect_timeout=self.timeout,
+            allow_reconnect=False,  # the delivery loop reconnects (and retries) on its own
+            max_reconnect_attempts=0,
+        )
+        js = self._nc.jetstream(timeout=self.timeout)
+        try:
+            await js.stream_info(self.stream)
+        except NotFoundError:
+            await js.add_stream(name=self.stream, subjects=["gatekeeper.>"])
+        self._js = js
+        return js
+
+    async def _drop(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.close(), 2)
+            except Exception:  # closing a broken connection: nothing left to save
+                pass
+
+    async def plan(self, events: Sequence[Event]) -> list[Attempt]:
+        return [Attempt("nats", event) for event in events]
+
+    async def send(self, attempts: Sequence[Attempt]) -> list[BaseException | None]:
+        try:
+            js = await self._open()
+        except Exception as exc:  # nats-py/socket errors: the whole batch failed
+            await self._drop()
+            return [BrokerError(f"nats: {type(exc).__name__}: {exc}")] * len(attempts)
+        results = await asyncio.gather(
+            *(
+                js.publish(
+                    a.event.full_type,
+                    a.event.to_json(),
+                    timeout=self.timeout,
+                    headers={"Nats-Msg-Id": a.event.id},
+                )
+                for a in attempts
+            ),
+            return_exceptions=True,
+        )
+        out = _results(results)
+        if any(r is not None for r in out):
+            await self._drop()
+        return out
+
+    async def aclose(self) -> None:
+        await self._drop()
+
+
+def broker_from_url(url: str, *, timeout: float = 10.0) -> AmqpSink | NatsSink:
+    """The broker sink for ``url`` (``amqp://``, ``amqps://``, ``nats://``, ``tls://``)."""
+    base, query = _split(url)
+    scheme = urlsplit(url).scheme
+    if scheme in ("amqp", "amqps"):
+        return AmqpSink(base, exchange=query.get("exchange", "gatekeeper.events"), timeout=timeout)
+    if scheme in ("nats", "tls"):
+        return NatsSink(base, stream=query.get("stream", "GATEKEEPER_EVENTS"), timeout=timeout)
+    raise ConfigurationError(
+        f"GATEKEEPER_EVENTS_BROKER_URL: unsupported scheme {scheme!r} (amqp://, amqps://, nats://)"
+    )
