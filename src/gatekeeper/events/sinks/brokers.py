@@ -6,10 +6,11 @@
   (``gatekeeper.key.banned``), persistent messages whose ``message_id`` is the event id, and
   publisher confirms. A batch is published at once and its confirms awaited together (one
   round trip per batch, not per message).
-- **NATS JetStream** (nats-py): subject = the full event type, the event id as ``Nats-Msg-Id``
-  (the server drops a duplicate inside its window), every publish acknowledged by the stream;
-  the stream (``GATEKEEPER_EVENTS`` over ``gatekeeper.>``, or the URL's ``stream``) is created
-  when missing.
+- **NATS JetStream** (nats-py): subject = the full event type (``gatekeeper.key.banned``; the
+  URL's ``prefix`` replaces ``gatekeeper``), the event id as ``Nats-Msg-Id`` (the server drops
+  a duplicate inside its window), every publish acknowledged by the stream; the stream
+  (``GATEKEEPER_EVENTS`` over ``gatekeeper.>``, or the URL's ``stream``) is created when
+  missing.
 
 A broker that is down fails the batch's attempts (retried by the delivery loop); the connection
 is reopened on the next try.
@@ -118,16 +119,26 @@ class AmqpSink:
         await self._drop()
 
 
+async def _quiet(error: Exception) -> None:
+    """nats-py's error callback: failures reach us as the publish's exception already."""
+
+
 class NatsSink:
     """Publishes to NATS JetStream, one subject per event type, acknowledged."""
 
     name = "nats"
 
     def __init__(
-        self, url: str, *, stream: str = "GATEKEEPER_EVENTS", timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        stream: str = "GATEKEEPER_EVENTS",
+        prefix: str = "gatekeeper",
+        timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.stream = stream
+        self.prefix = prefix
         self.timeout = timeout
         self._nc: Any = None
         self._js: Any = None
@@ -139,17 +150,23 @@ class NatsSink:
         from nats.js.errors import NotFoundError
 
         await self._drop()
-        self._nc = await nats.connect(
-            self.url,
-            connect_timeout=self.timeout,
-            allow_reconnect=False,  # the delivery loop reconnects (and retries) on its own
-            max_reconnect_attempts=0,
+        self._nc = await asyncio.wait_for(
+            nats.connect(
+                self.url,
+                connect_timeout=self.timeout,
+                # The delivery loop reconnects (and retries) on its own. (0 would mean "retry
+                # the first connection forever" to nats-py.)
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                error_cb=_quiet,
+            ),
+            self.timeout * 2,
         )
         js = self._nc.jetstream(timeout=self.timeout)
         try:
             await js.stream_info(self.stream)
         except NotFoundError:
-            await js.add_stream(name=self.stream, subjects=["gatekeeper.>"])
+            await js.add_stream(name=self.stream, subjects=[f"{self.prefix}.>"])
         self._js = js
         return js
 
@@ -173,7 +190,7 @@ class NatsSink:
         results = await asyncio.gather(
             *(
                 js.publish(
-                    a.event.full_type,
+                    f"{self.prefix}.{a.event.type}",
                     a.event.to_json(),
                     timeout=self.timeout,
                     headers={"Nats-Msg-Id": a.event.id},
@@ -198,7 +215,12 @@ def broker_from_url(url: str, *, timeout: float = 10.0) -> AmqpSink | NatsSink:
     if scheme in ("amqp", "amqps"):
         return AmqpSink(base, exchange=query.get("exchange", "gatekeeper.events"), timeout=timeout)
     if scheme in ("nats", "tls"):
-        return NatsSink(base, stream=query.get("stream", "GATEKEEPER_EVENTS"), timeout=timeout)
+        return NatsSink(
+            base,
+            stream=query.get("stream", "GATEKEEPER_EVENTS"),
+            prefix=query.get("prefix", "gatekeeper"),
+            timeout=timeout,
+        )
     raise ConfigurationError(
         f"GATEKEEPER_EVENTS_BROKER_URL: unsupported scheme {scheme!r} (amqp://, amqps://, nats://)"
     )
