@@ -14,11 +14,11 @@ import aio_pika
 import nats
 import pytest
 
+from gatekeeper.errors import ConfigurationError
 from gatekeeper.events.delivery import Deliverer, DeliveryOptions
 from gatekeeper.events.model import Event
 from gatekeeper.events.outbox import MemoryOutbox
 from gatekeeper.events.sinks.brokers import AmqpSink, NatsSink, broker_from_url
-from gatekeeper.errors import ConfigurationError
 from tests.integration.events_support import Relay
 
 OPTIONS = DeliveryOptions(max_attempts=20, backoff_base=0.05, backoff_max=0.2, batch=100)
