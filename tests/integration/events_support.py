@@ -26,6 +26,8 @@ class WebhookReceiver:
     script: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    # Seconds each answer takes (a slow receiver).
+    delay: float = 0.0
     _server: asyncio.Server | None = None
 
     @property
@@ -56,6 +58,8 @@ class WebhookReceiver:
                 valid = verify(self.secret, headers, body)
                 self.received.append(Received(headers, body, valid))
                 status = self.script.pop(0) if self.script else 200
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 if not valid:
                     status = 401
                 writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
