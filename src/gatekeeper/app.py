@@ -73,6 +73,8 @@ COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.observability.component:create_component",
     # identity before the waiting room: with auto_migrate it builds the schema tenants live in
     "gatekeeper.identity.component:create_component",
+    # events after identity (its admin endpoints take the identity's admin guard)
+    "gatekeeper.events.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
 ]
 

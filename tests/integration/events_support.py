@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gatekeeper.events.sinks.webhooks import verify
@@ -113,3 +115,13 @@ class Relay:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._pipes -= {writer, up_writer}
+
+
+async def until(condition: Callable[[], bool], within: float) -> bool:
+    """Whether ``condition`` holds within ``within`` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from gatekeeper.events.emitter import BufferedEmitter
 from gatekeeper.events.model import Event
 from gatekeeper.events.redis_outbox import RedisOutbox
 from gatekeeper.events.sinks.webhooks import new_secret
-from tests.integration.events_support import WebhookReceiver
+from tests.integration.events_support import WebhookReceiver, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,15 +104,6 @@ def _replica(redis_url: str, prefix: str, hook: str, secret: str) -> subprocess.
     return subprocess.Popen(args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE)
 
 
-async def _until(condition: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 async def test_kill_9_of_the_delivering_replica_loses_no_event(
     redis: Redis, redis_url: str, redis_prefix: str
@@ -128,7 +118,7 @@ async def test_kill_9_of_the_delivering_replica_loses_no_event(
     first = _replica(redis_url, redis_prefix, receiver.url, secret)
     second = None
     try:
-        assert await _until(lambda: len(receiver.received) >= 25, 30)
+        assert await until(lambda: len(receiver.received) >= 25, 30)
         first.send_signal(signal.SIGKILL)
         first.wait()
         assert first.returncode == -signal.SIGKILL
@@ -136,7 +126,7 @@ async def test_kill_9_of_the_delivering_replica_loses_no_event(
         assert len(before) < 200  # killed mid-delivery
         second = _replica(redis_url, redis_prefix, receiver.url, secret)
         everything = {e.id for e in events}
-        done = await _until(
+        done = await until(
             lambda: {r.headers["webhook-id"] for r in receiver.received} >= everything, 60
         )
         assert done, f"{len({r.headers['webhook-id'] for r in receiver.received})} of 200"

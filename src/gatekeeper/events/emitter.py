@@ -57,6 +57,12 @@ class BufferedEmitter:
             return
         self._buffer.append((type, data, subject, time.time()))
 
+    def enqueue(self, type: str, data: Mapping[str, Any], *, subject: str | None = None) -> str:
+        """Buffer one event built now; its id (the admin's test event answers with it)."""
+        event = Event(type, dict(data), time.time(), self.source, subject)
+        self._unsent.append(event)
+        return event.id
+
     def __len__(self) -> int:
         return len(self._buffer) + len(self._unsent)
 
@@ -68,17 +74,19 @@ class BufferedEmitter:
         while buffer or self._unsent:
             if not self._unsent:
                 source = self.source
-                batch: list[Event] = []
-                while buffer and len(batch) < max_batch:
+                built: list[Event] = []
+                while buffer and len(built) < max_batch:
                     type_, data, subject, at = buffer.popleft()
-                    batch.append(Event(type_, dict(data), at, source, subject))
-                self._unsent = batch
+                    built.append(Event(type_, dict(data), at, source, subject))
+                self._unsent = built
+            # (Taken out first: enqueue may add to _unsent while the append waits.)
+            batch, self._unsent = self._unsent, []
             try:
-                await self.outbox.append(self._unsent)
+                await self.outbox.append(batch)
             except GatekeeperError as exc:
+                self._unsent = batch + self._unsent
                 _log.warning("events_outbox_unavailable", error=str(exc), held=len(self))
                 return taken
-            taken += len(self._unsent)
-            self.flushed += len(self._unsent)
-            self._unsent = []
+            taken += len(batch)
+            self.flushed += len(batch)
         return taken

@@ -31,8 +31,10 @@ __all__ = [
     "SPECVERSION",
     "Event",
     "EventType",
+    "addressed_to",
     "check_patterns",
     "matches",
+    "wanted_by",
 ]
 
 SPECVERSION = "1.0"
@@ -89,8 +91,23 @@ EVENT_TYPES: dict[str, EventType] = _types(
         "limiter.degraded", "The limit store failed; the limiter runs degraded.", ("reason",)
     ),
     EventType("limiter.recovered", "The limit store answers again.", ()),
-    EventType("test", "A test event sent from the admin API.", ("message",)),
+    EventType("test", "A test event sent from the admin API.", ("message", "to")),
 )
+
+
+def addressed_to(event: Event) -> str | None:
+    """The one target a test event is for (``"webhook:<id>"``, ``"email"``, ``"amqp"``,
+    ``"nats"``), from its data's ``to``; ``None`` for every other event (all targets)."""
+    if event.type != "test":
+        return None
+    to = event.data.get("to")
+    return str(to) if to is not None else None
+
+
+def wanted_by(target: str, event: Event) -> bool:
+    """Whether ``target`` may receive ``event`` (a test event only goes where it is sent)."""
+    to = addressed_to(event)
+    return to is None or to == target
 
 
 def matches(patterns: tuple[str, ...], name: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.events.model import Event
+from gatekeeper.events.model import Event, wanted_by
 from gatekeeper.events.sinks.base import Attempt
 
 __all__ = ["AmqpSink", "NatsSink", "broker_from_url"]
@@ -80,7 +80,7 @@ class AmqpSink:
                 pass
 
     async def plan(self, events: Sequence[Event]) -> list[Attempt]:
-        return [Attempt("amqp", event) for event in events]
+        return [Attempt("amqp", e) for e in events if wanted_by("amqp", e)]
 
     async def send(self, attempts: Sequence[Attempt]) -> list[BaseException | None]:
         import aio_pika
@@ -179,7 +179,7 @@ class NatsSink:
                 pass
 
     async def plan(self, events: Sequence[Event]) -> list[Attempt]:
-        return [Attempt("nats", event) for event in events]
+        return [Attempt("nats", e) for e in events if wanted_by("nats", e)]
 
     async def send(self, attempts: Sequence[Attempt]) -> list[BaseException | None]:
         try:

@@ -20,7 +20,7 @@ from email.utils import make_msgid
 
 import aiosmtplib
 
-from gatekeeper.events.model import EVENT_TYPES, Event, matches
+from gatekeeper.events.model import EVENT_TYPES, Event, matches, wanted_by
 from gatekeeper.events.sinks.base import Attempt
 from gatekeeper.types import Clock, SystemClock
 
@@ -111,7 +111,7 @@ class EmailSink:
         now = self.clock.monotonic()
         out = []
         for event in events:
-            if not matches(options.event_types, event.type):
+            if not matches(options.event_types, event.type) or not wanted_by("email", event):
                 continue
             to = self._recipients(event)
             if not to:

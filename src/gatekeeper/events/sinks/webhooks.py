@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from gatekeeper.events.model import Event, matches
+from gatekeeper.events.model import Event, matches, wanted_by
 from gatekeeper.events.sinks.base import Attempt
 
 __all__ = [
@@ -56,7 +56,11 @@ class Subscription:
     enabled: bool = True
 
     def wants(self, event: Event) -> bool:
-        return self.enabled and matches(self.event_types, event.type)
+        return (
+            self.enabled
+            and matches(self.event_types, event.type)
+            and wanted_by(f"webhook:{self.id}", event)
+        )
 
 
 def new_secret() -> str:

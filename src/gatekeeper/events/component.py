@@ -1,0 +1,197 @@
+"""The events component: the emitter every part reports to, the flusher, the delivery loop.
+
+Built from the shared :class:`~gatekeeper.component.Context`: with Redis, the outbox is the
+shared Redis stream and the replicas elect one delivering leader; without, an in-process
+outbox. It sets ``context.events`` (the :class:`~gatekeeper.types.EventEmitter` the other
+components emit through) and publishes itself as ``extras["events"]``.
+
+Start: the flusher (buffer -> outbox every ``flush_interval``) and the delivery loop run as two
+background tasks. Stop, in order: the flusher stops and flushes once more (what was emitted
+reaches the outbox); the delivery loop is told to stop and, in the embedded mode, first drains
+the in-process outbox for up to ``DRAIN_SECONDS``; a batch still retrying is abandoned
+unacknowledged (Redis keeps it for the next leader); the sinks close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.events.admin import events_admin_endpoints
+from gatekeeper.events.delivery import Deliverer, DeliveryOptions
+from gatekeeper.events.emitter import BufferedEmitter
+from gatekeeper.events.outbox import MemoryOutbox, Outbox
+from gatekeeper.events.redis_outbox import RedisOutbox
+from gatekeeper.events.settings import EventSettings
+from gatekeeper.events.sinks.base import Sink
+from gatekeeper.events.sinks.brokers import broker_from_url
+from gatekeeper.events.sinks.email import EmailOptions, EmailSink
+from gatekeeper.events.sinks.webhooks import WebhookSink
+from gatekeeper.events.subscriptions import SubscriptionStore
+from gatekeeper.settings import from_environment
+
+if TYPE_CHECKING:
+    from gatekeeper.component import Context
+    from gatekeeper.endpoints import Endpoint
+
+__all__ = ["DRAIN_SECONDS", "EventsComponent", "create_component", "email_options"]
+
+DRAIN_SECONDS = 5.0
+
+_log = structlog.get_logger("gatekeeper.events")
+
+
+def email_options(settings: EventSettings) -> EmailOptions:
+    """The email sink's options from the ``GATEKEEPER_SMTP_*``/``EMAIL_*`` settings."""
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    return EmailOptions(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username or None,
+        password=password,
+        sender=settings.email_from,
+        to=tuple(settings.alert_email_to),
+        recipients={k: tuple(v) for k, v in settings.email_recipients.items()},
+        starttls=settings.smtp_use_tls,
+        implicit_tls=settings.smtp_use_ssl,
+        timeout=settings.smtp_timeout_seconds,
+        cooldown=settings.email_event_cooldown_seconds,
+    )
+
+
+class EventsComponent:
+    """Emitter, outbox, sinks, delivery; ``/admin/webhooks`` and ``/admin/events/*``."""
+
+    name = "events"
+
+    def __init__(self, context: Context, settings: EventSettings | None = None) -> None:
+        self.context = context
+        self.settings = settings or from_environment(EventSettings)
+        s = self.settings
+        self.outbox: Outbox = (
+            RedisOutbox(context.redis, prefix=s.events_redis_prefix)
+            if context.redis is not None
+            else MemoryOutbox()
+        )
+        self.emitter = BufferedEmitter(self.outbox, capacity=s.events_buffer_size)
+        self.subscriptions = (
+            SubscriptionStore(context.database, context.clock)
+            if context.database is not None
+            else None
+        )
+        sinks: list[Sink] = []
+        if self.subscriptions is not None:
+            sinks.append(
+                WebhookSink(self.subscriptions.active, timeout=s.events_webhook_timeout_seconds)
+            )
+        if s.email_notifications_enabled:
+            sinks.append(EmailSink(email_options(s), clock=context.clock))
+        if s.events_broker_url:
+            sinks.append(
+                broker_from_url(s.events_broker_url, timeout=s.events_broker_timeout_seconds)
+            )
+        self.sinks = sinks
+        self.deliverer = Deliverer(
+            self.outbox,
+            sinks,
+            DeliveryOptions(
+                batch=s.events_batch_size,
+                max_attempts=s.events_max_attempts,
+                backoff_base=s.events_retry_base_seconds,
+                backoff_max=s.events_retry_max_seconds,
+                lease_seconds=s.events_lease_seconds,
+            ),
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        if s.events_enabled:
+            context.events = self.emitter
+        context.extras["events"] = self
+
+    def status(self) -> dict[str, Any]:
+        """This replica's side of the delivery status (the admin view)."""
+        return {
+            "buffered": len(self.emitter),
+            "dropped": self.emitter.dropped,
+            "leader": self.deliverer.leader,
+            "delivered": self.deliverer.delivered,
+            "dead_lettered": self.deliverer.dead,
+            "sinks": [sink.name for sink in self.sinks],
+        }
+
+    def endpoints(self) -> list[Endpoint]:
+        context = self.context
+        audit = None
+        if context.database is not None:
+            from gatekeeper.identity.audit import AuditLog
+
+            audit = AuditLog(context.database, context.clock).record
+        return events_admin_endpoints(
+            self.emitter,
+            self.outbox,
+            self.status,
+            self.subscriptions,
+            guard=context.extras.get("admin_guard", context.admin_guard),
+            audit=audit,
+        )
+
+    async def start(self) -> None:
+        """Start the flusher and the delivery loop."""
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="events-flusher"),
+            asyncio.create_task(self.deliverer.run(self._stop), name="events-delivery"),
+        ]
+
+    async def _flush_loop(self) -> None:
+        interval = self.settings.events_flush_interval_seconds
+        while not self._stop.is_set():
+            await self.emitter.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def stop(self) -> None:
+        """Flush, drain (embedded mode), stop delivering, close the sinks."""
+        flusher, delivery = self._tasks or (None, None)
+        self.deliverer.stop_soon()
+        self._stop.set()
+        if flusher is not None:
+            await flusher
+        await self.emitter.flush()
+        stuck = False
+        if delivery is not None:
+            try:
+                await asyncio.wait_for(delivery, DRAIN_SECONDS)
+            except TimeoutError:
+                stuck = True  # (a sink that hangs: draining would hang as well)
+                _log.warning("events_delivery_stopped_mid_batch")
+        if isinstance(self.outbox, MemoryOutbox):
+            if stuck:
+                _log.warning("events_lost_at_stop", backlog=await self.outbox.backlog())
+            else:
+                await self._drain()
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
+        self._tasks = []
+
+    async def _drain(self) -> None:
+        """Deliver what the in-process outbox still holds (it dies with the process)."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        self.deliverer._stopping = False
+        try:
+            while await self.outbox.backlog() and time.monotonic() < deadline:
+                remaining = deadline - time.monotonic()
+                await asyncio.wait_for(self.deliverer.run_once(wait=0), max(0.01, remaining))
+        except (TimeoutError, GatekeeperError) as exc:
+            _log.warning("events_lost_at_stop", backlog=await self.outbox.backlog(), error=str(exc))
+
+
+def create_component(context: Context) -> EventsComponent:
+    """The factory named in ``gatekeeper.app.COMPONENT_FACTORIES``."""
+    return EventsComponent(context)
