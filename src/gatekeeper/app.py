@@ -321,8 +321,9 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     """A complete :class:`Snapshot` for ``config`` (pools, router, proxy, plans) on
     ``runtime``."""
     policies = {name: pc.build(name) for name, pc in config.policies.items()}
+    events = runtime.context.events if runtime.context else None
     pools = {
-        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics)
+        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics, events=events)
         for name, uc in config.upstreams.items()
     }
     trusted = TrustedProxies(config.trusted_proxies)
@@ -413,7 +414,9 @@ class Gateway:
             extras = runtime.context.extras if runtime.context else {}
             flow = Flow(
                 snapshot,
-                accounting=Accounting(runtime.metrics, extras.get("access_log")),
+                accounting=Accounting(
+                    runtime.metrics, extras.get("access_log"), extras.get("ratelimit_spikes")
+                ),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

@@ -32,6 +32,7 @@ from gatekeeper.events.sinks.base import Sink
 from gatekeeper.events.sinks.brokers import broker_from_url
 from gatekeeper.events.sinks.email import EmailOptions, EmailSink
 from gatekeeper.events.sinks.webhooks import WebhookSink
+from gatekeeper.events.spikes import SpikeDetector
 from gatekeeper.events.subscriptions import SubscriptionStore
 from gatekeeper.settings import from_environment
 
@@ -111,6 +112,14 @@ class EventsComponent:
         self._tasks: list[asyncio.Task[None]] = []
         if s.events_enabled:
             context.events = self.emitter
+            # The gateway's accounting counts 429s into it (app.py reads the extra).
+            context.extras["ratelimit_spikes"] = SpikeDetector(
+                self.emitter,
+                context.clock,
+                threshold=s.ratelimit_spike_threshold,
+                window=s.ratelimit_spike_window_seconds,
+                cooldown=s.ratelimit_spike_cooldown_seconds,
+            )
         context.extras["events"] = self
 
     def status(self) -> dict[str, Any]:
@@ -141,7 +150,10 @@ class EventsComponent:
         )
 
     async def start(self) -> None:
-        """Start the flusher and the delivery loop."""
+        """Connect the limiter's breaker, start the flusher and the delivery loop."""
+        breaker = getattr(self.context.limiter, "breaker", None)
+        if breaker is not None and self.settings.events_enabled:
+            breaker.events = self.emitter  # limiter.degraded / limiter.recovered
         self._stop.clear()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="events-flusher"),

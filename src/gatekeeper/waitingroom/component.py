@@ -190,6 +190,7 @@ class WaitingRoomComponent:
             log.error("waitingroom_config_database_unavailable", error=str(exc))
             self.repository = MemoryConfigRepository(self.business_ids, clock=self.context.clock)
             self.configs.repository = self.repository
+        self.worker.events = self.context.events
         if self.settings.embedded_worker:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop))
