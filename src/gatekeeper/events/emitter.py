@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["BufferedEmitter", "replica_source"]
 
 _log = structlog.get_logger("gatekeeper.events")
+_now = time.time
 
 
 def replica_source() -> str:
@@ -52,10 +53,11 @@ class BufferedEmitter:
 
     def emit(self, type: str, data: Mapping[str, Any], *, subject: str | None = None) -> None:
         """Buffer one event (the request path's whole cost of reporting it)."""
-        if len(self._buffer) >= self.capacity:
+        buffer = self._buffer
+        if len(buffer) < self.capacity:
+            buffer.append((type, data, subject, _now()))
+        else:
             self.dropped += 1
-            return
-        self._buffer.append((type, data, subject, time.time()))
 
     def enqueue(self, type: str, data: Mapping[str, Any], *, subject: str | None = None) -> str:
         """Buffer one event built now; its id (the admin's test event answers with it)."""
