@@ -58,8 +58,11 @@ class AmqpSink:
         import aio_pika
 
         await self._drop()
+        from gatekeeper.events.sinks.amqp_transport import CoalescingConnection
+
         self._connection = await asyncio.wait_for(
-            aio_pika.connect(self.url, timeout=self.timeout), self.timeout
+            aio_pika.connect(self.url, timeout=self.timeout, connection_class=CoalescingConnection),
+            self.timeout,
         )
         channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await channel.declare_exchange(
@@ -101,7 +104,12 @@ class AmqpSink:
         ]
         # Every publish at once, their confirms awaited together under one timeout (a timer
         # task per message cost more CPU than the publish).
-        futures = [asyncio.ensure_future(exchange.publish(m, routing_key=k)) for m, k in messages]
+        # (mandatory=False: a message no queue is bound for is dropped by the broker, as a topic
+        # nobody listens to is; returned messages cost a round of frames each.)
+        futures = [
+            asyncio.ensure_future(exchange.publish(m, routing_key=k, mandatory=False))
+            for m, k in messages
+        ]
         if futures:
             await asyncio.wait(futures, timeout=self.timeout)
         out: list[BaseException | None] = []
