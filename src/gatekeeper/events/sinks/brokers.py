@@ -45,8 +45,17 @@ class AmqpSink:
 
     name = "amqp"
 
-    def __init__(self, url: str, *, exchange: str = "gatekeeper.events", timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = "gatekeeper.events",
+        timeout: float = 10.0,
+        coalesce: bool = True,
+    ) -> None:
         self.url = url
+        # Frames of 1 ms sent together (amqp_transport); False: aio-pika's own transport.
+        self.coalesce = coalesce
         self.exchange_name = exchange
         self.timeout = timeout
         self._connection: Any = None
@@ -61,7 +70,11 @@ class AmqpSink:
         from gatekeeper.events.sinks.amqp_transport import CoalescingConnection
 
         self._connection = await asyncio.wait_for(
-            aio_pika.connect(self.url, timeout=self.timeout, connection_class=CoalescingConnection),
+            aio_pika.connect(
+                self.url,
+                timeout=self.timeout,
+                connection_class=CoalescingConnection if self.coalesce else aio_pika.Connection,
+            ),
             self.timeout,
         )
         channel = await self._connection.channel(publisher_confirms=True)
