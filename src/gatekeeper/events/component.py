@@ -39,8 +39,9 @@ from gatekeeper.settings import from_environment
 if TYPE_CHECKING:
     from gatekeeper.component import Context
     from gatekeeper.endpoints import Endpoint
+    from gatekeeper.settings import Settings
 
-__all__ = ["DRAIN_SECONDS", "EventsComponent", "create_component", "email_options"]
+__all__ = ["DRAIN_SECONDS", "EventsComponent", "create_component", "email_options", "preflight"]
 
 DRAIN_SECONDS = 5.0
 
@@ -202,6 +203,14 @@ class EventsComponent:
                 await asyncio.wait_for(self.deliverer.run_once(wait=0), max(0.01, remaining))
         except (TimeoutError, GatekeeperError) as exc:
             _log.warning("events_lost_at_stop", backlog=await self.outbox.backlog(), error=str(exc))
+
+
+def preflight(settings: Settings) -> None:
+    """What the factory would refuse (``gatekeeper.preflight``): the events' settings and the
+    broker URL's scheme."""
+    events = from_environment(EventSettings)
+    if events.events_broker_url:
+        broker_from_url(events.events_broker_url)
 
 
 def create_component(context: Context) -> EventsComponent:
