@@ -30,6 +30,7 @@ CALLS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/admin/events", None),
     ("GET", "/admin/events/deliveries", None),
     ("GET", "/admin/events/dead_letters", None),
+    ("POST", "/admin/events/dead_letters/replay", None),
     ("GET", "/admin/webhooks", None),
     ("POST", "/admin/webhooks", {"url": "http://127.0.0.1:1/h"}),
     ("GET", "/admin/webhooks/wh_x", None),

@@ -140,3 +140,20 @@ async def test_kill_9_of_the_delivering_replica_loses_no_event(
         await receiver.stop()
     assert all(r.valid for r in receiver.received)
     assert {r.headers["webhook-id"] for r in receiver.received} == {e.id for e in events}
+
+
+async def test_replay_puts_the_oldest_dead_letters_back_in_order(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """Three dead letters, replay two: the two oldest come back (same ids, in order); the
+    newest stays in the list."""
+    outbox = RedisOutbox(redis, prefix=redis_prefix)
+    events = [Event("test", {"i": i}, 1.7e9, "t") for i in range(3)]
+    for event in events:  # oldest first, as the leader writes them
+        await outbox.dead_letter([{"event": event.envelope(), "target": "x"}])
+    assert await outbox.replay(2) == 2
+    left = await outbox.dead_letters(10)
+    assert [d["event"]["id"] for d in left] == [events[2].id]
+    assert await outbox.lead("A", 5)
+    got = await outbox.read("A", 10, 0.1)
+    assert [e.id for _, e in got] == [events[0].id, events[1].id]

@@ -112,3 +112,17 @@ async def test_a_leader_that_loses_its_lease_leaves_the_batch_unacknowledged() -
     outbox.held = True
     assert await deliverer.run_once(wait=0) == 1
     assert len(sink.delivered) == 1
+
+
+async def test_dead_letters_replayed_are_delivered_with_their_ids() -> None:
+    """Dead-lettered while the target was down; replayed once it is back: delivered, same id,
+    and the dead-letter list is empty."""
+    outbox, events = await _outbox_with(2)
+    sink = _Flaky("s", failures=2)
+    deliverer = Deliverer(outbox, [sink], DeliveryOptions(max_attempts=2), sleep=_Sleeps())
+    assert await deliverer.run_once(wait=0) == 2
+    assert len(await outbox.dead_letters(10)) == 2
+    assert await outbox.replay(10) == 2
+    assert await outbox.dead_letters(10) == []
+    assert await deliverer.run_once(wait=0) == 2
+    assert sink.delivered == [e.id for e in events]

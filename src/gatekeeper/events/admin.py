@@ -88,6 +88,10 @@ class Records(BaseModel):
     records: list[dict[str, Any]]
 
 
+class Replayed(BaseModel):
+    replayed: int
+
+
 class Queued(BaseModel):
     event_id: str
     message: str
@@ -148,6 +152,18 @@ def events_admin_endpoints(
     async def dead_letters(call: Call) -> Reply:
         """Events a target never accepted (the whole envelope, the target, the last error)."""
         return json_reply({"records": await outbox.dead_letters(call.params["limit"])})
+
+    @routes.post(
+        "/admin/events/dead_letters/replay",
+        params=(query("limit", int, default=1000, ge=1, le=10_000, description="at most"),),
+        responses={200: Answer("How many were queued again.", Replayed)},
+    )
+    async def replay_dead_letters(call: Call) -> Reply:
+        """Queue the oldest dead letters again (same ids, to every sink: a target that had an
+        event gets it once more) once their target is back."""
+        replayed = await outbox.replay(call.params["limit"])
+        await record(call, "events.replay", "dead_letters", replayed=replayed)
+        return json_reply({"replayed": replayed})
 
     if subscriptions is None:
         return routes.endpoints

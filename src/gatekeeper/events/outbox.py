@@ -8,7 +8,8 @@ Protocol (:class:`Outbox`), as the delivery loop uses it:
    previous leader (claimed from it), then new ones. Each is ``(entry_id, event)``.
 4. ``ack(entry_ids)`` once every sink delivered or dead-lettered the event. An entry read but
    never acknowledged (its reader was killed) is read again by the next leader: at least once.
-5. ``dead_letter``/``dead_letters``, ``record``/``deliveries``: the admin view (bounded lists).
+5. ``dead_letter``/``dead_letters``, ``record``/``deliveries``: the admin view (bounded lists);
+   ``replay``: the oldest dead letters back into the outbox (same ids) once the target is back.
 
 :class:`MemoryOutbox` is the embedded mode's (no Redis): one process, which always leads. It is
 durable only as long as the process; ``gatekeeper.events.redis_outbox`` is the shared one.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -43,6 +45,8 @@ class Outbox(Protocol):
     async def dead_letter(self, records: Sequence[dict[str, Any]]) -> None: ...
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]: ...
+
+    async def replay(self, limit: int) -> int: ...
 
     async def record(self, records: Sequence[dict[str, Any]]) -> None: ...
 
@@ -100,6 +104,11 @@ class MemoryOutbox:
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return list(self._dead)[:limit]
+
+    async def replay(self, limit: int) -> int:
+        taken = [self._dead.pop() for _ in range(min(limit, len(self._dead)))]
+        await self.append([Event.from_json(json.dumps(d["event"])) for d in taken])
+        return len(taken)
 
     async def record(self, records: Sequence[dict[str, Any]]) -> None:
         self._deliveries.extendleft(records)

@@ -162,6 +162,25 @@ class RedisOutbox:
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return await self._range(self.keys["dead"], limit)
 
+    async def replay(self, limit: int) -> int:
+        """Move the ``limit`` oldest dead letters back into the stream. Appended before they
+        are trimmed from the list: a crash in between replays them twice (same ids), never
+        loses them."""
+        key = self.keys["dead"]
+        try:
+            raw = await self.redis.lrange(key, -limit, -1)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+        if not raw:
+            return 0
+        events = [Event.from_json(json.dumps(json.loads(r)["event"])) for r in reversed(raw)]
+        await self.append(events)
+        try:
+            await self.redis.ltrim(key, 0, -len(raw) - 1)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
+        return len(raw)
+
     async def record(self, records: Sequence[dict[str, Any]]) -> None:
         await self._push(self.keys["deliveries"], records, self.keep_deliveries)
 
