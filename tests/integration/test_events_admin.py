@@ -245,3 +245,37 @@ async def test_a_hung_smtp_server_does_not_slow_emitting_or_admin_calls(api: Api
     assert time.monotonic() - started < 2.0
     assert created.status_code == 201
     assert status.json()["delivered"] == 0  # the key.banned batch is still on SMTP
+
+
+async def test_during_a_rotation_overlap_both_secrets_verify(api: Api) -> None:
+    """Rotate with overlap_seconds: a delivery carries two signatures, one per secret, so a
+    receiver holding either verifies it; rotate with 0: only the newest signs."""
+    receiver = await WebhookReceiver().start()
+    try:
+        created = await api.client.post(
+            "/admin/webhooks", json={"url": receiver.url, "event_types": ["test"]}, headers=ADMIN
+        )
+        sid, old = created.json()["id"], created.json()["secret"]
+        path = f"/admin/webhooks/{sid}/rotate_secret"
+        rotated = await api.client.post(path, json={"overlap_seconds": 600}, headers=ADMIN)
+        assert rotated.json()["previous_secret_valid_until"] is not None
+        new = rotated.json()["secret"]
+        for secret in (old, new):
+            receiver.secret = secret
+            receiver.received.clear()
+            await api.client.post(f"/admin/webhooks/{sid}/test", headers=ADMIN)
+            assert await until(lambda: bool(receiver.received), 15)
+            assert receiver.received[0].valid
+            assert len(receiver.received[0].headers["webhook-signature"].split()) == 2
+        bad = await api.client.post(path, json={"overlap_seconds": -1}, headers=ADMIN)
+        assert bad.status_code == 422
+        final = await api.client.post(path, json={"overlap_seconds": 0}, headers=ADMIN)
+        assert final.json()["previous_secret_valid_until"] is None
+        receiver.secret = final.json()["secret"]
+        receiver.received.clear()
+        await api.client.post(f"/admin/webhooks/{sid}/test", headers=ADMIN)
+        assert await until(lambda: bool(receiver.received), 15)
+        assert receiver.received[0].valid
+        assert len(receiver.received[0].headers["webhook-signature"].split()) == 1
+    finally:
+        await receiver.stop()

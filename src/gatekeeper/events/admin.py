@@ -66,12 +66,19 @@ class SubscriptionChange(_Strict):
     enabled: bool | None = None
 
 
+class RotateBody(_Strict):
+    overlap_seconds: int = Field(
+        default=3600, ge=0, le=7 * 86400, description="how long the previous secret signs too"
+    )
+
+
 class SubscriptionOut(BaseModel):
     id: str
     url: str
     event_types: list[str]
     description: str
     enabled: bool
+    previous_secret_valid_until: str | None
     created_at: str
     updated_at: str
 
@@ -215,13 +222,17 @@ def events_admin_endpoints(
     @routes.post(
         "/admin/webhooks/{subscription_id}/rotate_secret",
         params=(_ID,),
+        body=RotateBody,
+        body_required=False,
         responses={200: Answer("The new secret.", SubscriptionWithSecret), **_NOT_FOUND},
     )
     async def rotate_webhook(call: Call) -> Reply:
-        """A new signing secret, used from the next delivery on; shown here only."""
+        """A new signing secret, used from the next delivery on and shown here only; the
+        previous one signs too (a second signature) for ``overlap_seconds`` (default 1 h)."""
         subscription_id = call.params["subscription_id"]
-        rotated = await store.rotate(subscription_id)
-        await record(call, "webhook.rotate", subscription_id)
+        overlap = (call.data or RotateBody()).overlap_seconds
+        rotated = await store.rotate(subscription_id, overlap)
+        await record(call, "webhook.rotate", subscription_id, overlap_seconds=overlap)
         return json_reply(rotated)
 
     @routes.post(

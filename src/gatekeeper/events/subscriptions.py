@@ -9,7 +9,7 @@ secret leaves this module only inside :class:`Subscription` (to sign) and in the
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +42,9 @@ def _view(row: WebhookSubscription) -> dict[str, Any]:
         "event_types": list(row.event_types),
         "description": row.description,
         "enabled": row.enabled,
+        "previous_secret_valid_until": (
+            row.previous_until.isoformat() if row.previous_secret and row.previous_until else None
+        ),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
@@ -74,8 +77,19 @@ class SubscriptionStore:
                     select(WebhookSubscription).where(WebhookSubscription.enabled.is_(True))
                 )
             ).all()
+        now_at = self._now()
         self._cached = [
-            Subscription(r.id, r.url, r.secret, tuple(r.event_types), r.enabled) for r in rows
+            Subscription(
+                r.id,
+                r.url,
+                r.secret,
+                tuple(r.event_types),
+                r.enabled,
+                also=(r.previous_secret,)
+                if r.previous_secret and r.previous_until and r.previous_until > now_at
+                else (),
+            )
+            for r in rows
         ]
         self._cached_at = now
         return self._cached
@@ -136,15 +150,21 @@ class SubscriptionStore:
         self._changed()
         return view
 
-    async def rotate(self, subscription_id: str) -> dict[str, Any]:
-        """A new secret, used from the next delivery on; returned here only."""
+    async def rotate(self, subscription_id: str, overlap_seconds: int = 0) -> dict[str, Any]:
+        """A new secret, signing from the next delivery on; returned here only. The previous
+        one signs too for ``overlap_seconds`` more (a second signature)."""
         secret = new_secret()
+        now = self._now()
         async with self.db.transaction() as session:
             row = await session.get(WebhookSubscription, subscription_id)
             if row is None:
                 raise NotFound(f"no webhook subscription {subscription_id!r}")
+            row.previous_secret = row.secret if overlap_seconds > 0 else None
+            row.previous_until = (
+                now + timedelta(seconds=overlap_seconds) if overlap_seconds else None
+            )
             row.secret = secret
-            row.updated_at = self._now()
+            row.updated_at = now
             view = _view(row)
         self._changed()
         return {**view, "secret": secret}

@@ -5,12 +5,14 @@ Headers of every request::
 
     webhook-id: <the event id>            (the same on every retry: the idempotency key)
     webhook-timestamp: <unix seconds>
-    webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">
+    webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">[ v1,<...>]
     content-type: application/cloudevents+json
 
 The key is the subscription's secret ``whsec_<base64 of 32 random bytes>`` (the HMAC key is
-the decoded bytes). A 2xx answer is a delivery; anything else, a timeout or a refused
-connection, a failure (retried by the delivery loop). Redirects are not followed.
+the decoded bytes). During a rotation's overlap the previous secret signs as well (a second
+signature in the header), so that a receiver still holding it keeps verifying. A 2xx answer
+is a delivery; anything else, a timeout or a refused connection, a failure (retried by the
+delivery loop). Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Subscription:
     secret: str
     event_types: tuple[str, ...] = ("*",)
     enabled: bool = True
+    # Secrets that sign too (the previous one, during a rotation's overlap).
+    also: tuple[str, ...] = ()
 
     def wants(self, event: Event) -> bool:
         return (
@@ -132,7 +136,10 @@ class WebhookSink:
         headers = {
             "webhook-id": event.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(sub.secret, event.id, timestamp, body),
+            # One signature per live secret, space-separated (the receiver accepts any).
+            "webhook-signature": " ".join(
+                sign(secret, event.id, timestamp, body) for secret in (sub.secret, *sub.also)
+            ),
             "content-type": "application/cloudevents+json",
             "user-agent": "gatekeeper-webhooks",
         }

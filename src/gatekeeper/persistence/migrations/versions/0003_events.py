@@ -24,6 +24,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("url", sa.String(2000), nullable=False),
         sa.Column("secret", sa.String(100), nullable=False),
+        sa.Column("previous_secret", sa.String(100), nullable=True),
+        sa.Column("previous_until", UTCDateTime(), nullable=True),
         sa.Column("event_types", sa.JSON(), nullable=False),
         sa.Column("description", sa.String(200), nullable=False, server_default=""),
         sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
