@@ -157,3 +157,23 @@ async def test_replay_puts_the_oldest_dead_letters_back_in_order(
     assert await outbox.lead("A", 5)
     got = await outbox.read("A", 10, 0.1)
     assert [e.id for _, e in got] == [events[0].id, events[1].id]
+
+
+async def test_a_malformed_entry_is_set_aside_and_delivery_goes_on(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """An entry that is not an event (written by another program) goes to the dead letters,
+    acknowledged; the events around it are read; replay drops it."""
+    outbox = RedisOutbox(redis, prefix=redis_prefix)
+    good = [Event("test", {"i": i}, 1.7e9, "t") for i in range(2)]
+    await outbox.append(good[:1])
+    await redis.xadd(outbox.stream, {"e": b"not json"})
+    await outbox.append(good[1:])
+    assert await outbox.lead("A", 5)
+    got = await outbox.read("A", 10, 0.1)
+    assert [e.id for _, e in got] == [e.id for e in good]
+    dead = await outbox.dead_letters(10)
+    assert dead[0]["error"] == "malformed"
+    assert await outbox.backlog() == 2
+    assert await outbox.replay(10) == 0
+    assert await outbox.dead_letters(10) == []

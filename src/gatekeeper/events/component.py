@@ -164,7 +164,10 @@ class EventsComponent:
     async def _flush_loop(self) -> None:
         interval = self.settings.events_flush_interval_seconds
         while not self._stop.is_set():
-            await self.emitter.flush()
+            try:
+                await self.emitter.flush()
+            except Exception:  # a bug here must not stop every later event from flowing
+                _log.exception("events_flush_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 

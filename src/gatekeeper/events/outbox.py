@@ -107,8 +107,9 @@ class MemoryOutbox:
 
     async def replay(self, limit: int) -> int:
         taken = [self._dead.pop() for _ in range(min(limit, len(self._dead)))]
-        await self.append([Event.from_json(json.dumps(d["event"])) for d in taken])
-        return len(taken)
+        events = [Event.from_json(json.dumps(d["event"])) for d in taken if "event" in d]
+        await self.append(events)
+        return len(events)
 
     async def record(self, records: Sequence[dict[str, Any]]) -> None:
         self._deliveries.extendleft(records)

@@ -20,11 +20,14 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from gatekeeper.errors import StorageError
 from gatekeeper.events.model import Event
 from gatekeeper.lease import RedisLease
+
+_log = structlog.get_logger("gatekeeper.events")
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -120,10 +123,22 @@ class RedisOutbox:
         except (RedisError, OSError) as exc:
             raise StorageError(f"events outbox: {exc}") from exc
         out = []
+        poison = []
         for entry_id, fields in entries:
             raw = fields.get(b"e") or fields.get("e")
             key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            out.append((key, Event.from_json(raw)))
+            try:
+                out.append((key, Event.from_json(raw)))
+            except (TypeError, ValueError, KeyError) as exc:
+                # Not an event (written by hand, or by another program): it would stop the
+                # delivery of everything behind it. Kept aside in the dead letters.
+                _log.error("events_outbox_malformed_entry", entry=key, error=str(exc))
+                poison.append((key, raw))
+        if poison:
+            await self.dead_letter(
+                [{"entry": k, "raw": str(r)[:2000], "error": "malformed"} for k, r in poison]
+            )
+            await self.ack([k for k, _ in poison])
         return out
 
     async def ack(self, entry_ids: Sequence[str]) -> None:
@@ -173,13 +188,16 @@ class RedisOutbox:
             raise StorageError(f"events outbox: {exc}") from exc
         if not raw:
             return 0
-        events = [Event.from_json(json.dumps(json.loads(r)["event"])) for r in reversed(raw)]
-        await self.append(events)
+        records = [json.loads(r) for r in reversed(raw)]
+        # (A malformed entry's record has no event: it is dropped, not replayed.)
+        events = [Event.from_json(json.dumps(r["event"])) for r in records if "event" in r]
+        if events:
+            await self.append(events)
         try:
             await self.redis.ltrim(key, 0, -len(raw) - 1)
         except (RedisError, OSError) as exc:
             raise StorageError(f"events outbox: {exc}") from exc
-        return len(raw)
+        return len(events)
 
     async def record(self, records: Sequence[dict[str, Any]]) -> None:
         await self._push(self.keys["deliveries"], records, self.keep_deliveries)
