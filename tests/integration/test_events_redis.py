@@ -174,6 +174,28 @@ async def test_a_malformed_entry_is_set_aside_and_delivery_goes_on(
     assert [e.id for _, e in got] == [e.id for e in good]
     dead = await outbox.dead_letters(10)
     assert dead[0]["error"] == "malformed"
-    assert await outbox.backlog() == 2
     assert await outbox.replay(10) == 0
     assert await outbox.dead_letters(10) == []
+
+
+async def test_each_sink_group_reads_everything_and_the_stream_is_trimmed_behind_all(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """Two sinks' groups: each has its own lease and reads every event; entries one group
+    acknowledged stay until the other has them too, then the stream is trimmed empty."""
+    outbox = RedisOutbox(redis, prefix=redis_prefix)
+    a, b = outbox.group("webhooks"), outbox.group("email")
+    await a.prepare()
+    await b.prepare()
+    events = [Event("test", {"i": i}, 1.7e9, "t") for i in range(5)]
+    await outbox.append(events)
+    assert await a.lead("A", 5)
+    assert await b.lead("B", 5)  # (another lease: another replica may lead this sink)
+    got_a = await a.read("A", 10, 0.1)
+    await a.ack([i for i, _ in got_a])
+    assert await redis.xlen(outbox.stream) == 5  # email has not read them
+    got_b = await b.read("B", 10, 0.1)
+    assert [e.id for _, e in got_b] == [e.id for e in events]
+    b._trimmed_at = -1e9  # (trim now, not within the second)
+    await b.ack([i for i, _ in got_b])
+    assert await redis.xlen(outbox.stream) == 0

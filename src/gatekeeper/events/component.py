@@ -78,7 +78,7 @@ class EventsComponent:
         self.outbox: Outbox = (
             RedisOutbox(context.redis, prefix=s.events_redis_prefix)
             if context.redis is not None
-            else MemoryOutbox()
+            else MemoryOutbox(group=None)  # (read through each sink's group)
         )
         self.emitter = BufferedEmitter(self.outbox, capacity=s.events_buffer_size)
         self.subscriptions = (
@@ -98,18 +98,20 @@ class EventsComponent:
                 broker_from_url(s.events_broker_url, timeout=s.events_broker_timeout_seconds)
             )
         self.sinks = sinks
-        self.deliverer = Deliverer(
-            self.outbox,
-            sinks,
-            DeliveryOptions(
-                batch=s.events_batch_size,
-                max_attempts=s.events_max_attempts,
-                backoff_base=s.events_retry_base_seconds,
-                backoff_max=s.events_retry_max_seconds,
-                lease_seconds=s.events_lease_seconds,
-            ),
+        options = DeliveryOptions(
+            batch=s.events_batch_size,
+            max_attempts=s.events_max_attempts,
+            backoff_base=s.events_retry_base_seconds,
+            backoff_max=s.events_retry_max_seconds,
+            lease_seconds=s.events_lease_seconds,
         )
+        # One delivery loop per sink, each on its own consumer group and lease: a sink that
+        # is down or slow holds back no other.
+        self.deliverers = [
+            Deliverer(self.outbox.group(sink.name), [sink], options) for sink in sinks
+        ]
         self._stop = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         if s.events_enabled:
             context.events = self.emitter
@@ -125,12 +127,13 @@ class EventsComponent:
 
     def status(self) -> dict[str, Any]:
         """This replica's side of the delivery status (the admin view)."""
+        deliverers = self.deliverers
         return {
             "buffered": len(self.emitter),
             "dropped": self.emitter.dropped,
-            "leader": self.deliverer.leader,
-            "delivered": self.deliverer.delivered,
-            "dead_lettered": self.deliverer.dead,
+            "leader": any(d.leader for d in deliverers),
+            "delivered": sum(d.delivered for d in deliverers),
+            "dead_lettered": sum(d.dead for d in deliverers),
             "sinks": [sink.name for sink in self.sinks],
         }
 
@@ -151,14 +154,21 @@ class EventsComponent:
         )
 
     async def start(self) -> None:
-        """Connect the limiter's breaker, start the flusher and the delivery loop."""
+        """Connect the limiter's breaker, create the sinks' groups, start the flusher and one
+        delivery loop per sink."""
         breaker = getattr(self.context.limiter, "breaker", None)
         if breaker is not None and self.settings.events_enabled:
             breaker.events = self.emitter  # limiter.degraded / limiter.recovered
+        for deliverer in self.deliverers:
+            try:
+                await deliverer.outbox.prepare()
+            except GatekeeperError as exc:  # (Redis down: the group is created on first read)
+                _log.warning("events_group_not_created", error=str(exc))
         self._stop.clear()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="events-flusher")
         self._tasks = [
-            asyncio.create_task(self._flush_loop(), name="events-flusher"),
-            asyncio.create_task(self.deliverer.run(self._stop), name="events-delivery"),
+            asyncio.create_task(d.run(self._stop), name=f"events-delivery-{sink.name}")
+            for d, sink in zip(self.deliverers, self.sinks, strict=True)
         ]
 
     async def _flush_loop(self) -> None:
@@ -172,40 +182,42 @@ class EventsComponent:
                 await asyncio.wait_for(self._stop.wait(), interval)
 
     async def stop(self) -> None:
-        """Flush, drain (embedded mode), stop delivering, close the sinks."""
-        flusher, delivery = self._tasks or (None, None)
-        self.deliverer.stop_soon()
+        """Flush, stop delivering (in the embedded mode, drain first), close the sinks."""
+        for deliverer in self.deliverers:
+            deliverer.stop_soon()
         self._stop.set()
-        if flusher is not None:
-            await flusher
+        if self._flusher is not None:
+            await self._flusher
+            self._flusher = None
         await self.emitter.flush()
-        stuck = False
-        if delivery is not None:
-            try:
-                await asyncio.wait_for(delivery, DRAIN_SECONDS)
-            except TimeoutError:
-                stuck = True  # (a sink that hangs: draining would hang as well)
-                _log.warning("events_delivery_stopped_mid_batch")
-        if isinstance(self.outbox, MemoryOutbox):
-            if stuck:
-                _log.warning("events_lost_at_stop", backlog=await self.outbox.backlog())
-            else:
-                await self._drain()
+        await asyncio.gather(
+            *(self._finish(d, task) for d, task in zip(self.deliverers, self._tasks, strict=True))
+        )
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.aclose()
         self._tasks = []
 
-    async def _drain(self) -> None:
-        """Deliver what the in-process outbox still holds (it dies with the process)."""
-        deadline = time.monotonic() + DRAIN_SECONDS
-        self.deliverer._stopping = False
+    async def _finish(self, deliverer: Deliverer, task: asyncio.Task[None]) -> None:
+        """Let one delivery loop end; in the embedded mode, deliver what its group holds (it
+        dies with the process), for at most ``DRAIN_SECONDS`` each."""
         try:
-            while await self.outbox.backlog() and time.monotonic() < deadline:
-                remaining = deadline - time.monotonic()
-                await asyncio.wait_for(self.deliverer.run_once(wait=0), max(0.01, remaining))
+            await asyncio.wait_for(task, DRAIN_SECONDS)
+        except TimeoutError:
+            # (A sink that hangs: draining would hang as well.)
+            _log.warning("events_delivery_stopped_mid_batch", sink=deliverer.sinks[0].name)
+            return
+        if not isinstance(self.outbox, MemoryOutbox):
+            return  # (Redis keeps the rest for the next leader)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        deliverer._stopping = False
+        outbox = deliverer.outbox
+        try:
+            while await outbox.backlog() and time.monotonic() < deadline:
+                remaining = max(0.01, deadline - time.monotonic())
+                await asyncio.wait_for(deliverer.run_once(wait=0), remaining)
         except (TimeoutError, GatekeeperError) as exc:
-            _log.warning("events_lost_at_stop", backlog=await self.outbox.backlog(), error=str(exc))
+            _log.warning("events_lost_at_stop", sink=deliverer.sinks[0].name, error=str(exc))
 
 
 def preflight(settings: Settings) -> None:

@@ -1,22 +1,26 @@
-"""The shared outbox: a Redis stream with one consumer group, led by one replica at a time.
+"""The shared outbox: a Redis stream, a consumer group per sink, each led by one replica.
 
 Keys (one hash tag, so that every key lives in one slot of a Redis Cluster)::
 
     <prefix>:{events}:outbox      the stream; field "e" holds the event's envelope
-    <prefix>:{events}:lease       who delivers (gatekeeper.lease)
+    <prefix>:{events}:lease[:<group>]  who delivers for a group (gatekeeper.lease)
     <prefix>:{events}:dead        dead letters, newest first (bounded list)
     <prefix>:{events}:deliveries  recent delivery records, newest first (bounded list)
 
-Every replica XADDs what it saw. The leader reads with XREADGROUP as consumer ``owner``; an
-entry stays in the group's pending list until the leader XACKs it (then XDELs it: delivered
-entries are not kept). A leader killed between reading and acknowledging leaves its entries
-pending: the next leader XAUTOCLAIMs them before reading anything new, so they are delivered
-again (at least once; the event id lets consumers drop the duplicate).
+Every replica XADDs what it saw. Each sink has a consumer group of its own (``group(name)``)
+and a lease of its own (``...:lease:<name>``), so that one sink that is down holds back no
+other. A group's leader reads with XREADGROUP as consumer ``owner``; an entry stays in the
+group's pending list until the leader XACKs it. The stream is trimmed (XTRIM MINID, at most
+once a second per group) below the oldest entry any group has pending or not yet read. A
+leader killed between reading and acknowledging leaves its entries pending: the next leader
+XAUTOCLAIMs them before reading anything new, so they are delivered again (at least once; the
+event id lets consumers drop the duplicate).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,12 +39,23 @@ if TYPE_CHECKING:
 __all__ = ["GROUP", "RedisOutbox", "outbox_keys"]
 
 GROUP = "delivery"
+# Seconds between two trims of the stream by one group's reader.
+TRIM_EVERY = 1.0
 
 
 def outbox_keys(prefix: str) -> dict[str, str]:
     """The outbox's keys under ``prefix``."""
     base = f"{prefix}:{{events}}:"
     return {name: base + name for name in ("outbox", "lease", "dead", "deliveries")}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class RedisOutbox:
@@ -54,23 +69,47 @@ class RedisOutbox:
         max_length: int = 1_000_000,
         keep_deliveries: int = 1000,
         keep_dead: int = 10_000,
+        group: str = GROUP,
     ) -> None:
         self.redis = redis
+        self.prefix = prefix
         self.keys = outbox_keys(prefix)
         self.stream = self.keys["outbox"]
         self.max_length = max_length
         self.keep_deliveries = keep_deliveries
         self.keep_dead = keep_dead
-        self.lease = RedisLease(redis, self.keys["lease"])
+        self.group_name = group
+        lease = self.keys["lease"] if group == GROUP else f"{self.keys['lease']}:{group}"
+        self.lease = RedisLease(redis, lease)
         self._group_ready = False
         self._claim_from = "0-0"
+        self._trimmed_at = -TRIM_EVERY
+
+    def group(self, name: str) -> RedisOutbox:
+        """The same stream read by consumer group ``name``, with a lease of its own."""
+        return RedisOutbox(
+            self.redis,
+            prefix=self.prefix,
+            max_length=self.max_length,
+            keep_deliveries=self.keep_deliveries,
+            keep_dead=self.keep_dead,
+            group=name,
+        )
+
+    async def prepare(self) -> None:
+        """Create this group now (at start-up), so that the stream is not trimmed below what
+        it has not read yet."""
+        try:
+            await self._ensure_group()
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"events outbox: {exc}") from exc
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
         try:
             # From the stream's start ("0"): events appended before the first leader ran count.
-            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, self.group_name, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -101,7 +140,12 @@ class RedisOutbox:
             await self._ensure_group()
             # Entries another (dead, or deposed) leader read and never acknowledged come first.
             reply = await self.redis.xautoclaim(
-                self.stream, GROUP, owner, min_idle_time=0, start_id=self._claim_from, count=count
+                self.stream,
+                self.group_name,
+                owner,
+                min_idle_time=0,
+                start_id=self._claim_from,
+                count=count,
             )
             next_start, claimed = cast("tuple[Any, list[Any]]", (reply[0], reply[1]))
             self._claim_from = next_start.decode() if isinstance(next_start, bytes) else next_start
@@ -109,7 +153,7 @@ class RedisOutbox:
             if not entries:
                 self._claim_from = "0-0"
                 streams: list[Any] = await self.redis.xreadgroup(  # type: ignore[assignment]
-                    GROUP,
+                    self.group_name,
                     owner,
                     {self.stream: ">"},
                     count=count,
@@ -145,12 +189,28 @@ class RedisOutbox:
         if not entry_ids:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(self.stream, GROUP, *entry_ids)
-                pipe.xdel(self.stream, *entry_ids)
-                await pipe.execute()
+            await self.redis.xack(self.stream, self.group_name, *entry_ids)
+            if time.monotonic() - self._trimmed_at >= TRIM_EVERY:
+                self._trimmed_at = time.monotonic()
+                await self._trim()
         except (RedisError, OSError) as exc:
             raise StorageError(f"events outbox: {exc}") from exc
+
+    async def _trim(self) -> None:
+        """Delete the entries every group is done with: those before the oldest entry any
+        group has pending or has not read yet."""
+        floor: tuple[int, int] | None = None
+        for info in await self.redis.xinfo_groups(self.stream):
+            name = _text(info["name"])
+            if int(info["pending"]):
+                summary = await self.redis.xpending(self.stream, name)
+                low = _id(_text(summary["min"]))
+            else:
+                ms, seq = _id(_text(info["last-delivered-id"]))
+                low = (ms, seq + 1)
+            floor = low if floor is None else min(floor, low)
+        if floor is not None:
+            await self.redis.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}")
 
     async def _push(self, key: str, records: Sequence[dict[str, Any]], keep: int) -> None:
         if not records:

@@ -108,8 +108,12 @@ class WebhookSink:
         *,
         timeout: float = 10.0,
         client: httpx.AsyncClient | None = None,
+        concurrency: int = 16,
     ) -> None:
         self.subscriptions = subscriptions
+        # At most this many POSTs in flight: a batch of 1,000 at once filled the event loop's
+        # ready queue, and the requests served by the same loop waited behind it.
+        self._slots = asyncio.Semaphore(concurrency)
         self.client = client or httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, trust_env=False
         )
@@ -131,6 +135,10 @@ class WebhookSink:
 
     async def post(self, sub: Subscription, event: Event) -> None:
         """One signed POST; raises :class:`WebhookError` unless the answer is 2xx."""
+        async with self._slots:
+            await self._post(sub, event)
+
+    async def _post(self, sub: Subscription, event: Event) -> None:
         body = event.to_json()
         timestamp = int(time.time())
         headers = {
