@@ -3,7 +3,7 @@
 Built from the shared :class:`~gatekeeper.component.Context`: with Redis, the outbox is the
 shared Redis stream and the replicas elect one delivering leader; without, an in-process
 outbox. It sets ``context.events`` (the :class:`~gatekeeper.types.EventEmitter` the other
-components emit through) and publishes itself as ``extras["events"]``.
+components emit through) and its rate-limit spike counter as ``context.ratelimit_spikes``.
 
 Start: the flusher (buffer -> outbox every ``flush_interval``) and the delivery loop run as two
 background tasks. Stop, in order: the flusher stops and flushes once more (what was emitted
@@ -116,14 +116,13 @@ class EventsComponent:
         if s.events_enabled:
             context.events = self.emitter
             # The gateway's accounting counts 429s into it (app.py reads the extra).
-            context.extras["ratelimit_spikes"] = SpikeDetector(
+            context.ratelimit_spikes = SpikeDetector(
                 self.emitter,
                 context.clock,
                 threshold=s.ratelimit_spike_threshold,
                 window=s.ratelimit_spike_window_seconds,
                 cooldown=s.ratelimit_spike_cooldown_seconds,
             )
-        context.extras["events"] = self
 
     def status(self) -> dict[str, Any]:
         """This replica's side of the delivery status (the admin view)."""
@@ -149,7 +148,7 @@ class EventsComponent:
             self.outbox,
             self.status,
             self.subscriptions,
-            guard=context.extras.get("admin_guard", context.admin_guard),
+            guard=context.users_guard or context.admin_guard,
             audit=audit,
         )
 
