@@ -256,3 +256,29 @@ async def test_a_hung_smtp_server_slows_neither_requests_admin_calls_nor_webhook
         assert api.component.deliverers[1].delivered == 0  # still on the key.banned batch
     finally:
         await receiver.stop()
+
+
+async def test_stopping_the_embedded_component_delivers_what_was_emitted(
+    sql_database: Database,
+) -> None:
+    """In-process outbox: events emitted just before stop are flushed and delivered by the
+    stop itself (they would die with the process otherwise)."""
+    receiver = await WebhookReceiver().start()
+    context = Context(
+        settings=Settings(admin_token=SecretStr(TOKEN)), clock=SystemClock(), database=sql_database
+    )
+    component = EventsComponent(context, EventSettings(events_flush_interval_seconds=5))
+    await component.start()
+    try:
+        assert component.subscriptions is not None
+        created = await component.subscriptions.create(receiver.url, ["*"])
+        receiver.secret = created["secret"]
+        assert context.events is not None
+        for i in range(50):
+            context.events.emit("ip.banned", {"ip": f"10.0.0.{i}", "seconds": 60})
+        assert receiver.received == []  # (still in the buffer: the flusher waits 5 s)
+    finally:
+        await component.stop()
+        await receiver.stop()
+    assert len(receiver.received) == 50
+    assert all(r.valid for r in receiver.received)
