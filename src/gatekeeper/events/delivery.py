@@ -1,6 +1,8 @@
-"""The delivery loop: one leader per cluster drains the outbox into every sink.
+"""The delivery loop: one leader per cluster drains an outbox (group) into its sinks.
 
-Each pass of :meth:`Deliverer.run_once`:
+The events component runs one loop per sink, each on the sink's own consumer group and lease
+(``outbox.group(sink.name)``), so that a sink that is down holds back no other. Each pass of
+:meth:`Deliverer.run_once`:
 
 1. Take or renew the outbox's lease (``outbox.lead``); a replica that does not hold it only
    waits. (Every replica runs this loop; whichever holds the lease delivers.)
