@@ -30,6 +30,7 @@ BENCHMARKS = [
     "observability",
     "geo",
     "cluster",
+    "events",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -74,6 +74,8 @@ COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.observability.component:create_component",
     # identity before the waiting room: with auto_migrate it builds the schema tenants live in
     "gatekeeper.identity.component:create_component",
+    # events after identity (its admin endpoints take the identity's admin guard)
+    "gatekeeper.events.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
 ]
 
@@ -344,8 +346,9 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     """A complete :class:`Snapshot` for ``config`` (pools, router, proxy, plans) on
     ``runtime``."""
     policies = {name: pc.build(name) for name, pc in config.policies.items()}
+    events = runtime.context.events if runtime.context else None
     pools = {
-        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics)
+        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics, events=events)
         for name, uc in config.upstreams.items()
     }
     trusted = TrustedProxies(config.trusted_proxies)
@@ -434,9 +437,10 @@ class Gateway:
         try:
             snapshot = build_snapshot(runtime, config)
             access_log = runtime.context.access_log if runtime.context else None
+            spikes = runtime.context.ratelimit_spikes if runtime.context else None
             flow = Flow(
                 snapshot,
-                accounting=Accounting(runtime.metrics, access_log),
+                accounting=Accounting(runtime.metrics, access_log, spikes),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

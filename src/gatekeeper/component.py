@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from gatekeeper.endpoints.endpoint import Endpoint
+    from gatekeeper.events.spikes import SpikeDetector
     from gatekeeper.gateway.flow.snapshot import Snapshot
     from gatekeeper.identity.guard import Guard as IdentityGuard
     from gatekeeper.identity.service import Identity
@@ -52,8 +53,8 @@ class Context:
     publisher runs): the observability recorders (``metrics``, ``access_log``, ``live``), the
     identity component's ``identity`` facade, its request ``identity_guard`` and its
     ``users_guard`` (the admin token or an admin user), the waiting room's ``waiting_room``
-    service and its ``waiting_room_gate`` factory (``gate(tenant)``), and the gateway's current
-    ``snapshot`` (rebuilt on every reload).
+    service and its ``waiting_room_gate`` factory (``gate(tenant)``), the gateway's current
+    ``snapshot`` (rebuilt on every reload), and the events component's ``ratelimit_spikes``.
 
     ``admin_guard`` (the admin token) and ``operator_guard`` (the admin token or a client in the
     operator networks) are the guards of the endpoints every component shares; the composition
@@ -76,6 +77,8 @@ class Context:
     waiting_room: WaitingRoomService | None = None
     waiting_room_gate: Callable[[str], WaitingRoomGate] | None = None
     snapshot: Snapshot | None = None
+    # The events component's 429 counter, which the gateway's accounting feeds.
+    ratelimit_spikes: SpikeDetector | None = None
     admin_guard: Guard = field(init=False)
     operator_guard: Guard = field(init=False)
 

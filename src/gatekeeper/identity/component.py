@@ -113,6 +113,7 @@ class IdentityComponent:
                 # keep the rest of the process up and answer 503 on the identity routes.
                 self.problem = str(exc)
                 _log.error("identity_unavailable", reason=self.problem)
+        self.identity.events = self.context.events
         await self.identity.start()
 
     async def stop(self) -> None:

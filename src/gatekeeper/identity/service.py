@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import AuthenticationError, PermissionDenied
 from gatekeeper.identity.api_keys import ApiKeyService, parse_key
@@ -25,7 +25,7 @@ from gatekeeper.identity.usage import RequestLog, UsageCounters
 from gatekeeper.identity.users import UserService, user_info
 from gatekeeper.limits.policy import Policy
 from gatekeeper.persistence.db import Database
-from gatekeeper.types import Clock
+from gatekeeper.types import Clock, EventEmitter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -99,6 +99,13 @@ class Identity:
         self.login_ip_policy = Policy.parse("login-ip", opts.login_ip_rate)
         self.login_account_policy = Policy.parse("login-account", opts.login_account_rate)
         self.register_ip_policy = Policy.parse("register-ip", opts.register_ip_rate)
+        # Where bans, blocks and tier changes are reported (set by the component at start).
+        self.events: EventEmitter | None = None
+
+    def emit(self, type: str, data: dict[str, Any], subject: str | None = None) -> None:
+        """Report an event when an emitter is connected (else nothing)."""
+        if self.events is not None:
+            self.events.emit(type, data, subject=subject)
 
     async def start(self) -> None:
         await self.cache.start()

@@ -194,6 +194,7 @@ class WaitingRoomComponent:
                 await self.store.warm_up()
             except GatekeeperError as exc:  # the store's guard answers while Redis is down
                 log.warning("waitingroom_store_warm_up_failed", error=str(exc))
+        self.worker.events = self.context.events
         if self.settings.embedded_worker:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop))

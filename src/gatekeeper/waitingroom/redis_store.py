@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from gatekeeper.errors import StorageError, StorageTimeout
+from gatekeeper.lease import lease_script
 from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
 from gatekeeper.redis_client import redis_from_url
@@ -58,9 +59,10 @@ def tenant_base(prefix: str, tenant: str) -> str:
 
 
 def _load(name: str) -> str:
+    if name in ("lease", "release"):
+        return lease_script(name)  # shared with every other leader (gatekeeper.lease)
     lua = resources.files("gatekeeper.waitingroom") / "lua"
-    lib = (lua / "_lib.lua").read_text() if name not in ("lease", "release") else ""
-    return lib + "\n" + (lua / f"{name}.lua").read_text()
+    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class _Script:

@@ -24,11 +24,13 @@ __all__ = ["Accounting"]
 
 class Accounting:
     """Counts answered requests in ``metrics`` and writes their lines to ``access_log``
-    (either may be None)."""
+    (either may be None); reports each 429 to ``spikes`` (``events.spikes.SpikeDetector``:
+    ``limited(route, key)``), when given."""
 
-    def __init__(self, metrics: Any = None, access_log: Any = None) -> None:
+    def __init__(self, metrics: Any = None, access_log: Any = None, spikes: Any = None) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        self.spikes = spikes
         self._answered: list[tuple[Exchange, int, float]] = []
 
     def answered(self, loop: asyncio.AbstractEventLoop, exchange: Exchange, status: int) -> None:
@@ -60,6 +62,12 @@ class Accounting:
         # (The in-flight gauge is not kept per request: it costs two locked updates on the hot
         # path; /stats reports in-flight connections from the server instead.)
         try:
+            spikes = self.spikes
+            if spikes is not None:
+                for exchange, status, _ in answered:
+                    if status == 429:
+                        route = exchange.route
+                        spikes.limited(route.name if route else None, exchange.limited_subject())
             if metrics is not None:
                 count = metrics.request
                 for exchange, status, elapsed in answered:
