@@ -74,6 +74,8 @@ COMPONENT_FACTORIES: list[str] = [
     # identity before the waiting room: with auto_migrate it builds the schema tenants live in
     "gatekeeper.identity.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
+    # after identity: hooks its failed logins and bans through its BanList
+    "gatekeeper.abuse.component:create_component",
 ]
 
 
@@ -411,7 +413,9 @@ class Gateway:
             extras = runtime.context.extras if runtime.context else {}
             flow = Flow(
                 snapshot,
-                accounting=Accounting(runtime.metrics, extras.get("access_log")),
+                accounting=Accounting(
+                    runtime.metrics, extras.get("access_log"), extras.get("abuse")
+                ),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

@@ -7,6 +7,7 @@ identity component, and published to other components as ``context.extras["ident
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,9 +100,17 @@ class Identity:
         self.login_ip_policy = Policy.parse("login-ip", opts.login_ip_rate)
         self.login_account_policy = Policy.parse("login-account", opts.login_account_rate)
         self.register_ip_policy = Policy.parse("register-ip", opts.register_ip_rate)
+        # Told of every failed login (client address, account): abuse detection counts them.
+        # Each must only queue (a login answer never waits for it).
+        self.login_failure_hooks: list[Callable[[str, str], None]] = []
 
     async def start(self) -> None:
         await self.cache.start()
+
+    def login_failed(self, ip: str, account: str) -> None:
+        """Report a failed login of ``account`` from ``ip`` to the hooks."""
+        for hook in self.login_failure_hooks:
+            hook(ip, account)
 
     async def stop(self) -> None:
         await self.cache.stop()
