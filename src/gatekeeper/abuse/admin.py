@@ -95,7 +95,7 @@ def abuse_endpoints(detector: Detector | None, admin: Guard, operator: Guard) ->
     async def clear_flag(call: Call) -> Reply:
         """Clear one flag (bans stay: see ``POST /admin/unban``)."""
         pattern, subject = call.params["pattern"], call.params["subject"]
-        if detector is None or not await detector.flags.clear(pattern, subject):
+        if detector is None or not await detector.clear(pattern, subject):
             return problem_reply(404, "not_found", f"{subject!r} is not flagged for {pattern!r}")
         return json_reply({"pattern": pattern, "subject": subject, "cleared": True})
 

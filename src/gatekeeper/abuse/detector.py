@@ -31,6 +31,10 @@ __all__ = ["Detector", "DetectorStats"]
 logger = logging.getLogger("gatekeeper.abuse")
 
 _PATH_BYTES = 256  # longer paths are counted by their beginning (bounded member size)
+# A subject flagged here is not re-listed for this long (a storm past its threshold would
+# otherwise cost a script call per observation); bounded like the list itself.
+_RECENT_SECONDS = 10.0
+_RECENT_MAX = 10_000
 _ANSWERED = 0
 _LOGIN = 1
 
@@ -87,6 +91,7 @@ class Detector:
         self.batch_delay = batch_delay
         self.stats = DetectorStats()
         self._queue: deque[tuple[Any, ...]] = deque()
+        self._recent: dict[tuple[str, str], float] = {}  # (pattern, subject) -> until
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # What answered requests matter: the statuses of the enabled patterns, and keys.
@@ -216,6 +221,14 @@ class Detector:
         """List ``finding``; if it is new: report it and ban when the rule says so."""
         stats = self.stats
         stats.findings += 1
+        now = self.clock.now()
+        recent = self._recent
+        flagged = (finding.pattern, finding.subject)
+        if recent.get(flagged, 0.0) > now:
+            return False
+        if len(recent) >= _RECENT_MAX:
+            recent.clear()
+        recent[flagged] = now + min(_RECENT_SECONDS, self.flags.ttl)
         if not await self.flags.add(finding):
             return False
         stats.flagged += 1
@@ -240,6 +253,11 @@ class Detector:
         if events is not None:
             events.emit("abuse.detected", data, subject=finding.subject)
         return True
+
+    async def clear(self, pattern: str, subject: str) -> bool:
+        """Clear one flag (an operator's decision); whether it was listed."""
+        self._recent.pop((pattern, subject), None)
+        return await self.flags.clear(pattern, subject)
 
     def snapshot_of(self) -> dict[str, Any]:
         """Configuration and counters, for the admin API."""
