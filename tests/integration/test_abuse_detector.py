@@ -35,7 +35,7 @@ class EventRecorder:
 class Replicas:
     """Detectors sharing one Redis and one key prefix, as replicas of one deployment do."""
 
-    def __init__(self, url: str, prefix: str, clock: FakeClock) -> None:
+    def __init__(self, url: str, prefix: str, clock: Any) -> None:
         self.url = url
         self.prefix = prefix
         self.clock = clock
@@ -255,6 +255,32 @@ async def test_the_flagged_list_is_bounded_expires_and_clears(replicas: Replicas
     assert not await detector.flags.clear("scanning", "ip:192.0.2.1")
     replicas.clock.advance(100)
     assert await detector.flags.entries() == []
+
+
+async def test_with_the_real_clock_redis_time_decides_the_windows(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from gatekeeper.types import SystemClock
+
+    made = Replicas(redis_url, redis_prefix, SystemClock())
+    try:
+        first = made.detector(
+            {
+                **_rule("scanning", threshold=3),
+                "retry_after_ignored": {"threshold": 3, "window": 60},
+            }
+        )
+        second = made.detector(_rule("scanning", threshold=3))
+        for i in range(2):
+            first.answered("203.0.113.9", f"/p{i}", 404, None)
+            first.answered("203.0.113.9", "/api", 429, None)
+        assert await first.evaluate_pending() == []
+        second.answered("203.0.113.9", "/p2", 404, None)
+        first.answered("203.0.113.9", "/api", 429, None)
+        assert [f.pattern for f in await second.evaluate_pending()] == ["scanning"]
+        assert [f.pattern for f in await first.evaluate_pending()] == ["retry_after_ignored"]
+    finally:
+        await made.close()
 
 
 async def test_without_redis_the_detector_counts_in_process(replicas: Replicas) -> None:

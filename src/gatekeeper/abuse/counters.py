@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Sequence
 
 from gatekeeper.abuse.patterns import Rule
+from gatekeeper.abuse.timing import store_now_us
 from gatekeeper.limits.limiter import Limiter
 from gatekeeper.limits.policy import Algorithm, Policy, Rate
 from gatekeeper.types import Clock
@@ -44,8 +45,7 @@ class SlidingCounters:
         """Count one observation of each ``(rule, subject)``: how many lie in the window now
         (at most the threshold; ``None`` when the store could not say). The limiter batches
         them into one store call."""
-        # (Times from the injected clock, like the bans: every replica and every test agrees.)
-        now_us = round(self.clock.now() * 1_000_000)
+        now_us = store_now_us(self.clock)
         decisions = await asyncio.gather(
             *(
                 self.limiter.hit(self.policy(rule), f"abuse:{subject}", now_us=now_us)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.abuse.patterns import Rule
+from gatekeeper.abuse.timing import LUA_NOW, script_now
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DistinctCounters"]
 
-# KEYS[1] the set; ARGV: now, window, member, threshold. Returns the distinct count.
-_OBSERVE = """
-local now = tonumber(ARGV[1])
+# KEYS[1] the set; ARGV: now (empty: Redis TIME), window, member, threshold; answers the count.
+_OBSERVE = (
+    LUA_NOW
+    + """
 local window = tonumber(ARGV[2])
 local keep = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -33,6 +35,7 @@ if n > keep then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1) end
 redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
 return n
 """
+)
 _MEMORY_SUBJECTS = 100_000  # beyond: the least recently seen subject is forgotten
 
 
@@ -60,9 +63,10 @@ class DistinctCounters:
         if self.redis is None:
             return [self._count_here(rule, subject, member, now) for rule, subject, member in hits]
         pipe = self.redis.pipeline(transaction=False)
+        at = script_now(self.clock)
         for rule, subject, member in hits:
             key = storage_key(self.prefix, rule.pattern, subject)
-            args = [repr(now), repr(rule.window), member, rule.threshold]
+            args = [at, repr(rule.window), member, rule.threshold]
             await self._script(keys=[key], args=args, client=pipe)
         return [int(n) for n in await pipe.execute()]
 
