@@ -43,7 +43,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Event
         jwt_secret=SecretStr("abuse-jwt-secret-0123456789abcdef"),
     )
     async with backends(1) as started:
-        data = config_for([started[0].url])
+        # (The test is its own trusted proxy: X-Forwarded-For plays remote clients.)
+        data = config_for([started[0].url], trusted_proxies=["127.0.0.1/32"])
         data["routes"] = [
             {"name": "api", "path_prefix": "/api", "upstream": "backends", "auth": "api_key"}
         ]
@@ -182,3 +183,9 @@ async def test_the_admin_api_needs_the_token_and_names_bad_input(
         assert named in answer.text
     bad_filter = await http.get("/admin/abuse/flagged", params={"pattern": "x"}, headers=ADMIN)
     assert bad_filter.status_code == 422
+    # The dashboard's feed is operational: remote clients need the token.
+    remote = {"x-forwarded-for": "203.0.113.9"}
+    assert (await http.get("/dashboard/abuse", headers=remote)).status_code == 401
+    with_token = await http.get("/dashboard/abuse", headers={**remote, **ADMIN})
+    assert with_token.status_code == 200
+    assert with_token.json() == {"enabled": True, "flagged": []}
