@@ -77,7 +77,7 @@ class Detector:
         bans: Any = None,
         events: Callable[[], EventEmitter | None] = lambda: None,
         queue_max: int = 10_000,
-        batch_delay: float = 0.01,
+        batch_delay: float = 0.1,
     ) -> None:
         self.rules = dict(rules)
         self.sliding = sliding
@@ -143,7 +143,9 @@ class Detector:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # A short pause gathers what else arrives into the same batch.
+            # A pause gathers what else arrives into the same batch: at most 1/batch_delay
+            # batches a second, and one script call per distinct observation in each (a busy
+            # key seen on every request costs ~10 calls a second, not one per request).
             await asyncio.sleep(self.batch_delay)
             await self.evaluate_pending()
 
