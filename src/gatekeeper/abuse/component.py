@@ -32,6 +32,8 @@ __all__ = ["AbuseComponent", "build_detector", "create_component", "rules_of"]
 
 logger = logging.getLogger("gatekeeper.abuse")
 
+_DEADLINE = 1.0  # seconds for one batch of counters on the limit store
+
 
 def rules_of(config: AbuseConfig) -> dict[str, Rule]:
     """The enabled patterns' rules."""
@@ -49,8 +51,9 @@ def build_detector(context: Context, config: AbuseConfig) -> Detector:
     clock = context.clock
     shared: Any = context.limiter
     storage = shared.storage if shared is not None else MemoryStorage(clock=clock)
-    deadline = shared.deadline if shared is not None else 0.020
-    limiter = Limiter(storage, clock=clock, deadline=deadline)
+    # Nobody waits for these decisions: a longer deadline than the traffic's (a slow batch
+    # still counts, instead of failing open and counting nothing).
+    limiter = Limiter(storage, clock=clock, deadline=_DEADLINE)
     prefix = str(getattr(storage, "prefix", "gk"))  # (every abuse key under the store's prefix)
     flags = FlaggedList(
         context.redis, clock, ttl=config.flag_ttl, max_entries=config.max_flagged, prefix=prefix
