@@ -3,7 +3,8 @@ allowed clients never, two detectors sharing Redis count as one, bans and events
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from gatekeeper.identity.bans import BanList
 from gatekeeper.limits import Limiter, storage_from_url
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
+from tests.cluster import RedisClusterServers
 
 Observe = Callable[[Detector, int], None]
 
@@ -332,3 +334,64 @@ def test_defaults_observe_without_banning() -> None:
     assert len(rules) == 6
     assert not any(r.ban for r in rules.values())
     assert rules_of(parse_config({"abuse": {"ban": True}}).abuse)["scanning"].ban
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServers]:
+    """A private 3-master Redis Cluster for this module."""
+    servers = RedisClusterServers()
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+async def test_on_redis_cluster_two_detectors_count_as_one(cluster: RedisClusterServers) -> None:
+    """Every script touches one slot (hash tags): counts, distinct counts and the flagged list
+    work on a Cluster, exactly, across two detectors."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from gatekeeper.types import SystemClock
+
+    host, _, port = cluster.url.removeprefix("redis+cluster://").split(",")[0].partition(":")
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    clock = SystemClock()
+    made: list[tuple[Any, Limiter]] = []
+
+    def detector(events: EventRecorder) -> Detector:
+        client = RedisCluster(host=host, port=int(port))
+        limiter = Limiter(storage_from_url(cluster.url, prefix=prefix, clock=clock), clock=clock)
+        made.append((client, limiter))
+        context = Context(settings=Settings(), clock=clock, redis=client, limiter=limiter)
+        context.events = events
+        section = {
+            **_rule("scanning", threshold=4),
+            "credential_stuffing_account": {"threshold": 4, "window": 60},
+        }
+        return build_detector(context, parse_config({"abuse": section}).abuse)
+
+    first_events, second_events = EventRecorder(), EventRecorder()
+    first, second = detector(first_events), detector(second_events)
+    try:
+        for i in range(3):
+            # (Many subjects at once: their keys spread over the three nodes.)
+            for n in range(12):
+                (first if n % 2 else second).answered(f"192.0.2.{n}", f"/p{i}", 404, None)
+            (second if i % 2 else first).login_failed(f"198.51.100.{i}", "victim@example.com")
+            assert await first.evaluate_pending() == []
+            assert await second.evaluate_pending() == []
+        first.answered("192.0.2.5", "/p3", 404, None)
+        second.login_failed("198.51.100.9", "victim@example.com")
+        found = await first.evaluate_pending() + await second.evaluate_pending()
+        assert sorted((f.pattern, f.subject) for f in found) == [
+            ("credential_stuffing_account", "account:victim@example.com"),
+            ("scanning", "ip:192.0.2.5"),
+        ]
+        listed = sorted(e["subject"] for e in await second.flags.entries())
+        assert listed == ["account:victim@example.com", "ip:192.0.2.5"]
+        assert len(first_events.events) + len(second_events.events) == 2
+    finally:
+        for client, limiter in made:
+            await limiter.aclose()
+            await client.aclose()

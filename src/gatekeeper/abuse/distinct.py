@@ -4,11 +4,13 @@ With Redis, one sorted set per (pattern, subject), ``gk:{abuse:<subject>}:<patte
 tag keeps it on one Cluster slot), members scored by the time last seen. One script per
 observation adds the member, drops what left the window and answers the count; it keeps at most
 ``threshold`` members (the newest), so a subject costs bounded memory however it behaves. A
-batch of observations is one pipelined round trip. Without Redis, the same in process.
+batch of observations is one pipelined round trip (on a Cluster client: concurrent calls, each
+to its node). Without Redis, the same in process.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,7 @@ class DistinctCounters:
         self.clock = clock
         self.prefix = prefix
         self._script: Any = redis.register_script(_OBSERVE) if redis is not None else None
+        self._cluster = hasattr(redis, "get_nodes")  # a redis.asyncio.cluster.RedisCluster
         self._sets: OrderedDict[str, dict[str, float]] = OrderedDict()
 
     async def count(self, hits: Sequence[tuple[Rule, str, str]]) -> list[int]:
@@ -62,12 +65,21 @@ class DistinctCounters:
         now = self.clock.now()
         if self.redis is None:
             return [self._count_here(rule, subject, member, now) for rule, subject, member in hits]
-        pipe = self.redis.pipeline(transaction=False)
         at = script_now(self.clock)
-        for rule, subject, member in hits:
-            key = storage_key(self.prefix, rule.pattern, subject)
-            args = [at, repr(rule.window), member, rule.threshold]
-            await self._script(keys=[key], args=args, client=pipe)
+        calls = [
+            ([storage_key(self.prefix, rule.pattern, subject)], [at, repr(rule.window), member,
+                                                                  rule.threshold])
+            for rule, subject, member in hits
+        ]  # fmt: skip
+        if self._cluster:
+            # (A Cluster pipeline refuses scripts: one call per key, each sent to its node,
+            # all at once, once the client knows the nodes: a no-op after the first time.)
+            await self.redis.initialize()
+            answers = await asyncio.gather(*(self._script(keys=k, args=a) for k, a in calls))
+            return [int(n) for n in answers]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            await self._script(keys=keys, args=args, client=pipe)
         return [int(n) for n in await pipe.execute()]
 
     def _count_here(self, rule: Rule, subject: str, member: str, now: float) -> int:
