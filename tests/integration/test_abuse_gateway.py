@@ -134,6 +134,10 @@ async def test_a_scanner_is_flagged_then_banned(
         headers=ADMIN,
     )
     assert cleared.status_code == 200, cleared.text
+    audit = await http.get("/admin/audit", params={"action": "abuse.clear"}, headers=ADMIN)
+    [record] = audit.json()["entries"]
+    assert record["target"] == "ip:127.0.0.1"
+    assert record["detail"] == {"pattern": "scanning"}
     assert (await http.get("/admin/abuse/flagged", headers=ADMIN)).json()["flagged"] == []
     assert (await http.get("/api/item", headers={"X-API-Key": key})).status_code == 429
 

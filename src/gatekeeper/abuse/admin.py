@@ -7,11 +7,13 @@
 =================================== ==============================================================
 
 Clearing a flag lifts no ban (``POST /admin/unban`` does); the subject is flagged again, with a
-new event, if it keeps going.
+new event, if it keeps going. With the identity component, clearing is written to its audit log
+(action ``abuse.clear``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatekeeper.abuse.detector import Detector
@@ -29,7 +31,10 @@ from gatekeeper.endpoints import (
     query,
 )
 
-__all__ = ["abuse_endpoints"]
+__all__ = ["Audit", "abuse_endpoints"]
+
+# The identity's ``AuditLog.record``: (actor, action, target, ip, **detail).
+Audit = Callable[..., Awaitable[None]]
 
 _ENTRY: dict[str, Any] = {
     "type": "object",
@@ -56,8 +61,11 @@ _LIST: dict[str, Any] = {
 _PATTERN = query("pattern", str, choices=PATTERNS, description="only this pattern")
 
 
-def abuse_endpoints(detector: Detector | None, admin: Guard, operator: Guard) -> list[Endpoint]:
-    """The endpoints, bound to ``detector`` (None: detection is disabled, the list is empty)."""
+def abuse_endpoints(
+    detector: Detector | None, admin: Guard, operator: Guard, audit: Audit | None = None
+) -> list[Endpoint]:
+    """The endpoints, bound to ``detector`` (None: detection is disabled, the list is empty);
+    ``audit`` records who cleared what."""
     routes = Routes(tags=("abuse",), guard=admin)
 
     async def flagged(pattern: str | None) -> list[dict[str, Any]]:
@@ -97,6 +105,9 @@ def abuse_endpoints(detector: Detector | None, admin: Guard, operator: Guard) ->
         pattern, subject = call.params["pattern"], call.params["subject"]
         if detector is None or not await detector.clear(pattern, subject):
             return problem_reply(404, "not_found", f"{subject!r} is not flagged for {pattern!r}")
+        if audit is not None:
+            actor = str(getattr(call.principal, "actor", call.principal))
+            await audit(actor, "abuse.clear", subject, call.client_ip, pattern=pattern)
         return json_reply({"pattern": pattern, "subject": subject, "cleared": True})
 
     @routes.get(

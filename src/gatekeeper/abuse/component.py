@@ -91,7 +91,9 @@ class AbuseComponent:
         context = self.context
         # (The identity's admin guard also admits admin users; else the admin token.)
         admin = context.extras.get("admin_guard") or context.admin_guard
-        return abuse_endpoints(self.detector, admin, context.operator_guard)
+        identity = context.extras.get("identity")
+        audit = identity.audit.record if identity is not None else None
+        return abuse_endpoints(self.detector, admin, context.operator_guard, audit)
 
     async def start(self) -> None:
         detector = self.detector
