@@ -241,6 +241,19 @@ async def test_bans_when_configured_and_not_otherwise(
     assert events.events[0][1]["banned_for"] == 300
     entries = {e["subject"]: e for e in await banning.flags.entries()}
     assert entries["key:abc"]["banned_for"] == 300
+    # Still at it after the ban ran out (the flag is still listed): banned again, for longer.
+    replicas.clock.advance(301)
+    for _ in range(2):
+        banning.answered("192.0.2.2", "/api", 429, "abc")
+    assert len(await banning.evaluate_pending()) == 1
+    assert await bans.remaining("key:abc") == 600
+    assert [e[1]["banned_for"] for e in events.events] == [300, 600]
+    # While banned, more findings neither ban again nor report.
+    replicas.clock.advance(11)  # (past the replica's 10 s memory of recent findings)
+    for _ in range(2):
+        banning.answered("192.0.2.2", "/api", 429, "abc")
+    assert await banning.evaluate_pending() == []
+    assert await bans.remaining("key:abc") == 589
 
 
 async def test_the_flagged_list_is_bounded_expires_and_clears(replicas: Replicas) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from gatekeeper.abuse.allow import AllowList
 from gatekeeper.abuse.counters import SlidingCounters
 from gatekeeper.abuse.distinct import DistinctCounters
-from gatekeeper.abuse.flags import FlaggedList
+from gatekeeper.abuse.flags import LISTED, NEW, FlaggedList
 from gatekeeper.abuse.networks import network_of
 from gatekeeper.abuse.patterns import Finding, Rule
 from gatekeeper.types import Clock, EventEmitter
@@ -220,7 +220,8 @@ class Detector:
         return [f for f in findings if await self._act(f)]
 
     async def _act(self, finding: Finding) -> bool:
-        """List ``finding``; if it is new: report it and ban when the rule says so."""
+        """List ``finding``; if it is new, or its ban ran out while the subject keeps going:
+        report it, and ban when the rule says so (once across replicas: the list decides)."""
         stats = self.stats
         stats.findings += 1
         now = self.clock.now()
@@ -231,14 +232,18 @@ class Detector:
         if len(recent) >= _RECENT_MAX:
             recent.clear()
         recent[flagged] = now + min(_RECENT_SECONDS, self.flags.ttl)
-        if not await self.flags.add(finding):
+        rule = self.rules[finding.pattern]
+        bans = rule.ban and self.bans is not None and finding.kind in ("ip", "key")
+        listed = await self.flags.add(finding, bans=bans)
+        if listed == LISTED:
             return False
-        stats.flagged += 1
+        if listed == NEW:
+            stats.flagged += 1
         stats.by_pattern[finding.pattern] = stats.by_pattern.get(finding.pattern, 0) + 1
         data = finding.as_event()
-        rule = self.rules[finding.pattern]
         banned = 0.0
-        if rule.ban and self.bans is not None and finding.kind in ("ip", "key"):
+        if bans:
+            # (A new flag, or a flagged subject still at it after its ban ran out.)
             banned = await self.bans.offence(finding.subject)
             stats.banned += 1
             await self.flags.note_ban(finding, banned)
