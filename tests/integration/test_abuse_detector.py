@@ -298,6 +298,30 @@ async def test_with_the_real_clock_redis_time_decides_the_windows(
         await made.close()
 
 
+async def test_a_stalled_redis_never_holds_the_detector(private_redis: Any) -> None:
+    """Observing never waits; a batch the store does not answer is given up after the timeout
+    (counted as an error) and detection resumes when the store is back."""
+    replicas = Replicas(private_redis.url, "stall", FakeClock())
+    try:
+        detector = replicas.detector(_rule("scanning", threshold=3))
+        detector.evaluate_timeout = 0.5
+        detector.answered("203.0.113.9", "/warm", 404, None)
+        assert await detector.evaluate_pending() == []  # (connections open, scripts loaded)
+        private_redis.pause()
+        try:
+            for i in range(3):
+                detector.answered("203.0.113.9", f"/p{i}", 404, None)  # returns at once
+            assert await detector.evaluate_pending() == []
+            assert detector.stats.errors == 1
+        finally:
+            private_redis.resume()
+        for i in range(3, 6):
+            detector.answered("203.0.113.9", f"/p{i}", 404, None)
+        assert [f.subject for f in await detector.evaluate_pending()] == ["ip:203.0.113.9"]
+    finally:
+        await replicas.close()
+
+
 async def test_without_redis_the_detector_counts_in_process(replicas: Replicas) -> None:
     detector = replicas.detector(_rule("scanning", threshold=3), redis=False)
     for i in range(3):

@@ -78,6 +78,7 @@ class Detector:
         events: Callable[[], EventEmitter | None] = lambda: None,
         queue_max: int = 10_000,
         batch_delay: float = 0.1,
+        evaluate_timeout: float = 5.0,
     ) -> None:
         self.rules = dict(rules)
         self.sliding = sliding
@@ -89,6 +90,7 @@ class Detector:
         self.events = events
         self.queue_max = queue_max
         self.batch_delay = batch_delay
+        self.evaluate_timeout = evaluate_timeout
         self.stats = DetectorStats()
         self._queue: deque[tuple[Any, ...]] = deque()
         self._recent: dict[tuple[str, str], float] = {}  # (pattern, subject) -> until
@@ -156,7 +158,10 @@ class Detector:
             return []
         batch = [queue.popleft() for _ in range(len(queue))]
         try:
-            return await self.evaluate(batch)
+            # (A store that stopped answering must not hold the detector forever: the batch is
+            # given up and the next one tries again.)
+            async with asyncio.timeout(self.evaluate_timeout):
+                return await self.evaluate(batch)
         except Exception:  # detection never takes the process down; the next batch tries again
             self.stats.errors += 1
             logger.exception("abuse detection failed on %d observations", len(batch))

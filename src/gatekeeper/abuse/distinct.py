@@ -77,10 +77,11 @@ class DistinctCounters:
             await self.redis.initialize()
             answers = await asyncio.gather(*(self._script(keys=k, args=a) for k, a in calls))
             return [int(n) for n in answers]
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, args in calls:
-            await self._script(keys=keys, args=args, client=pipe)
-        return [int(n) for n in await pipe.execute()]
+        # (As a context, the pipeline gives its connection back even when the batch is given up.)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._script(keys=keys, args=args, client=pipe)
+            return [int(n) for n in await pipe.execute()]
 
     def _count_here(self, rule: Rule, subject: str, member: str, now: float) -> int:
         key = storage_key(self.prefix, rule.pattern, subject)
