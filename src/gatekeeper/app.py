@@ -7,9 +7,10 @@ Add ONE line to :data:`COMPONENT_FACTORIES` below: ``"package.module:function"``
 imports each factory (a module that does not exist yet is skipped, so the list may name parts
 still being built), calls it with the shared :class:`~gatekeeper.component.Context`, adds the
 component's endpoints to the one endpoint table (:class:`gatekeeper.endpoints.Dispatcher`) and
-runs its ``start``/``stop``. Components publish
-objects to each other through ``context.extras``; the gateway's ``Snapshot`` is published as
-``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
+runs its ``start``/``stop``. Components publish what they offer each other in the context's
+typed fields (``context.identity_guard``, ``context.waiting_room_gate``, ...); the gateway's
+``Snapshot`` is published as ``context.snapshot`` and the Prometheus ``Metrics`` as
+``context.metrics``.
 
 What the lifespan opens, in order: the Redis client (when ``GATEKEEPER_REDIS_URL`` is set), the
 limit storage and :class:`~gatekeeper.limits.Limiter`, the SQL ``Database`` (when the
@@ -216,8 +217,8 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
         context.operator_guard = operator(
             context.admin_token, lambda: runtime.config.operator_networks
         )
-        context.extras["metrics"] = runtime.metrics
-        context.extras["runtime"] = runtime
+        context.metrics = runtime.metrics
+        context.config = runtime.config
         runtime.context = context
         table = runtime.dispatcher
         table.extend(builtin_endpoints(runtime))
@@ -338,7 +339,7 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         previous = runtime.snapshot.geo if runtime.snapshot is not None else None
         stats = previous.stats if previous is not None else None  # counted across reloads
         geo = GeoRouter(config.geo, pools, stats=stats, metrics=runtime.metrics)
-    extras = runtime.context.extras if runtime.context else {}
+    context = runtime.context
     snapshot = Snapshot(
         router=router,
         proxy=proxy,
@@ -347,8 +348,8 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         limiter=runtime.limiter,
         policies=policies,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
-        gate=extras.get("waitingroom_gate"),
-        guard=extras.get("identity_guard"),
+        gate=context.waiting_room_gate if context is not None else None,
+        guard=context.identity_guard if context is not None else None,
         cors=_cors(config.cors),
         geo=geo,
     )
@@ -356,8 +357,8 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     running = runtime.context is not None
     if running and snapshot.guard is None and any(r.auth is not None for r in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
-    if runtime.context is not None:
-        runtime.context.extras["gateway"] = snapshot
+    if context is not None:
+        context.snapshot = snapshot
     return snapshot
 
 
@@ -410,12 +411,12 @@ class Gateway:
         await self._lifespan.__aenter__()
         try:
             snapshot = build_snapshot(runtime, config)
-            extras = runtime.context.extras if runtime.context else {}
+            context = runtime.context
+            access_log = context.access_log if context is not None else None
+            abuse = context.abuse if context is not None else None
             flow = Flow(
                 snapshot,
-                accounting=Accounting(
-                    runtime.metrics, extras.get("access_log"), extras.get("abuse")
-                ),
+                accounting=Accounting(runtime.metrics, access_log, abuse),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

@@ -1,5 +1,5 @@
 """The abuse component: builds the detector from the file's ``abuse:`` section, publishes it
-as ``context.extras["abuse"]`` (the gateway's accounting observes through it), hooks the
+as ``context.abuse`` (the gateway's accounting observes through it), hooks the
 identity's failed logins, runs the background evaluation, serves the flagged list.
 
 Counting uses the process's limit store (a limiter of its own on the same storage, so its
@@ -77,21 +77,19 @@ class AbuseComponent:
 
     def __init__(self, context: Context, config: AbuseConfig | None = None) -> None:
         if config is None:
-            runtime = context.extras.get("runtime")
-            config = runtime.config.abuse if runtime is not None else AbuseConfig()
-        assert config is not None
+            config = context.config.abuse if context.config is not None else AbuseConfig()
         self.context = context
         self.config = config
         self.detector = build_detector(context, config) if config.enabled else None
         if self.detector is not None:
-            context.extras["abuse"] = self.detector
+            context.abuse = self.detector
         self._identity: Any = None
 
     def endpoints(self) -> list[Endpoint]:
         context = self.context
         # (The identity's admin guard also admits admin users; else the admin token.)
-        admin = context.extras.get("admin_guard") or context.admin_guard
-        identity = context.extras.get("identity")
+        admin = context.users_guard or context.admin_guard
+        identity = context.identity
         audit = identity.audit.record if identity is not None else None
         return abuse_endpoints(self.detector, admin, context.operator_guard, audit)
 
@@ -99,7 +97,7 @@ class AbuseComponent:
         detector = self.detector
         if detector is None:
             return
-        identity = self.context.extras.get("identity")
+        identity = self.context.identity
         if identity is not None:
             detector.bans = identity.bans
             identity.login_failure_hooks.append(detector.login_failed)

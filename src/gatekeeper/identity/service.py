@@ -1,7 +1,7 @@
 """The identity facade: every identity service wired together, plus credential resolution.
 
 Built once per process from the shared resources (database, Redis, limiter, clock) by the
-identity component, and published to other components as ``context.extras["identity"]``.
+identity component, and published to other components as ``context.identity``.
 """
 
 from __future__ import annotations
