@@ -27,6 +27,7 @@ from gatekeeper.limits.storage.memory import MemoryStorage
 if TYPE_CHECKING:
     from gatekeeper.component import Context
     from gatekeeper.endpoints import Endpoint
+    from gatekeeper.identity.service import Identity
 
 __all__ = ["AbuseComponent", "build_detector", "create_component", "rules_of"]
 
@@ -83,7 +84,7 @@ class AbuseComponent:
         self.detector = build_detector(context, config) if config.enabled else None
         if self.detector is not None:
             context.abuse = self.detector
-        self._identity: Any = None
+        self._identity: Identity | None = None
 
     def endpoints(self) -> list[Endpoint]:
         context = self.context

@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gatekeeper.abuse.allow import AllowList
 from gatekeeper.abuse.counters import SlidingCounters
@@ -26,7 +26,7 @@ from gatekeeper.abuse.networks import network_of
 from gatekeeper.abuse.patterns import Finding, Rule
 from gatekeeper.types import Clock, EventEmitter
 
-__all__ = ["Detector", "DetectorStats"]
+__all__ = ["Bans", "Detector", "DetectorStats"]
 
 logger = logging.getLogger("gatekeeper.abuse")
 
@@ -37,6 +37,14 @@ _RECENT_SECONDS = 10.0
 _RECENT_MAX = 10_000
 _ANSWERED = 0
 _LOGIN = 1
+
+
+class Bans(Protocol):
+    """Where flagged subjects are banned (``gatekeeper.identity.bans.BanList``)."""
+
+    async def offence(self, subject: str) -> float:
+        """One offence of ``subject`` now; the ban imposed in seconds."""
+        ...
 
 
 @dataclass
@@ -74,7 +82,7 @@ class Detector:
         flags: FlaggedList,
         clock: Clock,
         allow: AllowList | None = None,
-        bans: Any = None,
+        bans: Bans | None = None,
         events: Callable[[], EventEmitter | None] = lambda: None,
         queue_max: int = 10_000,
         batch_delay: float = 0.1,
@@ -238,8 +246,8 @@ class Detector:
             recent.clear()
         recent[flagged] = now + min(_RECENT_SECONDS, self.flags.ttl)
         rule = self.rules[finding.pattern]
-        bans = rule.ban and self.bans is not None and finding.kind in ("ip", "key")
-        listed = await self.flags.add(finding, bans=bans)
+        ban_list = self.bans if rule.ban and finding.kind in ("ip", "key") else None
+        listed = await self.flags.add(finding, bans=ban_list is not None)
         if listed == LISTED:
             return False
         if listed == NEW:
@@ -247,9 +255,9 @@ class Detector:
         stats.by_pattern[finding.pattern] = stats.by_pattern.get(finding.pattern, 0) + 1
         data = finding.as_event()
         banned = 0.0
-        if bans:
+        if ban_list is not None:
             # (A new flag, or a flagged subject still at it after its ban ran out.)
-            banned = await self.bans.offence(finding.subject)
+            banned = await ban_list.offence(finding.subject)
             stats.banned += 1
             await self.flags.note_ban(finding, banned)
         data["banned_for"] = banned
