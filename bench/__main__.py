@@ -31,6 +31,7 @@ BENCHMARKS = [
     "geo",
     "cluster",
     "events",
+    "abuse",
 ]
 RESULTS = Path(__file__).parent / "results"
 

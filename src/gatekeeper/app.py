@@ -77,6 +77,8 @@ COMPONENT_FACTORIES: list[str] = [
     # events after identity (its admin endpoints take the identity's admin guard)
     "gatekeeper.events.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
+    # after identity: hooks its failed logins and bans through its BanList
+    "gatekeeper.abuse.component:create_component",
 ]
 
 
@@ -243,6 +245,7 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
             context.admin_token, lambda: runtime.config.operator_networks
         )
         context.metrics = runtime.metrics
+        context.config = runtime.config
         runtime.context = context
         table = runtime.dispatcher
         table.extend(builtin_endpoints(runtime))
@@ -436,11 +439,13 @@ class Gateway:
         await self._lifespan.__aenter__()
         try:
             snapshot = build_snapshot(runtime, config)
-            access_log = runtime.context.access_log if runtime.context else None
-            spikes = runtime.context.ratelimit_spikes if runtime.context else None
+            context = runtime.context
+            access_log = context.access_log if context is not None else None
+            spikes = context.ratelimit_spikes if context is not None else None
+            abuse = context.abuse if context is not None else None
             flow = Flow(
                 snapshot,
-                accounting=Accounting(runtime.metrics, access_log, spikes),
+                accounting=Accounting(runtime.metrics, access_log, spikes, abuse),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from gatekeeper.abuse.detector import Detector as AbuseDetector
     from gatekeeper.endpoints.endpoint import Endpoint
     from gatekeeper.events.spikes import SpikeDetector
+    from gatekeeper.gateway.config import GatewayConfig
     from gatekeeper.gateway.flow.snapshot import Snapshot
     from gatekeeper.identity.guard import Guard as IdentityGuard
     from gatekeeper.identity.service import Identity
@@ -53,8 +55,11 @@ class Context:
     publisher runs): the observability recorders (``metrics``, ``access_log``, ``live``), the
     identity component's ``identity`` facade, its request ``identity_guard`` and its
     ``users_guard`` (the admin token or an admin user), the waiting room's ``waiting_room``
-    service and its ``waiting_room_gate`` factory (``gate(tenant)``), the gateway's current
-    ``snapshot`` (rebuilt on every reload), and the events component's ``ratelimit_spikes``.
+    service and its ``waiting_room_gate`` factory (``gate(tenant)``), the abuse component's
+    ``abuse`` detector (the gateway's accounting shows it every answered request), the events
+    component's ``ratelimit_spikes``, and the gateway's current ``snapshot`` (rebuilt on every
+    reload). ``config`` is the configuration file as the process started with it (reloads
+    replace the snapshot, not this).
 
     ``admin_guard`` (the admin token) and ``operator_guard`` (the admin token or a client in the
     operator networks) are the guards of the endpoints every component shares; the composition
@@ -79,6 +84,8 @@ class Context:
     snapshot: Snapshot | None = None
     # The events component's 429 counter, which the gateway's accounting feeds.
     ratelimit_spikes: SpikeDetector | None = None
+    abuse: AbuseDetector | None = None
+    config: GatewayConfig | None = None
     admin_guard: Guard = field(init=False)
     operator_guard: Guard = field(init=False)
 

@@ -85,6 +85,14 @@ class BanList:
 
     async def violation(self, subject: str) -> float:
         """Count one denial of ``subject``; the ban imposed now in seconds, else 0."""
+        return await self._count(subject, self.rules.threshold)
+
+    async def offence(self, subject: str) -> float:
+        """Record one offence of ``subject`` at once (abuse detection found one): the ban
+        imposed now in seconds, progressive like the offences counted from denials."""
+        return await self._count(subject, 1)
+
+    async def _count(self, subject: str, threshold: int) -> float:
         rules = self.rules
         now = self.clock.now()
         index = math.floor(now / rules.window)
@@ -96,7 +104,7 @@ class BanList:
                     *self._keys(subject, index),
                     repr(now),
                     repr(rules.window),
-                    rules.threshold,
+                    threshold,
                     repr(rules.base),
                     repr(rules.multiplier),
                     repr(rules.max_ban),
@@ -105,7 +113,7 @@ class BanList:
             return float(result)
         window, count = self._violations.get(subject, (index, 0))
         count = count + 1 if window == index else 1
-        if count < rules.threshold:
+        if count < threshold:
             self._violations[subject] = (index, count)
             return 0.0
         self._violations.pop(subject, None)

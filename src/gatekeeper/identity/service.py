@@ -7,6 +7,7 @@ identity component, and published to other components as ``context.identity``.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,9 @@ class Identity:
         self.register_ip_policy = Policy.parse("register-ip", opts.register_ip_rate)
         # Where bans, blocks and tier changes are reported (set by the component at start).
         self.events: EventEmitter | None = None
+        # Told of every failed login (client address, account): abuse detection counts them.
+        # Each must only queue (a login answer never waits for it).
+        self.login_failure_hooks: list[Callable[[str, str], None]] = []
 
     def emit(self, type: str, data: dict[str, Any], subject: str | None = None) -> None:
         """Report an event when an emitter is connected (else nothing)."""
@@ -109,6 +113,11 @@ class Identity:
 
     async def start(self) -> None:
         await self.cache.start()
+
+    def login_failed(self, ip: str, account: str) -> None:
+        """Report a failed login of ``account`` from ``ip`` to the hooks."""
+        for hook in self.login_failure_hooks:
+            hook(ip, account)
 
     async def stop(self) -> None:
         await self.cache.stop()
