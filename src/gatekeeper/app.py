@@ -122,6 +122,8 @@ async def _open_resources(runtime: Runtime) -> None:
         runtime.metrics = Metrics()
         if multiprocess_dir() is not None:
             logger.info("metrics in multiprocess mode")
+    # Decisions made without the store and the store's latency are counted per policy.
+    runtime.limiter.metrics = runtime.metrics
     try:
         from gatekeeper.persistence import Database
     except ImportError:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -19,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from gatekeeper.gateway.mock_backend import run_backends
-from tests.servers import free_port, tool, wait_for_port
+from tests.servers import RedisServer, free_port, tool, wait_for_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,7 +56,9 @@ def _config(port: int, backends: list[str]) -> dict[str, object]:
     }
 
 
-def _spawn(config: Path, cwd: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _spawn(
+    config: Path, cwd: Path, log: IO[bytes], redis_url: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GATEKEEPER_ADMIN_TOKEN": ADMIN,
@@ -65,6 +68,10 @@ def _spawn(config: Path, cwd: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
         "GATEKEEPER_AUTO_MIGRATE": "true",
     }
     env.pop("GATEKEEPER_REDIS_URL", None)
+    if redis_url is not None:
+        env["GATEKEEPER_REDIS_URL"] = redis_url
+        env["GATEKEEPER_WORKERS"] = "1"  # the page and the requests meet the same process
+        env["GATEKEEPER_JWT_SECRET"] = "dashboard-e2e-jwt-secret-of-32-bytes!"
     command = [sys.executable, "-m", "gatekeeper", "serve", "--config", str(config)]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -72,12 +79,25 @@ def _spawn(config: Path, cwd: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     """A `gatekeeper serve` process in front of 3 mock backends, like `gatekeeper demo`."""
+    async with _serving(tmp_path, None) as served:
+        yield served
+
+
+@pytest.fixture
+async def demo_on_redis(tmp_path: Path, private_redis: RedisServer) -> AsyncIterator[Demo]:
+    """The same, its limits and live statistics on a private Redis the test may pause."""
+    async with _serving(tmp_path, private_redis.url) as served:
+        yield served
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path, redis_url: str | None) -> AsyncIterator[Demo]:
     backends = await run_backends(3)
     port = free_port()
     config = tmp_path / "gatekeeper.yaml"
     config.write_text(json.dumps(_config(port, [b.url for b in backends])))
     log = (tmp_path / "gatekeeper.log").open("wb")
-    process = _spawn(config, tmp_path, log)
+    process = _spawn(config, tmp_path, log, redis_url)
     try:
         await asyncio.to_thread(_wait_until_listening, process, port, tmp_path / "gatekeeper.log")
         yield Demo(f"http://127.0.0.1:{port}", process)
@@ -196,9 +216,33 @@ async def test_numbers_move_when_traffic_flows(browser: Browser, demo: Demo) -> 
     await expect(page.locator("#top-ips")).to_contain_text("127.0.0.1")
     await expect(page.locator("#policies")).to_contain_text("per-ip")
     await expect(page.locator("#pools article")).to_have_count(1)
+    await expect(page.locator("#limiter-state")).to_have_text("limiter ok")
     assert await page.evaluate("window.__marker") == 1
     await _shot(page, "dashboard-traffic.png")
     assert w.errors == []
+
+
+async def test_the_page_says_limiter_degraded_while_redis_is_paused(
+    browser: Browser, demo_on_redis: Demo, private_redis: RedisServer
+) -> None:
+    """Redis frozen under the demo's fail-open limit: requests still pass and the page says
+    that the limiter decides without its store; after Redis is back, it says so for the last
+    minute's decisions made without it."""
+    w = await _open(browser, demo_on_redis, "/dashboard")
+    page = w.page
+    await expect(page.locator("#limiter-state")).to_have_text("limiter ok")
+    private_redis.pause()
+    try:
+        async with httpx.AsyncClient(base_url=demo_on_redis.url, timeout=10) as client:
+            codes = [(await client.get("/api/info")).status_code for _ in range(3)]
+        await expect(page.locator("#limiter-state")).to_contain_text(
+            "limiter degraded", timeout=10_000
+        )
+        await _shot(page, "dashboard-limiter-degraded.png")
+    finally:
+        private_redis.resume()
+    assert codes == [200] * 3
+    assert _script_errors(w.errors) == []
 
 
 async def test_flagged_clients_panel_shows_a_scanner(browser: Browser, demo: Demo) -> None:

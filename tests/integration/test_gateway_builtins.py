@@ -17,7 +17,7 @@ from tests.integration.gateway_fixtures import (
     config_for,
     running_gateway,
 )
-from tests.servers import free_port
+from tests.servers import RedisServer, free_port
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -71,8 +71,10 @@ async def test_change_strategy_needs_the_admin_token() -> None:
     assert stats.json()["pools"]["backends"]["strategy"] == "least_connections"
 
 
-async def test_ready_is_503_when_a_pool_has_no_healthy_endpoint() -> None:
-    """/ready answers 503 when a pool's only endpoint fails its health checks."""
+async def test_ready_says_degraded_but_stays_200_when_a_pool_has_no_healthy_endpoint() -> None:
+    """A pool whose only endpoint fails its health checks makes /ready ``degraded``, not 503:
+    every replica shares the pool, and taking them all out of a Service would also stop the
+    routes that still work (issue 20)."""
     dead = f"http://127.0.0.1:{free_port()}"
     data = config_for([dead])
     data["upstreams"]["backends"]["health"] = {
@@ -81,10 +83,15 @@ async def test_ready_is_503_when_a_pool_has_no_healthy_endpoint() -> None:
     async with running_gateway(data) as gw, httpx.AsyncClient(base_url=gw.url) as client:
         for _ in range(100):  # bounded: health checks run every 50 ms
             ready = await client.get("/ready")
-            if ready.status_code == 503:
+            if ready.json()["degraded"]:
                 break
             await asyncio.sleep(0.05)
-    assert ready.status_code == 503
+        metrics = await client.get("/metrics")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["degraded"] == ["pool:backends"]
+    assert ready.json()["checks"]["pools"] == {"backends": "0/1 healthy"}
+    assert 'gatekeeper_degraded{part="pool:backends"} 1.0' in metrics.text
 
 
 async def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(
@@ -291,3 +298,48 @@ async def test_the_bare_address_answers_a_summary_unless_a_route_takes_it() -> N
     assert set(summary["links"]) >= {"docs", "dashboard", "health"}
     assert proxied["backend"] == "backend-1"
     assert health == {"status": "healthy"}
+
+
+async def test_ready_names_a_store_outage_and_the_degraded_limiter_then_recovers(
+    private_redis: RedisServer,
+) -> None:
+    """Redis paused under a fail-open limit: requests still pass, /ready says ``degraded``
+    (store and limiter) with 200 instead of taking the replica out, the gauge says so; once
+    Redis is back the limiter recovers by itself and /ready is ``ready`` again."""
+    data = config_for(
+        [],
+        policies={"per-ip": {"rate": "1000/minute", "failure": "open"}},
+        routes=[{
+            "name": "api", "path_prefix": "/api", "upstream": "backends",
+            "limits": [{"policy": "per-ip", "key": "ip"}],
+        }],
+    )  # fmt: skip
+    async with backends(1) as bs:
+        data["upstreams"]["backends"]["endpoints"] = [{"url": bs[0].url}]
+        async with running_gateway(data, redis_url=private_redis.url) as gw:  # noqa: SIM117
+            async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+                assert (await client.get("/api/x")).status_code == 200
+                assert (await client.get("/ready")).json()["status"] == "ready"
+                private_redis.pause()
+                try:
+                    during = [(await client.get("/api/x")).status_code for _ in range(5)]
+                    ready = await client.get("/ready")
+                    metrics = await client.get("/metrics")
+                finally:
+                    private_redis.resume()
+                for _ in range(100):  # the breaker's cool-down (1 s) lets a probe through
+                    await client.get("/api/x")
+                    after = await client.get("/ready")
+                    if after.json()["status"] == "ready":
+                        break
+                    await asyncio.sleep(0.05)
+    assert during == [200] * 5
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert set(ready.json()["degraded"]) == {"store", "limiter"}
+    assert ready.json()["checks"]["limiter"] == "degraded"
+    assert 'gatekeeper_degraded{part="limiter"} 1.0' in metrics.text
+    assert 'gatekeeper_ratelimit_degraded_decisions_total{mode="fail_open",policy="per-ip"}' in (
+        metrics.text
+    )
+    assert after.json()["status"] == "ready"

@@ -30,7 +30,7 @@ def _exercise(metrics: Metrics) -> None:
     metrics.upstream_attempt("pool-a", "127.0.0.1:9002", "timeout", 1.0, retry=True)
     metrics.decision("per-ip", "allowed", 2)
     metrics.decision("per-ip", "limited")
-    metrics.degraded_decision("fail_open")
+    metrics.degraded_decision("fail_open", policy="per-ip")
     metrics.store_call("redis", 0.0007)
     metrics.endpoint_health("pool-a", "127.0.0.1:9002", False)
     metrics.ejection("pool-a", "127.0.0.1:9002")
@@ -87,7 +87,8 @@ def test_resilience_limiter_cache_and_waiting_room_values() -> None:
         s[("gatekeeper_ratelimit_decisions_total", (("outcome", "allowed"), ("policy", "per-ip")))]
         == 2
     )
-    assert s[("gatekeeper_ratelimit_degraded_decisions_total", (("mode", "fail_open"),))] == 1
+    key = (("mode", "fail_open"), ("policy", "per-ip"))
+    assert s[("gatekeeper_ratelimit_degraded_decisions_total", key)] == 1
     assert s[("gatekeeper_admission_queue_depth", (("upstream", "pool-a"),))] == 7
     rej = (("reason", "timeout"), ("upstream", "pool-a"))
     assert s[("gatekeeper_admission_rejections_total", rej)] == 1

@@ -427,11 +427,11 @@ class Limiter:
             by_policy[policy.name] = by_policy.get(policy.name, 0) + 1
             if metrics is not None:
                 if policy.failure is FailureMode.CLOSED:
-                    metrics.degraded_decision("fail_closed")
+                    metrics.degraded_decision("fail_closed", policy=policy.name)
                 elif policy.fallback is not None:
-                    metrics.degraded_decision("local")
+                    metrics.degraded_decision("local", policy=policy.name)
                 else:
-                    metrics.degraded_decision("fail_open")
+                    metrics.degraded_decision("fail_open", policy=policy.name)
 
     async def _run_and_conclude(
         self, groups: list[Sequence[Check]], now_us: int | None

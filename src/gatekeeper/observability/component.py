@@ -158,7 +158,9 @@ class ObservabilityComponent:
                 self._last_error_log = now
                 self._log.warning("live statistics unavailable", error=str(exc))
             if snapshot and self._latest is not None:
-                await self.publish({**self._latest, "stale": True})
+                # The shared numbers are stale, but this replica's limiter is known: a store
+                # outage is exactly when the page must say that it decides without the store.
+                await self.publish({**self._latest, "stale": True, "limiter": self._limiter()})
 
     async def snapshot(self) -> dict[str, Any]:
         """The dashboard's full view: live numbers plus pools and limiter counters."""
@@ -168,10 +170,13 @@ class ObservabilityComponent:
         view["uptime_seconds"] = round(time.monotonic() - self.started, 1)
         view["pools"] = await self._gateway_pools()
         view["geo"] = self._gateway_geo()
-        limiter = self.context.limiter
-        stats: Any = getattr(limiter, "stats", None)
-        view["limiter"] = stats.as_dict() if hasattr(stats, "as_dict") else None
+        view["limiter"] = self._limiter()
         return view
+
+    def _limiter(self) -> dict[str, Any] | None:
+        """This replica's limiter counters and state (``ok`` or ``degraded``)."""
+        limiter = self.context.limiter
+        return limiter.stats.as_dict() if limiter is not None else None
 
     async def _gateway_pools(self) -> list[dict[str, Any]]:
         snapshot = self.context.snapshot

@@ -28,7 +28,8 @@ gatekeeper_upstream_ejections_total                 counter   upstream, endpoint
 gatekeeper_upstream_breaker_state                   gauge     upstream, endpoint
 gatekeeper_upstream_breaker_transitions_total       counter   upstream, endpoint, state
 gatekeeper_ratelimit_decisions_total                counter   policy, outcome
-gatekeeper_ratelimit_degraded_decisions_total       counter   mode
+gatekeeper_ratelimit_degraded_decisions_total       counter   policy, mode
+gatekeeper_degraded                                 gauge     part
 gatekeeper_ratelimit_store_duration_seconds         histogram store
 gatekeeper_admission_queue_depth                    gauge     upstream
 gatekeeper_admission_queue_wait_seconds             histogram upstream
@@ -240,9 +241,18 @@ class Metrics:
         )
         self.degraded = Counter(
             "gatekeeper_ratelimit_degraded_decisions_total",
-            "Decisions made without the shared store, by mode (fail_open, fail_closed, local).",
-            ["mode"],
+            "Decisions made without the shared store, by policy and mode (fail_open, "
+            "fail_closed, local).",
+            ["policy", "mode"],
             registry=r,
+        )
+        self.degraded_part = Gauge(
+            "gatekeeper_degraded",
+            "1 while a part serves degraded, as /ready last reported it (store, limiter, "
+            "pool:<name>), else 0.",
+            ["part"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.store_duration = Histogram(
             "gatekeeper_ratelimit_store_duration_seconds",
@@ -396,6 +406,11 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def degraded_parts(self, parts: dict[str, bool]) -> None:
+        """Set the ``gatekeeper_degraded`` gauge of each part (True: degraded)."""
+        for part, degraded in parts.items():
+            self._child(self.degraded_part, part).set(1 if degraded else 0)
+
     # -- the request path --------------------------------------------------------------------
 
     def request(self, route: str, status: int, upstream: str | None, seconds: float) -> None:
@@ -453,9 +468,10 @@ class Metrics:
         if self.live is not None:
             self.live.count(entry[1], count)
 
-    def degraded_decision(self, mode: str, count: int = 1) -> None:
-        """Count decisions made without the store (``fail_open``, ``fail_closed``, ``local``)."""
-        self._child(self.degraded, mode).inc(count)
+    def degraded_decision(self, mode: str, count: int = 1, policy: str = "") -> None:
+        """Count decisions of ``policy`` made without the store (``fail_open``,
+        ``fail_closed``, ``local``)."""
+        self._child(self.degraded, policy, mode).inc(count)
         if self.live is not None:
             self.live.count(f"deg:{mode}", count)
 

@@ -1,7 +1,10 @@
 """The gateway's own HTTP API, served on the same listener as the proxied routes.
 
-``GET /health`` (liveness, answered synchronously), ``GET /ready`` (the store answers and every
-pool has a healthy endpoint; 503 otherwise), ``GET /metrics`` (Prometheus text),
+``GET /health`` (liveness, answered synchronously), ``GET /ready`` (this replica can serve:
+503 only while it drains; a store that does not answer, a limiter deciding without it or a pool
+without a healthy endpoint make it ``degraded``, still 200, since every replica shares them and
+taking all of them out of a Service would stop what still works), ``GET /metrics`` (Prometheus
+text),
 ``GET /stats`` (JSON snapshot) and ``GET /geo/stats`` (geographic routing) for operators (the
 admin token, or a client in ``operator_networks``), ``POST /change_strategy`` and
 ``POST /admin/reload`` (the admin token: 401 without credentials, 403 with wrong ones).
@@ -61,8 +64,9 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(description="``ready`` or ``not_ready``")
+    status: str = Field(description="``ready``, ``degraded`` (serving) or ``not_ready`` (draining)")
     checks: dict[str, Any]
+    degraded: list[str] = Field(description="the parts serving degraded")
 
 
 class StrategyChanged(BaseModel):
@@ -154,14 +158,14 @@ def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
     @routes.get(
         "/ready",
         responses={
-            200: Answer("Ready to serve.", Readiness),
-            503: Answer("The store or a pool is not ready.", Readiness),
+            200: Answer("This replica serves (``ready``, or ``degraded`` parts).", Readiness),
+            503: Answer("This replica is draining: send it nothing new.", Readiness),
         },
     )
     async def ready(call: Call) -> Reply:
-        """Readiness: the limit store answers and each pool has a healthy endpoint."""
+        """Readiness: this replica can serve. Degraded parts are named, not made fatal."""
         checks: dict[str, Any] = {}
-        ok = True
+        parts: dict[str, bool] = {}
         storage = runtime.storage
         if storage is not None:
             try:
@@ -169,17 +173,28 @@ def builtin_endpoints(runtime: Runtime) -> list[Endpoint]:
                 checks["store"] = "ok"
             except GatekeeperError as exc:
                 checks["store"] = f"unavailable: {exc}"
-                ok = False
+            parts["store"] = checks["store"] != "ok"
+        limiter = runtime.limiter
+        if limiter is not None:
+            checks["limiter"] = limiter.stats.state
+            parts["limiter"] = checks["limiter"] != "ok"
         pools: dict[str, str] = {}
         state = runtime.snapshot
         for name, pool in state.pools.items() if state is not None else ():
             endpoints = pool.snapshot().get("endpoints", [])
             healthy = sum(1 for e in endpoints if e.get("healthy", True))
             pools[name] = f"{healthy}/{len(endpoints)} healthy"
-            ok = ok and healthy > 0
+            parts[f"pool:{name}"] = healthy == 0
         checks["pools"] = pools
-        body = {"status": "ready" if ok else "not_ready", "checks": checks}
-        return json_reply(body, 200 if ok else 503)
+        if runtime.metrics is not None:
+            runtime.metrics.degraded_parts(parts)
+        degraded = [part for part, bad in parts.items() if bad]
+        server = runtime.server
+        if server is not None and server.closing:
+            status, code = "not_ready", 503
+        else:
+            status, code = ("degraded" if degraded else "ready"), 200
+        return json_reply({"status": status, "checks": checks, "degraded": degraded}, code)
 
     @routes.get("/metrics", guard=context.operator_guard, responses={200: _METRICS})
     def metrics(call: Call) -> Reply:

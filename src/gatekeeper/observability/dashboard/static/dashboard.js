@@ -27,6 +27,18 @@
     setText("requests-total", num((view.totals || {}).requests));
   }
 
+  // "limiter degraded" while this replica's limiter decides without its store, or while any
+  // replica did in the last minute (decisions made fail-open, fail-closed or by the fallback).
+  function renderLimiter(view) {
+    const badge = document.getElementById("limiter-state");
+    const skipped = Object.values((view.totals || {}).degraded || {}).reduce((a, b) => a + b, 0);
+    const degraded = (view.limiter && view.limiter.state === "degraded") || skipped > 0;
+    badge.textContent = degraded
+      ? `limiter degraded: ${num(skipped)} decisions without the store in the last minute`
+      : "limiter ok";
+    badge.className = degraded ? "alert" : "";
+  }
+
   function renderChart(series) {
     const svg = document.getElementById("chart");
     if (!svg || !series) return;
@@ -342,6 +354,7 @@
     setInterval(refreshAbuse, 5000);
     GK.live((view) => {
       renderTraffic(view);
+      renderLimiter(view);
       renderChart(view.series);
       renderPools(view.pools);
       renderGeo(view.geo);
