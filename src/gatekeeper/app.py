@@ -74,6 +74,8 @@ COMPONENT_FACTORIES: list[str] = [
     # identity before the waiting room: with auto_migrate it builds the schema tenants live in
     "gatekeeper.identity.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
+    # after identity: its ext_authz asks identity's guard (gRPC, off unless a port is set)
+    "gatekeeper.envoy.component:create_component",
 ]
 
 
