@@ -104,9 +104,11 @@ def _allowed(principal: Any, fields: Headers) -> Any:
     response = external_auth_pb2.CheckResponse()
     response.status.code = _RPC_OK
     ok = response.ok_response
-    # A client's own x-gatekeeper-* fields never reach the upstream.
-    ok.headers_to_remove.extend(IDENTITY_HEADERS)
-    if principal is not None:
+    # A client's own x-gatekeeper-* fields never reach the upstream: overwritten when there is
+    # a principal, else removed (Envoy removes after it sets: never both for one name).
+    if principal is None:
+        ok.headers_to_remove.extend(IDENTITY_HEADERS)
+    else:
         for name, value in ((USER_ID, principal.user_id), (TIER, principal.tier)):
             option = ok.headers.add()
             option.header.key = name

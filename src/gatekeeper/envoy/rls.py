@@ -15,7 +15,9 @@ One call, step by step:
 4. the answer: ``OVER_LIMIT`` when an enforced limit denies (a shadow limit only reports), each
    descriptor's status with its limit, remaining quota and ``duration_until_reset``, and
    ``response_headers_to_add`` carrying ``RateLimit``/``RateLimit-Policy`` and, when refused,
-   ``Retry-After`` (:func:`gatekeeper.limits.headers.rate_limit_headers`, the gateway's own).
+   ``Retry-After`` (:func:`gatekeeper.limits.headers.rate_limit_headers`, the gateway's own);
+   a refusal also carries the gateway's 429 problem document as ``raw_body``, which Envoy
+   sends as the body of its 429.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from gatekeeper.envoy.descriptors import Limit, RateLimits
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.decision import Decision, PolicyResult
-from gatekeeper.limits.headers import rate_limit_headers
+from gatekeeper.limits.headers import PROBLEM_CONTENT_TYPE, problem_body, rate_limit_headers
 from gatekeeper.limits.policy import Check
 
 __all__ = ["MAX_DESCRIPTORS", "MAX_ENTRIES", "InvalidRequest", "RateLimitService", "plan"]
@@ -162,7 +164,12 @@ def answer(limits: RateLimits, planned: tuple[list[Check], list[Slot]], decision
             _duration(status, max(result.retry_after, 0.0))
         status.limit_remaining = max(0, result.remaining)
     headers = response.response_headers_to_add
-    for name, value in rate_limit_headers(decision, policies=limits.policies):
+    fields = rate_limit_headers(decision, policies=limits.policies)
+    if not decision.allowed:
+        # Envoy answers the 429 itself, with this body: the gateway's own 429 document.
+        response.raw_body = problem_body(decision)
+        fields.append((b"content-type", PROBLEM_CONTENT_TYPE))
+    for name, value in fields:
         header = headers.add()
         header.key = name.decode("latin-1")
         header.value = value.decode("latin-1")
