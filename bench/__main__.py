@@ -29,6 +29,7 @@ BENCHMARKS = [
     "identity",
     "observability",
     "geo",
+    "envoy",
 ]
 RESULTS = Path(__file__).parent / "results"
 

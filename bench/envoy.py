@@ -1,0 +1,252 @@
+"""Gatekeeper behind Envoy: Envoy alone, Envoy + Gatekeeper as its rate limit service,
+Gatekeeper's own gateway with the same limit, and nginx, in one run; then ShouldRateLimit
+calls/s from concurrent connections to one Gatekeeper process.
+
+Setup: one upstream (nginx, 1 worker, a fixed 40-byte JSON answer) and the ways to reach it:
+
+- nginx as a reverse proxy (1 worker, upstream keep-alive), the baseline;
+- Envoy alone (``--concurrency 1``, no filters);
+- Envoy + Gatekeeper RLS: the same Envoy with ``envoy.filters.http.ratelimit`` asking one
+  ``gatekeeper serve --workers 1`` (its gRPC port) for a ``remote_address`` descriptor, the
+  limit high enough to admit everything, counted in Redis;
+- Gatekeeper's gateway (``gatekeeper serve --workers 1``) with the same limit on its route.
+
+Throughput: ``wrk -t1 -c64``; contenders alternate over rounds (the order rotating), medians;
+CPU per request summed over every process of the contender (Envoy AND Gatekeeper for the RLS
+row). Then ``bench/rls_client.py`` processes (grpcio clients, several connections each) call
+ShouldRateLimit on one Gatekeeper process directly: calls/s and the server's CPU per call. The
+clients share the machine's two cores with the server, so the server's CPU per call (and the
+calls/s one core could give at that cost) is reported beside the calls/s measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.gateway import _cleanup_redis, _tool, gatekeeper_env, nginx_conf
+from bench.net import free_port, wait_port
+from bench.report import Report
+from bench.serving import Contender, Procs, _cpu_seconds, _tree, measure, median, rounds, wrk
+from gatekeeper.envoy.bootstrap import bootstrap
+from gatekeeper.envoy.process import envoy_binary
+
+__all__ = ["run"]
+
+CONNECTIONS = 64
+LIMIT = 100_000_000  # per minute: admits everything, still counted
+RLS_CLIENTS = 2  # client processes
+RLS_CONNECTIONS = 4  # HTTP/2 connections per client process
+RLS_CONCURRENCY = 64  # calls in flight per client process
+
+
+@dataclass
+class Group(Contender):
+    """A contender served by several process trees (Envoy and the Gatekeeper it asks)."""
+
+    others: tuple[int, ...] = ()
+
+    def processes(self) -> list[int]:
+        return [pid for root in (self.pid, *self.others) for pid in _tree(root)]
+
+
+def _gatekeeper_conf(
+    workdir: Path, name: str, port: int, grpc_port: int, up: int, domain: str
+) -> Path:
+    """A replica: a route to the upstream limited per IP, and the same limit for Envoy."""
+    conf = workdir / f"{name}.yaml"
+    conf.write_text(
+        f"""listener: {{host: 127.0.0.1, port: {port}, shutdown_grace: 1}}
+policies:
+  {domain}: {{rate: {LIMIT}/60s, algorithm: fixed_window}}
+upstreams:
+  up: {{endpoints: [http://127.0.0.1:{up}]}}
+routes:
+  - {{name: all, path_prefix: /, upstream: up, limits: [{{policy: {domain}, key: ip}}]}}
+envoy:
+  grpc_host: 127.0.0.1
+  grpc_port: {grpc_port}
+  domains:
+    - domain: {domain}
+      descriptors:
+        - key: remote_address
+          name: {domain}-rls
+          rate_limit: {{unit: minute, requests_per_unit: {LIMIT}}}
+"""
+    )
+    return conf
+
+
+def _envoy(
+    workdir: Path, name: str, port: int, up: int, grpc_port: int | None, domain: str
+) -> list[str]:
+    config = bootstrap(
+        listen=("127.0.0.1", port),
+        backends=[("127.0.0.1", up)],
+        gatekeepers=[("127.0.0.1", grpc_port or 1)],
+        domain=domain,
+        authz=False,
+        ratelimit=grpc_port is not None,
+    )
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+            "--log-level", "error"]  # fmt: skip
+
+
+def _rls_calls(port: int, domain: str, pid: int, seconds: float) -> dict[str, float]:
+    """RLS_CLIENTS client processes against one Gatekeeper: calls/s and its CPU per call."""
+    # (-m from the repository root: run as a file, bench/envoy.py would shadow Envoy's stubs)
+    client = [sys.executable, "-m", "bench.rls_client", str(port), domain,
+              str(RLS_CONNECTIONS), str(RLS_CONCURRENCY), str(seconds)]  # fmt: skip
+    pids = _tree(pid)
+    before = _cpu_seconds(pids)
+    root = Path(__file__).resolve().parents[1]
+    runs = [
+        subprocess.Popen(client, stdout=subprocess.PIPE, text=True, cwd=root)
+        for _ in range(RLS_CLIENTS)
+    ]
+    outs = [json.loads(run.communicate(timeout=seconds + 60)[0]) for run in runs]
+    cpu = _cpu_seconds(pids) - before
+    calls = sum(o["calls"] for o in outs)
+    elapsed = max(o["seconds"] for o in outs)
+    return {
+        "calls/s": calls / elapsed,
+        "server cpu us/call": cpu / max(calls, 1) * 1e6,
+        "errors": float(sum(o["errors"] for o in outs)),
+        "over_limit": float(sum(o["over_limit"] for o in outs)),
+    }
+
+
+def run(quick: bool) -> Report:
+    """Measure every contender; see the module docstring."""
+    nginx = _tool("nginx")
+    _tool("wrk")
+    envoy_binary()
+    seconds = 3.0 if quick else 8.0
+    count = 1 if quick else 3
+    workdir = Path(tempfile.mkdtemp(prefix="gk-bench-envoy-"))
+    names = ("up", "nginx", "envoy", "envoy_rls", "gk", "gk_grpc", "rls", "rls_grpc", "rls_http")
+    ports = {name: free_port() for name in names}
+    procs = Procs(workdir / "stderr.log")
+    env = gatekeeper_env(workdir)
+    domain = f"bench-{uuid.uuid4().hex[:8]}"
+    gk = [sys.executable, "-m", "gatekeeper", "serve", "--workers", "1", "--config"]
+    report = Report(
+        "envoy",
+        ["contender", "req/s", "p50 ms", "p99 ms", "x nginx", "x gatekeeper gateway",
+         "cpu us/req", "processes", "errors"],
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "gatekeeper", "migrate"], env=env, check=True,
+            capture_output=True,
+        )  # fmt: skip
+        up = ports["up"]
+        started = {
+            "up": procs.start([nginx, "-c", str(nginx_conf(workdir, "up", up, None))]),
+            "nginx": procs.start(
+                [nginx, "-c", str(nginx_conf(workdir, "nginx", ports["nginx"], up))]
+            ),
+            "envoy": procs.start(_envoy(workdir, "envoy", ports["envoy"], up, None, domain)),
+            # The gateway contender and the RLS behind Envoy are two processes of the same kind.
+            "gk": procs.start(
+                [
+                    *gk,
+                    str(_gatekeeper_conf(workdir, "gk", ports["gk"], ports["gk_grpc"], up, domain)),
+                ],
+                env,
+            ),
+            "rls": procs.start(
+                [
+                    *gk,
+                    str(
+                        _gatekeeper_conf(
+                            workdir, "rls", ports["rls_http"], ports["rls_grpc"], up, domain
+                        )
+                    ),
+                ],
+                env,
+            ),
+        }
+        for name in ("up", "nginx", "envoy", "gk", "gk_grpc", "rls_http", "rls_grpc"):
+            try:
+                wait_port(ports[name])
+            except RuntimeError:
+                raise RuntimeError(f"{name} did not start:\n{procs.tail()}") from None
+        started["envoy_rls"] = procs.start(
+            _envoy(workdir, "envoy_rls", ports["envoy_rls"], up, ports["rls_grpc"], domain)
+        )
+        wait_port(ports["envoy_rls"])
+
+        def url(name: str) -> str:
+            return f"http://127.0.0.1:{ports[name]}/bench"
+
+        contenders: list[Contender] = [
+            Contender("nginx proxy", url("nginx"), started["nginx"].pid),
+            Contender("envoy alone", url("envoy"), started["envoy"].pid),
+            Group(
+                "envoy + gatekeeper RLS (1 worker)",
+                url("envoy_rls"),
+                started["envoy_rls"].pid,
+                others=(started["rls"].pid,),
+            ),
+            Contender("gatekeeper gateway, same limit (1 worker)", url("gk"), started["gk"].pid),
+        ]
+        for contender in contenders:  # warm up: connections, pools, scripts
+            wrk(contender.url, CONNECTIONS, 2)
+            if wrk(contender.url, 1, 1)["errors"]:
+                raise RuntimeError(f"{contender.name} answers errors:\n{procs.tail()}")
+        samples = rounds(contenders, count, lambda c: measure(c, CONNECTIONS, seconds))
+        results = {name: median(s) for name, s in samples.items()}
+        nginx_rps = results["nginx proxy"]["rps"]
+        gateway_rps = results[contenders[3].name]["rps"]
+        for name, r in results.items():
+            report.add(
+                contender=name,
+                **{"req/s": r["rps"], "p50 ms": r["p50"], "p99 ms": r["p99"],
+                   "x nginx": r["rps"] / nginx_rps, "x gatekeeper gateway": r["rps"] / gateway_rps,
+                   "cpu us/req": r["cpu_us"], "processes": int(r["processes"]),
+                   "errors": int(r["errors"])},
+            )  # fmt: skip
+        rls = median(
+            [
+                _rls_calls(ports["rls_grpc"], domain, started["rls"].pid, seconds)
+                for _ in range(count)
+            ]
+        )
+        envoy_rls = results[contenders[2].name]
+        report.meta.update(
+            {"rounds": count, "wrk_seconds": seconds, "connections": CONNECTIONS,
+             "load_average": list(os.getloadavg()),
+             "rls_direct": {**{k: round(v, 1) for k, v in rls.items()},
+                            "clients": RLS_CLIENTS, "connections_per_client": RLS_CONNECTIONS,
+                            "in_flight_per_client": RLS_CONCURRENCY,
+                            "one_core_calls_per_s_at_this_cost":
+                                round(1e6 / rls["server cpu us/call"])},
+             "samples": {name: [round(s["rps"]) for s in ss] for name, ss in samples.items()}}
+        )  # fmt: skip
+        report.add(
+            contender=f"ShouldRateLimit direct ({RLS_CLIENTS}x{RLS_CONNECTIONS} connections)",
+            **{"req/s": rls["calls/s"], "p50 ms": float("nan"), "p99 ms": float("nan"),
+               "x nginx": rls["calls/s"] / nginx_rps,
+               "x gatekeeper gateway": rls["calls/s"] / gateway_rps,
+               "cpu us/req": rls["server cpu us/call"], "processes": 1,
+               "errors": int(rls["errors"])},
+        )  # fmt: skip
+        report.target(
+            "envoy + gatekeeper RLS / gatekeeper gateway", envoy_rls["rps"] / gateway_rps, 1.5
+        )
+        report.target("ShouldRateLimit calls/s, one gatekeeper process", rls["calls/s"], 20_000)
+    finally:
+        procs.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        _cleanup_redis(domain)
+    return report
