@@ -97,6 +97,8 @@ def replica_config(domain: str, *, port: int = 8080, **envoy: Any) -> Any:
         {
             "listener": {"host": "127.0.0.1", "port": port, "shutdown_grace": 1},
             "trusted_proxies": ["127.0.0.0/8"],
+            # (a loaded test machine may stall Redis past the default 20 ms: fail-open)
+            "limiter": {"deadline": 0.5},
             "envoy": envoy_section(domain, **envoy),
         },
         "<envoy-test>",

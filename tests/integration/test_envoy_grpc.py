@@ -32,10 +32,13 @@ OK = rls_pb2.RateLimitResponse.OK
 OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
 
 
-@pytest.fixture
-async def replica(redis_url: str, tmp_path: Path, redis_prefix: str) -> AsyncIterator[Gateway]:
+@pytest.fixture(params=["native", "grpcio"])
+async def replica(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path, redis_prefix: str
+) -> AsyncIterator[Gateway]:
+    """A replica with either gRPC server (the same servicers behind both)."""
     gateway = await start_replica(
-        redis_url, f"sqlite+aiosqlite:///{tmp_path / 'gk.db'}", redis_prefix
+        redis_url, f"sqlite+aiosqlite:///{tmp_path / 'gk.db'}", redis_prefix, server=request.param
     )
     try:
         yield gateway

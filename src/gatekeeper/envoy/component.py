@@ -18,7 +18,7 @@ from gatekeeper.client_ip import TrustedProxies
 from gatekeeper.envoy.authz import AuthorizationService
 from gatekeeper.envoy.descriptors import RateLimits, compile_limits
 from gatekeeper.envoy.rls import RateLimitService
-from gatekeeper.envoy.server import GrpcServer
+from gatekeeper.envoy.server import GrpcServer, NativeServer
 from gatekeeper.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ class EnvoyComponent:
         self.authz = AuthorizationService(
             lambda: context.extras.get("identity_guard"), self.auth_settings
         )
-        self.server: GrpcServer | None = None
+        self.kind = config.envoy.server
+        self.server: GrpcServer | NativeServer | None = None
         context.extras["envoy"] = self
 
     def limits(self) -> RateLimits:
@@ -83,11 +84,12 @@ class EnvoyComponent:
         if self.port is None:
             return
         self.limits()  # compiled before the first call
-        server = GrpcServer(self.host, self.port, self.rls, self.authz)
+        kind = NativeServer if self.kind == "native" else GrpcServer
+        server = kind(self.host, self.port, self.rls, self.authz)
         await server.start()
         self.server = server
         self.port = server.port
-        _log.info("envoy_grpc_listening", host=self.host, port=server.port)
+        _log.info("envoy_grpc_listening", host=self.host, port=server.port, server=self.kind)
 
     async def stop(self) -> None:
         server, self.server = self.server, None

@@ -22,6 +22,7 @@ One call, step by step:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from gatekeeper.envoy.descriptors import Limit, RateLimits
+from gatekeeper.envoy.h2 import GrpcError
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.decision import Decision, PolicyResult
 from gatekeeper.limits.headers import PROBLEM_CONTENT_TYPE, problem_body, rate_limit_headers
@@ -42,6 +44,8 @@ MAX_ENTRIES = 16
 MAX_HITS = 2**32 - 1
 
 _Response = rls_pb2.RateLimitResponse
+_Request = rls_pb2.RateLimitRequest
+_INVALID_ARGUMENT = 3
 _OK = _Response.OK
 _OVER_LIMIT = _Response.OVER_LIMIT
 
@@ -184,8 +188,9 @@ def _all_ok(count: int) -> Any:
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    """The servicer: ``limiter`` decides; ``limits()`` is the compiled ``envoy:`` section of the
-    configuration in force (it follows reloads)."""
+    """The service: ``limiter`` decides; ``limits()`` is the compiled ``envoy:`` section of the
+    configuration in force (it follows reloads). :meth:`ShouldRateLimit` serves grpcio's
+    server, :meth:`handle` the native one (:mod:`.h2`); both are :meth:`decide`."""
 
     def __init__(self, limiter: Any, limits: Callable[[], RateLimits]) -> None:
         self.limiter = limiter
@@ -193,21 +198,66 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         self.calls = 0
         self.over_limit = 0
 
-    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+    def decide(self, request: Any) -> tuple[Any, Any]:
+        """``(response, None)`` when answered at once, else ``(None, (decision_future,
+        limits, planned))``; raises :class:`InvalidRequest`."""
         self.calls += 1
         limits = self.limits()
-        try:
-            planned = plan(limits, request)
-        except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # (abort raises; this line is never reached)
+        planned = plan(limits, request)
         if planned is None or not planned[0]:
-            return _all_ok(len(request.descriptors))
-        try:
-            decision = await self.limiter.decide(planned[0])
-        except ConfigurationError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
+            return _all_ok(len(request.descriptors)), None
+        return None, (self.limiter.decide(planned[0]), limits, planned)
+
+    def conclude(self, limits: RateLimits, planned: Any, decision: Decision) -> Any:
         if not decision.allowed:
             self.over_limit += 1
         return answer(limits, planned, decision)
+
+    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        try:
+            response, pending = self.decide(request)
+            if response is not None:
+                return response
+            waiting, limits, planned = pending
+            return self.conclude(limits, planned, await waiting)
+        except (InvalidRequest, ConfigurationError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # (abort raises; this line is never reached)
+
+    def handle(self, payload: bytes) -> bytes | asyncio.Future[bytes]:
+        """The native server's handler: the request's bytes in, the answer's (or a future
+        of them) out, without a task or a coroutine per call."""
+        try:
+            request = _Request.FromString(payload)
+        except Exception as exc:  # protobuf's DecodeError
+            raise GrpcError(_INVALID_ARGUMENT, f"malformed RateLimitRequest: {exc}") from None
+        try:
+            response, pending = self.decide(request)
+        except InvalidRequest as exc:
+            raise GrpcError(_INVALID_ARGUMENT, str(exc)) from None
+        if response is not None:
+            return response.SerializeToString()  # type: ignore[no-any-return]
+        waiting, limits, planned = pending
+        if not asyncio.isfuture(waiting):
+            waiting = asyncio.ensure_future(waiting)
+        if waiting.done():
+            return self._finish(waiting, limits, planned)
+        out: asyncio.Future[bytes] = waiting.get_loop().create_future()
+
+        def landed(done: asyncio.Future[Decision]) -> None:
+            if out.done():
+                return
+            try:
+                out.set_result(self._finish(done, limits, planned))
+            except BaseException as exc:
+                out.set_exception(exc)
+
+        waiting.add_done_callback(landed)
+        return out
+
+    def _finish(self, done: asyncio.Future[Decision], limits: RateLimits, planned: Any) -> bytes:
+        try:
+            decision = done.result()
+        except ConfigurationError as exc:
+            raise GrpcError(_INVALID_ARGUMENT, str(exc)) from None
+        return self.conclude(limits, planned, decision).SerializeToString()  # type: ignore[no-any-return]
