@@ -30,6 +30,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen
 
 from bench.gateway import _cleanup_redis, _tool, gatekeeper_env, nginx_conf
 from bench.net import free_port, wait_port
@@ -58,7 +59,13 @@ class Group(Contender):
 
 
 def _gatekeeper_conf(
-    workdir: Path, name: str, port: int, grpc_port: int, up: int, domain: str
+    workdir: Path,
+    name: str,
+    port: int,
+    grpc_port: int,
+    up: int,
+    domain: str,
+    server: str = "native",
 ) -> Path:
     """A replica: a route to the upstream limited per IP, and the same limit for Envoy."""
     conf = workdir / f"{name}.yaml"
@@ -73,6 +80,7 @@ routes:
 envoy:
   grpc_host: 127.0.0.1
   grpc_port: {grpc_port}
+  server: {server}
   domains:
     - domain: {domain}
       descriptors:
@@ -133,7 +141,8 @@ def run(quick: bool) -> Report:
     seconds = 3.0 if quick else 8.0
     count = 1 if quick else 3
     workdir = Path(tempfile.mkdtemp(prefix="gk-bench-envoy-"))
-    names = ("up", "nginx", "envoy", "envoy_rls", "gk", "gk_grpc", "rls", "rls_grpc", "rls_http")
+    names = ("up", "nginx", "envoy", "envoy_rls", "envoy_rls_grpcio", "gk", "gk_grpc",
+             "rls", "rls_grpc", "rls_grpcio", "rls_grpcio_grpc")  # fmt: skip
     ports = {name: free_port() for name in names}
     procs = Procs(workdir / "stderr.log")
     env = gatekeeper_env(workdir)
@@ -150,56 +159,52 @@ def run(quick: bool) -> Report:
             capture_output=True,
         )  # fmt: skip
         up = ports["up"]
+
+        def gatekeeper(name: str, server: str = "native") -> Popen[bytes]:
+            conf = _gatekeeper_conf(
+                workdir, name, ports[name], ports[f"{name}_grpc"], up, domain, server
+            )
+            return procs.start([*gk, str(conf)], env)
+
+        def envoy(name: str, rls: str | None) -> Popen[bytes]:
+            grpc_port = ports[f"{rls}_grpc"] if rls else None
+            return procs.start(_envoy(workdir, name, ports[name], up, grpc_port, domain))
+
         started = {
             "up": procs.start([nginx, "-c", str(nginx_conf(workdir, "up", up, None))]),
             "nginx": procs.start(
                 [nginx, "-c", str(nginx_conf(workdir, "nginx", ports["nginx"], up))]
             ),
-            "envoy": procs.start(_envoy(workdir, "envoy", ports["envoy"], up, None, domain)),
-            # The gateway contender and the RLS behind Envoy are two processes of the same kind.
-            "gk": procs.start(
-                [
-                    *gk,
-                    str(_gatekeeper_conf(workdir, "gk", ports["gk"], ports["gk_grpc"], up, domain)),
-                ],
-                env,
-            ),
-            "rls": procs.start(
-                [
-                    *gk,
-                    str(
-                        _gatekeeper_conf(
-                            workdir, "rls", ports["rls_http"], ports["rls_grpc"], up, domain
-                        )
-                    ),
-                ],
-                env,
-            ),
+            "envoy": envoy("envoy", None),
+            # The gateway contender and the RLS behind Envoy: processes of the same kind.
+            "gk": gatekeeper("gk"),
+            "rls": gatekeeper("rls"),
+            "rls_grpcio": gatekeeper("rls_grpcio", "grpcio"),
         }
-        for name in ("up", "nginx", "envoy", "gk", "gk_grpc", "rls_http", "rls_grpc"):
+        for name in ("up", "nginx", "envoy", "gk", "rls", "rls_grpc", "rls_grpcio_grpc"):
             try:
                 wait_port(ports[name])
             except RuntimeError:
                 raise RuntimeError(f"{name} did not start:\n{procs.tail()}") from None
-        started["envoy_rls"] = procs.start(
-            _envoy(workdir, "envoy_rls", ports["envoy_rls"], up, ports["rls_grpc"], domain)
-        )
+        started["envoy_rls"] = envoy("envoy_rls", "rls")
+        started["envoy_rls_grpcio"] = envoy("envoy_rls_grpcio", "rls_grpcio")
         wait_port(ports["envoy_rls"])
+        wait_port(ports["envoy_rls_grpcio"])
 
         def url(name: str) -> str:
             return f"http://127.0.0.1:{ports[name]}/bench"
 
+        gateway_name = "gatekeeper gateway, same limit (1 worker)"
+        rls_name = "envoy + gatekeeper RLS (1 worker, native gRPC)"
         contenders: list[Contender] = [
             Contender("nginx proxy", url("nginx"), started["nginx"].pid),
             Contender("envoy alone", url("envoy"), started["envoy"].pid),
-            Group(
-                "envoy + gatekeeper RLS (1 worker)",
-                url("envoy_rls"),
-                started["envoy_rls"].pid,
-                others=(started["rls"].pid,),
-            ),
-            Contender("gatekeeper gateway, same limit (1 worker)", url("gk"), started["gk"].pid),
-        ]
+            Group(rls_name, url("envoy_rls"), started["envoy_rls"].pid,
+                  others=(started["rls"].pid,)),
+            Group("envoy + gatekeeper RLS (1 worker, grpcio)", url("envoy_rls_grpcio"),
+                  started["envoy_rls_grpcio"].pid, others=(started["rls_grpcio"].pid,)),
+            Contender(gateway_name, url("gk"), started["gk"].pid),
+        ]  # fmt: skip
         for contender in contenders:  # warm up: connections, pools, scripts
             wrk(contender.url, CONNECTIONS, 2)
             if wrk(contender.url, 1, 1)["errors"]:
@@ -207,46 +212,56 @@ def run(quick: bool) -> Report:
         samples = rounds(contenders, count, lambda c: measure(c, CONNECTIONS, seconds))
         results = {name: median(s) for name, s in samples.items()}
         nginx_rps = results["nginx proxy"]["rps"]
-        gateway_rps = results[contenders[3].name]["rps"]
+        gateway_rps = results[gateway_name]["rps"]
         for name, r in results.items():
-            report.add(
-                contender=name,
-                **{"req/s": r["rps"], "p50 ms": r["p50"], "p99 ms": r["p99"],
-                   "x nginx": r["rps"] / nginx_rps, "x gatekeeper gateway": r["rps"] / gateway_rps,
-                   "cpu us/req": r["cpu_us"], "processes": int(r["processes"]),
-                   "errors": int(r["errors"])},
+            _row(report, name, r, nginx_rps, gateway_rps)
+        direct = {}
+        for label, name in (("native gRPC", "rls"), ("grpcio", "rls_grpcio")):
+            direct[label] = median(
+                [
+                    _rls_calls(ports[f"{name}_grpc"], domain, started[name].pid, seconds)
+                    for _ in range(count)
+                ]
+            )
+            r = direct[label]
+            _row(
+                report,
+                f"ShouldRateLimit direct, {label} ({RLS_CLIENTS}x{RLS_CONNECTIONS} connections)",
+                {"rps": r["calls/s"], "p50": float("nan"), "p99": float("nan"),
+                 "cpu_us": r["server cpu us/call"], "processes": 1.0, "errors": r["errors"]},
+                nginx_rps,
+                gateway_rps,
             )  # fmt: skip
-        rls = median(
-            [
-                _rls_calls(ports["rls_grpc"], domain, started["rls"].pid, seconds)
-                for _ in range(count)
-            ]
-        )
-        envoy_rls = results[contenders[2].name]
+        native = direct["native gRPC"]
         report.meta.update(
             {"rounds": count, "wrk_seconds": seconds, "connections": CONNECTIONS,
              "load_average": list(os.getloadavg()),
-             "rls_direct": {**{k: round(v, 1) for k, v in rls.items()},
-                            "clients": RLS_CLIENTS, "connections_per_client": RLS_CONNECTIONS,
-                            "in_flight_per_client": RLS_CONCURRENCY,
-                            "one_core_calls_per_s_at_this_cost":
-                                round(1e6 / rls["server cpu us/call"])},
+             "rls_clients": RLS_CLIENTS, "rls_connections_per_client": RLS_CONNECTIONS,
+             "rls_in_flight_per_client": RLS_CONCURRENCY,
+             "rls_calls_per_s_one_core_at_measured_cpu": {
+                 label: round(1e6 / r["server cpu us/call"]) for label, r in direct.items()},
              "samples": {name: [round(s["rps"]) for s in ss] for name, ss in samples.items()}}
         )  # fmt: skip
-        report.add(
-            contender=f"ShouldRateLimit direct ({RLS_CLIENTS}x{RLS_CONNECTIONS} connections)",
-            **{"req/s": rls["calls/s"], "p50 ms": float("nan"), "p99 ms": float("nan"),
-               "x nginx": rls["calls/s"] / nginx_rps,
-               "x gatekeeper gateway": rls["calls/s"] / gateway_rps,
-               "cpu us/req": rls["server cpu us/call"], "processes": 1,
-               "errors": int(rls["errors"])},
-        )  # fmt: skip
         report.target(
-            "envoy + gatekeeper RLS / gatekeeper gateway", envoy_rls["rps"] / gateway_rps, 1.5
+            "envoy + gatekeeper RLS / gatekeeper gateway",
+            results[rls_name]["rps"] / gateway_rps,
+            1.5,
         )
-        report.target("ShouldRateLimit calls/s, one gatekeeper process", rls["calls/s"], 20_000)
+        report.target("ShouldRateLimit calls/s, one gatekeeper process", native["calls/s"], 20_000)
     finally:
         procs.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         _cleanup_redis(domain)
     return report
+
+
+def _row(
+    report: Report, name: str, r: dict[str, float], nginx_rps: float, gateway_rps: float
+) -> None:
+    report.add(
+        contender=name,
+        **{"req/s": r["rps"], "p50 ms": r["p50"], "p99 ms": r["p99"],
+           "x nginx": r["rps"] / nginx_rps, "x gatekeeper gateway": r["rps"] / gateway_rps,
+           "cpu us/req": r["cpu_us"], "processes": int(r["processes"]),
+           "errors": int(r["errors"])},
+    )  # fmt: skip

@@ -54,6 +54,7 @@ _MAX_MESSAGE = 4 << 20  # a request message larger than this is refused
 # without indexing, name from static index 31); nothing enters our peer's dynamic table.
 _RESPONSE_HEAD = b"\x88\x0f\x10\x10application/grpc"
 _UNPACK = struct.Struct(">I").unpack_from
+_HIGH = bytes(range(128, 256))
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 
@@ -124,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.preface = False
         self.decoder = Decoder()
+        self.known: dict[bytes, bytes] = {}  # indexed-only header block -> its :path
         self.streams: dict[int, _Stream] = {}
         self.last_stream = 0
         self.headers_stream = 0  # a header block continues in CONTINUATION frames
@@ -298,20 +300,30 @@ class _Connection(asyncio.Protocol):
         stream = self.headers_stream
         flags = self.headers_flags
         self.headers_stream = 0
-        try:
-            headers = self.decoder.decode(bytes(self.headers_block), raw=True)
-        except HPACKError as exc:
-            raise _ProtocolError(_COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        open_stream = self.streams.get(stream)
-        if open_stream is None:
-            if stream <= self.last_stream:
-                return  # trailers of a stream already answered or reset
-            self.last_stream = stream
+        block = bytes(self.headers_block)
+        # A block of indexed fields only (every byte's high bit set: one-byte indexes) changes
+        # no table, so it means what it meant last time: Envoy's calls after the first on a
+        # connection are such blocks, and decoding each again would cost a tenth of a call.
+        path = self.known.get(block) if not block.translate(None, _HIGH) else None
+        if path is None:
+            try:
+                headers = self.decoder.decode(block, raw=True)
+            except HPACKError as exc:
+                raise _ProtocolError(_COMPRESSION_ERROR, f"bad header block: {exc}") from None
             path = b""
             for name, value in headers:
                 if name == b":path":
                     path = value
                     break
+            if block.translate(None, _HIGH):
+                self.known.clear()  # the table changed: indexes may mean other fields now
+            elif len(self.known) < 64:
+                self.known[block] = path
+        open_stream = self.streams.get(stream)
+        if open_stream is None:
+            if stream <= self.last_stream:
+                return  # trailers of a stream already answered or reset
+            self.last_stream = stream
             open_stream = self.streams[stream] = _Stream(path, self.initial_window)
         if flags & _END_STREAM:
             self._call(stream, open_stream)
