@@ -334,3 +334,66 @@ async def test_check_applies_the_deny_list(replica: Gateway, authz: Any) -> None
         check_request({"x-api-key": secret, "x-forwarded-for": "198.51.100.8"}, peer="192.0.2.1")
     )
     assert untrusted.status.code == 0
+
+
+async def test_bad_bytes_and_unknown_methods_get_grpc_statuses(replica: Gateway) -> None:
+    """Bytes that are no RateLimitRequest: INVALID_ARGUMENT (grpcio decodes before the
+    servicer runs and says UNKNOWN); a method nobody serves: UNIMPLEMENTED; the connection
+    keeps serving."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port(replica)}") as channel:
+        raw = channel.unary_unary(
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(b"\xff\xff\xff")
+        native = replica.runtime.config.envoy.server == "native"
+        expected = grpc.StatusCode.INVALID_ARGUMENT if native else grpc.StatusCode.UNKNOWN
+        assert caught.value.code() is expected
+        unknown = channel.unary_unary(
+            "/envoy.service.ratelimit.v3.RateLimitService/Nope",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await unknown(b"")
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_client_that_is_not_http2_is_closed(replica: Gateway) -> None:
+    """HTTP/1.1 (or any garbage) on the gRPC port: the connection is closed, nothing hangs."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", grpc_port(replica))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    received = await asyncio.wait_for(reader.read(), timeout=5)  # until the server closes
+    writer.close()
+    if received:  # the native server says why first (GOAWAY); grpcio may just close
+        assert len(received) >= 9
+
+
+async def test_optional_auth_admits_anonymous_callers_without_identity(
+    redis_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    """envoy.auth optional: no credentials is an anonymous allow; the client's forged
+    x-gatekeeper-* fields are removed before the upstream sees them."""
+    gateway = await start_replica(
+        redis_url, f"sqlite+aiosqlite:///{tmp_path / 'gk.db'}", redis_prefix, auth="optional"
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port(gateway)}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            answer = await stub.Check(check_request({"x-gatekeeper-user-id": "forged"}))
+            assert answer.status.code == 0
+            assert not answer.ok_response.headers
+            assert set(answer.ok_response.headers_to_remove) == {
+                "x-gatekeeper-user-id",
+                "x-gatekeeper-tier",
+            }
+            wrong = await stub.Check(check_request({"x-api-key": "gk_wrong"}))
+            assert wrong.denied_response.status.code == 401  # a bad key is still refused
+    finally:
+        await gateway.stop()
