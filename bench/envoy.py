@@ -209,7 +209,17 @@ def run(quick: bool) -> Report:
             wrk(contender.url, CONNECTIONS, 2)
             if wrk(contender.url, 1, 1)["errors"]:
                 raise RuntimeError(f"{contender.name} answers errors:\n{procs.tail()}")
-        samples = rounds(contenders, count, lambda c: measure(c, CONNECTIONS, seconds))
+
+        def measured(contender: Contender) -> dict[str, float]:
+            # For Envoy + RLS, the Gatekeeper's own share of the CPU too.
+            others = [p for r in getattr(contender, "others", ()) for p in _tree(r)]
+            before = _cpu_seconds(others)
+            result = measure(contender, CONNECTIONS, seconds)
+            spent = _cpu_seconds(others) - before
+            result["gatekeeper_cpu_us"] = spent / max(result["requests"], 1) * 1e6
+            return result
+
+        samples = rounds(contenders, count, measured)
         results = {name: median(s) for name, s in samples.items()}
         nginx_rps = results["nginx proxy"]["rps"]
         gateway_rps = results[gateway_name]["rps"]
@@ -238,6 +248,9 @@ def run(quick: bool) -> Report:
              "load_average": list(os.getloadavg()),
              "rls_clients": RLS_CLIENTS, "rls_connections_per_client": RLS_CONNECTIONS,
              "rls_in_flight_per_client": RLS_CONCURRENCY,
+             "rls_gatekeeper_cpu_us_per_request_behind_envoy": {
+                 name: round(r["gatekeeper_cpu_us"], 1) for name, r in results.items()
+                 if name.startswith("envoy + ")},
              "rls_calls_per_s_one_core_at_measured_cpu": {
                  label: round(1e6 / r["server cpu us/call"]) for label, r in direct.items()},
              "samples": {name: [round(s["rps"]) for s in ss] for name, ss in samples.items()}}
