@@ -26,6 +26,7 @@ import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from hpack import Decoder
@@ -54,7 +55,14 @@ _MAX_MESSAGE = 4 << 20  # a request message larger than this is refused
 # without indexing, name from static index 31); nothing enters our peer's dynamic table.
 _RESPONSE_HEAD = b"\x88\x0f\x10\x10application/grpc"
 _UNPACK = struct.Struct(">I").unpack_from
-_HIGH = bytes(range(128, 256))
+
+
+def _table_state(table: Any) -> tuple[int, int, int]:
+    """What tells whether decoding a block changed hpack's dynamic table: an added entry is a
+    new first tuple, an eviction or a size update changes the length or the size."""
+    entries = table.dynamic_entries
+    return len(entries), id(entries[0]) if entries else 0, table.maxsize
+
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 
@@ -125,7 +133,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.preface = False
         self.decoder = Decoder()
-        self.known: dict[bytes, bytes] = {}  # indexed-only header block -> its :path
+        self.known: dict[bytes, bytes] = {}  # a header block that changed no table -> :path
         self.streams: dict[int, _Stream] = {}
         self.last_stream = 0
         self.headers_stream = 0  # a header block continues in CONTINUATION frames
@@ -301,11 +309,14 @@ class _Connection(asyncio.Protocol):
         flags = self.headers_flags
         self.headers_stream = 0
         block = bytes(self.headers_block)
-        # A block of indexed fields only (every byte's high bit set: one-byte indexes) changes
-        # no table, so it means what it meant last time: Envoy's calls after the first on a
-        # connection are such blocks, and decoding each again would cost a tenth of a call.
-        path = self.known.get(block) if not block.translate(None, _HIGH) else None
+        # A block that changed no table entry means the same again while the table stays as
+        # it is: Envoy sends the same block for every call after its first on a connection
+        # (its :path as a literal without indexing), and decoding each would cost a tenth of a
+        # call. Any block that changes the table forgets what was known.
+        path = self.known.get(block)
         if path is None:
+            table = self.decoder.header_table
+            before = _table_state(table)
             try:
                 headers = self.decoder.decode(block, raw=True)
             except HPACKError as exc:
@@ -315,8 +326,8 @@ class _Connection(asyncio.Protocol):
                 if name == b":path":
                     path = value
                     break
-            if block.translate(None, _HIGH):
-                self.known.clear()  # the table changed: indexes may mean other fields now
+            if _table_state(table) != before:
+                self.known.clear()  # indexes may mean other fields now
             elif len(self.known) < 64:
                 self.known[block] = path
         open_stream = self.streams.get(stream)
@@ -324,6 +335,9 @@ class _Connection(asyncio.Protocol):
             if stream <= self.last_stream:
                 return  # trailers of a stream already answered or reset
             self.last_stream = stream
+            if len(self.streams) >= _MAX_STREAMS:  # more than SETTINGS said: refused, retried
+                self._send(_frame(_RST_STREAM, 0, stream, struct.pack(">I", 7)))
+                return
             open_stream = self.streams[stream] = _Stream(path, self.initial_window)
         if flags & _END_STREAM:
             self._call(stream, open_stream)
