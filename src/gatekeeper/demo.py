@@ -218,7 +218,14 @@ def _run(coro: Any) -> None:
     asyncio.run(coro)
 
 
-def run_demo(host: str = "127.0.0.1", port: int = 8080, *, envoy: bool = False) -> int:
+def run_demo(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    envoy: bool = False,
+    envoy_port: int = DEMO_ENVOY_PORT,
+    grpc_port: int = DEMO_GRPC_PORT,
+) -> int:
     """Run the demo until interrupted; returns the process exit code. ``envoy``: also Envoy on
     :data:`DEMO_ENVOY_PORT` in front of the same backends, Gatekeeper deciding its limits and
     authorization over gRPC (``make demo-envoy``)."""
@@ -251,9 +258,9 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080, *, envoy: bool = False) 
             port,
             [b.url for b in backends],
             str(database),
-            envoy_grpc_port=DEMO_GRPC_PORT if envoy else None,
+            envoy_grpc_port=grpc_port if envoy else None,
         )
-        proxy = _start_envoy(backends) if envoy else None
+        proxies: list[Any] = []  # Envoy, started once Gatekeeper answers on gRPC
 
         def ready(runtime: Runtime) -> None:
             server = runtime.server
@@ -279,13 +286,14 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080, *, envoy: bool = False) 
                 f"browsers send {DEMO_TENANT!r})",
                 flush=True,
             )
-            if proxy is not None:
+            if envoy:
+                proxies.append(_start_envoy(backends, envoy_port, grpc_port))
                 print(
-                    f"Envoy on http://127.0.0.1:{DEMO_ENVOY_PORT} in front of the same "
-                    f"backends, Gatekeeper (gRPC :{DEMO_GRPC_PORT}) deciding:\n"
-                    f"  try:      curl -i http://127.0.0.1:{DEMO_ENVOY_PORT}/api/info  "
+                    f"Envoy on http://127.0.0.1:{envoy_port} in front of the same "
+                    f"backends, Gatekeeper (gRPC :{grpc_port}) deciding:\n"
+                    f"  try:      curl -i http://127.0.0.1:{envoy_port}/api/info  "
                     f"(5 per minute per client)\n"
-                    f"  auth:     curl -i http://127.0.0.1:{DEMO_ENVOY_PORT}/api/v2/data  "
+                    f"  auth:     curl -i http://127.0.0.1:{envoy_port}/api/v2/data  "
                     f"(an X-API-Key or a Bearer token)",
                     flush=True,
                 )
@@ -293,7 +301,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080, *, envoy: bool = False) 
         try:
             await serve(settings, config, on_ready=ready)
         finally:
-            if proxy is not None:
+            for proxy in proxies:
                 proxy.stop()
             for backend in backends:
                 await backend.stop()
@@ -305,16 +313,16 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080, *, envoy: bool = False) 
     return 0
 
 
-def _start_envoy(backends: list[Any]) -> Any:
-    """Envoy in front of ``backends``, asking Gatekeeper's gRPC port (it retries until
-    Gatekeeper answers: the order of the two starts does not matter)."""
+def _start_envoy(backends: list[Any], port: int, grpc_port: int) -> Any:
+    """Envoy in front of ``backends``, asking Gatekeeper's gRPC port (started once Gatekeeper
+    answers there, so that Envoy's first health check finds it)."""
     from gatekeeper.envoy.bootstrap import bootstrap
     from gatekeeper.envoy.process import EnvoyProcess
 
     config = bootstrap(
-        listen=("127.0.0.1", DEMO_ENVOY_PORT),
+        listen=("127.0.0.1", port),
         backends=[("127.0.0.1", b.port) for b in backends],
-        gatekeepers=[("127.0.0.1", DEMO_GRPC_PORT)],
+        gatekeepers=[("127.0.0.1", grpc_port)],
         domain=DEMO_ENVOY_DOMAIN,
         routes=[("/api/v2/", True), ("/", False)],
     )
