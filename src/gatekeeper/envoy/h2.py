@@ -174,8 +174,9 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         out = self.out
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
         out.clear()
 
     def _fail(self, code: int, why: str) -> None:
