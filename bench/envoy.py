@@ -13,10 +13,12 @@ Setup: one upstream (nginx, 1 worker, a fixed 40-byte JSON answer) and the ways 
 
 Throughput: ``wrk -t1 -c64``; contenders alternate over rounds (the order rotating), medians;
 CPU per request summed over every process of the contender (Envoy AND Gatekeeper for the RLS
-row). Then ``bench/rls_client.py`` processes (grpcio clients, several connections each) call
-ShouldRateLimit on one Gatekeeper process directly: calls/s and the server's CPU per call. The
-clients share the machine's two cores with the server, so the server's CPU per call (and the
-calls/s one core could give at that cost) is reported beside the calls/s measured.
+rows, the Gatekeeper's share in the meta). Then ``bench/h2_client.py`` (a lean HTTP/2 client:
+pre-encoded frames, several connections, many calls in flight on each; grpcio's Python client
+costs more CPU per call than the server it would measure) calls ShouldRateLimit on one
+Gatekeeper process directly: calls/s and the server's CPU per call, for each gRPC server. The
+client shares the machine's two cores with the server, so the calls/s one core could give at
+the measured cost is reported too.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ __all__ = ["run"]
 
 CONNECTIONS = 64
 LIMIT = 100_000_000  # per minute: admits everything, still counted
-RLS_CLIENTS = 2  # client processes
+RLS_CLIENTS = 1  # client processes
 RLS_CONNECTIONS = 4  # HTTP/2 connections per client process
 RLS_CONCURRENCY = 64  # calls in flight per client process
 
@@ -110,13 +112,13 @@ def _envoy(
 
 
 def _rls_calls(port: int, domain: str, pid: int, seconds: float) -> dict[str, float]:
-    """RLS_CLIENTS client processes against one Gatekeeper: calls/s and its CPU per call."""
-    # (-m from the repository root: run as a file, bench/envoy.py would shadow Envoy's stubs)
-    client = [sys.executable, "-m", "bench.rls_client", str(port), domain,
+    """RLS_CLIENTS lean HTTP/2 clients (bench/h2_client.py) against one Gatekeeper: calls/s
+    and the server's CPU per call."""
+    client = [sys.executable, "-m", "bench.h2_client", str(port), domain,
               str(RLS_CONNECTIONS), str(RLS_CONCURRENCY), str(seconds)]  # fmt: skip
     pids = _tree(pid)
     before = _cpu_seconds(pids)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # (-m from here: bench/envoy.py is not envoy)
     runs = [
         subprocess.Popen(client, stdout=subprocess.PIPE, text=True, cwd=root)
         for _ in range(RLS_CLIENTS)
