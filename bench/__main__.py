@@ -29,6 +29,9 @@ BENCHMARKS = [
     "identity",
     "observability",
     "geo",
+    "cluster",
+    "events",
+    "abuse",
     "envoy",
 ]
 RESULTS = Path(__file__).parent / "results"

@@ -20,7 +20,15 @@ from gatekeeper.persistence import Database
 from gatekeeper.persistence.testing import scratch_database
 from gatekeeper.testing import FakeClock
 from tests import services
+from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer
+
+# The Redis deployments every component's integration tests run on: one server and a private
+# cluster of 3 masters with a replica each (like the limits library's list of storages).
+REDIS_KINDS = [
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("cluster", id="cluster", marks=pytest.mark.redis),
+]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -53,6 +61,28 @@ def fake_clock() -> FakeClock:
 def redis_url() -> str:
     """The test Redis (shared: work under ``redis_prefix``)."""
     return services.redis_url()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A private Redis Cluster (3 masters, a replica each) shared by the session's tests: work
+    under ``redis_prefix`` and never kill its nodes (failover tests start their own)."""
+    servers = RedisClusterServers()
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each Redis deployment in turn (``redis://`` then ``redis+cluster://``): a
+    test taking it runs on both. Keys go under ``redis_prefix``."""
+    if request.param == "redis":
+        return services.redis_url()
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    return cluster.url
 
 
 @pytest.fixture(scope="session")

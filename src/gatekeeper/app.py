@@ -7,9 +7,10 @@ Add ONE line to :data:`COMPONENT_FACTORIES` below: ``"package.module:function"``
 imports each factory (a module that does not exist yet is skipped, so the list may name parts
 still being built), calls it with the shared :class:`~gatekeeper.component.Context`, adds the
 component's endpoints to the one endpoint table (:class:`gatekeeper.endpoints.Dispatcher`) and
-runs its ``start``/``stop``. Components publish
-objects to each other through ``context.extras``; the gateway's ``Snapshot`` is published as
-``extras["gateway"]`` and the Prometheus ``Metrics`` as ``extras["metrics"]``.
+runs its ``start``/``stop``. Components publish what they offer each other in the context's
+typed fields (``context.identity_guard``, ``context.waiting_room_gate``, ...); the gateway's
+``Snapshot`` is published as ``context.snapshot`` and the Prometheus ``Metrics`` as
+``context.metrics``.
 
 What the lifespan opens, in order: the Redis client (when ``GATEKEEPER_REDIS_URL`` is set), the
 limit storage and :class:`~gatekeeper.limits.Limiter`, the SQL ``Database`` (when the
@@ -49,7 +50,7 @@ from gatekeeper.gateway.upstream.proxy import Proxy
 from gatekeeper.gateway.upstream.upstreams import build_pool
 from gatekeeper.runtime import Runtime
 from gatekeeper.settings import Settings
-from gatekeeper.types import SystemClock
+from gatekeeper.types import SystemClock, WarmUp
 
 if TYPE_CHECKING:
     from gatekeeper.gateway.http.server import Server
@@ -73,7 +74,11 @@ COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.observability.component:create_component",
     # identity before the waiting room: with auto_migrate it builds the schema tenants live in
     "gatekeeper.identity.component:create_component",
+    # events after identity (its admin endpoints take the identity's admin guard)
+    "gatekeeper.events.component:create_component",
     "gatekeeper.waitingroom.component:create_component",
+    # after identity: hooks its failed logins and bans through its BanList
+    "gatekeeper.abuse.component:create_component",
     # after identity: its ext_authz asks identity's guard (gRPC, off unless a port is set)
     "gatekeeper.envoy.component:create_component",
 ]
@@ -92,11 +97,12 @@ def _load_factory(spec: str) -> Any:
 
 
 def redis_client(url: str) -> Any:
-    """The process's shared Redis client for ``url``. Lazy: nothing connects until first use
+    """The process's shared Redis client for ``url``: a plain, Sentinel or Cluster client
+    (:func:`gatekeeper.redis_client.redis_from_url`). Lazy: nothing connects until first use
     (``serve --check`` builds one to refuse a URL the start-up would refuse)."""
-    import redis.asyncio as aioredis
+    from gatekeeper.redis_client import redis_from_url
 
-    return aioredis.Redis.from_url(url)
+    return redis_from_url(url)
 
 
 async def _open_resources(runtime: Runtime) -> None:
@@ -155,12 +161,15 @@ def _fresh_sqlite(database_url: str) -> bool:
 
 
 async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.0) -> None:
-    """Make the limit store ready before traffic: a fresh replica's first decisions would
-    otherwise pay for connecting and loading the script, overrun the limiter's deadline and
-    fail open. Pings, then runs a few concurrent zero-cost decisions on a key of its own (opens
-    the pooled connections, loads the Lua script). A store that is down only logs: the
-    policies' failure modes take over, as they would later."""
+    """Make Redis ready before traffic (the replica reports ready only after this): a fresh
+    replica's first decisions would otherwise pay for connecting and loading the script,
+    overrun the limiter's deadline and fail open. The limit store opens ``connections``
+    connections to every server that holds keys (every primary of a cluster) and loads its
+    scripts there (:class:`~gatekeeper.types.WarmUp`); then a few concurrent zero-cost
+    decisions run on a key of its own; the shared client connects to every primary. A store
+    that is down only logs: the policies' failure modes take over, as they would later."""
     from gatekeeper.limits.policy import Check, Policy, parse_rate
+    from gatekeeper.redis_client import warm_up
 
     storage = runtime.storage
     if storage is None:
@@ -168,14 +177,35 @@ async def _warm_up(runtime: Runtime, *, connections: int = 4, within: float = 5.
     check = Check(Policy("gatekeeper-warmup", parse_rate("1/second")), "warmup", 0)
     try:
         async with asyncio.timeout(within):
+            if runtime.redis is not None:
+                await _warn_if_one_node_of_a_cluster(runtime.redis)
             await storage.ping()
+            if isinstance(storage, WarmUp):
+                await storage.warm_up(connections)
             await asyncio.gather(*(storage.decide([[check]]) for _ in range(connections)))
             if runtime.redis is not None:
-                await runtime.redis.ping()
+                await warm_up(runtime.redis, connections=connections)
     except (GatekeeperError, TimeoutError, OSError) as exc:
         logger.warning("limit store warm-up failed, starting anyway: %s", exc)
     except Exception as exc:  # redis-py's own errors (the shared client): never fatal here
         logger.warning("Redis warm-up failed, starting anyway: %s", exc)
+
+
+async def _warn_if_one_node_of_a_cluster(client: Any) -> None:
+    """Say so loudly when a plain ``redis://`` URL names one node of a Redis Cluster: every
+    key that lives on another node would fail with MOVED (limits degraded, waiting-room
+    tenants 503). Only a warning: the URL parses, so ``serve --check`` (which connects to
+    nothing) cannot refuse it, and ``serve`` must not refuse what ``--check`` accepts."""
+    from gatekeeper.redis_client import is_cluster
+
+    if is_cluster(client):
+        return
+    info = await client.info("cluster")
+    if int(info.get("cluster_enabled", 0)):
+        logger.error(
+            "GATEKEEPER_REDIS_URL names one node of a Redis Cluster: keys on the other nodes "
+            "will fail with MOVED; use redis+cluster://host1:port1,host2:port2"
+        )
 
 
 async def _close_resources(runtime: Runtime) -> None:
@@ -216,8 +246,8 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[Context]:
         context.operator_guard = operator(
             context.admin_token, lambda: runtime.config.operator_networks
         )
-        context.extras["metrics"] = runtime.metrics
-        context.extras["runtime"] = runtime
+        context.metrics = runtime.metrics
+        context.config = runtime.config
         runtime.context = context
         table = runtime.dispatcher
         table.extend(builtin_endpoints(runtime))
@@ -321,8 +351,9 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     """A complete :class:`Snapshot` for ``config`` (pools, router, proxy, plans) on
     ``runtime``."""
     policies = {name: pc.build(name) for name, pc in config.policies.items()}
+    events = runtime.context.events if runtime.context else None
     pools = {
-        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics)
+        name: build_pool(name, uc, clock=runtime.clock, metrics=runtime.metrics, events=events)
         for name, uc in config.upstreams.items()
     }
     trusted = TrustedProxies(config.trusted_proxies)
@@ -338,7 +369,7 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         previous = runtime.snapshot.geo if runtime.snapshot is not None else None
         stats = previous.stats if previous is not None else None  # counted across reloads
         geo = GeoRouter(config.geo, pools, stats=stats, metrics=runtime.metrics)
-    extras = runtime.context.extras if runtime.context else {}
+    context = runtime.context
     snapshot = Snapshot(
         router=router,
         proxy=proxy,
@@ -347,8 +378,8 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
         limiter=runtime.limiter,
         policies=policies,
         cache=gateway_cache(runtime, config),  # None unless a route enables caching
-        gate=extras.get("waitingroom_gate"),
-        guard=extras.get("identity_guard"),
+        gate=context.waiting_room_gate if context is not None else None,
+        guard=context.identity_guard if context is not None else None,
         cors=_cors(config.cors),
         geo=geo,
     )
@@ -356,8 +387,8 @@ def build_snapshot(runtime: Runtime, config: GatewayConfig) -> Snapshot:
     running = runtime.context is not None
     if running and snapshot.guard is None and any(r.auth is not None for r in router.routes):
         logger.warning("routes with auth answer 503: the identity component is not running")
-    if runtime.context is not None:
-        runtime.context.extras["gateway"] = snapshot
+    if context is not None:
+        context.snapshot = snapshot
     return snapshot
 
 
@@ -410,10 +441,13 @@ class Gateway:
         await self._lifespan.__aenter__()
         try:
             snapshot = build_snapshot(runtime, config)
-            extras = runtime.context.extras if runtime.context else {}
+            context = runtime.context
+            access_log = context.access_log if context is not None else None
+            spikes = context.ratelimit_spikes if context is not None else None
+            abuse = context.abuse if context is not None else None
             flow = Flow(
                 snapshot,
-                accounting=Accounting(runtime.metrics, extras.get("access_log")),
+                accounting=Accounting(runtime.metrics, access_log, spikes, abuse),
                 endpoints=runtime.dispatcher,
             )
             listener = config.listener

@@ -17,11 +17,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gatekeeper.endpoints.guards import Guard, Networks, admin_token, operator
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.asyncio import Redis
 
+    from gatekeeper.abuse.detector import Detector as AbuseDetector
     from gatekeeper.endpoints.endpoint import Endpoint
+    from gatekeeper.events.spikes import SpikeDetector
+    from gatekeeper.gateway.config import GatewayConfig
+    from gatekeeper.gateway.flow.snapshot import Snapshot
+    from gatekeeper.identity.guard import Guard as IdentityGuard
+    from gatekeeper.identity.service import Identity
+    from gatekeeper.observability.access import AccessLog
+    from gatekeeper.observability.events import LiveStats
+    from gatekeeper.observability.metrics import Metrics
     from gatekeeper.settings import Settings
     from gatekeeper.types import Clock, EventEmitter
+    from gatekeeper.waitingroom.gate import WaitingRoomGate
+    from gatekeeper.waitingroom.service import WaitingRoomService
 
 __all__ = ["LOOPBACK", "Component", "Context"]
 
@@ -36,7 +49,17 @@ class Context:
     ``redis`` is ``None`` in the embedded mode (no ``GATEKEEPER_REDIS_URL``); components then use
     their in-process implementation. ``limiter`` is a ``gatekeeper.limits.Limiter``;
     ``database`` a ``gatekeeper.persistence.Database`` (typed ``Any`` here so that this module
-    imports nothing heavy). ``extras`` lets components publish objects to each other by name.
+    imports nothing heavy).
+
+    The rest is what components publish to each other as they are created (each None until its
+    publisher runs): the observability recorders (``metrics``, ``access_log``, ``live``), the
+    identity component's ``identity`` facade, its request ``identity_guard`` and its
+    ``users_guard`` (the admin token or an admin user), the waiting room's ``waiting_room``
+    service and its ``waiting_room_gate`` factory (``gate(tenant)``), the abuse component's
+    ``abuse`` detector (the gateway's accounting shows it every answered request), the events
+    component's ``ratelimit_spikes``, and the gateway's current ``snapshot`` (rebuilt on every
+    reload). ``config`` is the configuration file as the process started with it (reloads
+    replace the snapshot, not this).
 
     ``admin_guard`` (the admin token) and ``operator_guard`` (the admin token or a client in the
     operator networks) are the guards of the endpoints every component shares; the composition
@@ -50,7 +73,19 @@ class Context:
     database: Any = None
     # Where components report events (None until the events component starts, or without it).
     events: EventEmitter | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics | None = None
+    access_log: AccessLog | None = None
+    live: LiveStats | None = None
+    identity: Identity | None = None
+    identity_guard: IdentityGuard | None = None
+    users_guard: Guard | None = None
+    waiting_room: WaitingRoomService | None = None
+    waiting_room_gate: Callable[[str], WaitingRoomGate] | None = None
+    snapshot: Snapshot | None = None
+    # The events component's 429 counter, which the gateway's accounting feeds.
+    ratelimit_spikes: SpikeDetector | None = None
+    abuse: AbuseDetector | None = None
+    config: GatewayConfig | None = None
     admin_guard: Guard = field(init=False)
     operator_guard: Guard = field(init=False)
 

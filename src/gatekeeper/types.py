@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from gatekeeper.limits.decision import PolicyResult
     from gatekeeper.limits.policy import Check
 
-__all__ = ["Clock", "EventEmitter", "MonotonicClock", "Storage", "SystemClock"]
+__all__ = ["Clock", "EventEmitter", "MonotonicClock", "Storage", "SystemClock", "WarmUp"]
 
 
 @runtime_checkable
@@ -69,6 +69,17 @@ class Storage(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class WarmUp(Protocol):
+    """A store that can open its connections and load its scripts ahead of traffic, so that
+    no request's deadline is spent on them (the start-up calls it before ``/ready``)."""
+
+    async def warm_up(self, connections: int = 4) -> None:
+        """Open ``connections`` connections to every server that serves keys and load the
+        scripts there. Raises :class:`~gatekeeper.errors.StorageError` on failure."""
+        ...
 
 
 class EventEmitter(Protocol):

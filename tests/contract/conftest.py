@@ -1,13 +1,13 @@
 """One list of storages; every contract test runs on each of them.
 
 ``memory`` (with the fake clock), ``redis`` (the shared test Redis, under a per-test prefix)
-and ``cluster`` (a private 3-master Redis Cluster started once per module).
+and ``cluster`` (the session's private Redis Cluster: 3 masters, a replica each).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,15 +27,10 @@ BACKENDS = [
 Opener = Callable[[str], Storage]
 
 
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
-    """A private 3-master Redis Cluster for this module's tests."""
-    servers = RedisClusterServers()
-    servers.start()
-    try:
-        yield servers.url
-    finally:
-        servers.stop()
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """The session's private Redis Cluster (3 masters with a replica each)."""
+    return redis_cluster.url
 
 
 async def _drop_prefix(prefix: str) -> None:

@@ -201,6 +201,23 @@ async def test_numbers_move_when_traffic_flows(browser: Browser, demo: Demo) -> 
     assert w.errors == []
 
 
+async def test_flagged_clients_panel_shows_a_scanner(browser: Browser, demo: Demo) -> None:
+    """30 missing paths from one address (the default scanning threshold) put it in the
+    Flagged clients panel, fed by the operators' /dashboard/abuse (loopback is one)."""
+    w = await _open(browser, demo, "/dashboard")
+    page = w.page
+    await expect(page.locator("#abuse-flagged")).to_contain_text("nobody")
+    async with httpx.AsyncClient(base_url=demo.url) as client:
+        codes = {(await client.get(f"/wp-content/probe-{i}.php")).status_code for i in range(30)}
+    assert codes == {404}
+    rows = page.locator("#abuse-flagged tr")
+    await expect(rows.first).to_contain_text("ip:127.0.0.1", timeout=10_000)  # (every 5 s)
+    await expect(rows.first).to_contain_text("scanning")
+    await expect(rows.first).to_contain_text("30 / 30")
+    await _shot(page, "dashboard-flagged.png")
+    assert w.errors == []
+
+
 async def test_admin_switches_a_pools_strategy(browser: Browser, demo: Demo) -> None:
     """With the admin token, choosing a strategy and pressing Apply changes the live pool."""
     w = await _open(browser, demo, "/dashboard")

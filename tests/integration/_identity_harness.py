@@ -68,7 +68,7 @@ def build_table(identity: Identity) -> Dispatcher:
         MemoryStore(), SqlConfigRepository(identity.db, clock=identity.clock), identity.clock
     )
     tenants = tenant_admin_endpoints(
-        room.service, users=context.extras["admin_guard"], audit=identity.audit.record
+        room.service, users=context.users_guard, audit=identity.audit.record
     )
     return Dispatcher([*component.endpoints(), *tenants])
 

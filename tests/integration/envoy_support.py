@@ -130,9 +130,8 @@ async def start_replica(redis_url: str, database_url: str, domain: str, **envoy:
 
 
 def grpc_port(gateway: Gateway) -> int:
-    context = gateway.runtime.context
-    assert context is not None
-    port = context.extras["envoy"].port
+    envoy = next(c for c in gateway.runtime.components if c.name == "envoy")
+    port = envoy.port  # type: ignore[attr-defined]
     assert isinstance(port, int)
     return port
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from gatekeeper.app import Runtime, build_snapshot
 from gatekeeper.errors import ConfigurationError
@@ -23,9 +22,9 @@ from gatekeeper.gateway.cache.adapter import GatewayCache
 from gatekeeper.gateway.config import parse_config
 from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.http.server import Server
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.settings import Settings
 from gatekeeper.testing import FakeClock
-from tests import services
 from tests.integration.test_cache_origin import Origin, Reply, Seen
 
 Gateway = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -203,10 +202,11 @@ async def test_memory_stores_are_per_replica(gateway: Gateway, origin: Origin) -
 
 @pytest.mark.redis
 async def test_redis_store_shared_by_two_gateway_replicas(
-    gateway: Gateway, origin: Origin, redis_prefix: str
+    gateway: Gateway, origin: Origin, redis_prefix: str, any_redis_url: str
 ) -> None:
-    """Replica B serves from Redis what replica A stored: the origin sees one request."""
-    clients = [aioredis.Redis.from_url(services.redis_url()) for _ in range(2)]
+    """Replica B serves from Redis (one server, or a cluster) what replica A stored: the
+    origin sees one request."""
+    clients = [redis_from_url(any_redis_url) for _ in range(2)]
     try:
         settings = {"store": "redis", "redis_prefix": redis_prefix}
         a = await gateway(settings, redis=clients[0])

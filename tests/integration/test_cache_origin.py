@@ -170,20 +170,23 @@ def forwarder(client: httpx.AsyncClient, origin: Origin) -> Callable[..., Awaita
         "memory",
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("redis+near", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
     ]
 )
 async def store(
     request: pytest.FixtureRequest, fake_clock: FakeClock, redis_prefix: str
 ) -> AsyncIterator[Store]:
-    """Every test runs on memory, on the shared Redis (own prefix), on Redis behind a near tier."""
+    """Every test runs on memory, on the shared Redis (own prefix), on Redis behind a near
+    tier, and on a Redis Cluster (3 masters, a replica each)."""
     if request.param == "memory":
         yield MemoryStore(clock=fake_clock, max_entry_bytes=200_000)
         return
-    redis_store = RedisStore.from_url(
-        services.redis_url(), prefix=redis_prefix, max_entry_bytes=200_000
-    )
+    url = services.redis_url()
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    redis_store = RedisStore.from_url(url, prefix=redis_prefix, max_entry_bytes=200_000)
     try:
-        if request.param == "redis":
+        if request.param in ("redis", "cluster"):
             yield redis_store
         else:
             yield TieredStore(MemoryStore(clock=fake_clock, max_entry_bytes=200_000), redis_store)
@@ -475,10 +478,15 @@ async def test_small_chunked_body_is_stored(h: Harness) -> None:
 
 @pytest.mark.redis
 async def test_redis_store_is_shared_by_replicas(
-    origin: Origin, client: httpx.AsyncClient, fake_clock: FakeClock, redis_prefix: str
+    origin: Origin,
+    client: httpx.AsyncClient,
+    fake_clock: FakeClock,
+    redis_prefix: str,
+    any_redis_url: str,
 ) -> None:
-    """A response stored by replica A is a hit on replica B (separate clients, same Redis)."""
-    stores = [RedisStore.from_url(services.redis_url(), prefix=redis_prefix) for _ in range(2)]
+    """A response stored by replica A is a hit on replica B (separate clients, same Redis or
+    cluster)."""
+    stores = [RedisStore.from_url(any_redis_url, prefix=redis_prefix) for _ in range(2)]
     try:
         a, b = (HttpCache(s, clock=fake_clock) for s in stores)
         forward = forwarder(client, origin)

@@ -262,7 +262,7 @@ async def authz(replica: Gateway) -> AsyncIterator[Any]:
 async def new_api_key(replica: Gateway, email: str) -> tuple[str, str]:
     context = replica.runtime.context
     assert context is not None
-    identity = context.extras["identity"]
+    identity = context.identity
     user = await identity.users.register(email, "a long password 123")
     created = await identity.api_keys.create(user.id)
     return user.id, created.secret
@@ -296,7 +296,7 @@ async def test_check_allows_a_jwt(replica: Gateway, authz: Any) -> None:
     """A Bearer access token is accepted like the gateway accepts it."""
     context = replica.runtime.context
     assert context is not None
-    identity = context.extras["identity"]
+    identity = context.identity
     user = await identity.users.register("jwt-user@example.com", "a long password 123")
     pair = await identity.sessions.start(user)
     answer = await authz.Check(check_request({"authorization": f"Bearer {pair.access_token}"}))
@@ -322,7 +322,7 @@ async def test_check_applies_the_deny_list(replica: Gateway, authz: Any) -> None
     _, secret = await new_api_key(replica, "denied@example.com")
     context = replica.runtime.context
     assert context is not None
-    await context.extras["identity"].ip_rules.add("198.51.100.0/24", "deny")
+    await context.identity.ip_rules.add("198.51.100.0/24", "deny")
     direct = await authz.Check(check_request({"x-api-key": secret}, peer="198.51.100.7"))
     assert direct.denied_response.status.code == 403
     assert denied_body(direct)["error"] == "ip_denied"

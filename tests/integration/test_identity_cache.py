@@ -8,14 +8,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from gatekeeper.errors import AuthenticationError, PermissionDenied
 from gatekeeper.identity.cache import HotCache
 from gatekeeper.identity.service import Identity
 from gatekeeper.persistence import Database
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
-from tests import services
 from tests.integration._identity_harness import PASSWORD, build_identity
 
 pytestmark = pytest.mark.redis
@@ -23,10 +22,11 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 async def replicas(
-    sql_database: Database, fake_clock: FakeClock, redis_prefix: str
+    sql_database: Database, fake_clock: FakeClock, redis_prefix: str, any_redis_url: str
 ) -> AsyncIterator[tuple[Identity, Identity]]:
-    """Two replicas: separate Redis connections and caches, the same SQL database."""
-    clients = [aioredis.Redis.from_url(services.redis_url()) for _ in range(2)]
+    """Two replicas: separate Redis clients and caches, the same SQL database; on one Redis
+    and on a cluster (where the publisher and the subscriber may talk to different nodes)."""
+    clients = [redis_from_url(any_redis_url) for _ in range(2)]
     stacks = [
         build_identity(sql_database, fake_clock, redis=c, redis_prefix=redis_prefix)
         for c in clients
@@ -199,10 +199,10 @@ async def test_concurrent_misses_share_one_load_of_the_current_generation() -> N
     assert await waiter == "v3"
 
 
-async def test_listener_survives_garbage_messages(redis_prefix: str) -> None:
+async def test_listener_survives_garbage_messages(redis_prefix: str, any_redis_url: str) -> None:
     """Malformed messages on the channel are ignored; a valid one still invalidates."""
-    client = aioredis.Redis.from_url(services.redis_url())
-    publisher = aioredis.Redis.from_url(services.redis_url())
+    client = redis_from_url(any_redis_url)
+    publisher = redis_from_url(any_redis_url)
     channel = f"{redis_prefix}:inv"
     cache = HotCache(client, channel=channel, clock=FakeClock())
     await cache.start()

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from gatekeeper.errors import StorageError
 from gatekeeper.identity.bans import BanList, BanRules
 from gatekeeper.identity.sessions import RevocationList
 from gatekeeper.identity.usage import RequestLog, UsageCounters
+from gatekeeper.persistence import Database
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
-from tests import services
+from tests.integration._identity_harness import PASSWORD, build_app, build_identity
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(services.redis_url())
+async def redis(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of each Redis deployment in turn: one server, then a cluster."""
+    client = redis_from_url(any_redis_url)
     yield client
     await client.aclose()
 
@@ -85,3 +92,36 @@ async def test_revocations_expire_with_the_tokens(
     assert not await revoked.any_revoked("jti:x", "fam:f2")
     fake_clock.advance(61)
     assert not await revoked.any_revoked("fam:f1")
+
+
+async def test_a_redis_that_does_not_answer_is_a_503_not_a_500(
+    sql_database: Database, fake_clock: FakeClock
+) -> None:
+    """With Redis down (or a cluster node dead), bans and revocations raise StorageError, which
+    answers 503 ``storage_unavailable``: an anonymous ``/sdk/check`` and a bearer request are
+    never a 500; usage counting and the request log (bookkeeping) do not fail anything."""
+    dead = aioredis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        with pytest.raises(StorageError):
+            await BanList(dead, fake_clock).remaining("ip:1.2.3.4")
+        with pytest.raises(StorageError):
+            await RevocationList(dead, fake_clock).any_revoked("jti:x", "fam:y")
+        await UsageCounters(dead, fake_clock).record("key:k", allowed=True)
+        await RequestLog(dead, fake_clock).append(kind="check")
+        identity = build_identity(sql_database, fake_clock, redis=dead)
+        transport = httpx.ASGITransport(app=build_app(identity), client=("198.51.100.7", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gk.test") as http:
+            check = await http.post("/sdk/check", json={})
+            assert check.status_code == 503, check.text
+            assert check.json()["error"] == "storage_unavailable"
+            registered = await http.post(
+                "/auth/register", json={"email": "d@example.com", "password": PASSWORD}
+            )
+            assert registered.status_code == 201, registered.text  # SQL only
+            bearer = {"Authorization": f"Bearer {registered.json()['access_token']}"}
+            me = await http.get("/auth/me", headers=bearer)  # the revocation check: Redis
+            assert me.status_code == 503, me.text
+    finally:
+        await dead.aclose()

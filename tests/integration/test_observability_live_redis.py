@@ -14,14 +14,16 @@ from gatekeeper.observability.events import LiveStats
 from gatekeeper.observability.live_store import RedisLiveStore
 from gatekeeper.observability.logging import AccessEntry
 from gatekeeper.observability.metrics import Metrics
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of each Redis deployment in turn: one server, then a cluster."""
+    client = redis_from_url(any_redis_url)
     yield client
     await client.aclose()
 

@@ -38,6 +38,7 @@ TABLES = {
     "refresh_tokens",
     "ip_rules",
     "audit_log",
+    "webhook_subscriptions",
 }
 
 

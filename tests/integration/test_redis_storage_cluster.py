@@ -1,10 +1,10 @@
-"""The Redis Cluster store on a private 3-master cluster: splitting by node, groups spanning
-nodes (reserve-then-compensate), stale slot maps and lost scripts."""
+"""The Redis Cluster store on a private cluster (3 masters, a replica each): splitting by
+node, groups spanning nodes (reserve-then-compensate), stale slot maps and lost scripts."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,15 +18,11 @@ pytestmark = pytest.mark.redis
 NOW = 1_700_000_000_000_000
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServers]:
-    """A private 3-master cluster shared by this module's tests."""
-    servers = RedisClusterServers()
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.stop()
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The session's private cluster (3 masters, a replica each); tests use prefixes of
+    their own."""
+    return redis_cluster
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import multiprocessing
 import queue
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -70,18 +69,15 @@ async def test_four_replicas_admit_exactly_the_limit_on_one_redis(redis_prefix: 
 
 
 @pytest.fixture
-def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers()
-    servers.start()
-    try:
-        yield servers
-    finally:
-        servers.stop()
+def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    """The session's private cluster (3 masters, a replica each)."""
+    return redis_cluster
 
 
 @pytest.mark.slow
 def test_four_replicas_admit_exactly_the_limit_on_a_redis_cluster(
     cluster: RedisClusterServers,
 ) -> None:
-    """The same on a private 3-master Redis Cluster: admitted == limit, every algorithm."""
+    """The same on a private Redis Cluster (3 masters, a replica each): admitted == limit,
+    every algorithm."""
     assert_exact(run_replicas(cluster.url, f"replicas{uuid.uuid4().hex[:8]}"))

@@ -24,6 +24,7 @@ from gatekeeper.cli import main
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.config import load_config
 from gatekeeper.settings import Settings, from_environment
+from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +107,13 @@ CASES: dict[str, Case] = {
     "redis-url-of-an-unknown-scheme": Case(
         env={"GATEKEEPER_REDIS_URL": "http://127.0.0.1:1/0", "GATEKEEPER_JWT_SECRET": SECRET},
         says=("unknown scheme 'http'", "Redis URL must specify"),
+    ),
+    "redis-cluster-url-with-a-bad-node": Case(
+        env={
+            "GATEKEEPER_REDIS_URL": "redis+cluster://127.0.0.1:7000,127.0.0.1:x",
+            "GATEKEEPER_JWT_SECRET": SECRET,
+        },
+        says="'127.0.0.1:x' is not host:port",
     ),
     "database-url-not-supported": Case(
         env={"GATEKEEPER_DATABASE_URL": "mysql://db/gatekeeper"}, says="is not supported"
@@ -231,6 +239,27 @@ async def test_check_accepts_what_the_start_up_accepts(
     assert await _start_up(path, bare=True) is None  # ...the data plane alone does not
     assert _check(path, capsys, "--bare") == (0, f"{path}: OK\n")
     assert _check(path, capsys)[0] == 1
+
+
+async def test_check_and_start_up_accept_a_redis_cluster_url(
+    environment: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """Issue 20's case: ``GATEKEEPER_REDIS_URL=redis+cluster://...`` (and ``rediss+cluster``
+    to ``--check``) no longer stops ``serve`` with redis-py's "must specify one of the following
+    schemes" ValueError; every component starts on the cluster, ``--bare`` too."""
+    environment({"GATEKEEPER_REDIS_URL": redis_cluster.url, "GATEKEEPER_JWT_SECRET": SECRET})
+    config = _base_config()
+    _cached(config)
+    path = _write(tmp_path, config)
+    assert await _start_up(path) is None
+    assert await _start_up(path, bare=True) is None
+    assert _check(path, capsys) == (0, f"{path}: OK\n")
+    tls = redis_cluster.url.replace("redis+cluster://", "rediss+cluster://")
+    environment({"GATEKEEPER_REDIS_URL": tls})
+    assert _check(path, capsys) == (0, f"{path}: OK\n")
 
 
 async def test_baked_image_config_starts_with_the_documented_environment(

@@ -15,6 +15,7 @@ from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits import Limiter, storage_from_url
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.testing import scratch_database
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import SqlConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
@@ -47,11 +48,12 @@ class Env:
 
 
 @pytest.fixture
-async def env(redis_prefix: str, fake_clock: FakeClock) -> AsyncIterator[Env]:
-    """Two replicas (services + workers) sharing one Redis and one PostgreSQL schema."""
-    client = aioredis.Redis.from_url(services.redis_url())
+async def env(redis_prefix: str, fake_clock: FakeClock, any_redis_url: str) -> AsyncIterator[Env]:
+    """Two replicas (services + workers) sharing one PostgreSQL schema and one Redis, or one
+    Redis Cluster."""
+    client = redis_from_url(any_redis_url)
     try:
-        storage = storage_from_url(services.redis_url(), prefix=redis_prefix)
+        storage = storage_from_url(any_redis_url, prefix=redis_prefix)
     except ConfigurationError:  # the engine's Redis store is still being built: same contract
         storage = storage_from_url("memory://")
     limiter = Limiter(storage, deadline=2.0)  # a loaded CI machine must not fail open

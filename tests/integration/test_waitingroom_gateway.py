@@ -12,7 +12,6 @@ from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.migrate import upgrade
 from gatekeeper.settings import Settings
 from gatekeeper.waitingroom.gate import cookie_name
-from gatekeeper.waitingroom.service import WaitingRoomService
 from tests.integration.gateway_fixtures import backends, config_for
 
 pytestmark = pytest.mark.redis
@@ -66,7 +65,8 @@ async def test_protected_route_sends_visitors_to_the_waiting_page_then_through(
                 assert queued.status_code == 302
                 context = gateway.runtime.context
                 assert context is not None
-                service: WaitingRoomService = context.extras["waitingroom"]
+                service = context.waiting_room
+                assert service is not None
                 await service.store.admit(
                     T, limit=10, frequency=5, ready_ttl=300, now=service.clock.now(), grace=60
                 )

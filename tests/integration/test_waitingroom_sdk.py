@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from gatekeeper.gateway.flow.flow import Flow
 from gatekeeper.gateway.http.server import Server
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.sdk.waitingroom import (
     AsyncWaitingRoomClient,
     WaitingRoomClient,
@@ -19,7 +19,6 @@ from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
 from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
-from tests import services
 from tests.servers import free_port
 
 pytestmark = pytest.mark.redis
@@ -29,9 +28,10 @@ T = "shop"
 
 @pytest.fixture
 async def served(
-    redis_prefix: str, fake_clock: FakeClock
+    redis_prefix: str, fake_clock: FakeClock, any_redis_url: str
 ) -> AsyncIterator[tuple[WaitingRoom, str]]:
-    client = aioredis.Redis.from_url(services.redis_url())
+    """The waiting room's endpoints over HTTP, its store on one Redis or on a cluster."""
+    client = redis_from_url(any_redis_url)
     room = build(
         RedisStore(client, prefix=redis_prefix, guard=patient_guard()),
         MemoryConfigRepository({T: [TEST_TENANT_KEY]}),

@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import select, text
 
 from gatekeeper.endpoints import openapi_document
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.models import TenantKey
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.testing import FakeClock
 from gatekeeper.waitingroom.config import WaitingRoomSettings
 from gatekeeper.waitingroom.config_repository import MemoryConfigRepository
@@ -28,7 +28,6 @@ from gatekeeper.waitingroom.redis_store import RedisStore
 from gatekeeper.waitingroom.sql_repository import SqlConfigRepository
 from gatekeeper.waitingroom.tenants import new_secret
 from gatekeeper.waitingroom.testing import TEST_TENANT_KEY, WaitingRoom, build, patient_guard
-from tests import services
 
 pytestmark = pytest.mark.redis
 
@@ -64,10 +63,11 @@ class Env:
 
 @pytest.fixture
 async def env(
-    sql_database: Database, redis_prefix: str, fake_clock: FakeClock
+    sql_database: Database, redis_prefix: str, fake_clock: FakeClock, any_redis_url: str
 ) -> AsyncIterator[Env]:
-    """Two replicas sharing Redis and the database, configs cached as in production."""
-    client = aioredis.Redis.from_url(services.redis_url())
+    """Two replicas sharing Redis (one server, or a cluster) and the database, configs cached
+    as in production."""
+    client = redis_from_url(any_redis_url)
     repository = CountingRepository(sql_database, clock=fake_clock)
     await repository.ensure({T: [KEY]})
     settings = WaitingRoomSettings(config_cache_seconds=CACHE)

@@ -169,7 +169,23 @@ def test_sliding_window_weights_the_previous_window() -> None:
     assert remaining == 2  # 4 - (4 * 0.25 + 1)
     denied = step(policy, state, START + SECOND + 750_000, 3)
     assert not denied[0]
-    assert denied[3] == 250_000  # at the next window the one current hit weighs exactly 1
+    # One microsecond later the previous window's share (4 * 0.249999) rounds down to 0.
+    assert denied[3] == 1
+    assert step(policy, state, START + SECOND + 750_001, 3)[0]
+
+
+def test_sliding_window_kept_busy_admits_the_whole_limit_every_window() -> None:
+    """A key hit every 10 ms for eight seconds gets exactly 5 a second from "5/second" (the
+    unrounded estimate converged to 4: the last slot of a window never came free)."""
+    policy = Policy("sw", "5/second", algorithm="sliding_window")
+    state: Any = None
+    admitted = [0] * 8
+    for tick in range(800):
+        allowed, *_, new = step(policy, state, START + tick * 10_000, 1)
+        if allowed:
+            admitted[tick // 100] += 1
+            state = new
+    assert admitted == [5] * 8
 
 
 def test_sliding_log_counts_each_unit_of_cost_as_an_entry() -> None:

@@ -59,6 +59,24 @@ async def test_fallback_enforces_the_local_rate_while_degraded(fake_clock: FakeC
     assert (await limiter.hit(policy, "other")).allowed
 
 
+@pytest.mark.parametrize(
+    "algorithm", ["token_bucket", "gcra", "fixed_window", "sliding_window", "sliding_log"]
+)
+async def test_fallback_admits_exactly_its_rate_over_a_long_outage(
+    fake_clock: FakeClock, algorithm: str
+) -> None:
+    """A key hit every 10 ms through an eight-second outage gets exactly 5 a second from a
+    fallback of "5/second" (the sliding window gave 4: its last slot never came free)."""
+    limiter, _, _ = broken(fake_clock)
+    policy = Policy.parse("p", "50/second", algorithm=algorithm, fallback="5/second")
+    admitted = [0] * 8
+    for tick in range(800):
+        admitted[tick // 100] += (await limiter.hit(policy, "k")).allowed
+        fake_clock.advance(0.01)
+    assert admitted[1:] == [5] * 7
+    assert admitted[0] <= 10  # a bucket's burst: its capacity plus a second's refill
+
+
 async def test_a_closed_policy_denies_the_group_without_debiting_the_fallback(
     fake_clock: FakeClock,
 ) -> None:
@@ -146,23 +164,31 @@ async def test_half_open_lets_exactly_one_probe_through(fake_clock: FakeClock) -
     assert breaker.state is BreakerState.CLOSED
 
 
-async def test_degraded_decisions_are_counted_and_logged_rate_limited(
+async def test_degraded_decisions_are_counted_and_logged_once_per_change_of_state(
     fake_clock: FakeClock,
 ) -> None:
-    """50 degraded decisions in the same second give one log line that counts later ones."""
-    limiter, _, log = broken(fake_clock, breaker=Breaker(failure_threshold=1000, clock=fake_clock))
+    """Decisions without the store are counted by policy and reason, and the limiter says so in
+    one line when it degrades and one when the store answers again (with the episode's count),
+    however long the outage."""
+    limiter, storage, log = broken(
+        fake_clock, breaker=Breaker(failure_threshold=1000, clock=fake_clock)
+    )
     policy = Policy.parse("p", "5/minute")
     for _ in range(50):
         await limiter.hit(policy, "k")
+        fake_clock.advance(0.1)
     stats = limiter.stats
     assert stats.degraded == 50
     assert stats.degraded_by_policy == {"p": 50}
     assert stats.degraded_by_reason == {"error": 50}
+    assert stats.state == "degraded"
     assert [event for event, _ in log.lines] == ["limiter.degraded"]
-    fake_clock.advance(1.0)
-    await limiter.hit(policy, "k")
-    assert len(log.lines) == 2
-    assert log.lines[1][1]["suppressed"] == 49
+    storage.fail = False
+    assert not (await limiter.hit(policy, "k")).degraded
+    assert limiter.stats.state == "ok"
+    assert [event for event, _ in log.lines] == ["limiter.degraded", "limiter.recovered"]
+    assert log.lines[1][1]["degraded_decisions"] == 50
+    assert log.lines[1][1]["seconds"] == pytest.approx(5.0)
 
 
 async def test_release_failure_is_swallowed(fake_clock: FakeClock) -> None:

@@ -2,10 +2,9 @@
 
 Off unless a gRPC port is configured (``GATEKEEPER_GRPC_PORT``, else the file's
 ``envoy.grpc_port``). Built from the shared :class:`~gatekeeper.component.Context`: the shared
-limiter decides, the identity component's guard (``extras["identity_guard"]``, looked up per
-call) authorizes, and the ``envoy:`` section and ``trusted_proxies`` are read from the
-configuration in force, so a reload (SIGHUP) changes them without a restart. Publishes itself
-as ``extras["envoy"]`` (tests read the bound port there).
+limiter decides, the identity component's guard (``context.identity_guard``, looked up per
+call) authorizes; the ``envoy:`` section and ``trusted_proxies`` are the configuration's as the
+process started (``context.config``: a reload replaces the gateway's snapshot, not these).
 """
 
 from __future__ import annotations
@@ -36,14 +35,13 @@ class EnvoyComponent:
     name = "envoy"
 
     def __init__(self, context: Context) -> None:
-        runtime = context.extras.get("runtime")
-        if runtime is None:
-            raise ConfigurationError("the envoy component needs the process runtime")
+        config = context.config
+        if config is None:
+            raise ConfigurationError("the envoy component needs the configuration file")
         if context.limiter is None:
             raise ConfigurationError("the envoy component needs the shared limiter")
         self.context = context
-        self.runtime = runtime
-        config = runtime.config
+        self.config = config
         settings = context.settings
         self.port: int | None = (
             settings.grpc_port if settings.grpc_port is not None else config.envoy.grpc_port
@@ -53,25 +51,21 @@ class EnvoyComponent:
         self._compiled: tuple[Any, RateLimits] | None = None
         self._trusted: tuple[Any, TrustedProxies] | None = None
         self.rls = RateLimitService(context.limiter, self.limits)
-        self.authz = AuthorizationService(
-            lambda: context.extras.get("identity_guard"), self.auth_settings
-        )
+        self.authz = AuthorizationService(lambda: context.identity_guard, self.auth_settings)
         self.kind = config.envoy.server
         self.server: GrpcServer | NativeServer | None = None
-        context.extras["envoy"] = self
 
     def limits(self) -> RateLimits:
-        """The compiled ``envoy:`` section of the configuration in force (compiled once per
-        configuration; a reload brings a new one)."""
-        section = self.runtime.config.envoy
+        """The compiled ``envoy:`` section (compiled once)."""
+        section = self.config.envoy
         compiled = self._compiled
         if compiled is None or compiled[0] is not section:
             compiled = self._compiled = (section, compile_limits(section))
         return compiled[1]
 
     def auth_settings(self) -> tuple[str, TrustedProxies]:
-        """``envoy.auth`` and the trusted proxies of the configuration in force."""
-        config = self.runtime.config
+        """``envoy.auth`` and the configuration's trusted proxies."""
+        config = self.config
         trusted = self._trusted
         if trusted is None or trusted[0] is not config:
             trusted = self._trusted = (config, TrustedProxies(config.trusted_proxies))

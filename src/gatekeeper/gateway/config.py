@@ -36,6 +36,8 @@ from gatekeeper.gateway.upstream.hashing import parse_hash_on
 from gatekeeper.limits.policy import Algorithm, FailureMode, Policy, parse_rate
 
 __all__ = [
+    "AbuseConfig",
+    "AbusePatternConfig",
     "ConfigFileError",
     "CorsConfig",
     "EndpointConfig",
@@ -427,6 +429,42 @@ class RouteConfig(_Model):
         return upper
 
 
+class AbusePatternConfig(_Model):
+    """One abuse pattern: flagged once ``threshold`` is reached within ``window`` seconds.
+    ``ban`` overrides the section's ``ban`` for this pattern."""
+
+    enabled: bool = True
+    threshold: int = Field(ge=1, le=100_000)
+    window: float = Field(gt=0, le=86_400)
+    ban: bool | None = None
+
+
+def _pattern(threshold: int, window: float) -> Any:
+    return Field(default_factory=lambda: AbusePatternConfig(threshold=threshold, window=window))
+
+
+class AbuseConfig(_Model):
+    """Abuse detection (``docs/abuse.md``): on and observe-only by default; ``ban: true`` bans
+    flagged addresses and keys with the identity's progressive bans."""
+
+    enabled: bool = True
+    ban: bool = False
+    # Flagged clients are listed for this long after their last finding, at most max_flagged.
+    flag_ttl: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    max_flagged: int = Field(default=1000, ge=1, le=100_000)
+    # Never flagged: addresses in these networks, these API key ids.
+    allow_networks: list[IPvAnyNetwork] = []
+    allow_keys: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    # Observations waiting for the background evaluation (beyond: dropped and counted).
+    queue_max: int = Field(default=10_000, ge=1, le=1_000_000)
+    credential_stuffing_ip: AbusePatternConfig = _pattern(20, 300)
+    credential_stuffing_account: AbusePatternConfig = _pattern(10, 300)
+    scanning: AbusePatternConfig = _pattern(30, 60)
+    retry_after_ignored: AbusePatternConfig = _pattern(60, 60)
+    keys_per_ip: AbusePatternConfig = _pattern(10, 300)
+    networks_per_key: AbusePatternConfig = _pattern(10, 300)
+
+
 class GatewayConfig(_Model):
     """The whole file."""
 
@@ -451,6 +489,7 @@ class GatewayConfig(_Model):
     # CORS for the built-in endpoints (routes have their own ``cors``).
     cors: CorsConfig | bool = False
     geo: GeoConfig | None = None
+    abuse: AbuseConfig = Field(default_factory=AbuseConfig)
     # Gatekeeper as Envoy's rate limit and authorization service (docs/envoy.md).
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
 

@@ -78,6 +78,14 @@ class SubjectBody(_Body):
     subject: str = Field(min_length=1, max_length=200)
 
 
+def _unbanned(subject: str, actor: str) -> tuple[str, dict[str, Any]]:
+    """The event of lifting ``subject``'s ban (``ip:<addr>`` or ``key:<id>``)."""
+    kind, _, name = subject.partition(":")
+    if kind == "ip":
+        return "ip.unbanned", {"ip": name, "actor": actor}
+    return "key.unbanned", {"key_id": name, "actor": actor}
+
+
 def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint]:
     """Admin endpoints bound to ``identity``."""
     routes = Routes(tags=("admin",), guard=guards.admin)
@@ -150,6 +158,8 @@ def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint
         await identity.tiers.get(body.tier)  # 404 naming an unknown tier
         user = await identity.users.update(target.id, tier=body.tier)
         await audit(call, "user.tier", user.id, old=target.tier, new=body.tier)
+        change = {"user_id": user.id, "old": target.tier, "new": body.tier}
+        identity.emit("tier.changed", {**change, "actor": call.principal.actor}, f"user:{user.id}")
         return json_reply({"message": f"tier changed to {body.tier}", **user.as_dict()})
 
     @routes.get("/admin/tiers", responses={200: Answer("Every tier.", schemas.Tiers)})
@@ -202,8 +212,11 @@ def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint
         raise InvalidInput("name the key by api_key, key_id or prefix")
 
     async def set_blocked(call: Call, blocked: bool) -> Reply:
+        who = call.principal.actor
         info = await identity.api_keys.set_blocked(await find_key(call.data), blocked)
         await audit(call, "key.block" if blocked else "key.unblock", info.id, prefix=info.prefix)
+        kind, key = ("key.blocked" if blocked else "key.unblocked"), f"key:{info.id}"
+        identity.emit(kind, {"key_id": info.id, "prefix": info.prefix, "actor": who}, key)
         return json_reply(info.as_dict())
 
     key_answers = {200: Answer("The key.", schemas.ApiKeyOut), **_NOT_FOUND}
@@ -276,6 +289,7 @@ def admin_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint
         body: SubjectBody = call.data
         await identity.bans.lift(body.subject)
         await audit(call, "ban.lift", body.subject)
+        identity.emit(*_unbanned(body.subject, call.principal.actor), body.subject)
         return json_reply({"subject": body.subject, "banned": False})
 
     # -- reading the record -------------------------------------------------------------------

@@ -112,7 +112,11 @@ def auth_endpoints(identity: Identity, guards: IdentityGuards) -> list[Endpoint]
             Check(identity.login_ip_policy, f"ip:{call.client_ip}"),
             Check(identity.login_account_policy, f"account:{account}"),
         )
-        user = await identity.users.authenticate(body.email, body.password)
+        try:
+            user = await identity.users.authenticate(body.email, body.password)
+        except AuthenticationError:
+            identity.login_failed(call.client_ip, account)
+            raise
         return json_reply((await identity.sessions.start(user)).as_dict())
 
     @routes.post(

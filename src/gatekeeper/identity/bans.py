@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.redis_client import translate_redis_errors
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -84,26 +85,35 @@ class BanList:
 
     async def violation(self, subject: str) -> float:
         """Count one denial of ``subject``; the ban imposed now in seconds, else 0."""
+        return await self._count(subject, self.rules.threshold)
+
+    async def offence(self, subject: str) -> float:
+        """Record one offence of ``subject`` at once (abuse detection found one): the ban
+        imposed now in seconds, progressive like the offences counted from denials."""
+        return await self._count(subject, 1)
+
+    async def _count(self, subject: str, threshold: int) -> float:
         rules = self.rules
         now = self.clock.now()
         index = math.floor(now / rules.window)
         if self.redis is not None:
-            result = await self.redis.eval(
-                _VIOLATE,
-                2,
-                *self._keys(subject, index),
-                repr(now),
-                repr(rules.window),
-                rules.threshold,
-                repr(rules.base),
-                repr(rules.multiplier),
-                repr(rules.max_ban),
-                repr(rules.decay),
-            )
+            with translate_redis_errors("recording a violation"):
+                result = await self.redis.eval(
+                    _VIOLATE,
+                    2,
+                    *self._keys(subject, index),
+                    repr(now),
+                    repr(rules.window),
+                    threshold,
+                    repr(rules.base),
+                    repr(rules.multiplier),
+                    repr(rules.max_ban),
+                    repr(rules.decay),
+                )
             return float(result)
         window, count = self._violations.get(subject, (index, 0))
         count = count + 1 if window == index else 1
-        if count < rules.threshold:
+        if count < threshold:
             self._violations[subject] = (index, count)
             return 0.0
         self._violations.pop(subject, None)
@@ -118,7 +128,8 @@ class BanList:
     async def remaining(self, subject: str) -> float:
         """Seconds ``subject`` stays banned (0: not banned)."""
         if self.redis is not None:
-            until = await self.redis.hget(self._keys(subject, 0)[1], "until")
+            with translate_redis_errors("reading a ban"):
+                until = await self.redis.hget(self._keys(subject, 0)[1], "until")
             end = float(until) if until is not None else 0.0
         else:
             end = self._state.get(subject, (0, 0.0, 0.0))[2]
@@ -127,6 +138,7 @@ class BanList:
     async def lift(self, subject: str) -> None:
         """End a ban now and forget the offences (an admin's pardon)."""
         if self.redis is not None:
-            await self.redis.delete(self._keys(subject, 0)[1])
+            with translate_redis_errors("lifting a ban"):
+                await self.redis.delete(self._keys(subject, 0)[1])
         self._state.pop(subject, None)
         self._violations.pop(subject, None)

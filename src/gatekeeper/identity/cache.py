@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
+from gatekeeper.redis_client import pubsub
 from gatekeeper.types import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -164,28 +165,32 @@ class HotCache:
     async def _listen(self) -> None:
         assert self.redis is not None
         backoff = 0.1
+        failed = False
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            listener: Any = None
             try:
-                await pubsub.subscribe(self.channel)
+                listener = await pubsub(self.redis, refresh=failed, ignore_subscribe_messages=True)
+                await listener.subscribe(self.channel)
                 # Whatever changed while we were not listening is unknown: start clean.
                 self.clear()
                 self._ready.set()
                 backoff = 0.1
                 while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                    message = await listener.get_message(timeout=1.0)
                     if message is not None:
                         self._apply(message.get("data"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 _log.warning("cache_listener_reconnecting", error=str(exc))
+                failed = True
                 self.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.aclose()
 
     def _apply(self, data: object) -> None:
         try:

@@ -3,9 +3,9 @@
 Built from the shared :class:`~gatekeeper.component.Context`: the SQL database (required: it
 must be migrated, see ``gatekeeper migrate``), Redis when configured (shared caches, bans, usage
 and revocations; else in-process), the shared limiter, the clock. Publishes the
-:class:`~gatekeeper.identity.service.Identity` facade as ``extras["identity"]`` and the
-:class:`~gatekeeper.identity.guard.Guard` as ``extras["identity_guard"]`` for the gateway, and
-its admin endpoints' guard (the admin token or an admin user) as ``extras["admin_guard"]`` for
+:class:`~gatekeeper.identity.service.Identity` facade as ``context.identity`` and the
+:class:`~gatekeeper.identity.guard.Guard` as ``context.identity_guard`` for the gateway, and
+its admin endpoints' guard (the admin token or an admin user) as ``context.users_guard`` for
 other components' admin endpoints (the waiting room's tenants).
 """
 
@@ -86,9 +86,9 @@ class IdentityComponent:
         self.guard = Guard(self.identity)
         self.problem: str | None = None
         self.guards = identity_guards(self.identity, lambda: self.problem)
-        context.extras["identity"] = self.identity
-        context.extras["identity_guard"] = self.guard
-        context.extras["admin_guard"] = self.guards.admin
+        context.identity = self.identity
+        context.identity_guard = self.guard
+        context.users_guard = self.guards.admin
 
     def endpoints(self) -> list[Endpoint]:
         from gatekeeper.sdk.routes import sdk_endpoints
@@ -113,6 +113,7 @@ class IdentityComponent:
                 # keep the rest of the process up and answer 503 on the identity routes.
                 self.problem = str(exc)
                 _log.error("identity_unavailable", reason=self.problem)
+        self.identity.events = self.context.events
         await self.identity.start()
 
     async def stop(self) -> None:

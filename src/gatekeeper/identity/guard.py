@@ -10,6 +10,7 @@ both ask this one object, so they cannot disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gatekeeper.errors import AuthenticationError, PermissionDenied, TokenError
 from gatekeeper.identity.principal import Principal
@@ -94,6 +95,8 @@ class Guard:
         if decision.allowed:
             return Verdict(True, 200, "allowed", "", principal, decision, 0, policies)
         ban = await identity.bans.violation(subject)
+        if ban:
+            identity.emit(*_banned_event(subject, ban), subject)
         retry = max(decision.retry_after, int(ban)) if ban else decision.retry_after
         reason = "banned" if ban else "rate_limited"
         message = (
@@ -102,6 +105,14 @@ class Guard:
             else f"rate limit exceeded ({decision.policy}); retry in {retry} s"
         )
         return Verdict(False, 429, reason, message, principal, decision, retry, policies)
+
+
+def _banned_event(subject: str, seconds: float) -> tuple[str, dict[str, Any]]:
+    """The event of banning ``subject`` (``ip:<addr>`` or ``key:<id>``/``user:<id>``)."""
+    kind, _, name = subject.partition(":")
+    if kind == "ip":
+        return "ip.banned", {"ip": name, "seconds": seconds}
+    return "key.banned", {"key_id": name, "subject": subject, "seconds": seconds}
 
 
 def _banned(seconds: float, principal: Principal | None = None) -> Verdict:

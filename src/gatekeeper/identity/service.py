@@ -1,14 +1,15 @@
 """The identity facade: every identity service wired together, plus credential resolution.
 
 Built once per process from the shared resources (database, Redis, limiter, clock) by the
-identity component, and published to other components as ``context.extras["identity"]``.
+identity component, and published to other components as ``context.identity``.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import AuthenticationError, PermissionDenied
 from gatekeeper.identity.api_keys import ApiKeyService, parse_key
@@ -25,7 +26,7 @@ from gatekeeper.identity.usage import RequestLog, UsageCounters
 from gatekeeper.identity.users import UserService, user_info
 from gatekeeper.limits.policy import Policy
 from gatekeeper.persistence.db import Database
-from gatekeeper.types import Clock
+from gatekeeper.types import Clock, EventEmitter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -99,9 +100,24 @@ class Identity:
         self.login_ip_policy = Policy.parse("login-ip", opts.login_ip_rate)
         self.login_account_policy = Policy.parse("login-account", opts.login_account_rate)
         self.register_ip_policy = Policy.parse("register-ip", opts.register_ip_rate)
+        # Where bans, blocks and tier changes are reported (set by the component at start).
+        self.events: EventEmitter | None = None
+        # Told of every failed login (client address, account): abuse detection counts them.
+        # Each must only queue (a login answer never waits for it).
+        self.login_failure_hooks: list[Callable[[str, str], None]] = []
+
+    def emit(self, type: str, data: dict[str, Any], subject: str | None = None) -> None:
+        """Report an event when an emitter is connected (else nothing)."""
+        if self.events is not None:
+            self.events.emit(type, data, subject=subject)
 
     async def start(self) -> None:
         await self.cache.start()
+
+    def login_failed(self, ip: str, account: str) -> None:
+        """Report a failed login of ``account`` from ``ip`` to the hooks."""
+        for hook in self.login_failure_hooks:
+            hook(ip, account)
 
     async def stop(self) -> None:
         await self.cache.stop()

@@ -23,6 +23,7 @@ from gatekeeper.identity.tokens import Claims, TokenCodec
 from gatekeeper.identity.users import UserInfo, UserService, at
 from gatekeeper.persistence.db import Database
 from gatekeeper.persistence.models import RefreshToken
+from gatekeeper.redis_client import is_cluster, translate_redis_errors
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -52,21 +53,31 @@ class TokenPair:
 
 
 class RevocationList:
-    """Ids (token ``jti`` or family id) revoked until a given time."""
+    """Ids (token ``jti`` or family id) revoked until a given time.
+
+    In Redis every id is a key ``{<prefix>:revoked}:<id>``: one hash tag for all of them, so
+    that the check of a token's ``jti`` and family is one ``MGET`` on one node of a Cluster
+    (ids of one token hash to different slots otherwise: CROSSSLOT).
+    """
 
     def __init__(self, redis: Redis | None, clock: Clock, *, prefix: str = "gk") -> None:
         self.redis = redis
         self.clock = clock
         self.prefix = prefix
         self._local: dict[str, float] = {}
+        # On one Redis, ids revoked under the names used before the hash tag are read too,
+        # until they expire (an access token's lifetime after an upgrade): a rolling upgrade
+        # must not bring a revoked token back. A cluster never held them.
+        self._legacy = redis is not None and not is_cluster(redis)
 
     def _key(self, ident: str) -> str:
-        return f"{self.prefix}:revoked:{ident}"
+        return f"{{{self.prefix}:revoked}}:{ident}"
 
     async def revoke(self, ident: str, until: float) -> None:
         ttl = max(1, int(until - self.clock.now()) + 1)
         if self.redis is not None:
-            await self.redis.set(self._key(ident), str(until), ex=ttl)
+            with translate_redis_errors("revoking"):
+                await self.redis.set(self._key(ident), str(until), ex=ttl)
         else:
             self._local[ident] = until
             if len(self._local) > 100_000:  # forget the expired ones
@@ -76,7 +87,11 @@ class RevocationList:
     async def any_revoked(self, *idents: str) -> bool:
         now = self.clock.now()
         if self.redis is not None:
-            values = await self.redis.mget([self._key(i) for i in idents])
+            keys = [self._key(i) for i in idents]
+            if self._legacy:
+                keys += [f"{self.prefix}:revoked:{i}" for i in idents]
+            with translate_redis_errors("reading revocations"):
+                values = await self.redis.mget(keys)
             return any(v is not None and float(v) > now for v in values)
         return any(self._local.get(i, 0.0) > now for i in idents)
 

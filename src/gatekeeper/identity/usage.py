@@ -12,7 +12,10 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.errors import InvalidInput
+import structlog
+
+from gatekeeper.errors import InvalidInput, StorageError
+from gatekeeper.redis_client import translate_redis_errors
 from gatekeeper.types import Clock
 
 if TYPE_CHECKING:
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestLog", "UsageCounters"]
 
+_log = structlog.get_logger("gatekeeper.identity.usage")
 _SPAN = {"hour": 3600, "day": 86400}
 _KEEP = {"hour": 8 * 86400, "day": 400 * 86400}
 
@@ -40,12 +44,16 @@ class UsageCounters:
         now = self.clock.now()
         field = "requests" if allowed else "denied"
         if self.redis is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for granularity, span in _SPAN.items():
-                    key = self._key(subject, granularity, int(now // span))
-                    pipe.hincrby(key, field, cost)
-                    pipe.expire(key, _KEEP[granularity])
-                await pipe.execute()
+            try:
+                with translate_redis_errors("counting usage"):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for granularity, span in _SPAN.items():
+                            key = self._key(subject, granularity, int(now // span))
+                            pipe.hincrby(key, field, cost)
+                            pipe.expire(key, _KEEP[granularity])
+                        await pipe.execute()
+            except StorageError as exc:  # bookkeeping: never fails the request it counts
+                _log.warning("usage_not_counted", error=str(exc))
             return
         for granularity, span in _SPAN.items():
             counts = self._local.setdefault((subject, granularity, int(now // span)), {})
@@ -108,10 +116,14 @@ class RequestLog:
     async def append(self, **entry: Any) -> None:
         line = json.dumps({"at": math.floor(self.clock.now() * 1000) / 1000, **entry})
         if self.redis is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(self.key, line)
-                pipe.ltrim(self.key, 0, self.size - 1)
-                await pipe.execute()
+            try:
+                with translate_redis_errors("logging a request"):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.lpush(self.key, line)
+                        pipe.ltrim(self.key, 0, self.size - 1)
+                        await pipe.execute()
+            except StorageError as exc:  # bookkeeping: never fails the request it logs
+                _log.warning("request_not_logged", error=str(exc))
         else:
             self._local.appendleft(line)
 

@@ -136,9 +136,11 @@ def sliding_window(
 ) -> Outcome:
     """Sliding-window counter; state ``(previous count, current count, current start)``.
 
-    The estimate is ``previous * (period - elapsed) / period + current``, compared in units
-    scaled by ``period``. Bound: at most ``limit`` admitted in each aligned window, and at most
-    ``2 * limit`` in any period-long interval.
+    The estimate is ``floor(previous * (period - elapsed) / period) + current``. The previous
+    window's share is rounded down, as the ``limits`` library does: unrounded, the last slot of
+    a window is never free while the previous window was full, so a key kept busy converges to
+    ``limit - 1`` per window (4 a second where 5 are configured). Bound: at most ``limit``
+    admitted in each aligned window, and at most ``2 * limit`` in any period-long interval.
     """
     start = now - now % period
     elapsed = now - start
@@ -148,14 +150,13 @@ def sliding_window(
             prev, cur = state[0], state[1]
         elif state[2] == start - period:
             prev = state[1]
-    weighted = prev * (period - elapsed)
-    if cur + cost <= limit and weighted <= (limit - cur - cost) * period:
+    used = prev * (period - elapsed) // period  # the previous window's share, rounded down
+    if cur + cost + used <= limit:
         cur += cost
         allowed = True
     else:
         allowed = False
-    avail = (limit - cur) * period - weighted
-    remaining = avail // period if avail > 0 else 0
+    remaining = max(limit - cur - used, 0)
     if cur:
         reset = start + 2 * period - now
     elif prev:
@@ -166,12 +167,15 @@ def sliding_window(
         return True, remaining, reset, 0, ((prev, cur, start) if cost else None)
     if cost > limit:
         return False, remaining, reset, reset, None
-    spare = (limit - cur - cost) * period
-    if spare >= 0 and prev and spare // prev >= 1:
-        # Later in this window, once the previous window's weight has decayed enough.
-        return False, remaining, reset, start + period - spare // prev - now, None
+    free = limit - cur - cost
+    if free >= 0 and prev:
+        # Later in this window: the first elapsed time at which the previous window's share
+        # rounds down to ``free`` (prev * (period - e) < (free + 1) * period).
+        at = period - _ceil_div((free + 1) * period, prev) + 1
+        if at < period:
+            return False, remaining, reset, start + at - now, None
     # In the next window the current count becomes the weighted one.
-    wait = 0 if cur == 0 else period - ((limit - cost) * period) // cur
+    wait = 0 if cur == 0 else period - _ceil_div((limit - cost + 1) * period, cur) + 1
     wait = max(wait, 0)
     retry = start + period + wait - now if wait < period else start + 2 * period - now
     return False, remaining, reset, retry, None

@@ -120,6 +120,8 @@ class LimiterStats:
     largest_batch: int = 0
     storage_errors: int = 0
     breaker_state: str = "closed"
+    # "degraded" from a batch decided without the store until the store answers again.
+    state: str = "ok"
 
     @property
     def mean_batch(self) -> float:
@@ -143,6 +145,7 @@ class LimiterStats:
             "mean_batch": round(self.mean_batch, 2),
             "storage_errors": self.storage_errors,
             "breaker_state": self.breaker_state,
+            "state": self.state,
         }
 
 
@@ -191,7 +194,9 @@ class Limiter:
             self.over_limit = None
         else:
             self.over_limit = over_limit_cache
-        self._log = LogThrottle(logger or structlog.get_logger("gatekeeper.limits"), self.clock)
+        self._logger = logger or structlog.get_logger("gatekeeper.limits")
+        self._log = LogThrottle(self._logger, self.clock)
+        self._degraded_at = (0.0, 0)  # when the current degraded episode began, and the count
         self.failure = FailurePolicy(
             clock=self.clock,
             closed_retry_after=closed_retry_after,
@@ -474,8 +479,9 @@ class Limiter:
             return None
         loop = reply.get_loop()
         done: asyncio.Future[None] = loop.create_future()
-        # The deadline: cancelling the reply's future drops the late answer when it comes.
-        timer = loop.call_later(self.deadline, reply.cancel)
+        # The deadline: cancelling the reply's future drops the late answer when it comes. It
+        # counts the store's time, not this process's: see _expire.
+        timer = _expire(loop, self.deadline, reply)
         started = time.perf_counter() if self.metrics is not None else 0.0
 
         def landed(reply: asyncio.Future[Any]) -> None:
@@ -515,6 +521,8 @@ class Limiter:
             self._follow_up(self._run_batch(groups, now_us), groups, futures, done)
             return
         self.breaker.success()
+        if self._stats.state != "ok":
+            self._recovered()
         if self.metrics is not None:
             self.metrics.store_call(self._store_label, time.perf_counter() - started)
         _resolve(futures, self._conclude_batch(groups, results))
@@ -550,7 +558,7 @@ class Limiter:
         metrics = self.metrics
         started = time.perf_counter() if metrics is not None else 0.0
         try:
-            async with asyncio.timeout(self.deadline):
+            async with _bounded(self.deadline):
                 results = await self.storage.decide(groups, now_us)
         except TimeoutError as exc:
             breaker.failure()
@@ -559,6 +567,8 @@ class Limiter:
             breaker.failure()
             return await self._degrade(groups, "error", exc)
         breaker.success()
+        if self._stats.state != "ok":
+            self._recovered()
         if metrics is not None:
             metrics.store_call(self._store_label, time.perf_counter() - started)
         return results
@@ -566,13 +576,97 @@ class Limiter:
     async def _degrade(
         self, groups: list[Sequence[Check]], reason: str, exc: BaseException | None
     ) -> list[_Results]:
+        stats = self._stats
         if exc is not None:
-            self._stats.storage_errors += 1
-        self._log.warning(
-            "limiter.degraded",
-            reason=reason,
-            groups=len(groups),
-            breaker=self.breaker.state.value,
-            error=repr(exc) if exc is not None else None,
-        )
+            stats.storage_errors += 1
+        if stats.state == "ok":  # one line when decisions start going without the store
+            stats.state = "degraded"
+            self._degraded_at = (self.clock.monotonic(), stats.degraded)
+            self._logger.warning(
+                "limiter.degraded",
+                reason=reason,
+                breaker=self.breaker.state.value,
+                error=repr(exc) if exc is not None else None,
+            )
         return list(await self.failure.decide(groups, reason))
+
+    def _recovered(self) -> None:
+        """The store answered again: one line, with what the episode decided without it."""
+        stats = self._stats
+        stats.state = "ok"
+        since, before = self._degraded_at
+        self._logger.warning(
+            "limiter.recovered",
+            seconds=round(self.clock.monotonic() - since, 3),
+            degraded_decisions=stats.degraded - before,
+        )
+
+
+# How long a deadline that expired is held open for one more poll of the sockets. A busy event
+# loop runs its due timers before it reads what arrived meanwhile (libuv does), so an answer
+# already waiting in the socket would otherwise be dropped as late: the deadline would measure
+# this process's backlog, not the store (issue 14: a saturated replica skipped ~3,000 decisions
+# with a healthy Redis). One millisecond is uvloop's timer resolution.
+_POLL_GRACE = 0.001
+
+
+def _expire(
+    loop: asyncio.AbstractEventLoop, deadline: float, reply: asyncio.Future[Any]
+) -> _Expiry:
+    """Cancel ``reply`` once ``deadline`` has passed and the loop has read its sockets once
+    more (an answer read meanwhile has resolved ``reply``: cancelling it is then a no-op)."""
+    return _Expiry(loop, deadline, reply.cancel, reply.done)
+
+
+class _Expiry:
+    """A deadline for the store, not for this process (see ``_POLL_GRACE``): when it passes
+    while the loop was busy (its timer fires late), the call may have left late or its answer
+    may sit unread, so it runs once more from now; then, before ``expire``, the loop polls its
+    sockets once more. At most twice the deadline plus the loop's own lag."""
+
+    __slots__ = ("deadline", "done", "due", "expire", "extended", "loop", "timer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        expire: Callable[[], object],
+        done: Callable[[], bool],
+    ) -> None:
+        self.loop = loop
+        self.deadline = deadline
+        self.expire = expire
+        self.done = done
+        self.extended = False
+        self.due = loop.time() + deadline
+        self.timer = loop.call_at(self.due, self.fire)
+
+    def fire(self) -> None:
+        if self.done():
+            return
+        loop = self.loop
+        now = loop.time()
+        if not self.extended and now - self.due > _POLL_GRACE:
+            self.extended = True
+            self.due = now + self.deadline
+            self.timer = loop.call_at(self.due, self.fire)
+            return
+        self.timer = loop.call_later(_POLL_GRACE, self.expire)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+@asynccontextmanager
+async def _bounded(deadline: float) -> AsyncIterator[None]:
+    """``asyncio.timeout(deadline)`` for the task path, the deadline counted as in
+    :func:`_expire`. Expiring reschedules the timeout to now, which asyncio carries out with
+    ``call_soon``: after the wake-up of a task whose answer that last poll read, so that the
+    answer is taken rather than cancelled."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as scope:
+        expiry = _Expiry(loop, deadline, lambda: scope.reschedule(loop.time()), lambda: False)
+        try:
+            yield
+        finally:
+            expiry.cancel()

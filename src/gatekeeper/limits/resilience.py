@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.limits.decision import PolicyResult
 from gatekeeper.limits.policy import Check, FailureMode, Policy
-from gatekeeper.types import Clock, SystemClock
+from gatekeeper.types import Clock, EventEmitter, SystemClock
 
 if TYPE_CHECKING:
     from gatekeeper.types import Storage
@@ -66,6 +66,8 @@ class Breaker:
         self.failures = 0
         self.opened_at = 0.0
         self.transitions = 0
+        # Where limiter.degraded/recovered are reported (the events component connects it).
+        self.events: EventEmitter | None = None
 
     def allow(self) -> bool:
         """May a call go to the store now? Turns OPEN into HALF_OPEN once the cool-down ends."""
@@ -84,6 +86,8 @@ class Breaker:
         if self.state is not BreakerState.CLOSED:
             self.state = BreakerState.CLOSED
             self.transitions += 1
+            if self.events is not None:
+                self.events.emit("limiter.recovered", {})
 
     def failure(self) -> None:
         """A call failed or timed out: count it, and open past the threshold or on a probe."""
@@ -91,6 +95,8 @@ class Breaker:
         if self.state is BreakerState.HALF_OPEN or (
             self.state is BreakerState.CLOSED and self.failures >= self.failure_threshold
         ):
+            if self.events is not None and self.state is BreakerState.CLOSED:
+                self.events.emit("limiter.degraded", {"reason": "the limit store fails"})
             self.state = BreakerState.OPEN
             self.opened_at = self.clock.monotonic()
             self.transitions += 1

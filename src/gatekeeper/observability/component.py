@@ -12,24 +12,17 @@ two runs first::
     obs.metrics.request(route, status, upstream, seconds)
     obs.access_log.emit(AccessEntry(...))
 
-Optional collaborators are found in ``context.extras`` when the component computes a snapshot,
-so that components may start in any order:
-
-``"gateway"``        the gateway's live state (``router``, ``pools`` with ``snapshot()``): pools,
-                     strategies and endpoint health on the dashboard; routes and their limits
-                     for ``/api/v1/rate-status``.
-``"gateway_stats"``  optionally, a callable returning a ``/stats``-like dict, preferred over
-                     reading ``"gateway"``'s pools.
-
-The gateway's ``geo`` (when the file routes by location) gives the geo panel its numbers
-(``/geo/stats`` of this replica).
+The gateway's current configuration (``context.snapshot``, published by the composition root
+on every build) is read when the component computes a dashboard view, so that the two may start
+in any order: its pools give the dashboard strategies and endpoint health, its routes the limits
+of ``/api/v1/rate-status``, its ``geo`` (when the file routes by location) the geo panel's
+numbers (``/geo/stats`` of this replica).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Observability", "ObservabilityComponent", "create_component"]
 
-_EXTRA = "observability"
-
 
 @dataclass
 class Observability:
@@ -62,9 +53,12 @@ class Observability:
     def of(cls, context: Context, *, live_prefix: str = "gatekeeper:live") -> Observability:
         """The context's shared instance, created on first use (live stats go to Redis when
         the context has a Redis client, else they stay in process)."""
-        found = context.extras.get(_EXTRA)
-        if isinstance(found, cls):
-            return found
+        if (
+            context.metrics is not None
+            and context.access_log is not None
+            and context.live is not None
+        ):
+            return cls(context.metrics, context.access_log, context.live)
         store = (
             RedisLiveStore(context.redis, prefix=live_prefix)
             if context.redis is not None
@@ -72,17 +66,13 @@ class Observability:
         )
         live = LiveStats(context.clock, store)
         # The composition root may have created the process's Metrics already (for /metrics).
-        found_metrics = context.extras.get("metrics")
-        metrics = found_metrics if isinstance(found_metrics, Metrics) else Metrics()
+        metrics = context.metrics if context.metrics is not None else Metrics()
         metrics.live = live
         # Lines are written in batches; the component's ticker flushes twice a second.
         access_log = AccessLog(buffer_lines=256)
         access_log.add_sink(live.record)
-        obs = cls(metrics, access_log, live)
-        context.extras[_EXTRA] = obs
-        context.extras["metrics"] = metrics
-        context.extras["access_log"] = access_log
-        return obs
+        context.metrics, context.access_log, context.live = metrics, access_log, live
+        return cls(metrics, access_log, live)
 
 
 class ObservabilityComponent:
@@ -158,7 +148,6 @@ class ObservabilityComponent:
         """One flush, then (optionally) a new snapshot for the SSE clients. Never raises for a
         store failure: the dashboard keeps its last numbers and says it is stale."""
         self.obs.access_log.flush()
-        self.bind_gateway()
         try:
             await self.obs.live.flush()
             if snapshot:
@@ -170,23 +159,6 @@ class ObservabilityComponent:
                 self._log.warning("live statistics unavailable", error=str(exc))
             if snapshot and self._latest is not None:
                 await self.publish({**self._latest, "stale": True})
-
-    def bind_gateway(self) -> None:
-        """Give the gateway's live state our recorders where it has none yet.
-
-        The gateway state is built (and rebuilt on every reload) after the components start, so
-        its pools' ``metrics`` and its ``access_log`` are bound here, late, on each tick: a
-        reloaded state is reporting again within one flush interval.
-        """
-        gateway = self.context.extras.get("gateway")
-        if gateway is None:
-            return
-        if hasattr(gateway, "access_log") and gateway.access_log is None:
-            gateway.access_log = self.obs.access_log
-        pools = getattr(gateway, "pools", None)
-        for pool in pools.values() if isinstance(pools, dict) else ():
-            if isinstance(getattr(type(pool), "metrics", None), property) and pool.metrics is None:
-                pool.metrics = self.obs.metrics
 
     async def snapshot(self) -> dict[str, Any]:
         """The dashboard's full view: live numbers plus pools and limiter counters."""
@@ -202,28 +174,18 @@ class ObservabilityComponent:
         return view
 
     async def _gateway_pools(self) -> list[dict[str, Any]]:
-        source = self.context.extras.get("gateway_stats")
-        gateway = self.context.extras.get("gateway")
+        snapshot = self.context.snapshot
+        if snapshot is None:
+            return []
         try:
-            if source is not None:
-                stats = source()
-                if inspect.isawaitable(stats):
-                    stats = await stats
-            elif gateway is not None and hasattr(gateway, "pools"):
-                stats = {"pools": {name: p.snapshot() for name, p in gateway.pools.items()}}
-            else:
-                return []
+            return [{"name": name, **pool.snapshot()} for name, pool in snapshot.pools.items()]
         except Exception as exc:  # the gateway's stats must not take the dashboard down
             self._log.warning("gateway stats failed", error=str(exc))
             return []
-        pools = stats.get("pools", []) if isinstance(stats, dict) else []
-        if isinstance(pools, dict):
-            pools = [{"name": name, **value} for name, value in pools.items()]
-        return list(pools)
 
     def _gateway_geo(self) -> dict[str, Any] | None:
         """This replica's geographic routing (``/geo/stats``), or None when not configured."""
-        geo = getattr(self.context.extras.get("gateway"), "geo", None)
+        geo = self.context.snapshot.geo if self.context.snapshot is not None else None
         if geo is None:
             return None
         try:

@@ -5,7 +5,8 @@ the cluster's numbers for that second. Gauges (which are states, not counts) are
 replica with a short lifetime and merged on read: a replica that dies stops counting within
 seconds.
 
-Redis layout, under a prefix (default ``gatekeeper:live``):
+Redis layout, under a prefix ``<p>`` (default ``{gatekeeper:live}``: the configured prefix in
+braces, one Redis Cluster hash tag for all the keys):
 
 =========================== ======= ===========================================================
 key                         type    content
@@ -144,7 +145,9 @@ class RedisLiveStore:
 
     def __init__(self, redis: Any, prefix: str = "gatekeeper:live") -> None:
         self.redis = redis
-        self.prefix = prefix
+        # Every key under one hash tag: a flush or a read is one pipeline to one node of a
+        # Redis Cluster (one round trip), and the stats of one second never straddle nodes.
+        self.prefix = prefix if "{" in prefix else f"{{{prefix}}}"
 
     def _second(self, second: int) -> str:
         return f"{self.prefix}:s:{second}"

@@ -1,4 +1,5 @@
-"""The durable tables: tenants, tiers, users, API keys, refresh tokens, IP rules, audit log.
+"""The durable tables: tenants, tiers, users, API keys, refresh tokens, IP rules, audit log,
+webhook subscriptions.
 
 Every schema change goes through an Alembic migration in ``persistence/migrations/versions``;
 these classes describe the head revision. Times are stored in UTC and always come back
@@ -38,6 +39,7 @@ __all__ = [
     "Tier",
     "UTCDateTime",
     "User",
+    "WebhookSubscription",
     "utcnow",
 ]
 
@@ -213,3 +215,23 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(Text, default="")
     ip: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class WebhookSubscription(Base):
+    """A webhook subscriber of events: where to POST, which types, and the signing secret
+    (kept as is because it must sign; the admin API returns it only when it is created or
+    rotated)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(100))
+    # After a rotation the previous secret signs too (a second signature) until this time.
+    previous_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

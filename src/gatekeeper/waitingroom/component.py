@@ -4,22 +4,22 @@ Built from the shared :class:`~gatekeeper.component.Context`: Redis when configu
 in-process store; the Redis store's calls are bounded by the deadline and breaker of
 ``deadline.py``), the SQL database for tenants and their secret keys (else an in-memory list
 from ``GATEKEEPER_BUSINESS_IDS``), the admin token (which also opens the backend-only calls),
-the shared limiter for per-IP limits, the metrics if published as ``context.extras["metrics"]``.
-Its endpoints include the tenant admin endpoints (``admin.py``), opened to admin users and
-audited when the identity component runs (its ``extras["admin_guard"]`` and audit log). It
-publishes its service as ``extras["waitingroom"]`` and a gate factory as
-``extras["waitingroom_gate"]`` (``gate("tenant")`` -> :class:`WaitingRoomGate`).
+the shared limiter for per-IP limits, the metrics if published as ``context.metrics``. Its
+endpoints include the tenant admin endpoints (``admin.py``), opened to admin users and audited
+when the identity component runs (its ``context.users_guard`` and audit log). It publishes its
+service as ``context.waiting_room`` and a gate factory as ``context.waiting_room_gate``
+(``gate("tenant")`` -> :class:`WaitingRoomGate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from gatekeeper.errors import PersistenceError
+from gatekeeper.errors import GatekeeperError, PersistenceError
 from gatekeeper.settings import from_environment
 from gatekeeper.waitingroom.access import TenantAccess
 from gatekeeper.waitingroom.admin import tenant_admin_endpoints
@@ -141,7 +141,7 @@ class WaitingRoomComponent:
             admin_token=admin.get_secret_value() if admin else None,
             ttl=wr.config_cache_seconds,
         )
-        metrics: Any = context.extras.get("metrics")
+        metrics = context.metrics
         self.service = WaitingRoomService(
             self.store,
             self.configs,
@@ -156,8 +156,8 @@ class WaitingRoomComponent:
         self._stop = asyncio.Event()
         self._gates: dict[str, WaitingRoomGate] = {}
         self._task: asyncio.Task[None] | None = None
-        context.extras["waitingroom"] = self.service
-        context.extras["waitingroom_gate"] = self.gate
+        context.waiting_room = self.service
+        context.waiting_room_gate = self.gate
 
     def gate(self, tenant: str) -> WaitingRoomGate:
         """The gate protecting routes with ``tenant``'s waiting room (one per tenant)."""
@@ -170,13 +170,12 @@ class WaitingRoomComponent:
         # The identity component (created before this one) publishes its admin guard (admin
         # users) and audit log; without it the admin token alone opens the tenant admin
         # endpoints, unaudited.
-        extras = self.context.extras
-        identity: Any = extras.get("identity")
+        identity = self.context.identity
         return [
             *waitingroom_endpoints(self.service),
             *tenant_admin_endpoints(
                 self.service,
-                users=extras.get("admin_guard"),
+                users=self.context.users_guard,
                 audit=identity.audit.record if identity is not None else None,
             ),
         ]
@@ -190,6 +189,12 @@ class WaitingRoomComponent:
             log.error("waitingroom_config_database_unavailable", error=str(exc))
             self.repository = MemoryConfigRepository(self.business_ids, clock=self.context.clock)
             self.configs.repository = self.repository
+        if isinstance(self.store, RedisStore):
+            try:  # before the replica reports ready: no request pays for loading a script
+                await self.store.warm_up()
+            except GatekeeperError as exc:  # the store's guard answers while Redis is down
+                log.warning("waitingroom_store_warm_up_failed", error=str(exc))
+        self.worker.events = self.context.events
         if self.settings.embedded_worker:
             self._stop.clear()
             self._task = asyncio.create_task(self.worker.run(self._stop))

@@ -31,8 +31,10 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from gatekeeper.errors import StorageError, StorageTimeout
+from gatekeeper.lease import lease_script
 from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
 from gatekeeper.limits.storage.redis import lean_pool_for
+from gatekeeper.redis_client import redis_from_url
 from gatekeeper.waitingroom.coalesce import Coalescer
 from gatekeeper.waitingroom.deadline import StoreGuard
 from gatekeeper.waitingroom.store import (
@@ -57,9 +59,10 @@ def tenant_base(prefix: str, tenant: str) -> str:
 
 
 def _load(name: str) -> str:
+    if name in ("lease", "release"):
+        return lease_script(name)  # shared with every other leader (gatekeeper.lease)
     lua = resources.files("gatekeeper.waitingroom") / "lua"
-    lib = (lua / "_lib.lua").read_text() if name not in ("lease", "release") else ""
-    return lib + "\n" + (lua / f"{name}.lua").read_text()
+    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class _Script:
@@ -155,8 +158,9 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "gk") -> RedisStore:
-        """A store with its own connection pool (the worker process and benchmarks)."""
-        return cls(Redis.from_url(url), prefix=prefix, owns_client=True)
+        """A store with its own connection pool (the worker process and benchmarks); any URL
+        :func:`~gatekeeper.redis_client.redis_from_url` takes, a Cluster's included."""
+        return cls(redis_from_url(url), prefix=prefix, owns_client=True)
 
     def _base(self, tenant: str) -> str:
         return tenant_base(self.prefix, tenant)
@@ -282,6 +286,17 @@ class RedisStore:
         script = self._scripts["release"]
         key = f"{self.prefix}:wr:lease:{name}"
         await self.guard.background("release", lambda: script([key], [owner]))
+
+    async def warm_up(self) -> None:
+        """Load every script now (on every primary of a cluster; the lean connections open
+        too), so that no request's deadline is spent on it. Raises :class:`StorageError`."""
+        for script in self._scripts.values():
+            try:
+                script.sha = await script._load()
+            except (RedisError, OSError) as exc:
+                raise StorageError(f"waiting room store: loading scripts failed: {exc}") from exc
+        if self._lean is not None:
+            await self._lean.open_all()
 
     async def aclose(self) -> None:
         if self._lean is not None:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gatekeeper.errors import GatekeeperError
+from gatekeeper.errors import ConfigurationError, GatekeeperError
 
 if TYPE_CHECKING:
-    from gatekeeper.types import Clock
+    from gatekeeper.types import Clock, EventEmitter
     from gatekeeper.waitingroom.config import WaitingRoomSettings
     from gatekeeper.waitingroom.config_repository import CachedConfigs
     from gatekeeper.waitingroom.store import AdmitResult, WaitingRoomStore
@@ -64,6 +64,9 @@ class AdmissionWorker:
         self.metrics = metrics
         self.lease_name = lease_name
         self.leader = False
+        # Where queueing/drained events go (the component sets context.events at start).
+        self.events: EventEmitter | None = None
+        self._queueing: set[str] = set()
 
     async def run_once(self) -> dict[str, AdmitResult] | None:
         """One pass: take/renew the lease, then admit what is due. ``None`` if not the leader."""
@@ -100,10 +103,26 @@ class AdmissionWorker:
                     head=result.head,
                 )
             self._record(tenant, result)
-            if self.metrics is not None:
+            if self.metrics is not None or self.events is not None:
                 stats = await self.store.stats(tenant, self.clock.now())
-                self.metrics.waitingroom_length(tenant, stats.queued)
+                if self.metrics is not None:
+                    self.metrics.waitingroom_length(tenant, stats.queued)
+                self._report(tenant, stats.queued)
         return results
+
+    def _report(self, tenant: str, queued: int) -> None:
+        """Tell when a tenant's queue starts (someone waits) and when it is empty again."""
+        events = self.events
+        if events is None:
+            return
+        if queued > 0 and tenant not in self._queueing:
+            self._queueing.add(tenant)
+            events.emit(
+                "waitingroom.queueing", {"tenant": tenant, "queued": queued}, subject=tenant
+            )
+        elif queued == 0 and tenant in self._queueing:
+            self._queueing.discard(tenant)
+            events.emit("waitingroom.drained", {"tenant": tenant}, subject=tenant)
 
     def _record(self, tenant: str, result: AdmitResult) -> None:
         if self.metrics is None:
@@ -144,8 +163,12 @@ async def _serve(stop: asyncio.Event) -> int:
     if not settings.redis_url:
         print("gatekeeper worker: GATEKEEPER_REDIS_URL is required", file=sys.stderr)
         return 2
+    try:
+        store = RedisStore.from_url(settings.redis_url, prefix=wr.redis_prefix)
+    except ConfigurationError as exc:
+        print(f"gatekeeper worker: GATEKEEPER_REDIS_URL: {exc}", file=sys.stderr)
+        return 2
     database = Database.from_settings(settings)
-    store = RedisStore.from_url(settings.redis_url, prefix=wr.redis_prefix)
     clock = SystemClock()
     try:
         repository = SqlConfigRepository(database)

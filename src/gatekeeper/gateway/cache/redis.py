@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gatekeeper.errors import ConfigurationError, StorageError, StorageTimeout
 from gatekeeper.gateway.cache.entry import CacheEntry
+from gatekeeper.redis_client import redis_from_url
 
 __all__ = ["RedisStore"]
 
@@ -76,10 +77,11 @@ class RedisStore:
     def from_url(
         cls, url: str, *, prefix: str = "gk:cache", max_entry_bytes: int = 2**20
     ) -> RedisStore:
-        """A store with a client of its own (closed by :meth:`aclose`)."""
+        """A store with a client of its own (closed by :meth:`aclose`); a cluster URL
+        (``redis+cluster://``) gives a cluster client."""
         try:
-            client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        except ValueError as exc:
+            client = redis_from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        except ConfigurationError as exc:
             raise ConfigurationError(f"cache store URL {url!r}: {exc}") from exc
         return cls(client, prefix=prefix, max_entry_bytes=max_entry_bytes, owns_client=True)
 

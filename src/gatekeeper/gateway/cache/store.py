@@ -66,7 +66,8 @@ def store_from_url(
     prefix: str = "gk:cache",
     redis: Redis | None = None,
 ) -> Store:
-    """A store chosen by scheme: ``memory://`` (the default) or ``redis://`` / ``rediss://``.
+    """A store chosen by scheme: ``memory://`` (the default) or a Redis URL (``redis://``,
+    ``rediss://``, ``redis+cluster://``, ...: see :mod:`gatekeeper.redis_client`).
 
     With ``redis`` given, that shared client is used and ``url`` only selects the kind.
     """
@@ -81,7 +82,7 @@ def store_from_url(
             max_total_bytes=max_total_bytes,
             max_entries=max_entries,
         )
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel"}:
         if redis is not None:
             return RedisStore(redis, prefix=prefix, max_entry_bytes=max_entry_bytes)
         return RedisStore.from_url(url, prefix=prefix, max_entry_bytes=max_entry_bytes)

@@ -1,4 +1,5 @@
-"""What every answered request leaves behind: its metrics and its access line.
+"""What every answered request leaves behind: its metrics, its access line, and an observation
+for abuse detection (which only queues: it is evaluated in the background).
 
 The requests answered in one event-loop turn are accounted together at its end: one pass over
 the metrics and the access log for all of them costs about half as much CPU as the same work
@@ -23,12 +24,17 @@ __all__ = ["Accounting"]
 
 
 class Accounting:
-    """Counts answered requests in ``metrics`` and writes their lines to ``access_log``
-    (either may be None)."""
+    """Counts answered requests in ``metrics``, writes their lines to ``access_log``, reports
+    each 429 to ``spikes`` (``events.spikes.SpikeDetector``: ``limited(route, key)``) and shows
+    them to ``abuse`` (a ``gatekeeper.abuse.Detector``); any may be None."""
 
-    def __init__(self, metrics: Any = None, access_log: Any = None) -> None:
+    def __init__(
+        self, metrics: Any = None, access_log: Any = None, spikes: Any = None, abuse: Any = None
+    ) -> None:
         self.metrics = metrics
         self.access_log = access_log
+        self.spikes = spikes
+        self.abuse = abuse
         self._answered: list[tuple[Exchange, int, float]] = []
 
     def answered(self, loop: asyncio.AbstractEventLoop, exchange: Exchange, status: int) -> None:
@@ -57,9 +63,16 @@ class Accounting:
         answered, self._answered = self._answered, []
         metrics = self.metrics
         access = self.access_log
+        abuse = self.abuse
         # (The in-flight gauge is not kept per request: it costs two locked updates on the hot
         # path; /stats reports in-flight connections from the server instead.)
         try:
+            spikes = self.spikes
+            if spikes is not None:
+                for exchange, status, _ in answered:
+                    if status == 429:
+                        route = exchange.route
+                        spikes.limited(route.name if route else None, exchange.limited_subject())
             if metrics is not None:
                 count = metrics.request
                 for exchange, status, elapsed in answered:
@@ -86,5 +99,12 @@ class Accounting:
                             decision=exchange.decision,
                             limit_key=exchange.limited_subject(),
                         )
+            if abuse is not None:
+                observe = abuse.answered
+                for exchange, status, _ in answered:
+                    request = exchange.request
+                    principal = exchange.principal
+                    key_id = principal.key_id if principal is not None else None
+                    observe(request.client_ip, request.path, status, key_id)
         except Exception as exc:  # observability must never fail serving
             report_unexpected(exc, where=f"accounting {len(answered)} answered requests")

@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 from gatekeeper.gateway.flow.subjects import Checks
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gatekeeper.client_ip import TrustedProxies
+    from gatekeeper.gateway.flow.cors import Cors
     from gatekeeper.gateway.flow.routing import Router
+    from gatekeeper.gateway.geo.router import GeoRouter
     from gatekeeper.gateway.http.messages import ResponseCache
+    from gatekeeper.gateway.upstream.pool import UpstreamPool
     from gatekeeper.gateway.upstream.proxy import Proxy
+    from gatekeeper.identity.guard import Guard
+    from gatekeeper.limits import Limiter, Policy
+    from gatekeeper.waitingroom.gate import WaitingRoomGate
 
 __all__ = ["Snapshot"]
 
@@ -34,16 +42,16 @@ class Snapshot:
 
     router: Router
     proxy: Proxy
-    pools: dict[str, Any]
+    pools: dict[str, UpstreamPool]
     trusted: TrustedProxies
-    policies: dict[str, Any] = field(default_factory=dict)
-    limiter: Any = None
-    guard: Any = None
-    gate: Any = None
+    policies: dict[str, Policy] = field(default_factory=dict)
+    limiter: Limiter | None = None
+    guard: Guard | None = None
+    gate: Callable[[str], WaitingRoomGate] | None = None
     cache: ResponseCache | None = None
-    # CORS for the built-in endpoints (``flow.cors.Cors``), or None.
-    cors: Any = None
-    geo: Any = None
+    # CORS for the built-in endpoints, or None.
+    cors: Cors | None = None
+    geo: GeoRouter | None = None
     # id(route) -> the steps its requests go through (``flow.steps.Step`` objects, decided by
     # the flow that serves the snapshot; typed loosely so the snapshot imports no step).
     plans: dict[int, tuple[Any, ...]] = field(default_factory=dict, init=False)

@@ -165,7 +165,9 @@ class DenyAddress(Step):
         return snapshot.guard is not None and route.auth is None
 
     def enter(self, ex: Exchange) -> Any:
-        rules = ex.snapshot.guard.identity.ip_rules
+        guard = ex.snapshot.guard
+        assert guard is not None  # applies() admits the step only with a guard
+        rules = guard.identity.ip_rules
         rule = rules.match_now(ex.request.client_ip)
         if rule == _UNKNOWN:
             return rules.match(ex.request.client_ip)  # the rules are loaded on the way
@@ -268,7 +270,9 @@ class Limit(Step):
         checks, lease = ex.snapshot.checks.of(ex.route, ex.request)  # type: ignore[arg-type]
         if lease is not None:
             ex.lease = (checks, lease)  # given back when the exchange settles, if admitted
-        return ex.snapshot.limiter.decide(checks)  # type: ignore[no-any-return]
+        limiter = ex.snapshot.limiter
+        assert limiter is not None  # applies() admits the step only with a limiter
+        return limiter.decide(checks)
 
     def resume(self, ex: Exchange, decision: Decision) -> None:
         ex.decision = decision
@@ -305,8 +309,10 @@ class WaitingRoom(Step):
         return route.waiting_room is not None and snapshot.gate is not None
 
     def enter(self, ex: Exchange) -> Awaitable[Any]:
-        gate = ex.snapshot.gate(ex.route.waiting_room)  # type: ignore[union-attr]
-        return gate.check_headers(ex.request.headers, ex.request.target)  # type: ignore[no-any-return]
+        gates, tenant = ex.snapshot.gate, ex.route.waiting_room  # type: ignore[union-attr]
+        assert gates is not None  # as applies() admitted the step
+        assert tenant is not None
+        return gates(tenant).check_headers(ex.request.headers, ex.request.target)
 
     def resume(self, ex: Exchange, verdict: Any) -> None:
         if not verdict.allowed:
@@ -328,8 +334,10 @@ class Geo(Step):
         return route.geo is not None and snapshot.geo is not None
 
     def enter(self, ex: Exchange) -> None:
-        chosen = ex.snapshot.geo.route(ex.route, ex.request)
-        if chosen.__class__ is Refusal:
+        geo = ex.snapshot.geo
+        assert geo is not None  # applies() admits the step only with a geo router
+        chosen = geo.route(ex.route, ex.request)
+        if isinstance(chosen, Refusal):
             ex.term = Termination.NO_UPSTREAM
             ex.answer_problem(
                 503, chosen.error, chosen.detail,

@@ -40,7 +40,7 @@ from gatekeeper.gateway.upstream.endpoint import Endpoint
 from gatekeeper.gateway.upstream.health import HealthCheckConfig, HealthChecker
 from gatekeeper.gateway.upstream.outlier import OutlierConfig, OutlierDetector
 from gatekeeper.gateway.upstream.retry import RetryBudget, RetryBudgetConfig
-from gatekeeper.types import Clock, SystemClock
+from gatekeeper.types import Clock, EventEmitter, SystemClock
 
 __all__ = ["UpstreamPool", "pool_from_config"]
 
@@ -97,6 +97,8 @@ class UpstreamPool:
         )
         self._metrics: Any = None
         self.metrics = metrics
+        # Where endpoint up/down and breaker opened/closed are reported (None: nowhere).
+        self.events: EventEmitter | None = None
         self.hash_on = hash_on
         self.strategy = ""
         self._balancer: Balancer
@@ -246,12 +248,20 @@ class UpstreamPool:
         def changed(state: BreakerState) -> None:
             if self._metrics is not None:
                 self._metrics.breaker(self.name, ep.address, str(state))
+            if self.events is not None and state is not BreakerState.HALF_OPEN:
+                kind = "breaker.closed" if state is _CLOSED else "breaker.opened"
+                self.events.emit(
+                    kind, {"pool": self.name, "endpoint": ep.address}, subject=ep.address
+                )
 
         return changed
 
     def _health_changed(self, ep: Endpoint, healthy: bool) -> None:
         if self._metrics is not None:
             self._metrics.endpoint_health(self.name, ep.address, healthy)
+        if self.events is not None:
+            kind = "upstream.up" if healthy else "upstream.down"
+            self.events.emit(kind, {"pool": self.name, "endpoint": ep.address}, subject=ep.address)
 
     def _queue_depth(self, depth: int) -> None:
         if self._metrics is not None:

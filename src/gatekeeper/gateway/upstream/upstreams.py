@@ -17,8 +17,11 @@ __all__ = ["build_pool"]
 
 
 def build_pool(
-    name: str, config: UpstreamConfig, *, clock: Any = None, metrics: Any = None
+    name: str, config: UpstreamConfig, *, clock: Any = None, metrics: Any = None, events: Any = None
 ) -> UpstreamPool:
     """The pool for one ``upstreams:`` entry, reporting breaker, health, ejection and queue
-    events to ``metrics`` when given."""
-    return pool_from_config(name, config, clock=clock, metrics=metrics)
+    events to ``metrics`` when given, and endpoint up/down and breaker opened/closed to
+    ``events`` (a ``gatekeeper.types.EventEmitter``)."""
+    pool = pool_from_config(name, config, clock=clock, metrics=metrics)
+    pool.events = events
+    return pool

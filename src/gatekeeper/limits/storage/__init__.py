@@ -1,5 +1,5 @@
 """Where limit state lives, chosen by URL: ``memory://``, ``redis://``, ``rediss://``,
-``redis+sentinel://``, ``redis+cluster://``.
+``redis+sentinel://``, ``redis+cluster://``, ``rediss+cluster://``.
 
 Every store implements :class:`gatekeeper.types.Storage`; see ``docs/limits-storage.md``.
 """
@@ -45,11 +45,11 @@ def storage_from_url(
                 f"storage URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}"
             )
         return MemoryStorage(clock=clock, prefix=prefix, **options)
-    if scheme in ("redis", "rediss", "redis+sentinel", "redis+cluster"):
+    if scheme in ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster"):
         from gatekeeper.limits.storage.redis import redis_storage_from_url
 
         return redis_storage_from_url(url, prefix=prefix, clock=clock, query=query, **options)
     raise ConfigurationError(
         f"storage URL {url!r}: unknown scheme {parts.scheme!r} "
-        "(use memory, redis, rediss, redis+sentinel or redis+cluster)"
+        "(use memory, redis, rediss, redis+sentinel, redis+cluster or rediss+cluster)"
     )

@@ -153,6 +153,23 @@ class LeanPool:
         except TimeoutError as exc:
             raise StorageTimeout(f"Redis did not answer within {self.timeout} s") from exc
 
+    @property
+    def opened(self) -> int:
+        """How many of the pool's connections are open."""
+        return sum(c is not None and not c.closed for c in self._slots)
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
+
+    async def open_all(self) -> None:
+        """Open every connection of the pool now (each call opens the first missing one), so
+        that :meth:`send` never finds one missing under traffic."""
+        for _ in self._slots:
+            reply = await self.call(command(b"PING"))
+            if isinstance(reply, ReplyError):
+                raise StorageError(f"Redis {self.host}:{self.port} refused PING: {reply}")
+
     def send(self, payload: bytes) -> asyncio.Future[Any] | None:
         """Write one command on an open connection now and return its reply's future (errors
         as values; no ``timeout``: the caller bounds it); None while a connection is missing
@@ -225,3 +242,31 @@ class LeanPool:
             if connection is not None:
                 connection.close()
             self._slots[index] = None
+
+
+def lean_pool_from(connection_class: Any, options: dict[str, Any]) -> LeanPool | None:
+    """A :class:`LeanPool` to the server of a redis-py connection class and its keyword
+    arguments (a client's pool, a cluster node), when that is plain TCP (TLS and Unix sockets
+    stay with redis-py: None). AUTH, SELECT and CLIENT SETNAME follow the options."""
+    from redis.asyncio.connection import Connection
+
+    if connection_class is not Connection:
+        return None
+    setup = []
+    password = options.get("password")
+    if password is not None:
+        username = options.get("username")
+        setup.append(
+            command(b"AUTH", username, password) if username else command(b"AUTH", password)
+        )
+    if int(options.get("db") or 0):
+        setup.append(command(b"SELECT", int(options["db"])))
+    if options.get("client_name"):
+        setup.append(command(b"CLIENT", b"SETNAME", options["client_name"]))
+    return LeanPool(
+        options.get("host", "localhost"),
+        int(options.get("port", 6379)),
+        setup=setup,
+        timeout=options.get("socket_timeout"),
+        connect_timeout=options.get("socket_connect_timeout"),
+    )

@@ -23,15 +23,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 from redis.asyncio.sentinel import Sentinel
 
 from gatekeeper.errors import ConfigurationError, StorageError
 from gatekeeper.limits.algorithms import lease_members
 from gatekeeper.limits.decision import PolicyResult
 from gatekeeper.limits.policy import Algorithm, Check
-from gatekeeper.limits.storage._resp import LeanPool, ReplyError, command, evalsha
+from gatekeeper.limits.storage._resp import (
+    LeanPool,
+    ReplyError,
+    command,
+    evalsha,
+    lean_pool_from,
+)
 from gatekeeper.limits.storage._script import Encoder, decode, load_script, translate_errors
+from gatekeeper.redis_client import (
+    CLUSTER_SCHEMES,
+    cluster_client,
+    parse_hosts,
+    redis_options,
+    sentinel_master,
+)
 from gatekeeper.types import Clock, Storage
 
 __all__ = [
@@ -41,11 +53,6 @@ __all__ = [
     "redis_options",
     "redis_storage_from_url",
 ]
-
-# Query-string options passed on to redis-py, with their types.
-_FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval")
-_INT_OPTIONS = ("max_connections", "db")
-_STR_OPTIONS = ("username", "password", "client_name", "ssl_cert_reqs", "ssl_ca_certs")
 
 
 class RedisStorage:
@@ -136,6 +143,19 @@ class RedisStorage:
                 await self.client.script_load(script.text)
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-any-return]
 
+    async def warm_up(self, connections: int = 4) -> None:
+        """Open the lean connections and ``connections`` of redis-py's, and load the script
+        (see :class:`~gatekeeper.types.WarmUp`)."""
+        script = self._decide
+        if self.lean is not None:
+            await self.lean.open_all()
+            loaded = await self.lean.call(command(b"SCRIPT", b"LOAD", script.text))
+            if isinstance(loaded, ReplyError):
+                raise StorageError(f"loading the limits script failed: {loaded}")
+        with translate_errors("warming up"):
+            await self.client.script_load(script.text)
+            await asyncio.gather(*(self.client.ping() for _ in range(connections)))
+
     async def release(self, checks: Sequence[Check], lease_id: str) -> None:
         """Give back the concurrency slots that ``lease_id`` holds on these checks' keys."""
         leases = [c for c in checks if c.policy.algorithm is Algorithm.CONCURRENCY]
@@ -170,77 +190,24 @@ class RedisStorage:
                     await client.aclose()
 
 
-def redis_options(url: str, query: dict[str, str], options: dict[str, Any]) -> dict[str, Any]:
-    """redis-py keyword arguments from the URL's query string (typed) and the caller's own.
-
-    Unknown query options raise :class:`ConfigurationError` naming them.
-    """
-    out = dict(options)
-    for name, value in query.items():
-        try:
-            if name in _FLOAT_OPTIONS:
-                out[name] = float(value)
-            elif name in _INT_OPTIONS:
-                out[name] = int(value)
-            elif name in _STR_OPTIONS:
-                out[name] = value
-            else:
-                known = ", ".join(sorted((*_FLOAT_OPTIONS, *_INT_OPTIONS, *_STR_OPTIONS, "prefix")))
-                raise ConfigurationError(
-                    f"storage URL {url!r}: unknown option {name!r} (known: {known})"
-                )
-        except ValueError as exc:
-            if isinstance(exc, ConfigurationError):
-                raise
-            raise ConfigurationError(
-                f"storage URL {url!r}: option {name}={value!r} is not a number"
-            ) from exc
-    return out
-
-
-def parse_hosts(url: str, netloc: str) -> tuple[list[tuple[str, int]], str | None]:
-    """``user:pass@h1:p1,h2:p2`` -> ``([(h1, p1), (h2, p2)], password)``."""
-    auth, _, hosts = netloc.rpartition("@")
-    password = auth.partition(":")[2] or None if auth else None
-    out = []
-    for item in hosts.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(f"storage URL {url!r}: {item!r} is not host:port")
-        out.append((host.strip("[]"), int(port)))
-    return out, password
-
-
 def redis_storage_from_url(
     url: str, *, prefix: str, clock: Clock | None, query: dict[str, str], **options: Any
 ) -> Storage:
-    """Open the Redis store a ``redis://``, ``rediss://``, ``redis+sentinel://`` or
-    ``redis+cluster://`` URL names (``clock`` is unused: Redis ``TIME`` decides)."""
+    """Open the Redis store a ``redis://``, ``rediss://``, ``redis+sentinel://``,
+    ``redis+cluster://`` or ``rediss+cluster://`` URL names (``clock`` is unused: Redis
+    ``TIME`` decides)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     kwargs = redis_options(url, query, options)
     if not parts.netloc:
         raise ConfigurationError(f"storage URL {url!r} names no host")
-    if scheme == "redis+cluster":
+    if scheme in CLUSTER_SCHEMES:
         from gatekeeper.limits.storage.cluster import RedisClusterStorage
 
-        hosts, password = parse_hosts(url, parts.netloc)
-        if password is not None:
-            kwargs.setdefault("password", password)
-        kwargs.pop("db", None)
-        return RedisClusterStorage.from_hosts(hosts, prefix=prefix, **kwargs)
+        client = cluster_client(url, parts.netloc, query, tls=scheme == "rediss+cluster", **options)
+        return RedisClusterStorage(client, prefix=prefix)
     if scheme == "redis+sentinel":
-        hosts, password = parse_hosts(url, parts.netloc)
-        service = parts.path.strip("/")
-        if not service:
-            raise ConfigurationError(f"storage URL {url!r}: name the master, e.g. /mymaster")
-        if password is not None:
-            kwargs.setdefault("password", password)
-        sentinel_kwargs = {
-            k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")
-        }
-        sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]
-        master = sentinel.master_for(service, redis_class=Redis)
+        sentinel, master = sentinel_master(url, parts.netloc, parts.path, query, **options)
         return RedisStorage(master, prefix=prefix, sentinel=sentinel)
     try:
         port = parts.port
@@ -259,24 +226,6 @@ def lean_pool_for(client: Any) -> LeanPool | None:
     """A :class:`LeanPool` to the server a ``redis.asyncio.Redis`` talks to, when it is plain
     TCP (TLS, Unix sockets, Sentinel and Cluster clients stay with redis-py: None)."""
     pool = getattr(client, "connection_pool", None)
-    if pool is None or pool.connection_class is not Connection:
+    if pool is None:
         return None
-    options = pool.connection_kwargs
-    setup = []
-    password = options.get("password")
-    if password is not None:
-        username = options.get("username")
-        setup.append(
-            command(b"AUTH", username, password) if username else command(b"AUTH", password)
-        )
-    if int(options.get("db") or 0):
-        setup.append(command(b"SELECT", int(options["db"])))
-    if options.get("client_name"):
-        setup.append(command(b"CLIENT", b"SETNAME", options["client_name"]))
-    return LeanPool(
-        options.get("host", "localhost"),
-        int(options.get("port", 6379)),
-        setup=setup,
-        timeout=options.get("socket_timeout"),
-        connect_timeout=options.get("socket_connect_timeout"),
-    )
+    return lean_pool_from(pool.connection_class, pool.connection_kwargs)

@@ -240,7 +240,7 @@ def dashboard_endpoints(component: LiveViews) -> list[Endpoint]:
             call,
             call.params["path"],
             call.client_ip,
-            context.extras.get("gateway"),
+            context.snapshot,
             context.limiter,
         )
         return json_reply(body, headers=_NO_STORE)

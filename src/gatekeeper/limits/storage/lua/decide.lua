@@ -197,15 +197,15 @@ local function sliding_core(sprev, scur, sstart, limit, period, cost)
   elseif sstart == start - period then
     prev = scur
   end
-  local weighted = prev * (period - elapsed)
+  -- The previous window's share rounded down (algorithms.py says why).
+  local used = idiv(prev * (period - elapsed), period)
   local allowed = 0
-  if cur + cost <= limit and weighted <= (limit - cur - cost) * period then
+  if cur + cost + used <= limit then
     cur = cur + cost
     allowed = 1
   end
-  local avail = (limit - cur) * period - weighted
-  local remaining = 0
-  if avail > 0 then remaining = idiv(avail, period) end
+  local remaining = limit - cur - used
+  if remaining < 0 then remaining = 0 end
   local reset = 0
   if cur > 0 then
     reset = start + 2 * period - now
@@ -217,12 +217,13 @@ local function sliding_core(sprev, scur, sstart, limit, period, cost)
     return 1, remaining, reset, 0, nil
   end
   if cost > limit then return 0, remaining, reset, reset, nil end
-  local spare = (limit - cur - cost) * period
-  if spare >= 0 and prev > 0 and idiv(spare, prev) >= 1 then
-    return 0, remaining, reset, start + period - idiv(spare, prev) - now, nil
+  local free = limit - cur - cost
+  if free >= 0 and prev > 0 then
+    local at = period - cdiv((free + 1) * period, prev) + 1
+    if at < period then return 0, remaining, reset, start + at - now, nil end
   end
   local wait = 0
-  if cur > 0 then wait = period - idiv((limit - cost) * period, cur) end
+  if cur > 0 then wait = period - cdiv((limit - cost + 1) * period, cur) + 1 end
   if wait < 0 then wait = 0 end
   if wait < period then return 0, remaining, reset, start + period + wait - now, nil end
   return 0, remaining, reset, start + 2 * period - now, nil

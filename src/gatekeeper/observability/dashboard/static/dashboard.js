@@ -307,10 +307,39 @@
     });
   }
 
+  // The flagged clients come from GET /dashboard/abuse (operators: the token if one is typed).
+  async function refreshAbuse() {
+    const token = document.getElementById("admin-token").value.trim();
+    let body = null;
+    let status = "";
+    try {
+      const response = await fetch("/dashboard/abuse", {
+        cache: "no-store",
+        headers: { Accept: "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      });
+      if (response.status === 404) status = "abuse detection is not running";
+      else if (!response.ok) status = `not allowed (${response.status}): type the admin token`;
+      else body = await response.json();
+    } catch (_) { status = "unreachable"; }
+    if (body && !body.enabled) status = "abuse detection is disabled";
+    setText("abuse-status", status);
+    const rows = ((body && body.flagged) || []).slice(0, 50).map((f) =>
+      el("tr", {},
+        el("td", { text: f.subject }), el("td", { text: f.pattern }),
+        el("td", { text: `${num(f.count)} / ${num(f.threshold)}` }),
+        el("td", { text: `${num(f.window)} s` }),
+        el("td", { text: new Date(f.last_seen * 1000).toLocaleTimeString() }),
+        el("td", { text: f.banned_for ? `${num(f.banned_for)} s` : "no" })));
+    replace("abuse-flagged", rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 6, class: "empty", text: "nobody" }))]);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const token = document.getElementById("admin-token");
     token.value = sessionStorage.getItem(TOKEN_KEY) || "";
     burstDemo();
+    refreshAbuse();
+    setInterval(refreshAbuse, 5000);
     GK.live((view) => {
       renderTraffic(view);
       renderChart(view.series);
