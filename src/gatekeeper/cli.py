@@ -19,6 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run everything on this machine with embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument(
+        "--envoy",
+        action="store_true",
+        help="also Envoy on :10000 in front of the backends, Gatekeeper deciding over gRPC",
+    )
+    demo.add_argument("--envoy-port", type=int, default=10000, help="Envoy's port (--envoy)")
+    demo.add_argument("--grpc-port", type=int, default=8081, help="the gRPC port (--envoy)")
     serve = sub.add_parser("serve", help="run one replica from a YAML configuration file")
     serve.add_argument("--config", help="the gatekeeper.yaml (default: GATEKEEPER_CONFIG_FILE)")
     serve.add_argument("--host", help="listen address (default: the file's listener.host)")
@@ -53,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from gatekeeper.demo import run_demo
 
-        return run_demo(host=args.host, port=args.port)
+        return run_demo(
+            host=args.host,
+            port=args.port,
+            envoy=args.envoy,
+            envoy_port=args.envoy_port,
+            grpc_port=args.grpc_port,
+        )
     if args.command == "serve":
         from gatekeeper.demo import run_serve
 

@@ -78,7 +78,11 @@ def demo_geo(database: str, backends: list[str]) -> dict[str, Any]:
 
 
 def demo_config(
-    host: str, port: int, backends: list[str], geo_database: str | None = None
+    host: str,
+    port: int,
+    backends: list[str],
+    geo_database: str | None = None,
+    envoy_grpc_port: int | None = None,
 ) -> GatewayConfig:
     """The demo's configuration, one route per seed's scenario, all round robin over
     ``backends``:
@@ -91,7 +95,9 @@ def demo_config(
       ``Cache-Status`` (seed 004);
     - ``/shop`` behind the ``demo`` tenant's waiting room (seed 000);
     - with ``geo_database``, ``/api/geo`` to the nearest of three datacenters (EU clients stay
-      in the EU).
+      in the EU);
+    - with ``envoy_grpc_port``, Envoy's rate limit and authorization services on that port
+      (:func:`demo_envoy_section`).
     """
     data: dict[str, Any] = {
         "listener": {"host": host, "port": port, "shutdown_grace": 2},
@@ -150,6 +156,8 @@ def demo_config(
             },
         ],
     }
+    if envoy_grpc_port is not None:
+        data["envoy"] = demo_envoy_section(envoy_grpc_port)
     if geo_database is not None:
         geo = demo_geo(geo_database, backends)
         data["geo"] = geo["geo"]
@@ -165,6 +173,33 @@ def demo_config(
             }
         )
     return parse_config(data, "<demo>")
+
+
+# The demo's Envoy: its listener, and Gatekeeper's gRPC port it asks.
+DEMO_ENVOY_PORT = 10000
+DEMO_GRPC_PORT = 8081
+DEMO_ENVOY_DOMAIN = "demo"
+
+
+def demo_envoy_section(grpc_port: int) -> dict[str, Any]:
+    """The ``envoy:`` section of ``make demo-envoy``: 5 requests a minute per client address
+    (fixed window, as envoyproxy/ratelimit counts), decided for Envoy by Gatekeeper."""
+    return {
+        "grpc_port": grpc_port,
+        "grpc_host": "127.0.0.1",
+        "domains": [
+            {
+                "domain": DEMO_ENVOY_DOMAIN,
+                "descriptors": [
+                    {
+                        "key": "remote_address",
+                        "name": "per-client",
+                        "rate_limit": {"unit": "minute", "requests_per_unit": 5},
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -183,8 +218,17 @@ def _run(coro: Any) -> None:
     asyncio.run(coro)
 
 
-def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
-    """Run the demo until interrupted; returns the process exit code."""
+def run_demo(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    envoy: bool = False,
+    envoy_port: int = DEMO_ENVOY_PORT,
+    grpc_port: int = DEMO_GRPC_PORT,
+) -> int:
+    """Run the demo until interrupted; returns the process exit code. ``envoy``: also Envoy on
+    :data:`DEMO_ENVOY_PORT` in front of the same backends, Gatekeeper deciding its limits and
+    authorization over gRPC (``make demo-envoy``)."""
     from gatekeeper.app import Runtime, serve
     from gatekeeper.gateway.mock_backend import run_backends
     from gatekeeper.waitingroom.tenants import new_secret
@@ -209,7 +253,14 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
 
         backends = await run_backends(3, host="127.0.0.1")
         database = build_demo_database(Path(workdir) / "geo-demo.mmdb")
-        config = demo_config(host, port, [b.url for b in backends], str(database))
+        config = demo_config(
+            host,
+            port,
+            [b.url for b in backends],
+            str(database),
+            envoy_grpc_port=grpc_port if envoy else None,
+        )
+        proxies: list[Any] = []  # Envoy, started once Gatekeeper answers on gRPC
 
         def ready(runtime: Runtime) -> None:
             server = runtime.server
@@ -235,10 +286,23 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
                 f"browsers send {DEMO_TENANT!r})",
                 flush=True,
             )
+            if envoy:
+                proxies.append(_start_envoy(backends, envoy_port, grpc_port))
+                print(
+                    f"Envoy on http://127.0.0.1:{envoy_port} in front of the same "
+                    f"backends, Gatekeeper (gRPC :{grpc_port}) deciding:\n"
+                    f"  try:      curl -i http://127.0.0.1:{envoy_port}/api/info  "
+                    f"(5 per minute per client)\n"
+                    f"  auth:     curl -i http://127.0.0.1:{envoy_port}/api/v2/data  "
+                    f"(an X-API-Key or a Bearer token)",
+                    flush=True,
+                )
 
         try:
             await serve(settings, config, on_ready=ready)
         finally:
+            for proxy in proxies:
+                proxy.stop()
             for backend in backends:
                 await backend.stop()
 
@@ -247,6 +311,22 @@ def run_demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally catch it first
         pass
     return 0
+
+
+def _start_envoy(backends: list[Any], port: int, grpc_port: int) -> Any:
+    """Envoy in front of ``backends``, asking Gatekeeper's gRPC port (started once Gatekeeper
+    answers there, so that Envoy's first health check finds it)."""
+    from gatekeeper.envoy.bootstrap import bootstrap
+    from gatekeeper.envoy.process import EnvoyProcess
+
+    config = bootstrap(
+        listen=("127.0.0.1", port),
+        backends=[("127.0.0.1", b.port) for b in backends],
+        gatekeepers=[("127.0.0.1", grpc_port)],
+        domain=DEMO_ENVOY_DOMAIN,
+        routes=[("/api/v2/", True), ("/", False)],
+    )
+    return EnvoyProcess(config, log_level="error").start()
 
 
 def run_serve(

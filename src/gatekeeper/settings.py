@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     metrics_dir: str | None = None
     # Redis key prefix of the dashboards' live per-second statistics (shared by all replicas).
     live_stats_prefix: str = "gatekeeper:live"
+    # The gRPC port of Envoy's rate limit and ext_authz services (overrides the file's
+    # envoy.grpc_port; unset in both: no gRPC listener).
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("business_ids", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from gatekeeper.envoy.config import EnvoyConfig
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.gateway.cache.config import cache_config_problems
 from gatekeeper.gateway.flow.cors import DEFAULT_EXPOSED, Cors, cors_policy
@@ -489,6 +490,15 @@ class GatewayConfig(_Model):
     cors: CorsConfig | bool = False
     geo: GeoConfig | None = None
     abuse: AbuseConfig = Field(default_factory=AbuseConfig)
+    # Gatekeeper as Envoy's rate limit and authorization service (docs/envoy.md).
+    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+
+    @model_validator(mode="after")
+    def _envoy_limits(self) -> GatewayConfig:
+        from gatekeeper.envoy.descriptors import compile_limits
+
+        compile_limits(self.envoy)  # ConfigurationError (a ValueError): two limits of one name
+        return self
 
 
 def _cross_check(data: Any) -> list[str]:

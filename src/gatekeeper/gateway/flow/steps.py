@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import GatekeeperError, QueueFull
 from gatekeeper.gateway.flow.exchange import TAKEN, Exchange, Step
+from gatekeeper.gateway.flow.subjects import query_param
 from gatekeeper.gateway.geo.router import Refusal
 from gatekeeper.gateway.http.protocol import EMPTY_BODY
 from gatekeeper.gateway.upstream.forward import Forwarding, ResponseBuilder, fetch
+from gatekeeper.identity.credentials import credentials, missing_credentials, verdict_fields
 from gatekeeper.limits.headers import problem_body, rate_limit_headers
 from gatekeeper.observability.access import Termination
 from gatekeeper.observability.proxied import ensure_request_id
@@ -39,12 +41,11 @@ from gatekeeper.observability.proxied import ensure_request_id
 if TYPE_CHECKING:
     from gatekeeper.gateway.flow.routing import Route
     from gatekeeper.gateway.flow.snapshot import Snapshot
-    from gatekeeper.gateway.http.messages import ProxyRequest, ProxyResponse
+    from gatekeeper.gateway.http.messages import ProxyResponse
     from gatekeeper.limits.decision import Decision
 
 __all__ = ["BUILTIN", "ENTRY", "PATH", "builtin_plan", "plan_for"]
 
-Headers = list[tuple[bytes, bytes]]
 _REQUEST_ID = b"x-request-id"
 _PROBLEM = (b"content-type", b"application/problem+json")
 _CACHEABLE = frozenset({"GET", "HEAD"})
@@ -194,33 +195,25 @@ class Authenticate(Step):
             ex.answer_problem(503, "auth_unavailable", "identity is not running")
             return None
         mode = ex.route.auth  # type: ignore[union-attr]
-        bearer, api_key = _credentials(mode, ex.request)
+        request = ex.request
+        bearer, api_key = credentials(
+            mode,
+            request.header(b"authorization"),
+            request.header(b"x-api-key") or query_param(request.target, b"api_key"),
+        )
         if bearer is None and api_key is None:
-            wanted = {"api_key": "an X-API-Key", "jwt": "a Bearer token"}.get(
-                mode or "", "an X-API-Key or a Bearer token"
-            )
+            detail, challenge = missing_credentials(mode)
             ex.term = Termination.UNAUTHENTICATED
-            challenge = [] if mode == "api_key" else [(b"www-authenticate", b"Bearer")]
-            ex.answer_problem(401, "unauthorized", f"this route needs {wanted}", challenge)
+            ex.answer_problem(401, "unauthorized", detail, challenge)
             return None
         return _authenticate(guard, ex.request.client_ip, bearer, api_key)
 
     def resume(self, ex: Exchange, verdict_and_priority: tuple[Any, int]) -> None:
         verdict, priority = verdict_and_priority
-        headers: Headers = []
-        style = ex.route.ratelimit_headers  # type: ignore[union-attr]
-        if verdict.decision is not None and style != "none":
-            policies = {p.name: p for p in verdict.policies}
-            headers = [
-                h
-                for h in rate_limit_headers(verdict.decision, policies=policies, style=style)
-                if h[0] != b"retry-after"
-            ]
+        headers = verdict_fields(verdict, ex.route.ratelimit_headers)  # type: ignore[union-attr]
         principal = verdict.principal
         ex.principal = principal
         if not verdict.allowed:
-            if verdict.retry_after:
-                headers.append((b"retry-after", str(verdict.retry_after).encode()))
             extra: dict[str, Any] = {}
             if principal is not None:
                 extra["tier"] = principal.tier
@@ -489,22 +482,6 @@ def builtin_plan(snapshot: Snapshot) -> tuple[Step, ...]:
 
 
 # -- helpers of the steps ------------------------------------------------------------------
-
-
-def _credentials(mode: str | None, request: ProxyRequest) -> tuple[str | None, str | None]:
-    """``(bearer, api_key)`` as the route's ``auth`` mode accepts them."""
-    from gatekeeper.gateway.flow.subjects import query_param
-
-    bearer = api_key = None
-    if mode != "api_key":
-        scheme, _, value = (request.header(b"authorization") or b"").partition(b" ")
-        if scheme.lower() == b"bearer" and value.strip():
-            bearer = value.strip().decode("latin-1")
-    if mode != "jwt":
-        key = request.header(b"x-api-key") or query_param(request.target, b"api_key")
-        if key:
-            api_key = key.decode("latin-1")
-    return bearer, api_key
 
 
 async def _authenticate(
