@@ -25,7 +25,6 @@ from gatekeeper.gateway.config import parse_config
 from gatekeeper.redis_client import is_cluster
 from gatekeeper.settings import Settings
 from gatekeeper.waitingroom.redis_store import tenant_base
-from gatekeeper.waitingroom.service import WaitingRoomService
 from tests.integration.gateway_fixtures import backends, config_for
 
 pytestmark = pytest.mark.redis
@@ -111,7 +110,8 @@ async def test_waiting_room_tenants_on_several_nodes(replica: Replica) -> None:
             redis.get_node_from_key(tenant_base(replica.prefix, t) + "seq").name for t in TENANTS
         }
         assert len(nodes) >= 2, "every tenant landed on one node: the test proves nothing"
-    service: WaitingRoomService = context.extras["waitingroom"]
+    service = context.waiting_room
+    assert service is not None
     # The lean client speaks to one server: on a cluster the scripts go through redis-py.
     assert (service.store._lean is None) == is_cluster(redis)  # type: ignore[attr-defined]
     # Loaded at start (on every primary), before the first enqueue.
