@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Observability", "ObservabilityComponent", "create_component"]
 
+# How long one flush and snapshot of the live statistics may wait for the store.
+_STORE_TIMEOUT = 1.0
+
 
 @dataclass
 class Observability:
@@ -137,11 +140,14 @@ class ObservabilityComponent:
     async def _run(self) -> None:
         # Step by step: flush every ``flush_interval`` (Redis gets this replica's increments),
         # and every ``snapshot_interval`` read the merged view once for all dashboard clients.
+        # (Whether a tick snapshots is decided before it runs: deciding after it made every
+        # slow tick, e.g. one waiting out a frozen Redis, skip the snapshot that fell due.)
         next_snapshot = 0.0
         while True:
-            await self.tick(snapshot=time.monotonic() >= next_snapshot)
-            if time.monotonic() >= next_snapshot:
+            due = time.monotonic() >= next_snapshot
+            if due:
                 next_snapshot = time.monotonic() + self.snapshot_interval
+            await self.tick(snapshot=due)
             await asyncio.sleep(self.flush_interval)
 
     async def tick(self, *, snapshot: bool = True) -> None:
@@ -149,14 +155,17 @@ class ObservabilityComponent:
         store failure: the dashboard keeps its last numbers and says it is stale."""
         self.obs.access_log.flush()
         try:
-            await self.obs.live.flush()
-            if snapshot:
-                await self.publish(await self.snapshot())
-        except StorageError as exc:
+            # Bounded: a frozen Redis (no error, no answer) must not freeze the page with it.
+            async with asyncio.timeout(_STORE_TIMEOUT):
+                await self.obs.live.flush()
+                view = await self.snapshot() if snapshot else None
+            if view is not None:
+                await self.publish(view)
+        except (StorageError, TimeoutError) as exc:
             now = time.monotonic()
             if now - self._last_error_log > 30:
                 self._last_error_log = now
-                self._log.warning("live statistics unavailable", error=str(exc))
+                self._log.warning("live statistics unavailable", error=str(exc) or repr(exc))
             if snapshot and self._latest is not None:
                 # The shared numbers are stale, but this replica's limiter is known: a store
                 # outage is exactly when the page must say that it decides without the store.

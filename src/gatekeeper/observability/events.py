@@ -217,7 +217,7 @@ class LiveStats:
         try:
             await self.store.add(pending, lines, ttl=self.history * 2)
             await self.store.heartbeat(self.replica, self.clock.now(), gauges)
-        except Exception:
+        except BaseException:  # an error, or the caller's timeout cancelling the flush
             # Put the increments back so that a store hiccup loses nothing.
             for second, bucket in pending.items():
                 self._pending.setdefault(second, _new_bucket()).merge(bucket)
