@@ -24,6 +24,28 @@ from tests.integration.events_support import Relay
 OPTIONS = DeliveryOptions(max_attempts=20, backoff_base=0.05, backoff_max=0.2, batch=100)
 
 
+async def _deliver_across_a_cut(
+    sink: AmqpSink | NatsSink, relay: Relay
+) -> tuple[list[Event], list[Event]]:
+    """40 events delivered, the relay cut, 40 more delivered once it is back after three
+    failed tries (the backoff's sleeps restore it); the two batches."""
+    outbox = MemoryOutbox()
+    sleep = _CutAfter(relay, tries=3)
+    deliverer = Deliverer(outbox, [sink], OPTIONS, sleep=sleep)
+    try:
+        first, second = _events(40), _events(40, 40)
+        await outbox.append(first)
+        assert await deliverer.run_once(wait=0) == 40
+        await relay.cut()
+        await outbox.append(second)
+        assert await deliverer.run_once(wait=0) == 40
+    finally:
+        await sink.aclose()
+        await relay.cut()
+    assert sleep.pauses >= 3
+    return first, second
+
+
 def _events(n: int, start: int = 0) -> list[Event]:
     return [
         Event("ip.banned", {"i": i}, 1.7e9, "t", f"ip:10.0.0.{i}") for i in range(start, start + n)
@@ -118,20 +140,7 @@ async def test_rabbitmq_down_then_back_loses_nothing(
     exchange, queue = amqp_queue
     relay = await _relay(amqp_url)
     sink = AmqpSink(_via(amqp_url, relay) + f"?exchange={exchange}", exchange=exchange, timeout=3)
-    outbox = MemoryOutbox()
-    sleep = _CutAfter(relay, tries=3)
-    deliverer = Deliverer(outbox, [sink], OPTIONS, sleep=sleep)
-    try:
-        first, second = _events(40), _events(40, 40)
-        await outbox.append(first)
-        assert await deliverer.run_once(wait=0) == 40
-        await relay.cut()
-        await outbox.append(second)
-        assert await deliverer.run_once(wait=0) == 40
-    finally:
-        await sink.aclose()
-        await relay.cut()
-    assert sleep.pauses >= 3
+    first, second = await _deliver_across_a_cut(sink, relay)
     got = Counter(m.message_id for m in await _drain(queue))
     assert set(got) == {e.id for e in first + second}
 
@@ -190,19 +199,6 @@ async def test_nats_down_then_back_loses_nothing_and_stores_no_duplicate(
     stream, prefix, js = nats_stream
     relay = await _relay(nats_url)
     sink = NatsSink(_via(nats_url, relay), stream=stream, prefix=prefix, timeout=3)
-    outbox = MemoryOutbox()
-    sleep = _CutAfter(relay, tries=3)
-    deliverer = Deliverer(outbox, [sink], OPTIONS, sleep=sleep)
-    try:
-        first, second = _events(40), _events(40, 40)
-        await outbox.append(first)
-        assert await deliverer.run_once(wait=0) == 40
-        await relay.cut()
-        await outbox.append(second)
-        assert await deliverer.run_once(wait=0) == 40
-    finally:
-        await sink.aclose()
-        await relay.cut()
-    assert sleep.pauses >= 3
+    first, second = await _deliver_across_a_cut(sink, relay)
     ids = [h["Nats-Msg-Id"] for _, h in await _stored(js, stream)]
     assert sorted(ids) == sorted(e.id for e in first + second)
